@@ -1,0 +1,87 @@
+# pg_saas — two commands on a fresh Debian 12 machine (as root):
+#   make run    build, install, start a local PostgreSQL with the extension and a demo
+#   make test   cargo test, pg_regress, integration tests; leaves no server running
+# Every target depends on `deps`, which installs what is missing and skips the rest.
+
+PG_MAJOR    ?= 15
+PG_CONFIG   ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+# cargo pgrx install profile: release by default; `make test PGRX_PROFILE=` builds debug.
+PGRX_PROFILE ?= --release
+RUN_PORT    ?= 54330
+TEST_PORT   ?= 54331
+BENCH_PORT  ?= 54332
+DEMO_DB     ?= pg_saas_demo
+REGRESS_DB  ?= pg_saas_regress
+IT_DB       ?= pg_saas_it
+
+export PG_MAJOR PG_CONFIG RUN_PORT TEST_PORT BENCH_PORT DEMO_DB REGRESS_DB IT_DB
+# cargo-pgrx and cargo live here when rustup installed them for root.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all deps build install run stop test unit installcheck integration \
+        regress-run integration-run bench clean help
+
+all: help
+
+help:
+	@echo "make run          build, install, start the demo cluster on port $(RUN_PORT)"
+	@echo "make stop         stop the demo cluster (and PostgREST if make run started one)"
+	@echo "make test         cargo test + pg_regress + integration tests"
+	@echo "make installcheck pg_regress only, against a fresh test cluster"
+	@echo "make integration  tokio-postgres tests only, against a fresh test cluster"
+	@echo "make bench        benchmarks against their peers (not part of make test)"
+	@echo "make deps         install build and runtime dependencies (idempotent)"
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	cargo build $(PGRX_PROFILE)
+
+install: deps
+	cargo pgrx install $(PGRX_PROFILE) --pg-config $(PG_CONFIG)
+
+run: install
+	@scripts/run.sh
+
+stop:
+	@scripts/run.sh stop
+
+# --- tests -------------------------------------------------------------------
+test: deps
+	$(MAKE) unit
+	$(MAKE) install
+	scripts/with-test-cluster.sh $(MAKE) regress-run integration-run
+	@echo "make test: all passed"
+
+# 1. pure Rust logic (no server)
+unit: deps
+	cargo test --lib
+
+# 2. pg_regress (PGXS, --use-existing) against a fresh test cluster
+installcheck: install
+	scripts/with-test-cluster.sh $(MAKE) regress-run
+
+# 3. tokio-postgres integration tests (PostgREST emulation) against a fresh test cluster
+integration: install
+	scripts/with-test-cluster.sh $(MAKE) integration-run
+
+# The *-run targets expect the test cluster that with-test-cluster.sh started.
+regress-run:
+	$(MAKE) -C pg_regress installcheck PG_CONFIG=$(PG_CONFIG) PGPORT=$(TEST_PORT) \
+	  REGRESS_DB=$(REGRESS_DB) OUTDIR=$(CURDIR)/target/regress \
+	  || { cat target/regress/regression.diffs 2>/dev/null | head -n 200; exit 1; }
+
+integration-run:
+	PG_SAAS_TEST_URL="host=localhost port=$(TEST_PORT) user=postgres dbname=$(IT_DB)" \
+	  cargo test --test '*' -- --test-threads=4
+
+# --- benchmarks ----------------------------------------------------------------
+bench: install
+	@bench/run.sh
+
+clean:
+	-scripts/run.sh stop
+	-scripts/cluster.sh remove test
+	-scripts/cluster.sh remove bench
+	cargo clean

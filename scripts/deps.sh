@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs everything pg_saas needs on Debian 12, idempotently:
+#   apt packages, cargo-pgrx (pinned), pgvector (built from Debian's source
+#   package against PostgreSQL 15), and `cargo pgrx init` for pg15.
+# It never edits the system's apt sources: pgvector's source package is
+# fetched through a private apt configuration under target/.
+set -euo pipefail
+
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}
+PGRX_VERSION=${PGRX_VERSION:-0.18.0}
+PGVECTOR_SUITE=${PGVECTOR_SUITE:-trixie}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK="$ROOT/target/deps"
+
+log() { printf '==> deps: %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+APT_PACKAGES=(
+  build-essential pkg-config dpkg-dev ca-certificates libssl-dev
+  "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}"
+  "postgresql-${PG_MAJOR}-cron"
+  libclang-dev clang
+)
+
+# --- 1. apt packages -------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  log "apt packages present"
+fi
+
+# --- 2. cargo-pgrx ---------------------------------------------------------
+if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+if cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+  log "cargo-pgrx ${PGRX_VERSION} present"
+else
+  log "cargo install cargo-pgrx ${PGRX_VERSION} (takes a few minutes)"
+  cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
+fi
+
+# `cargo pgrx init` only records the pg_config path for pg15.
+PGRX_CONFIG="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if grep -q "^pg${PG_MAJOR} *= *\"${PG_CONFIG}\"" "$PGRX_CONFIG" 2>/dev/null; then
+  log "cargo pgrx init already points pg${PG_MAJOR} at ${PG_CONFIG}"
+else
+  log "cargo pgrx init --pg${PG_MAJOR} ${PG_CONFIG}"
+  cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
+fi
+
+# --- 3. pgvector -----------------------------------------------------------
+SHAREDIR=$("$PG_CONFIG" --sharedir)
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+if [ -f "$SHAREDIR/extension/vector.control" ] && [ -f "$PKGLIBDIR/vector.so" ]; then
+  log "pgvector present ($(sed -n "s/^default_version = '\(.*\)'/\1/p" "$SHAREDIR/extension/vector.control"))"
+else
+  # The mirror is whatever the machine's own Debian sources already use.
+  mirror=$(grep -hs -E '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+             | awk '{print $2}' | grep -E '/debian/?$' | head -n1 || true)
+  if [ -z "$mirror" ]; then
+    mirror=$(grep -hs -E '^deb ' /etc/apt/sources.list 2>/dev/null \
+               | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
+               | grep -E '/debian/?$' | head -n1 || true)
+  fi
+  [ -n "$mirror" ] || { echo "deps: no Debian mirror found in /etc/apt sources" >&2; exit 1; }
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  apt_dir="$WORK/apt"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/parts" "$apt_dir/archives/partial"
+  echo "deb-src [signed-by=${keyring}] ${mirror} ${PGVECTOR_SUITE} main" > "$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list"
+            -o "Dir::Etc::SourceParts=$apt_dir/parts"
+            -o "Dir::State::Lists=$apt_dir/lists"
+            -o "Dir::Cache::Archives=$apt_dir/archives"
+            -o "APT::Get::List-Cleanup=0")
+  log "fetching Debian source package pgvector (${PGVECTOR_SUITE}) from ${mirror}"
+  apt-get "${apt_opts[@]}" update -qq
+  src="$WORK/pgvector-src"
+  rm -rf "$src" && mkdir -p "$src"
+  # apt-get source runs as the _apt user for the download when root; let it write.
+  (cd "$src" && chmod 0777 . && apt-get "${apt_opts[@]}" source -qq pgvector)
+  dir=$(find "$src" -mindepth 1 -maxdepth 1 -type d -name 'pgvector-*' | head -n1)
+  [ -n "$dir" ] || { echo "deps: pgvector source did not unpack" >&2; exit 1; }
+  log "building pgvector in $dir"
+  make -s -C "$dir" PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null
+  as_root make -s -C "$dir" PG_CONFIG="$PG_CONFIG" install >/dev/null
+  log "pgvector installed"
+fi
+
+log "done"

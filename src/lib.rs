@@ -1,0 +1,24 @@
+//! pg_saas: the multi-tenant SaaS back end as a PostgreSQL extension.
+//!
+//! One module per capability (DESIGN.md); each keeps its pure logic free of
+//! pgrx types so `cargo test` covers it, and a thin `#[pg_extern]` layer.
+//! Hand-written SQL lives in `sql/` and is pulled in below in a fixed order.
+
+use pgrx::prelude::*;
+
+pub mod error;
+
+::pgrx::pg_module_magic!(name, version);
+
+// Schema-wide set-up that every module relies on; runs before any function.
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// Runs last: privileges on everything the extension created.
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// The version of the pg_saas library that is loaded. After an upgrade of the
+/// package but before `ALTER EXTENSION pg_saas UPDATE` this differs from
+/// `pg_extension.extversion`, which is how monitoring can spot it.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
