@@ -2,7 +2,7 @@
 --
 -- Safety net for the rule "every SECURITY DEFINER function is revoked from
 -- PUBLIC": whatever a module forgot, no definer function stays executable by
--- everyone. Roles that need one get it from saas.grant_api().
+-- everyone. Roles that need one get an explicit GRANT.
 DO $finalize$
 DECLARE
   fn regprocedure;

@@ -42,10 +42,10 @@ async fn fixture(client: Client, schema: &str) -> Api {
             CREATE FUNCTION {s}.add_note(body text) RETURNS bigint VOLATILE LANGUAGE sql AS $f$
               INSERT INTO {s}.notes (body) VALUES (body) RETURNING id
             $f$;
-            -- Declared STABLE but writes: PostgREST runs it READ ONLY, so it fails.
-            CREATE FUNCTION {s}.add_note_stable(body text) RETURNS bigint STABLE LANGUAGE plpgsql AS $f$
-              DECLARE new_id bigint;
-              BEGIN INSERT INTO {s}.notes (body) VALUES (body) RETURNING id INTO new_id; RETURN new_id; END
+            -- Declared STABLE but reaches a write through a VOLATILE callee:
+            -- only the READ ONLY transaction PostgREST opens stops it.
+            CREATE FUNCTION {s}.add_note_stable(body text) RETURNS bigint STABLE LANGUAGE sql AS $f$
+              SELECT {s}.add_note(body)
             $f$;
             CREATE FUNCTION {s}.need_payment() RETURNS void VOLATILE LANGUAGE plpgsql AS $f$
               BEGIN RAISE SQLSTATE 'PT402' USING MESSAGE = 'plan limit reached', HINT = 'upgrade the plan'; END
@@ -143,7 +143,7 @@ async fn request_settings_are_those_postgrest_sets() {
     assert_eq!(b["cookies"], json!({"session": "s1"}));
     assert_eq!(b["claims"], claims);
     assert_eq!(b["role"], "authenticated");
-    assert_eq!(b["search_path"], "\"h_settings\", saas");
+    assert_eq!(b["search_path"], "\"h_settings\", \"saas\"");
     assert_eq!(b["read_only"], "on", "a STABLE function is called in a READ ONLY transaction");
 
     // Without a JWT: the anon role, whose only claim is its role.
@@ -179,7 +179,7 @@ async fn access_mode_follows_method_and_volatility() {
 
     // A STABLE function that writes, over POST: READ ONLY too.
     let r = api.rpc("add_note_stable", json!({"body": "third"})).claims(user.clone()).send().await;
-    assert_eq!(r.status, 405);
+    assert_eq!((r.status, r.code()), (405, Some("25006")), "{:?}", r.error);
     assert_eq!(note_count(&api).await, 1, "failed requests wrote nothing");
 
     // Table verbs: POST inserts (201), GET reads, PATCH and DELETE give 204.
