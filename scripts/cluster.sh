@@ -22,7 +22,8 @@ name=${2:?cluster name}
 link="$ROOT/target/pg/$name"
 
 as_pg() {
-  if [ "$(id -un)" = "$PG_USER" ]; then "$@"; else runuser -u "$PG_USER" -- "$@"; fi
+  # From /, so postgres never trips over a working directory it cannot enter.
+  if [ "$(id -un)" = "$PG_USER" ]; then (cd / && "$@"); else (cd / && runuser -u "$PG_USER" -- "$@"); fi
 }
 
 cluster_dir() {
