@@ -7,11 +7,31 @@
 use pgrx::prelude::*;
 
 pub mod error;
+pub mod tenancy;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Runs when a backend loads the library: registers the `saas.*` settings.
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    tenancy::init();
+}
+
 // Schema-wide set-up that every module relies on; runs before any function.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// Tables, policies and SQL functions of tenancy; its policies call the Rust
+// functions, which must exist first.
+extension_sql_file!(
+    "../sql/tenancy.sql",
+    name = "tenancy",
+    requires = [
+        tenancy::current_tenant,
+        tenancy::current_user_id,
+        tenancy::has_role,
+        tenancy::set_tenant
+    ]
+);
 // Runs last: privileges on everything the extension created.
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

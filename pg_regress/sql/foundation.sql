@@ -18,7 +18,7 @@ CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
 WHERE d.refclassid = 'pg_extension'::regclass
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_saas')
   AND d.deptype = 'e'
-  AND o.type <> 'schema'
+  AND o.type NOT IN ('schema', 'event trigger')  -- neither lives in a schema
   AND o.schema IS DISTINCT FROM 'saas'
 ORDER BY 1;
 
