@@ -16,5 +16,5 @@ report() {
   local case=$1 ours=$2 peer_name=$3 peer=$4 unit=$5
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${BENCH_MODULE:?}" "$case" "$ours" "$peer_name" "$peer" "$unit" >>"${BENCH_RESULTS:?}"
   awk -v c="$case" -v o="$ours" -v pn="$peer_name" -v p="$peer" -v u="$unit" \
-    'BEGIN { printf "  %-40s ours %.3f %s, %s %.3f %s: %.2fx\n", c, o, u, pn, p, u, (p > 0 ? o / p : 0) }'
+    'BEGIN { r = (p > 0 ? o / p : 0); printf "  %-40s ours %.3f %s, %s %.3f %s: ours/peer %.3gx%s\n", c, o, u, pn, p, u, r, (r > 0 && r < 1 ? sprintf(" (peer %.3gx slower)", 1 / r) : "") }'
 }

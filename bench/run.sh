@@ -43,5 +43,5 @@ fi
 
 echo
 printf '%-12s %-40s %12s %-22s %12s %8s\n' module case ours peer peer_value ratio
-awk -F'\t' '{ printf "%-12s %-40s %12.3f %-22s %12.3f %7.2fx  (%s, ours/peer)\n", $1, $2, $3, $4, $5, ($5 > 0 ? $3 / $5 : 0), $6 }' "$BENCH_RESULTS"
+awk -F'\t' '{ printf "%-12s %-40s %12.3f %-22s %12.3f %8.3gx  (%s, ours/peer)\n", $1, $2, $3, $4, $5, ($5 > 0 ? $3 / $5 : 0), $6 }' "$BENCH_RESULTS"
 echo "results: $BENCH_RESULTS"

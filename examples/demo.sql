@@ -36,4 +36,47 @@ AS $$
 $$;
 GRANT EXECUTE ON FUNCTION api.health() TO anon, authenticated;
 
+-- ---------------------------------------------------------------------------
+-- tenancy: two workspaces, users in one or both, a tenant table in the API
+-- ---------------------------------------------------------------------------
+SELECT saas.grant_api('{anon,authenticated}');
+
+INSERT INTO saas.tenants (id, slug, name) VALUES
+  ('a0000000-0000-4000-8000-000000000001', 'acme', 'Acme Inc'),
+  ('b0000000-0000-4000-8000-000000000002', 'globex', 'Globex Corp');
+-- alice owns acme, bob is a member of globex, carol is in both.
+INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES
+  ('a0000000-0000-4000-8000-000000000001', '11111111-1111-4111-8111-111111111111', 'owner'),
+  ('b0000000-0000-4000-8000-000000000002', '22222222-2222-4222-8222-222222222222', 'member'),
+  ('a0000000-0000-4000-8000-000000000001', '33333333-3333-4333-8333-333333333333', 'admin'),
+  ('b0000000-0000-4000-8000-000000000002', '33333333-3333-4333-8333-333333333333', 'viewer');
+
+CREATE TABLE api.projects (
+  tenant_id uuid NOT NULL,
+  id bigint GENERATED ALWAYS AS IDENTITY,
+  name text NOT NULL,
+  PRIMARY KEY (tenant_id, id));
+SELECT saas.enable_tenancy('api.projects') AS isolated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON api.projects TO authenticated;
+
+-- A backend job seeds each workspace (no JWT, so set_tenant scopes it).
+BEGIN;
+SELECT saas.set_tenant('a0000000-0000-4000-8000-000000000001') IS NOT NULL AS scoped;
+INSERT INTO api.projects (name) VALUES ('Website'), ('Mobile app');
+COMMIT;
+BEGIN;
+SELECT saas.set_tenant('b0000000-0000-4000-8000-000000000002') IS NOT NULL AS scoped;
+INSERT INTO api.projects (name) VALUES ('Rocket');
+COMMIT;
+
+-- What carol sees through PostgREST when she switches to globex by header
+-- (the same set_config calls PostgREST makes for GET /projects).
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"role": "authenticated", "sub": "33333333-3333-4333-8333-333333333333"}', true) IS NOT NULL AS claims_set,
+       set_config('request.headers', '{"x-tenant-id": "b0000000-0000-4000-8000-000000000002"}', true) IS NOT NULL AS header_set;
+SELECT name AS carol_in_globex_sees FROM api.projects ORDER BY name;
+COMMIT;
+
+SELECT table_name, problems FROM saas.tenancy_report('{api}');
 SELECT api.health() AS demo_ready;

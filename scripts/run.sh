@@ -47,6 +47,7 @@ db-uri = "postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB"
 db-schemas = "api"
 db-extra-search-path = "saas"
 db-anon-role = "anon"
+db-pre-request = "saas.pre_request"
 server-port = $PGRST_PORT
 jwt-secret = "pg_saas-demo-secret-change-me-0123456789abcdef"
 CONF
@@ -56,6 +57,7 @@ CONF
 else
   echo "  PostgREST is optional and not on PATH. To serve the API, point one at this database:"
   echo "    db-uri = \"postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB\""
-  echo "    db-schemas = \"api\", db-anon-role = \"anon\" (see README.md, 'Serving it with PostgREST')"
+  echo "    db-schemas = \"api\", db-extra-search-path = \"saas\", db-anon-role = \"anon\", db-pre-request = \"saas.pre_request\""
+  echo "    (see README.md, 'Serving it with PostgREST')"
 fi
 echo "  stop:     make stop"
