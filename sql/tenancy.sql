@@ -32,7 +32,7 @@ COMMENT ON TABLE @extschema@.tenants IS
 
 -- Distributed by tenant_id under Citus: tenant_id leads the primary key.
 CREATE TABLE @extschema@.memberships (
-  tenant_id   uuid        NOT NULL DEFAULT @extschema@.current_tenant(),
+  tenant_id   uuid        NOT NULL,
   user_id     uuid        NOT NULL,
   role        @extschema@.tenant_role NOT NULL DEFAULT 'member',
   created_at  timestamptz NOT NULL DEFAULT now(),
@@ -44,24 +44,6 @@ CREATE TABLE @extschema@.memberships (
 CREATE INDEX memberships_user_idx ON @extschema@.memberships (user_id, tenant_id);
 COMMENT ON TABLE @extschema@.memberships IS
   'Users of each tenant with their role (owner > admin > member > viewer).';
-
--- Both isolate themselves like any enable_tenancy table: a restrictive policy
--- that no other policy can widen, plus the one permissive policy.
-ALTER TABLE @extschema@.tenants ENABLE ROW LEVEL SECURITY;
-ALTER TABLE @extschema@.tenants FORCE ROW LEVEL SECURITY;
-CREATE POLICY saas_tenant_isolation ON @extschema@.tenants AS RESTRICTIVE FOR ALL
-  USING (id = (SELECT @extschema@.current_tenant()))
-  WITH CHECK (id = (SELECT @extschema@.current_tenant()));
-CREATE POLICY saas_tenant_access ON @extschema@.tenants AS PERMISSIVE FOR ALL
-  USING (true) WITH CHECK (true);
-
-ALTER TABLE @extschema@.memberships ENABLE ROW LEVEL SECURITY;
-ALTER TABLE @extschema@.memberships FORCE ROW LEVEL SECURITY;
-CREATE POLICY saas_tenant_isolation ON @extschema@.memberships AS RESTRICTIVE FOR ALL
-  USING (tenant_id = (SELECT @extschema@.current_tenant()))
-  WITH CHECK (tenant_id = (SELECT @extschema@.current_tenant()));
-CREATE POLICY saas_tenant_access ON @extschema@.memberships AS PERMISSIVE FOR ALL
-  USING (true) WITH CHECK (true);
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.memberships', '');
@@ -108,7 +90,7 @@ $$;
 
 -- Applies RLS, the two policies and the tenant default to one relation.
 -- Idempotent: policies are replaced, so a re-run repairs a changed one.
-CREATE FUNCTION @extschema@._tenancy_apply(rel regclass, tenant_column name)
+CREATE FUNCTION @extschema@._tenancy_apply(rel regclass, tenant_column name, set_default boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -125,10 +107,17 @@ BEGIN
   EXECUTE format('CREATE POLICY saas_tenant_access ON %s AS PERMISSIVE FOR ALL USING (true) WITH CHECK (true)', rel);
   -- ONLY: partitions get theirs in their own call (a partition attached
   -- later must not depend on having been created through the parent).
-  EXECUTE format('ALTER TABLE ONLY %s ALTER COLUMN %I SET DEFAULT @extschema@.current_tenant()', rel, tenant_column);
+  IF set_default THEN
+    EXECUTE format('ALTER TABLE ONLY %s ALTER COLUMN %I SET DEFAULT @extschema@.current_tenant()', rel, tenant_column);
+  END IF;
   PERFORM set_config('saas.in_tenancy_ddl', '', true);
 END
 $$;
+
+-- pg_saas's own tables isolate themselves like any enable_tenancy table; the
+-- directory's id is the tenant and keeps its gen_random_uuid() default.
+SELECT @extschema@._tenancy_apply('@extschema@.tenants', 'id', set_default => false);
+SELECT @extschema@._tenancy_apply('@extschema@.memberships', 'tenant_id');
 
 -- The relation and, for a partitioned table, every partition below it.
 CREATE FUNCTION @extschema@._tenancy_tree(rel regclass)
@@ -539,7 +528,7 @@ COMMENT ON FUNCTION @extschema@.grant_api(name[]) IS
 -- DBA and internal functions are not for PUBLIC. API roles get what they need
 -- from grant_api; finalize.sql revokes every SECURITY DEFINER function from
 -- PUBLIC, current_tenant() among them, so a role nobody granted fails closed.
-REVOKE ALL ON FUNCTION @extschema@._tenancy_apply(regclass, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._tenancy_apply(regclass, name, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._tenancy_tree(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._tenancy_drop_policies(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._tenancy_table(text) FROM PUBLIC;

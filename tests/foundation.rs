@@ -3,24 +3,17 @@
 
 mod common;
 
-use common::{http_status, Api, ApiConfig};
+use common::{http_status, Api};
 use serde_json::json;
 use tokio_postgres::Client;
 
 /// A schema of its own per test (tests run in parallel), with the objects the
-/// harness checks exercise. Roles are cluster-wide, so their creation is
-/// serialized with an advisory lock.
+/// harness checks exercise.
 async fn fixture(client: Client, schema: &str) -> Api {
+    common::ensure_api_roles(&client).await;
     client
         .batch_execute(&format!(
             r#"
-            BEGIN;
-            SELECT pg_advisory_xact_lock(4242);
-            DO $$ BEGIN
-              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-            END $$;
-            COMMIT;
             DROP SCHEMA IF EXISTS {s} CASCADE;
             CREATE SCHEMA {s};
             GRANT USAGE ON SCHEMA {s} TO anon, authenticated;
@@ -84,15 +77,7 @@ async fn fixture(client: Client, schema: &str) -> Api {
         ))
         .await
         .expect("fixture");
-    Api::new(
-        client,
-        ApiConfig {
-            schemas: vec![schema.to_string()],
-            extra_search_path: vec!["saas".into()],
-            anon_role: "anon".into(),
-            pre_request: None,
-        },
-    )
+    Api::for_schema(client, schema)
 }
 
 async fn note_count(api: &Api) -> i64 {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, ApiConfig, Response};
+use common::{Api, Response};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::json;
@@ -29,15 +29,13 @@ const U_BC: &str = "bc000000-0000-4000-8000-0000000000bc";
 /// in `schema`, isolated with enable_tenancy.
 async fn fixture(client: &Client, schema: &str) {
     let t = TENANTS;
+    common::ensure_api_roles(client).await;
     client
         .batch_execute(&format!(
             r#"
+            -- Shared rows and grants: one test at a time.
             BEGIN;
-            SELECT pg_advisory_xact_lock(4242);
-            DO $$ BEGIN
-              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-            END $$;
+            SELECT pg_advisory_xact_lock(4243);
             SELECT saas.grant_api('{{anon,authenticated}}');
             INSERT INTO saas.tenants (id, slug, name, status) VALUES
               ('{a}', 'acme', 'Acme', 'active'), ('{b}', 'globex', 'Globex', 'active'),
@@ -92,15 +90,9 @@ async fn fixture(client: &Client, schema: &str) {
 
 /// The documented deployment: saas.pre_request as PostgREST's db-pre-request.
 fn api_for(client: Client, schema: &str) -> Api {
-    Api::new(
-        client,
-        ApiConfig {
-            schemas: vec![schema.to_string()],
-            extra_search_path: vec!["saas".into()],
-            anon_role: "anon".into(),
-            pre_request: Some("saas.pre_request".into()),
-        },
-    )
+    let mut api = Api::for_schema(client, schema);
+    api.config.pre_request = Some("saas.pre_request".into());
+    api
 }
 
 /// How a request says who it is and which tenant it wants.

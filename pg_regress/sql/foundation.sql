@@ -49,3 +49,10 @@ JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
 WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p')
   AND pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%'
 ORDER BY 1, 2;
+
+-- Rule: every table of the extension has row level security enabled (tenant
+-- tables also force it; internal config tables rely on having no policy).
+SELECT c.oid::regclass AS table_without_rls
+FROM pg_class c
+WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
+ORDER BY 1;

@@ -52,6 +52,24 @@ pub async fn connect(test: &str) -> Option<Client> {
     Some(client)
 }
 
+/// Creates the roles PostgREST deployments use (`anon`, `authenticated`)
+/// unless they exist. Roles are cluster-wide and tests run in parallel, so
+/// creation is serialized with an advisory lock.
+pub async fn ensure_api_roles(client: &Client) {
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(4242);
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+             END $$;
+             COMMIT;",
+        )
+        .await
+        .expect("create API roles");
+}
+
 /// Returns from the test early when there is no test database.
 #[macro_export]
 macro_rules! db_or_skip {
@@ -193,6 +211,20 @@ impl Response {
 impl Api {
     pub fn new(client: Client, config: ApiConfig) -> Self {
         Api { client, config }
+    }
+
+    /// PostgREST exposing `schema`, with `saas` on the extra search path and
+    /// `anon` as the anonymous role; no pre-request hook.
+    pub fn for_schema(client: Client, schema: &str) -> Self {
+        Api::new(
+            client,
+            ApiConfig {
+                schemas: vec![schema.to_string()],
+                extra_search_path: vec!["saas".into()],
+                anon_role: "anon".into(),
+                pre_request: None,
+            },
+        )
     }
 
     /// `POST /rpc/<function>` with a JSON object of named arguments.
