@@ -59,7 +59,10 @@ CREATE TABLE api.projects (
 SELECT saas.enable_tenancy('api.projects') AS isolated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.projects TO authenticated;
 
--- A backend job seeds each workspace (no JWT, so set_tenant scopes it).
+-- A backend job seeds each workspace (no JWT, so set_tenant scopes it). The
+-- demo runs as a superuser, which bypasses RLS: set_tenant warns that only the
+-- tenant default follows it; real jobs run as a NOBYPASSRLS role.
+SET client_min_messages = error;
 BEGIN;
 SELECT saas.set_tenant('a0000000-0000-4000-8000-000000000001') IS NOT NULL AS scoped;
 INSERT INTO api.projects (name) VALUES ('Website'), ('Mobile app');
@@ -68,6 +71,7 @@ BEGIN;
 SELECT saas.set_tenant('b0000000-0000-4000-8000-000000000002') IS NOT NULL AS scoped;
 INSERT INTO api.projects (name) VALUES ('Rocket');
 COMMIT;
+RESET client_min_messages;
 
 -- What carol sees through PostgREST when she switches to globex by header
 -- (the same set_config calls PostgREST makes for GET /projects).

@@ -75,7 +75,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.tenant_tables', '');
 -- Drops pg_saas's two policies from one relation (quietly, unlike IF EXISTS).
 CREATE FUNCTION @extschema@._tenancy_drop_policies(rel regclass)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -88,29 +88,32 @@ BEGIN
 END
 $$;
 
--- Applies RLS, the two policies and the tenant default to one relation.
+-- Applies forced RLS, the policies and the tenant default to one relation.
+-- The restrictive saas_tenant_isolation is always there; the permissive
+-- saas_tenant_access (the base grant of rows) only when the table has no
+-- permissive policy of its own, whose rules it would otherwise switch off.
 -- Idempotent: policies are replaced, so a re-run repairs a changed one.
 CREATE FUNCTION @extschema@._tenancy_apply(rel regclass, tenant_column name, set_default boolean DEFAULT true)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   cond text := format('%I = (SELECT @extschema@.current_tenant())', tenant_column);
 BEGIN
-  PERFORM set_config('saas.in_tenancy_ddl', 'on', true);
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
   EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
   PERFORM @extschema@._tenancy_drop_policies(rel);
   EXECUTE format('CREATE POLICY saas_tenant_isolation ON %s AS RESTRICTIVE FOR ALL USING (%s) WITH CHECK (%s)',
                  rel, cond, cond);
-  EXECUTE format('CREATE POLICY saas_tenant_access ON %s AS PERMISSIVE FOR ALL USING (true) WITH CHECK (true)', rel);
-  -- ONLY: partitions get theirs in their own call (a partition attached
-  -- later must not depend on having been created through the parent).
+  IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = rel AND p.polpermissive) THEN
+    EXECUTE format('CREATE POLICY saas_tenant_access ON %s AS PERMISSIVE FOR ALL USING (true) WITH CHECK (true)', rel);
+  END IF;
+  -- ONLY: each partition gets its own call (one attached later must not
+  -- depend on having been created through the parent).
   IF set_default THEN
     EXECUTE format('ALTER TABLE ONLY %s ALTER COLUMN %I SET DEFAULT @extschema@.current_tenant()', rel, tenant_column);
   END IF;
-  PERFORM set_config('saas.in_tenancy_ddl', '', true);
 END
 $$;
 
@@ -122,7 +125,7 @@ SELECT @extschema@._tenancy_apply('@extschema@.memberships', 'tenant_id');
 -- The relation and, for a partitioned table, every partition below it.
 CREATE FUNCTION @extschema@._tenancy_tree(rel regclass)
 RETURNS SETOF regclass
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT t.relid FROM pg_partition_tree(rel) t
@@ -135,7 +138,7 @@ $$;
 -- No pinned search_path: the name resolves as the caller's regclass cast would.
 CREATE FUNCTION @extschema@._tenancy_table(tbl text)
 RETURNS regclass
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $$
 DECLARE
   rel regclass;
@@ -162,7 +165,7 @@ CREATE FUNCTION @extschema@.enable_tenancy(
   tenant_column name DEFAULT 'tenant_id',
   create_index boolean DEFAULT true)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -240,9 +243,7 @@ BEGIN
   FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum
   ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1;
   IF idx IS NULL AND create_index THEN
-    PERFORM set_config('saas.in_tenancy_ddl', 'on', true);
     EXECUTE format('CREATE INDEX ON %s (%I)', tbl, tenant_column);
-    PERFORM set_config('saas.in_tenancy_ddl', '', true);
     SELECT i.indexrelid::regclass INTO idx
     FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum AND i.indnatts = 1
     ORDER BY i.indexrelid DESC LIMIT 1;
@@ -273,14 +274,14 @@ CREATE FUNCTION @extschema@.enable_tenancy(
   tenant_column name DEFAULT 'tenant_id',
   create_index boolean DEFAULT true)
 RETURNS jsonb
-LANGUAGE sql VOLATILE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
 AS $$
   SELECT @extschema@.enable_tenancy(@extschema@._tenancy_table(tbl), tenant_column, create_index)
 $$;
 
 CREATE FUNCTION @extschema@.disable_tenancy(tbl regclass)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -292,7 +293,9 @@ BEGIN
     RAISE NOTICE '"%" is not isolated by pg_saas; nothing to undo', tbl;
     RETURN false;
   END IF;
-  PERFORM set_config('saas.in_tenancy_ddl', 'on', true);
+  -- Unregister first: the DDL below must not look like a new partition to
+  -- the event trigger, which would isolate it again.
+  DELETE FROM @extschema@.tenant_tables WHERE relid = tbl;
   FOR part IN SELECT * FROM @extschema@._tenancy_tree(tbl) LOOP
     PERFORM @extschema@._tenancy_drop_policies(part);
     IF reg.previous_default IS NULL THEN
@@ -309,10 +312,9 @@ BEGIN
   END LOOP;
   IF reg.created_index IS NOT NULL THEN
     EXECUTE format('DROP INDEX IF EXISTS %I.%I',
-                   (SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = tbl), reg.created_index);
+                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
+                   reg.created_index);
   END IF;
-  PERFORM set_config('saas.in_tenancy_ddl', '', true);
-  DELETE FROM @extschema@.tenant_tables WHERE relid = tbl;
   RETURN true;
 END
 $$;
@@ -320,45 +322,40 @@ COMMENT ON FUNCTION @extschema@.disable_tenancy(regclass) IS
   'Undoes enable_tenancy: drops its policies, default and index, and restores the table''s RLS flags.';
 
 -- New partitions of an isolated table get the same isolation (CREATE TABLE
--- ... PARTITION OF, ALTER TABLE ... ATTACH PARTITION).
+-- ... PARTITION OF, which is how pg_partman and saas partitions create them).
+-- Only CREATE TABLE: reacting to ALTER TABLE would also fire on the ENABLE ROW
+-- LEVEL SECURITY that pg_restore replays before the dumped policies, which
+-- would then collide. After ALTER TABLE ... ATTACH PARTITION, re-run
+-- enable_tenancy (idempotent); tenancy_report lists partitions left open.
 CREATE FUNCTION @extschema@._tenancy_on_ddl()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   cmd record;
-  root regclass;
   reg @extschema@.tenant_tables%ROWTYPE;
-  part regclass;
 BEGIN
-  IF current_setting('saas.in_tenancy_ddl', true) = 'on' THEN
-    RETURN;
-  END IF;
-  FOR cmd IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
-             WHERE object_type = 'table' LOOP
-    root := pg_partition_root(cmd.objid);
-    CONTINUE WHEN root IS NULL;
-    SELECT * INTO reg FROM @extschema@.tenant_tables WHERE relid = root;
+  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
+             WHERE c.object_type = 'table' LOOP
+    SELECT * INTO reg FROM @extschema@.tenant_tables WHERE relid = pg_partition_root(cmd.objid);
     CONTINUE WHEN NOT FOUND;
-    FOR part IN
-      SELECT p FROM @extschema@._tenancy_tree(root) p
-      WHERE NOT EXISTS (SELECT FROM pg_policy pol WHERE pol.polrelid = p AND pol.polname = 'saas_tenant_isolation')
-    LOOP
-      PERFORM @extschema@._tenancy_apply(part, reg.tenant_column);
-    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = cmd.objid AND p.polname = 'saas_tenant_isolation') THEN
+      PERFORM @extschema@._tenancy_apply(cmd.objid::regclass, reg.tenant_column);
+    END IF;
   END LOOP;
 END
 $$;
 CREATE EVENT TRIGGER saas_tenancy_partitions ON ddl_command_end
-  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+  WHEN TAG IN ('CREATE TABLE')
   EXECUTE FUNCTION @extschema@._tenancy_on_ddl();
 
 -- A dropped table leaves the registry with it.
 CREATE FUNCTION @extschema@._tenancy_on_drop()
 RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -367,8 +364,9 @@ BEGIN
   WHERE relid::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
 END
 $$;
+-- Every command that can drop a table (DROP TABLE/SCHEMA/OWNED, DROP
+-- EXTENSION of an extension owning one, ...): no tag filter.
 CREATE EVENT TRIGGER saas_tenancy_drops ON sql_drop
-  WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
   EXECUTE FUNCTION @extschema@._tenancy_on_drop();
 
 -- ---------------------------------------------------------------------------
@@ -387,7 +385,7 @@ RETURNS TABLE (
   saas_policies     boolean,
   tenant_index      boolean,
   problems          text[])
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
   WITH tables AS (
@@ -401,24 +399,36 @@ AS $$
   facts AS (
     SELECT t.*,
       a.attnum, a.atttypid, a.attnotnull,
-      -- both pg_saas policies on the table and on every partition
+      -- the isolation policy, unaltered (restrictive, for all commands and
+      -- roles, on the tenant column) on the table and on every partition
       NOT EXISTS (
         SELECT FROM @extschema@._tenancy_tree(t.relid::regclass) p
-        WHERE (SELECT count(*) FROM pg_policy pol WHERE pol.polrelid = p
-               AND pol.polname IN ('saas_tenant_isolation', 'saas_tenant_access')) < 2
+        WHERE NOT EXISTS (
+          SELECT FROM pg_policy pol
+          WHERE pol.polrelid = p AND pol.polname = 'saas_tenant_isolation'
+            AND NOT pol.polpermissive AND pol.polcmd = '*' AND pol.polroles = '{0}'
+            AND pg_get_expr(pol.polqual, pol.polrelid) = format('(%I = ( SELECT @extschema@.current_tenant() AS current_tenant))', t.col)
+            AND pg_get_expr(pol.polwithcheck, pol.polrelid) = format('(%I = ( SELECT @extschema@.current_tenant() AS current_tenant))', t.col))
       ) AS policies,
+      EXISTS (SELECT FROM pg_policy pol WHERE pol.polrelid = t.relid AND pol.polpermissive) AS any_permissive,
+      (SELECT array_agg(DISTINCT a.grantee::regrole::text ORDER BY a.grantee::regrole::text)
+       FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+       WHERE c.oid = t.relid AND a.privilege_type = 'TRUNCATE' AND a.grantee <> c.relowner) AS truncaters,
       EXISTS (SELECT FROM pg_index i WHERE i.indrelid = t.relid AND i.indkey[0] = a.attnum) AS indexed,
       (SELECT array_agg(p::text ORDER BY p::text) FROM @extschema@._tenancy_tree(t.relid::regclass) p
        JOIN pg_class pc ON pc.oid = p
        WHERE p <> t.relid::regclass AND NOT (pc.relrowsecurity AND pc.relforcerowsecurity)) AS open_partitions,
       -- permissive policies OR together: two for one role and command widen access
       (SELECT array_agg(DISTINCT d.cmd ORDER BY d.cmd) FROM (
+         -- a policy TO PUBLIC (role 0) overlaps one for any role
          SELECT CASE c.cmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' ELSE 'DELETE' END AS cmd
          FROM pg_policy pol
          CROSS JOIN LATERAL unnest(pol.polroles) r(role)
          CROSS JOIN LATERAL unnest(CASE pol.polcmd WHEN '*' THEN '{r,a,w,d}'::"char"[] ELSE ARRAY[pol.polcmd] END) c(cmd)
-         WHERE pol.polrelid = t.relid AND pol.polpermissive
-         GROUP BY c.cmd, r.role HAVING count(*) > 1) d) AS multi_permissive,
+         JOIN pg_policy other ON other.polrelid = pol.polrelid AND other.polpermissive AND other.oid <> pol.oid
+           AND (other.polcmd = '*' OR other.polcmd = c.cmd)
+           AND (r.role = 0 OR other.polroles && ARRAY[0::oid, r.role])
+         WHERE pol.polrelid = t.relid AND pol.polpermissive) d) AS multi_permissive,
       (SELECT array_agg(con.conname::text ORDER BY con.conname) FROM pg_constraint con
        WHERE con.conrelid = t.relid AND con.contype IN ('p', 'u', 'f') AND con.conkey[1] IS DISTINCT FROM a.attnum) AS keys_without_tenant
     FROM tables t
@@ -442,7 +452,9 @@ AS $$
       CASE WHEN f.attnum IS NOT NULL AND NOT f.attnotnull THEN format('tenant column %I is nullable', f.col) END,
       CASE WHEN f.open_partitions IS NOT NULL THEN format('partitions without forced RLS: %s', array_to_string(f.open_partitions, ', ')) END,
       CASE WHEN f.multi_permissive IS NOT NULL THEN format('several permissive policies for the same role and command (%s): they OR together; make extra rules RESTRICTIVE', array_to_string(f.multi_permissive, ', ')) END,
-      CASE WHEN f.attnum IS NOT NULL AND f.keys_without_tenant IS NOT NULL THEN format('keys not led by %I (Citus needs the distribution column first): %s', f.col, array_to_string(f.keys_without_tenant, ', ')) END
+      CASE WHEN f.relrowsecurity AND NOT f.any_permissive THEN 'no permissive policy: no role can see any row' END,
+      CASE WHEN f.attnum IS NOT NULL AND f.keys_without_tenant IS NOT NULL THEN format('keys not led by %I: unique and foreign key checks ignore RLS, so one tenant can probe or reference another''s rows (and Citus needs the tenant column first): %s', f.col, array_to_string(f.keys_without_tenant, ', ')) END,
+      CASE WHEN f.truncaters IS NOT NULL THEN format('TRUNCATE ignores RLS and is granted to: %s', array_to_string(f.truncaters, ', ')) END
     ], NULL)
   FROM facts f
   ORDER BY f.relid::regclass::text
@@ -458,7 +470,7 @@ COMMENT ON FUNCTION @extschema@.tenancy_report(text[], name) IS
 -- across tenants, which RLS on memberships would not show.
 CREATE FUNCTION @extschema@.my_memberships()
 RETURNS TABLE (tenant_id uuid, slug text, name text, role @extschema@.tenant_role, status text)
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL RESTRICTED
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -475,7 +487,7 @@ $$;
 -- even one whose query would never evaluate a policy (an empty table).
 CREATE FUNCTION @extschema@.pre_request()
 RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -487,7 +499,7 @@ COMMENT ON FUNCTION @extschema@.pre_request() IS
 
 CREATE FUNCTION @extschema@.grant_api(roles name[])
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

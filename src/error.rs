@@ -30,12 +30,13 @@ pub enum ErrorKind {
     DatatypeMismatch,
     /// An object of the wrong kind (a view where a table is needed). 42809
     WrongObjectType,
-    /// The caller may not do this (other tenant, missing role). 42501 -> HTTP 403
+    /// The caller may not do this (other tenant, suspended tenant, missing
+    /// role). 42501 -> HTTP 401 anonymous / 403
     InsufficientPrivilege,
     /// A row violates a rule of ours (tenant mismatch on insert). 23514
     CheckViolation,
-    /// The object is in a state that forbids the operation (suspended tenant,
-    /// extension not configured). 55000
+    /// The object is in a state that forbids the operation (a table already
+    /// isolated by another column, extension not configured). 55000
     ObjectNotInPrerequisiteState,
     /// A configuration setting is invalid. F0000
     ConfigFile,

@@ -97,6 +97,11 @@ SELECT set_config('request.jwt.claims', '{"sub": "user-42"}', true) IS NOT NULL 
 SELECT saas.current_user_id();
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
+-- ... but a tenant claim still scopes a request whose sub is not a uuid.
+BEGIN;
+SELECT set_config('request.jwt.claims', format('{"sub": "auth0|42", "tenant_id": %s}', to_json(:ta::text)), true) IS NOT NULL AS set;
+SELECT saas.current_tenant() = :ta AS tenant_despite_foreign_sub, saas.has_role('viewer') AS no_role_without_uuid_sub;
+ROLLBACK;
 BEGIN;
 SELECT set_config('request.jwt.claims', '{"tenant_id": "acme"}', true) IS NOT NULL AS set;
 SELECT saas.current_tenant();
@@ -117,6 +122,11 @@ SET LOCAL saas.tenant_claim = 'org_id';
 SELECT set_config('request.jwt.claims', format('{"org_id": %s, "tenant_id": %s}', to_json(:tb::text), to_json(:ta::text)), true) IS NOT NULL AS set;
 SELECT saas.current_tenant() = :tb AS tenant_from_org_id;
 ROLLBACK;
+BEGIN;
+SET LOCAL saas.tenant_claim = 'org id; drop';
+SELECT saas.current_tenant();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 
 -- 3. set_tenant for callers without claims, for this transaction only.
 BEGIN;
@@ -130,6 +140,21 @@ SELECT saas.set_tenant('00000000-0000-4000-8000-00000000dead');
 \echo :LAST_ERROR_SQLSTATE
 BEGIN;
 SELECT saas.set_tenant(:ta) IS NOT NULL AS set, saas.set_tenant(NULL) IS NULL AS cleared, saas.current_tenant() IS NULL AS no_tenant;
+ROLLBACK;
+-- A failed switch leaves no tenant behind, not the previous one.
+BEGIN;
+SELECT saas.set_tenant(:ta) IS NOT NULL AS set;
+SAVEPOINT s;
+SELECT saas.set_tenant(:ts);
+ROLLBACK TO SAVEPOINT s;
+SELECT saas.current_tenant() IS NULL AS no_tenant_after_failed_switch;
+ROLLBACK;
+-- A switch inside a rolled-back savepoint is undone (fail closed).
+BEGIN;
+SAVEPOINT s;
+SELECT saas.set_tenant(:tb) IS NOT NULL AS set_in_savepoint;
+ROLLBACK TO SAVEPOINT s;
+SELECT saas.current_tenant() IS NULL AS undone_with_savepoint;
 ROLLBACK;
 
 -- ---------------------------------------------------------------------------
@@ -161,9 +186,12 @@ CREATE TABLE tenancy_test.events_2026_11 PARTITION OF tenancy_test.events
 SELECT saas.enable_tenancy('tenancy_test.events');
 CREATE TABLE tenancy_test.events_2026_12 PARTITION OF tenancy_test.events
   FOR VALUES FROM ('2026-12-01 00:00+00') TO ('2027-01-01 00:00+00');
+-- An attached partition is not covered until enable_tenancy runs again.
 CREATE TABLE tenancy_test.events_2027_01 (LIKE tenancy_test.events);
 ALTER TABLE tenancy_test.events ATTACH PARTITION tenancy_test.events_2027_01
   FOR VALUES FROM ('2027-01-01 00:00+00') TO ('2027-02-01 00:00+00');
+SELECT unnest(problems) AS problem FROM saas.tenancy_report('{tenancy_test}') WHERE table_name = 'tenancy_test.events'::regclass;
+SELECT saas.enable_tenancy('tenancy_test.events') ->> 'relations' AS relations_covered;
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname LIKE 'saas_tenant_%') AS saas_policies,
        pg_get_expr(d.adbin, d.adrelid) AS tenant_default
@@ -265,6 +293,18 @@ SET LOCAL ROLE regress_tenancy_api;
 EXPLAIN (COSTS OFF) SELECT * FROM tenancy_test.notes;
 ROLLBACK;
 
+-- A tenant job runs as a NOBYPASSRLS role: set_tenant filters its queries.
+CREATE ROLE regress_tenancy_worker NOLOGIN NOBYPASSRLS;
+GRANT EXECUTE ON FUNCTION saas.set_tenant(uuid), saas.current_tenant() TO regress_tenancy_worker;
+GRANT USAGE ON SCHEMA saas, tenancy_test TO regress_tenancy_worker;
+GRANT SELECT, UPDATE ON tenancy_test.notes TO regress_tenancy_worker;
+BEGIN;
+SET LOCAL ROLE regress_tenancy_worker;
+SELECT saas.set_tenant(:tb) IS NOT NULL AS set;
+UPDATE tenancy_test.notes SET body = body || '!';
+SELECT body FROM tenancy_test.notes ORDER BY body;
+ROLLBACK;
+
 -- ---------------------------------------------------------------------------
 -- tenancy_report on a schema with good and bad tables
 -- ---------------------------------------------------------------------------
@@ -272,7 +312,17 @@ CREATE TABLE tenancy_test.open_table (tenant_id uuid, v int);
 CREATE TABLE tenancy_test.global_plans (code text PRIMARY KEY);
 CREATE TABLE tenancy_test.leaky (id bigint PRIMARY KEY, tenant_id uuid NOT NULL);
 SELECT saas.enable_tenancy('tenancy_test.leaky');
-CREATE POLICY everyone ON tenancy_test.leaky FOR SELECT USING (true);
+CREATE POLICY everyone ON tenancy_test.leaky FOR SELECT TO regress_tenancy_api USING (true);
+GRANT TRUNCATE ON tenancy_test.leaky TO regress_tenancy_api;
+-- A table with its own permissive rules keeps them: no saas_tenant_access.
+CREATE TABLE tenancy_test.owned (tenant_id uuid NOT NULL, owner_id uuid NOT NULL, PRIMARY KEY (tenant_id, owner_id));
+CREATE POLICY own_rows ON tenancy_test.owned FOR ALL USING (owner_id = saas.current_user_id());
+SELECT saas.enable_tenancy('tenancy_test.owned') ->> 'table' AS isolated;
+SELECT polname, polpermissive FROM pg_policy WHERE polrelid = 'tenancy_test.owned'::regclass ORDER BY polname;
+-- A tampered isolation policy is reported, not trusted by name.
+CREATE TABLE tenancy_test.tampered (tenant_id uuid NOT NULL PRIMARY KEY);
+SELECT saas.enable_tenancy('tenancy_test.tampered') ->> 'table' AS isolated;
+ALTER POLICY saas_tenant_isolation ON tenancy_test.tampered USING (true);
 SELECT table_name, tenant_column, has_tenant_column, rls_enabled, rls_forced, saas_policies, tenant_index
 FROM saas.tenancy_report('{tenancy_test}') ORDER BY table_name::text;
 SELECT table_name, unnest(problems) AS problem FROM saas.tenancy_report('{tenancy_test}') ORDER BY table_name::text, 2;
@@ -318,5 +368,5 @@ DROP SCHEMA tenancy_test CASCADE;
 RESET client_min_messages;
 SELECT count(*) AS registered_after_drop FROM saas.tenant_tables;
 DELETE FROM saas.tenants;
-DROP OWNED BY regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger;
-DROP ROLE regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger;
+DROP OWNED BY regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger, regress_tenancy_worker;
+DROP ROLE regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger, regress_tenancy_worker;

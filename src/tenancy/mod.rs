@@ -4,8 +4,11 @@
 //!
 //! Why Rust and in-memory state: `current_tenant()` runs in every policy, so
 //! its result is cached per transaction in backend memory, where no SQL
-//! caller can forge it (a GUC could be `set_config`'d by anyone). The same
-//! goes for the tenant a backend job picks with `set_tenant()`.
+//! caller can overwrite the cached answer (a GUC could be `set_config`'d by
+//! anyone). The same goes for the tenant a backend job picks with
+//! `set_tenant()`. The request settings themselves are only as trustworthy as
+//! the caller: a role that can run arbitrary SQL can set `request.jwt.claims`,
+//! which is why only API roles (behind PostgREST) get `grant_api`.
 
 pub mod context;
 
@@ -22,6 +25,8 @@ static TENANT_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
 pub(crate) fn init() {
+    // SAFETY: registering a callback with a static function and no argument.
+    unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
     GucRegistry::define_string_guc(
         c"saas.tenant_claim",
         c"JWT claim that names the tenant of a request.",
@@ -43,6 +48,40 @@ struct Inputs {
     backend: Option<Uuid>,
 }
 
+/// A subtransaction that aborts (ROLLBACK TO SAVEPOINT, a plpgsql EXCEPTION
+/// block) may have changed what resolution read, or called set_tenant: forget
+/// the cached resolution, and a tenant set inside it (fail closed).
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Only Cell/RefCell updates here: nothing can raise an error.
+        RESOLVED.with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut() {
+                *r = None;
+            }
+        });
+        BACKEND_TENANT.with(|b| {
+            if b.get().is_some_and(|t| t.subid >= my_subid) {
+                b.set(None);
+            }
+        });
+        RESOLVING.with(|r| r.set(None));
+    }
+}
+
+/// The tenant `set_tenant()` chose: for one transaction (lxid), set in one
+/// subtransaction (undone if that subtransaction aborts).
+#[derive(Clone, Copy)]
+struct BackendTenant {
+    lxid: u32,
+    subid: pg_sys::SubTransactionId,
+    tenant: Uuid,
+}
+
 #[derive(Clone)]
 struct Resolved {
     inputs: Inputs,
@@ -52,10 +91,11 @@ struct Resolved {
 
 thread_local! {
     static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
-    /// The tenant `set_tenant()` chose, for one transaction (by lxid).
-    static BACKEND_TENANT: Cell<Option<(u32, Uuid)>> = const { Cell::new(None) };
-    /// Set while resolving: a policy re-entering resolution sees no tenant.
-    static RESOLVING: Cell<bool> = const { Cell::new(false) };
+    static BACKEND_TENANT: Cell<Option<BackendTenant>> = const { Cell::new(None) };
+    /// The transaction resolving right now: a policy re-entering resolution
+    /// in it sees no tenant. Keyed by lxid so an ERROR thrown mid-resolution
+    /// cannot leave the flag set for later transactions.
+    static RESOLVING: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 /// The backend-local id of the current transaction.
@@ -73,27 +113,35 @@ fn setting(name: &CStr) -> Option<String> {
     }
 }
 
-fn claim_name() -> String {
-    TENANT_CLAIM
+fn claim_name() -> SaasResult<String> {
+    let name = TENANT_CLAIM
         .get()
-        .and_then(|c| c.into_string().ok())
-        .filter(|s| context::validate_claim_name(s))
-        .unwrap_or_else(|| context::DEFAULT_TENANT_CLAIM.to_string())
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|| context::DEFAULT_TENANT_CLAIM.to_string());
+    if context::validate_claim_name(&name) {
+        Ok(name)
+    } else {
+        Err(SaasError::new(
+            ErrorKind::ConfigFile,
+            format!("saas.tenant_claim is not a usable claim name: \"{name}\""),
+            "Set it to a JSON key of 1 to 63 letters, digits or _-.:/ characters, e.g. ALTER DATABASE app SET saas.tenant_claim = 'org_id'.",
+        ))
+    }
 }
 
 fn backend_tenant(lxid: u32) -> Option<Uuid> {
-    BACKEND_TENANT.with(|b| b.get().filter(|(x, _)| *x == lxid).map(|(_, t)| t))
+    BACKEND_TENANT.with(|b| b.get().filter(|t| t.lxid == lxid).map(|t| t.tenant))
 }
 
-fn current_inputs() -> Inputs {
+fn current_inputs() -> SaasResult<Inputs> {
     let lxid = local_xid();
-    Inputs {
+    Ok(Inputs {
         lxid,
         claims: setting(c"request.jwt.claims"),
         headers: setting(c"request.headers"),
-        claim_name: claim_name(),
+        claim_name: claim_name()?,
         backend: backend_tenant(lxid),
-    }
+    })
 }
 
 fn to_pg(u: Uuid) -> pgrx::Uuid {
@@ -143,7 +191,10 @@ fn suspended(tenant: Uuid) -> SaasError {
 /// Resolution itself, without the cache.
 fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
     let claims = parse_claims(inputs.claims.as_deref())?;
-    let user = claims.as_ref().map(subject).transpose()?.flatten();
+    // A sub that is not a uuid (other identity providers) does not break a
+    // request scoped by its tenant claim; it only has no role in the tenant.
+    // The header path needs the user and reports the bad sub.
+    let user = claims.as_ref().and_then(|c| subject(c).ok()).flatten();
     let source = tenant_source(
         claims.as_ref(),
         inputs.headers.as_deref(),
@@ -176,18 +227,18 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
 
 /// The cached resolution for this transaction and these request settings.
 fn resolved() -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
-    let inputs = current_inputs();
+    let inputs = current_inputs()?;
     if let Some(hit) = RESOLVED.with(|r| {
         r.borrow().as_ref().filter(|c| c.inputs == inputs).map(|c| (c.tenant, c.role))
     }) {
         return Ok(hit);
     }
-    if RESOLVING.with(|r| r.replace(true)) {
+    if RESOLVING.with(|r| r.replace(Some(inputs.lxid))) == Some(inputs.lxid) {
         // Re-entered from a policy while resolving: fail closed.
         return Ok((None, None));
     }
     let result = resolve(&inputs);
-    RESOLVING.with(|r| r.set(false));
+    RESOLVING.with(|r| r.set(None));
     let (tenant, role) = result?;
     RESOLVED.with(|r| *r.borrow_mut() = Some(Resolved { inputs, tenant, role }));
     Ok((tenant, role))
@@ -238,9 +289,10 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
             "The tenant of an API request comes from its JWT tenant claim or the X-Tenant-Id header; set_tenant is for backend jobs without claims.",
         ));
     }
-    let lxid = local_xid();
+    // Whatever happens next, the previous choice is gone: a failed switch
+    // must not leave a job writing as the tenant before.
+    BACKEND_TENANT.with(|b| b.set(None));
     let Some(t) = tenant else {
-        BACKEND_TENANT.with(|b| b.set(None));
         return Ok(None);
     };
     match lookup(t, None)? {
@@ -251,7 +303,22 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
         )),
         Some((status, _)) if status == "suspended" => Err(suspended(t)),
         Some(_) => {
-            BACKEND_TENANT.with(|b| b.set(Some((lxid, t))));
+            // The caller as SET ROLE left it, not this SECURITY DEFINER
+            // function's owner.
+            // SAFETY: plain reads of the backend's role and transaction state.
+            let (bypasses_rls, subid) = unsafe {
+                let outer = pg_sys::GetOuterUserId();
+                (
+                    pg_sys::superuser_arg(outer) || pg_sys::has_bypassrls_privilege(outer),
+                    pg_sys::GetCurrentSubTransactionId(),
+                )
+            };
+            if bypasses_rls {
+                pgrx::warning!(
+                    "set_tenant: the calling role bypasses row level security, so only tenant column defaults follow tenant {t}; its queries see every tenant. Run tenant jobs as a NOBYPASSRLS role."
+                );
+            }
+            BACKEND_TENANT.with(|b| b.set(Some(BackendTenant { lxid: local_xid(), subid, tenant: t })));
             Ok(Some(t))
         }
     }
