@@ -20,7 +20,9 @@ export BENCH_RESULTS="$OUT/results.tsv"
 
 teardown() { "$ROOT/scripts/cluster.sh" remove bench || true; }
 trap teardown EXIT
-CRON_DB=pg_saas_bench "$ROOT/scripts/cluster.sh" start bench "$BENCH_PORT" fresh
+# Shared buffers that hold every benchmark table, so no side pays for reads
+# from the OS page cache that the other side happens to have in shared memory.
+PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB} CRON_DB=pg_saas_bench "$ROOT/scripts/cluster.sh" start bench "$BENCH_PORT" fresh
 export PGHOST=localhost PGPORT=$BENCH_PORT PGUSER=postgres PGDATABASE=pg_saas_bench
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE pg_saas_bench"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "CREATE EXTENSION pg_saas CASCADE"

@@ -84,6 +84,7 @@ unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_cron'
 cron.database_name = '${CRON_DB:-postgres}'
 max_connections = 100
+shared_buffers = ${PG_SHARED_BUFFERS:-128MB}
 fsync = off
 synchronous_commit = off
 full_page_writes = off
