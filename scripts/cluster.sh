@@ -76,11 +76,15 @@ case "$cmd" in
         --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
+    # Clients connect over TCP; the socket is a convenience, skipped where the
+    # path would exceed the kernel's limit for socket names (107 bytes).
+    socket_dir=$dir
+    [ ${#socket_dir} -le 90 ] || socket_dir=''
     # Rewritten on every start so a changed setting takes effect on re-runs.
     cat >"$dir/data/pg_saas_cluster.conf" <<EOF
 port = $port
 listen_addresses = 'localhost'
-unix_socket_directories = '$dir'
+unix_socket_directories = '$socket_dir'
 shared_preload_libraries = 'pg_cron'
 cron.database_name = '${CRON_DB:-postgres}'
 max_connections = 100
