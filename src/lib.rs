@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 pub mod error;
+pub mod partitions;
 pub mod tenancy;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -30,6 +31,16 @@ extension_sql_file!(
         tenancy::current_user_id,
         tenancy::has_role,
         tenancy::set_tenant
+    ]
+);
+// Monthly partitions; registers tenancy's partition hook, so it follows tenancy.
+extension_sql_file!(
+    "../sql/partitions.sql",
+    name = "partitions",
+    requires = [
+        "tenancy",
+        partitions::monthly_partition_name,
+        partitions::default_partition_name_sql
     ]
 );
 // Runs last: privileges on everything the extension created.

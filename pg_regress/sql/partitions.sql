@@ -1,0 +1,112 @@
+-- Partitions: monthly partitions with a pinned "now" (p_now) for determinism.
+\set SHOW_CONTEXT never
+CREATE SCHEMA part_test;
+
+-- Names: <parent>_pYYYY_MM within 63 bytes, never splitting a character.
+SELECT saas.monthly_partition_name('events', 2026, 3) AS name,
+       saas.default_partition_name('events') AS default_name;
+SELECT length(n) AS chars, octet_length(n) AS bytes, right(n, 9) AS suffix
+FROM (SELECT saas.monthly_partition_name(repeat('é', 40), 2026, 12) AS n) x;
+SELECT saas.monthly_partition_name('events', 2026, 13);
+\echo :LAST_ERROR_SQLSTATE
+
+-- create_monthly_partitions: default, current month and premake months; idempotent.
+CREATE TABLE part_test.events (
+  id bigint GENERATED ALWAYS AS IDENTITY,
+  at timestamptz NOT NULL,
+  v int,
+  PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+SELECT * FROM saas.create_monthly_partitions('part_test.events', 'at', 2, '3 months', p_now => '2026-11-15 12:00+00');
+SELECT * FROM saas.create_monthly_partitions('part_test.events', 'at', 2, '3 months', p_now => '2026-11-15 12:00+00');
+SELECT parent, control_column, control_type, premake, retention, retention_action, time_zone
+FROM saas.partition_config ORDER BY parent::text;
+
+-- Rows beyond the premade months land in the default partition ...
+INSERT INTO part_test.events (at, v) VALUES
+  ('2027-06-01 00:00+00', 1), ('2027-06-30 23:59+00', 2), ('2025-01-10 00:00+00', 3), ('2026-11-20 00:00+00', 4);
+SELECT * FROM saas.partition_runway(p_now => '2026-11-15 12:00+00');
+-- ... and maintenance moves them to their months (rescue), then applies
+-- retention: January 2025 is older than 3 months and goes.
+SELECT * FROM saas.run_maintenance(p_now => '2026-11-15 12:00+00');
+SELECT tableoid::regclass AS partition, v FROM part_test.events ORDER BY v;
+-- A month later: a new month ahead, November's partition is still inside
+-- the window (its rows are newer than the cutoff), nothing else changes.
+SELECT * FROM saas.run_maintenance(p_now => '2026-12-15 12:00+00');
+-- Four months later: November 2026 is past the cutoff and dropped.
+SELECT * FROM saas.run_maintenance(p_now => '2027-03-15 12:00+00');
+SELECT * FROM saas.partition_runway(p_now => '2027-03-15 12:00+00');
+SELECT count(*) AS rows_left FROM part_test.events;
+
+-- Retention compares whole ranges with the cutoff in the parent's type and
+-- time zone: a partition (here one made by hand) whose range reaches past
+-- the cutoff is kept, though it starts before it.
+CREATE TABLE part_test.kept (at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE part_test.kept_old PARTITION OF part_test.kept FOR VALUES FROM ('2026-01-01') TO ('2026-03-01');
+INSERT INTO part_test.kept VALUES ('2026-02-27');
+SELECT * FROM saas.create_monthly_partitions('part_test.kept', 'at', 0, '1 month', 'detach', p_now => '2026-03-20 00:00+00');
+SELECT action, partition_name, detail FROM saas.run_maintenance('part_test.kept', p_now => '2026-03-20 00:00+00') ORDER BY 1, 2;
+SELECT count(*) AS kept_rows FROM part_test.kept;
+-- detach keeps an expired partition as a plain table.
+SELECT action, partition_name FROM saas.run_maintenance('part_test.kept', p_now => '2026-05-20 00:00+00') ORDER BY 1, 2;
+SELECT relname, relispartition FROM pg_class WHERE relname = 'kept_old';
+
+-- Time zones: months start at local midnight, across DST changes.
+CREATE TABLE part_test.ny (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+SELECT action, partition_name, detail
+FROM saas.create_monthly_partitions('part_test.ny', 'at', 1, time_zone => 'America/New_York', p_now => '2026-11-01 03:00+00');
+-- timestamp and date control columns.
+CREATE TABLE part_test.local_ts (at timestamp NOT NULL) PARTITION BY RANGE (at);
+SELECT action, detail FROM saas.create_monthly_partitions('part_test.local_ts', 'at', 0, p_now => '2026-02-10 00:00+00');
+CREATE TABLE part_test."Daily ""Facts""" (d date NOT NULL) PARTITION BY RANGE (d);
+SELECT action, partition_name, detail FROM saas.create_monthly_partitions('part_test."Daily ""Facts"""', 'd', 1, p_now => '2026-12-31 23:00+00');
+
+-- Tenancy follows new partitions, including rescued ones.
+CREATE TABLE part_test.tenant_log (tenant_id uuid NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
+SELECT saas.enable_tenancy('part_test.tenant_log') ->> 'table' AS isolated;
+SELECT count(*) AS actions FROM saas.create_monthly_partitions('part_test.tenant_log', 'at', 1, p_now => '2026-11-15 00:00+00');
+INSERT INTO part_test.tenant_log VALUES ('0000000a-0000-4000-8000-000000000000', '2027-05-05');
+SELECT action, partition_name FROM saas.run_maintenance('part_test.tenant_log', p_now => '2026-11-15 00:00+00');
+SELECT c.relname, (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'saas_tenant_isolation') AS isolated
+FROM pg_class c WHERE c.relnamespace = 'part_test'::regnamespace AND c.relname LIKE 'tenant_log%' AND c.relkind IN ('r', 'p')
+ORDER BY 1;
+
+-- One failing parent does not stop the others.
+CREATE TABLE part_test.broken (at date NOT NULL) PARTITION BY RANGE (at);
+SELECT count(*) FROM saas.create_monthly_partitions('part_test.broken', 'at', 0, p_now => '2026-11-15 00:00+00');
+CREATE TABLE part_test.blocker (at date NOT NULL);
+-- A plain table squatting the name of next month's partition makes its creation fail.
+ALTER TABLE part_test.blocker RENAME TO broken_p2026_12;
+UPDATE saas.partition_config SET premake = 1 WHERE parent = 'part_test.broken'::regclass;
+SELECT parent_table, action, partition_name, CASE WHEN action = 'error' THEN split_part(detail, ':', 1) END AS sqlstate
+FROM saas.run_maintenance(p_now => '2026-11-15 00:00+00') ORDER BY parent_table::text, action, partition_name;
+
+-- Bad input: specific errors, nothing applied.
+CREATE TABLE part_test.plain (d date);
+SELECT * FROM saas.create_monthly_partitions('part_test.plain', 'd');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE part_test.bylist (d date) PARTITION BY LIST (d);
+SELECT * FROM saas.create_monthly_partitions('part_test.bylist', 'd');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE part_test.bytext (d text) PARTITION BY RANGE (d);
+SELECT * FROM saas.create_monthly_partitions('part_test.bytext', 'd');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.create_monthly_partitions('part_test.ny', 'nope');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.create_monthly_partitions('part_test.ny', 'at', -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.create_monthly_partitions('part_test.ny', 'at', 1, '2 weeks');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.create_monthly_partitions('part_test.ny', 'at', 1, time_zone => 'Mars/Olympus');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.run_maintenance('part_test.plain');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS configs FROM saas.partition_config;
+-- pg_cron is not in this database: a clear error.
+SELECT saas.schedule_maintenance();
+\echo :LAST_ERROR_SQLSTATE
+
+SET client_min_messages = warning;
+DROP SCHEMA part_test CASCADE;
+RESET client_min_messages;
+DELETE FROM saas.partition_config;
+DELETE FROM saas.tenant_tables;

@@ -1,0 +1,541 @@
+-- Partitions: monthly range partitions that are always there, kept and
+-- retired on schedule, with no row ever stranded in the default partition.
+-- Naming is Rust (saas.monthly_partition_name, saas.default_partition_name);
+-- the DDL is here.
+--
+-- Every function that computes month boundaries pins DateStyle and TimeZone,
+-- so boundaries never depend on the session: months start at midnight of the
+-- parent's configured time zone.
+
+-- ---------------------------------------------------------------------------
+-- Configuration (global config tables: valid Citus reference tables)
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.partition_config (
+  parent            regclass    NOT NULL,
+  control_column    name        NOT NULL,
+  control_type      regtype     NOT NULL,
+  premake           int         NOT NULL DEFAULT 3,
+  retention         interval,
+  retention_action  text        NOT NULL DEFAULT 'drop',
+  time_zone         text        NOT NULL DEFAULT 'UTC',
+  created_at        timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT partition_config_pkey PRIMARY KEY (parent),
+  CONSTRAINT partition_config_premake CHECK (premake BETWEEN 0 AND 120),
+  CONSTRAINT partition_config_retention CHECK (retention IS NULL OR retention >= interval '1 month'),
+  CONSTRAINT partition_config_action CHECK (retention_action IN ('drop', 'detach')),
+  CONSTRAINT partition_config_type CHECK (control_type IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype))
+);
+COMMENT ON TABLE @extschema@.partition_config IS
+  'Parents whose monthly partitions saas.run_maintenance() keeps: premake, retention, time zone.';
+ALTER TABLE @extschema@.partition_config ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.partition_config', '');
+
+-- What other modules re-apply to every new partition (tenancy policies; later
+-- audit triggers). A hook is a function (parent regclass, partition regclass).
+CREATE TABLE @extschema@.partition_hooks (
+  hook_name  text         NOT NULL,
+  hook       regprocedure NOT NULL,
+  builtin    boolean      NOT NULL DEFAULT false,
+  CONSTRAINT partition_hooks_pkey PRIMARY KEY (hook_name)
+);
+COMMENT ON TABLE @extschema@.partition_hooks IS
+  'Functions (parent regclass, partition regclass) run for every partition pg_saas creates or attaches.';
+ALTER TABLE @extschema@.partition_hooks ENABLE ROW LEVEL SECURITY;
+-- Built-in hooks come back with CREATE EXTENSION; only users' hooks are dumped.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.partition_hooks', 'WHERE NOT builtin');
+
+-- Tenancy's hook: a partition of an isolated table is isolated too (partitions
+-- attached by maintenance are not seen by tenancy's CREATE TABLE trigger).
+CREATE FUNCTION @extschema@._tenancy_partition_hook(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  col name;
+BEGIN
+  SELECT r.tenant_column INTO col FROM @extschema@.tenant_tables r
+  WHERE r.relid = coalesce(pg_partition_root(parent), parent);
+  IF FOUND AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = part AND p.polname = 'saas_tenant_isolation') THEN
+    PERFORM @extschema@._tenancy_apply(part, col);
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
+VALUES ('tenancy', '@extschema@._tenancy_partition_hook(regclass, regclass)', true);
+
+-- ---------------------------------------------------------------------------
+-- Internals
+-- ---------------------------------------------------------------------------
+
+-- Runs one DDL statement under the function's short lock_timeout, retrying
+-- when a lock is busy, so maintenance waits briefly instead of queueing
+-- traffic behind an ACCESS EXCLUSIVE request.
+CREATE FUNCTION @extschema@._partition_ddl(stmt text, attempts int DEFAULT 5)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  FOR attempt IN 1..attempts LOOP
+    BEGIN
+      EXECUTE stmt;
+      RETURN;
+    EXCEPTION WHEN lock_not_available THEN
+      IF attempt = attempts THEN
+        RAISE EXCEPTION 'could not get a lock in % attempts for: %', attempts, stmt
+          USING ERRCODE = 'lock_not_available',
+                HINT = 'Traffic held the lock longer than lock_timeout each time; the next run_maintenance retries.';
+      END IF;
+      PERFORM pg_sleep(0.05 * attempt);
+    END;
+  END LOOP;
+END
+$$;
+
+-- The local month start (timestamp without time zone) of a moment, in tz.
+CREATE FUNCTION @extschema@._month_of(ts timestamptz, tz text)
+RETURNS timestamp
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT pg_catalog.date_trunc('month', ts AT TIME ZONE tz) $$;
+
+-- The bound literal of a local month start for a column type.
+CREATE FUNCTION @extschema@._month_bound(month_start timestamp, control_type regtype, tz text)
+RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+  SELECT CASE control_type
+    WHEN 'timestamptz'::pg_catalog.regtype THEN (month_start AT TIME ZONE tz)::text
+    WHEN 'timestamp'::pg_catalog.regtype THEN month_start::text
+    ELSE month_start::date::text
+  END
+$$;
+
+-- Monthly and default partitions of a parent, with their bounds.
+CREATE FUNCTION @extschema@._partitions_of(parent regclass)
+RETURNS TABLE (part regclass, is_default boolean, range_from text, range_to text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+  SELECT c.oid::regclass,
+         b.bound = 'DEFAULT',
+         (regexp_match(b.bound, '^FOR VALUES FROM \(''(.*)''\) TO \(''(.*)''\)$'))[1],
+         (regexp_match(b.bound, '^FOR VALUES FROM \(''(.*)''\) TO \(''(.*)''\)$'))[2]
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+  CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+  WHERE i.inhparent = parent
+$$;
+
+-- The partition of cfg's parent that overlaps [lo, hi) (covering: that
+-- contains it whole), if any; bounds compared as the control column's type.
+CREATE FUNCTION @extschema@._partition_find(cfg @extschema@.partition_config, lo text, hi text, covering boolean)
+RETURNS regclass
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  p record;
+  hit boolean;
+BEGIN
+  FOR p IN SELECT * FROM @extschema@._partitions_of(cfg.parent) q WHERE NOT q.is_default AND q.range_from IS NOT NULL LOOP
+    EXECUTE format(CASE WHEN covering
+                        THEN 'SELECT %1$L::%5$s <= %3$L::%5$s AND %2$L::%5$s >= %4$L::%5$s'
+                        ELSE 'SELECT %1$L::%5$s < %4$L::%5$s AND %2$L::%5$s > %3$L::%5$s' END,
+                   p.range_from, p.range_to, lo, hi, cfg.control_type) INTO hit;
+    IF hit THEN
+      RETURN p.part;
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END
+$$;
+
+-- Validates a parent for monthly partitioning; returns the control column's type.
+CREATE FUNCTION @extschema@._partition_check_parent(parent regclass, control_column name)
+RETURNS regtype
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  strat "char";
+  keycols int2vector;
+  col record;
+BEGIN
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
+  IF cls.relkind <> 'p' THEN
+    RAISE EXCEPTION '"%" is not a partitioned table', parent
+      USING ERRCODE = 'wrong_object_type',
+            HINT = CASE WHEN cls.relkind = 'r'
+                        THEN format('Convert it with saas.convert_to_monthly(%L, %L), which keeps its rows, indexes, grants and policies.', parent::text, control_column)
+                        ELSE 'Create the table with PARTITION BY RANGE (control column) first.' END;
+  END IF;
+  SELECT p.partstrat, p.partattrs INTO strat, keycols FROM pg_partitioned_table p WHERE p.partrelid = parent;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = parent AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, parent
+      USING ERRCODE = 'undefined_column',
+            HINT = 'Name the partition key column of the table.';
+  END IF;
+  IF strat <> 'r' OR array_length(keycols::int2[], 1) <> 1 OR keycols[0] <> col.attnum THEN
+    RAISE EXCEPTION '"%" is not partitioned by RANGE (%)', parent, quote_ident(control_column)
+      USING ERRCODE = 'wrong_object_type',
+            DETAIL = format('Its partition key is %s.', pg_get_partkeydef(parent)),
+            HINT = format('Monthly partitions need PARTITION BY RANGE (%I) on the table.', control_column);
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, parent, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch',
+            HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  RETURN col.atttypid::regtype;
+END
+$$;
+
+-- Runs every registered hook for a new partition.
+CREATE FUNCTION @extschema@._partition_run_hooks(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  h record;
+BEGIN
+  FOR h IN SELECT hook FROM @extschema@.partition_hooks ORDER BY hook_name LOOP
+    EXECUTE format('SELECT %s($1, $2)', h.hook::oid::regproc) USING parent, part;
+  END LOOP;
+END
+$$;
+
+-- Makes sure the month starting at month_start has a partition. When the
+-- default partition holds rows of that month, they are moved: create the
+-- partition standalone, move the rows, attach it; one subtransaction, so a
+-- failure leaves the rows where they were. Returns the action taken or NULL.
+CREATE FUNCTION @extschema@._partition_ensure_month(cfg @extschema@.partition_config, month_start timestamp)
+RETURNS TABLE (action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  lo text := @extschema@._month_bound(month_start, cfg.control_type, cfg.time_zone);
+  hi text := @extschema@._month_bound(month_start + interval '1 month', cfg.control_type, cfg.time_zone);
+  nsp name;
+  rel name;
+  pname text;
+  qualified text;
+  dflt regclass;
+  moved bigint;
+BEGIN
+  -- Covered already (by our partition or one the user made)?
+  IF @extschema@._partition_find(cfg, lo, hi, false) IS NOT NULL THEN
+    RETURN;
+  END IF;
+
+  SELECT n.nspname, c.relname INTO nsp, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = cfg.parent;
+  pname := @extschema@.monthly_partition_name(rel, extract(year FROM month_start)::int, extract(month FROM month_start)::int);
+  qualified := format('%I.%I', nsp, pname);
+  SELECT p.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) p WHERE p.is_default;
+
+  IF dflt IS NOT NULL THEN
+    EXECUTE format('SELECT count(*) FROM %s WHERE %I >= %L AND %I < %L', dflt, cfg.control_column, lo, cfg.control_column, hi) INTO moved;
+  END IF;
+
+  IF coalesce(moved, 0) = 0 THEN
+    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                                              qualified, cfg.parent, lo, hi));
+    PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
+    RETURN QUERY SELECT 'create'::text, qualified, format('[%s, %s)', lo, hi);
+    RETURN;
+  END IF;
+
+  -- Rescue: the default partition holds rows of this month. Lock it first so
+  -- no insert lands there between the move and the attach.
+  PERFORM @extschema@._partition_ddl(format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', dflt));
+  PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)',
+                                            qualified, cfg.parent));
+  EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) INSERT INTO %s SELECT * FROM moved',
+                 dflt, cfg.control_column, lo, cfg.control_column, hi, qualified);
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  PERFORM @extschema@._partition_ddl(format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                                            cfg.parent, qualified, lo, hi));
+  PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
+  RETURN QUERY SELECT 'rescue'::text, qualified, format('[%s, %s): moved %s rows from %s', lo, hi, moved, dflt);
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- create_monthly_partitions
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.create_monthly_partitions(
+  parent regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
+AS $$
+DECLARE
+  ctype regtype;
+  cfg @extschema@.partition_config%ROWTYPE;
+  m timestamp;
+  r record;
+  nsp name;
+  rel name;
+BEGIN
+  ctype := @extschema@._partition_check_parent(parent, control_column);
+  IF premake IS NULL OR premake < 0 OR premake > 120 THEN
+    RAISE EXCEPTION 'premake must be between 0 and 120 months, not %', premake
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'premake is how many months ahead of the current one stay ready; 3 is a good default.';
+  END IF;
+  IF retention IS NOT NULL AND retention < interval '1 month' THEN
+    RAISE EXCEPTION 'retention % is shorter than a month', retention
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Partitions are whole months: give a retention of at least ''1 month'', or NULL to keep everything.';
+  END IF;
+  IF retention_action NOT IN ('drop', 'detach') THEN
+    RAISE EXCEPTION 'retention_action must be drop or detach, not %', retention_action
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'drop deletes expired partitions; detach keeps them as plain tables for archiving.';
+  END IF;
+  BEGIN
+    PERFORM p_now AT TIME ZONE time_zone;
+  EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'time zone "%" is not recognized', time_zone
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use a name from pg_timezone_names, e.g. ''UTC'' or ''Europe/Berlin''.';
+  END;
+
+  INSERT INTO @extschema@.partition_config AS c
+    (parent, control_column, control_type, premake, retention, retention_action, time_zone)
+  VALUES (parent, control_column, ctype, premake, retention, retention_action, time_zone)
+  ON CONFLICT ON CONSTRAINT partition_config_pkey DO UPDATE SET
+    control_column = EXCLUDED.control_column, control_type = EXCLUDED.control_type,
+    premake = EXCLUDED.premake, retention = EXCLUDED.retention,
+    retention_action = EXCLUDED.retention_action, time_zone = EXCLUDED.time_zone
+  RETURNING * INTO cfg;
+
+  -- The default partition first, so no insert fails while months are made.
+  IF NOT EXISTS (SELECT FROM @extschema@._partitions_of(parent) p WHERE p.is_default) THEN
+    SELECT n.nspname, c.relname INTO nsp, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT',
+                                              nsp, @extschema@.default_partition_name(rel), parent));
+    PERFORM @extschema@._partition_run_hooks(parent, format('%I.%I', nsp, @extschema@.default_partition_name(rel))::regclass);
+    RETURN QUERY SELECT parent, 'create_default'::text, format('%I.%I', nsp, @extschema@.default_partition_name(rel)), NULL::text;
+  END IF;
+
+  m := @extschema@._month_of(p_now, time_zone);
+  FOR i IN 0..premake LOOP
+    FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m + make_interval(months => i)) LOOP
+      RETURN QUERY SELECT parent, r.action, r.partition_name, r.detail;
+    END LOOP;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.create_monthly_partitions(regclass, name, int, interval, text, text, timestamptz) IS
+  'Manages a RANGE-partitioned parent monthly: the current month, premake months ahead and a default partition; idempotent.';
+
+-- ---------------------------------------------------------------------------
+-- run_maintenance
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.run_maintenance(parent regclass DEFAULT NULL, p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  cfg @extschema@.partition_config%ROWTYPE;
+  m timestamp;
+  r record;
+  p record;
+  dflt regclass;
+  cutoff text;
+  newer boolean;
+  actions text[];
+BEGIN
+  IF parent IS NOT NULL AND NOT EXISTS (SELECT FROM @extschema@.partition_config c WHERE c.parent = run_maintenance.parent) THEN
+    RAISE EXCEPTION '"%" is not managed by pg_saas', parent
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Call saas.create_monthly_partitions on it first.';
+  END IF;
+  FOR cfg IN SELECT * FROM @extschema@.partition_config c
+             WHERE run_maintenance.parent IS NULL OR c.parent = run_maintenance.parent
+             ORDER BY c.parent::text LOOP
+    -- One subtransaction per parent: one failing parent does not stop the others.
+    BEGIN
+      m := @extschema@._month_of(p_now, cfg.time_zone);
+      -- 1. Months ahead.
+      FOR i IN 0..cfg.premake LOOP
+        FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m + make_interval(months => i)) LOOP
+          parent_table := cfg.parent; action := r.action; partition_name := r.partition_name; detail := r.detail;
+          RETURN NEXT;
+        END LOOP;
+      END LOOP;
+      -- 2. Rows stranded in the default partition go to their months.
+      SELECT q.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) q WHERE q.is_default;
+      IF dflt IS NOT NULL THEN
+        FOR p IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) AS month_start FROM %s ORDER BY 1',
+                                CASE cfg.control_type WHEN 'timestamptz'::regtype
+                                     THEN format('%I AT TIME ZONE %L', cfg.control_column, cfg.time_zone)
+                                     ELSE format('%I::timestamp', cfg.control_column) END, dflt) LOOP
+          FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, p.month_start) LOOP
+            parent_table := cfg.parent; action := r.action; partition_name := r.partition_name; detail := r.detail;
+            RETURN NEXT;
+          END LOOP;
+        END LOOP;
+      END IF;
+      -- 3. Retention: partitions whose whole range is older than the cutoff,
+      -- and that hold no row newer than it.
+      IF cfg.retention IS NOT NULL THEN
+        -- In the parent's time zone, like its month boundaries.
+        cutoff := @extschema@._month_bound((p_now AT TIME ZONE cfg.time_zone) - cfg.retention,
+                                           cfg.control_type, cfg.time_zone);
+        FOR p IN SELECT * FROM @extschema@._partitions_of(cfg.parent) q WHERE NOT q.is_default AND q.range_to IS NOT NULL LOOP
+          EXECUTE format('SELECT %L::%s <= %L::%s', p.range_to, cfg.control_type, cutoff, cfg.control_type) INTO newer;
+          CONTINUE WHEN NOT newer;
+          EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I >= %L)', p.part, cfg.control_column, cutoff) INTO newer;
+          IF newer THEN
+            parent_table := cfg.parent; action := 'retention_skipped'; partition_name := p.part::text;
+            detail := format('holds rows newer than the cutoff %s', cutoff);
+            RETURN NEXT;
+            CONTINUE;
+          END IF;
+          partition_name := p.part::text;  -- before DROP turns the regclass into a bare oid
+          PERFORM @extschema@._partition_ddl(format('ALTER TABLE %s DETACH PARTITION %s', cfg.parent, p.part));
+          IF cfg.retention_action = 'drop' THEN
+            PERFORM @extschema@._partition_ddl(format('DROP TABLE %s', p.part));
+          END IF;
+          parent_table := cfg.parent; action := cfg.retention_action;
+          detail := format('[%s, %s) is older than the cutoff %s', p.range_from, p.range_to, cutoff);
+          RETURN NEXT;
+        END LOOP;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      parent_table := cfg.parent; action := 'error'; partition_name := NULL;
+      detail := format('%s: %s', SQLSTATE, SQLERRM);
+      RETURN NEXT;
+    END;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) IS
+  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention. One row per action.';
+
+-- ---------------------------------------------------------------------------
+-- partition_runway
+-- ---------------------------------------------------------------------------
+-- months_ahead: whole months ready after the current one (0: only the
+-- current month; -1: not even that, inserts are going to the default).
+CREATE FUNCTION @extschema@.partition_runway(parent regclass DEFAULT NULL, p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, months_ahead int, covered_until text, default_rows bigint)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  cfg @extschema@.partition_config%ROWTYPE;
+  m timestamp;
+  hi text;
+  dflt regclass;
+BEGIN
+  FOR cfg IN SELECT * FROM @extschema@.partition_config c
+             WHERE partition_runway.parent IS NULL OR c.parent = partition_runway.parent
+             ORDER BY c.parent::text LOOP
+    m := @extschema@._month_of(p_now, cfg.time_zone);
+    parent_table := cfg.parent;
+    months_ahead := -1;
+    covered_until := NULL;
+    FOR i IN 0..1200 LOOP
+      hi := @extschema@._month_bound(m + make_interval(months => i + 1), cfg.control_type, cfg.time_zone);
+      EXIT WHEN @extschema@._partition_find(cfg, @extschema@._month_bound(m + make_interval(months => i), cfg.control_type, cfg.time_zone), hi, true) IS NULL;
+      months_ahead := i;
+      covered_until := hi;
+    END LOOP;
+    SELECT q.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) q WHERE q.is_default;
+    default_rows := 0;
+    IF dflt IS NOT NULL THEN
+      EXECUTE format('SELECT count(*) FROM %s', dflt) INTO default_rows;
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.partition_runway(regclass, timestamptz) IS
+  'Months of partitions ready ahead of the current one per managed parent, and rows waiting in the default partition: alert on months_ahead < 1 or default_rows > 0.';
+
+-- ---------------------------------------------------------------------------
+-- pg_cron scheduling
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.schedule_maintenance(schedule text DEFAULT '7 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  job bigint;
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+    RAISE EXCEPTION 'pg_cron is not installed in this database'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron; or call saas.run_maintenance() from your own scheduler.';
+  END IF;
+  EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job
+    USING 'pg_saas maintenance', schedule, 'SELECT count(*) FROM saas.run_maintenance()';
+  RETURN job;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.schedule_maintenance(text) IS
+  'Schedules saas.run_maintenance() with pg_cron (job "pg_saas maintenance", hourly by default); returns the job id.';
+
+CREATE FUNCTION @extschema@.unschedule_maintenance()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  done boolean;
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+    RAISE EXCEPTION 'pg_cron is not installed in this database'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Nothing is scheduled without pg_cron.';
+  END IF;
+  IF NOT EXISTS (SELECT FROM cron.job WHERE jobname = 'pg_saas maintenance') THEN
+    RETURN false;
+  END IF;
+  EXECUTE 'SELECT cron.unschedule($1)' INTO done USING 'pg_saas maintenance';
+  RETURN done;
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._tenancy_partition_hook(regclass, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_ddl(text, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_find(@extschema@.partition_config, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_check_parent(regclass, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_run_hooks(regclass, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_ensure_month(@extschema@.partition_config, timestamp) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.create_monthly_partitions(regclass, name, int, interval, text, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.partition_runway(regclass, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.schedule_maintenance(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.unschedule_maintenance() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._month_of(timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._month_bound(timestamp, regtype, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partitions_of(regclass) FROM PUBLIC;
