@@ -438,6 +438,182 @@ COMMENT ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) IS
   'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention. One row per action.';
 
 -- ---------------------------------------------------------------------------
+-- convert_to_monthly
+-- ---------------------------------------------------------------------------
+-- Turns a plain table with data into a monthly partitioned table of the same
+-- name, in one transaction: columns, defaults, identity and serial sequences,
+-- CHECK constraints, keys, indexes, foreign keys, triggers, RLS and policies,
+-- grants and comments carry over; every row is copied and counted before the
+-- old table is dropped. A backend killed midway rolls everything back.
+CREATE FUNCTION @extschema@.convert_to_monthly(
+  tbl regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  nsp name;
+  rel name;
+  old_name name;
+  col record;
+  con record;
+  stmts text[] := '{}';
+  stmt text;
+  seq record;
+  tenancy_col name;
+  m timestamp;
+  lo timestamp;
+  hi timestamp;
+  before_count bigint;
+  after_count bigint;
+  cfg @extschema@.partition_config%ROWTYPE;
+  r record;
+  newrel regclass;
+BEGIN
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
+  rel := cls.relname;
+  IF cls.relkind = 'p' THEN
+    RAISE EXCEPTION '"%" is partitioned already', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Manage it with saas.create_monthly_partitions(%L, %L).', tbl::text, control_column);
+  END IF;
+  IF cls.relkind <> 'r' OR cls.relispartition THEN
+    RAISE EXCEPTION '"%" is not a plain table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'convert_to_monthly converts ordinary tables.';
+  END IF;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, tbl
+      USING ERRCODE = 'undefined_column', HINT = 'Name the date or timestamp column to partition by.';
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch', HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  FOR con IN SELECT c.conname, c.contype FROM pg_constraint c
+             WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x') AND NOT col.attnum = ANY (c.conkey) LOOP
+    RAISE EXCEPTION 'key "%" of "%" does not include column "%"', con.conname, tbl, control_column
+      USING ERRCODE = 'feature_not_supported',
+            HINT = format('PostgreSQL requires the partition column in every unique key of a partitioned table: redefine %I to include %I first.', con.conname, control_column);
+  END LOOP;
+  FOR con IN SELECT c.conname, c.conrelid::regclass AS referencing FROM pg_constraint c
+             WHERE c.confrelid = tbl AND c.contype = 'f' LOOP
+    RAISE EXCEPTION 'foreign key "%" of "%" references "%"', con.conname, con.referencing, tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop the referencing foreign keys, convert, then recreate them against the partitioned table (whose keys include the partition column).';
+  END LOOP;
+  IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = tbl OR inhrelid = tbl) THEN
+    RAISE EXCEPTION '"%" takes part in table inheritance', tbl
+      USING ERRCODE = 'feature_not_supported', HINT = 'Detach the inheritance children first.';
+  END IF;
+
+  EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+
+  -- Everything to re-create on the new table once the old name is free. The
+  -- definitions name the table as schema.name, which the new table will have.
+  SELECT coalesce(array_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.conname, pg_get_constraintdef(c.oid)) ORDER BY c.contype, c.conname), '{}')
+    INTO stmts FROM pg_constraint c WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x', 'f');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid)
+                              FROM pg_index i WHERE i.indrelid = tbl
+                                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)), '{}');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_triggerdef(t.oid) ORDER BY t.tgname)
+                              FROM pg_trigger t WHERE t.tgrelid = tbl AND NOT t.tgisinternal), '{}');
+  IF cls.relrowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+  END IF;
+  IF cls.relforcerowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+  END IF;
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', p.policyname, tbl,
+                            p.permissive, p.cmd,
+                            (SELECT string_agg(CASE WHEN u.role_name = 'public' THEN 'PUBLIC' ELSE quote_ident(u.role_name) END, ', ') FROM unnest(p.roles) u(role_name)),
+                            CASE WHEN p.qual IS NOT NULL THEN format(' USING (%s)', p.qual) ELSE '' END,
+                            CASE WHEN p.with_check IS NOT NULL THEN format(' WITH CHECK (%s)', p.with_check) ELSE '' END)
+                     ORDER BY p.policyname)
+    FROM pg_policies p WHERE p.schemaname = nsp AND p.tablename = rel), '{}');
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('GRANT %s ON %s TO %s%s', a.privilege_type, tbl,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                            CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY a.grantee, a.privilege_type)
+    FROM aclexplode(cls.relacl) a WHERE a.grantee <> cls.relowner), '{}');
+  IF obj_description(tbl, 'pg_class') IS NOT NULL THEN
+    stmts := stmts || format('COMMENT ON TABLE %s IS %L', tbl, obj_description(tbl, 'pg_class'));
+  END IF;
+  SELECT reg.tenant_column INTO tenancy_col FROM @extschema@.tenant_tables reg WHERE reg.relid = tbl;
+
+  -- The old table steps aside; the new one takes its name.
+  old_name := left(rel, 40) || '_saas_unpartitioned';
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', tbl, old_name);
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE (%I)',
+                 nsp, rel, nsp, old_name, control_column);
+  newrel := format('%I.%I', nsp, rel)::regclass;
+  EXECUTE format('ALTER TABLE %s OWNER TO %I', newrel, cls.relowner::regrole::text);
+  -- Serial sequences follow their column; identity sequences continue.
+  FOR seq IN SELECT d.objid::regclass AS seqrel, a.attname, d.deptype FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LOOP
+    IF seq.deptype = 'a' THEN
+      EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', seq.seqrel, newrel, seq.attname);
+    ELSE
+      EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), last_value, is_called) FROM %s',
+                     newrel::text, seq.attname, seq.seqrel);
+    END IF;
+  END LOOP;
+
+  -- Partitions for every month that has rows, and the usual months ahead.
+  FOR r IN SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now) LOOP
+    parent_table := newrel; action := r.action; partition_name := r.partition_name; detail := r.detail;
+    RETURN NEXT;
+  END LOOP;
+  SELECT * INTO cfg FROM @extschema@.partition_config c WHERE c.parent = newrel;
+  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %I.%I ORDER BY 1',
+                          CASE col.atttypid WHEN 'timestamptz'::regtype THEN format('%I AT TIME ZONE %L', control_column, time_zone)
+                               ELSE format('%I::timestamp', control_column) END, nsp, old_name) LOOP
+    FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m) LOOP
+      parent_table := newrel; action := r.action; partition_name := r.partition_name; detail := r.detail;
+      RETURN NEXT;
+    END LOOP;
+  END LOOP;
+
+  EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
+  EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
+  EXECUTE format('SELECT count(*) FROM %s', newrel) INTO after_count;
+  IF before_count <> after_count THEN
+    RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
+      USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
+  END IF;
+  EXECUTE format('DROP TABLE %I.%I', nsp, old_name);
+
+  FOREACH stmt IN ARRAY stmts LOOP
+    EXECUTE stmt;
+  END LOOP;
+  IF tenancy_col IS NOT NULL THEN
+    PERFORM @extschema@.enable_tenancy(newrel, tenancy_col);
+  END IF;
+  parent_table := newrel; action := 'convert'; partition_name := newrel::text;
+  detail := format('%s rows moved', after_count);
+  RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.convert_to_monthly(regclass, name, int, interval, text, text, timestamptz) IS
+  'Converts a plain table with data into a monthly partitioned table of the same name, keeping its definition, privileges and policies; one transaction.';
+REVOKE ALL ON FUNCTION @extschema@.convert_to_monthly(regclass, name, int, interval, text, text, timestamptz) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
 -- partition_runway
 -- ---------------------------------------------------------------------------
 -- months_ahead: whole months ready after the current one (0: only the

@@ -110,3 +110,46 @@ DROP SCHEMA part_test CASCADE;
 RESET client_min_messages;
 DELETE FROM saas.partition_config;
 DELETE FROM saas.tenant_tables;
+
+-- convert_to_monthly: a plain table with data, keys, indexes, a trigger, a
+-- policy, grants and a serial column becomes monthly partitioned, same name.
+CREATE SCHEMA conv_test;
+CREATE ROLE regress_conv_reader NOLOGIN;
+CREATE TABLE conv_test.orders (
+  id bigserial,
+  placed_at timestamptz NOT NULL,
+  amount numeric NOT NULL CHECK (amount >= 0),
+  note text DEFAULT 'none',
+  PRIMARY KEY (id, placed_at));
+CREATE INDEX orders_amount_idx ON conv_test.orders (amount);
+CREATE FUNCTION conv_test.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := 'touched'; RETURN NEW; END $$;
+CREATE TRIGGER orders_touch BEFORE INSERT ON conv_test.orders FOR EACH ROW EXECUTE FUNCTION conv_test.touch();
+ALTER TABLE conv_test.orders ENABLE ROW LEVEL SECURITY;
+CREATE POLICY small_only ON conv_test.orders FOR SELECT TO regress_conv_reader USING (amount < 100);
+GRANT SELECT ON conv_test.orders TO regress_conv_reader;
+COMMENT ON TABLE conv_test.orders IS 'customer orders';
+INSERT INTO conv_test.orders (placed_at, amount)
+  SELECT '2026-08-01 00:00+00'::timestamptz + g * interval '1 day', g FROM generate_series(1, 150) g;
+SELECT action, partition_name, detail FROM saas.convert_to_monthly('conv_test.orders', 'placed_at', 1, p_now => '2026-11-15 00:00+00')
+ORDER BY action, partition_name;
+SELECT relkind, obj_description(oid, 'pg_class') AS comment FROM pg_class WHERE oid = 'conv_test.orders'::regclass;
+SELECT count(*) AS rows, min(id), max(id), sum(amount) FROM conv_test.orders;
+SELECT tableoid::regclass AS partition, count(*) FROM conv_test.orders GROUP BY 1 ORDER BY 1::text;
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'conv_test.orders'::regclass ORDER BY 1;
+SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'conv_test.orders'::regclass ORDER BY 1;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'conv_test.orders'::regclass AND NOT tgisinternal;
+SELECT policyname, roles, qual FROM pg_policies WHERE schemaname = 'conv_test' AND tablename = 'orders';
+SELECT has_table_privilege('regress_conv_reader', 'conv_test.orders', 'SELECT') AS reader_can_select;
+-- The serial sequence lives on and continues; the trigger still fires.
+INSERT INTO conv_test.orders (placed_at, amount) VALUES ('2026-11-20 00:00+00', 5) RETURNING id, note, tableoid::regclass;
+SELECT count(*) FROM saas.convert_to_monthly('conv_test.orders', 'placed_at');
+\echo :LAST_ERROR_SQLSTATE
+CREATE TABLE conv_test.bad_key (id int PRIMARY KEY, at date NOT NULL);
+SELECT count(*) FROM saas.convert_to_monthly('conv_test.bad_key', 'at');
+\echo :LAST_ERROR_SQLSTATE
+SELECT relkind FROM pg_class WHERE oid = 'conv_test.bad_key'::regclass;
+SET client_min_messages = warning;
+DROP SCHEMA conv_test CASCADE;
+RESET client_min_messages;
+DROP ROLE regress_conv_reader;
+DELETE FROM saas.partition_config;
