@@ -19,7 +19,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 APT_PACKAGES=(
   build-essential pkg-config dpkg-dev ca-certificates libssl-dev
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}"
-  "postgresql-${PG_MAJOR}-cron"
+  "postgresql-${PG_MAJOR}-cron" "postgresql-${PG_MAJOR}-partman"
   libclang-dev clang
 )
 

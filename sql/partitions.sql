@@ -139,19 +139,17 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  p record;
-  hit boolean;
+  found regclass;
 BEGIN
-  FOR p IN SELECT * FROM @extschema@._partitions_of(cfg.parent) q WHERE NOT q.is_default AND q.range_from IS NOT NULL LOOP
-    EXECUTE format(CASE WHEN covering
-                        THEN 'SELECT %1$L::%5$s <= %3$L::%5$s AND %2$L::%5$s >= %4$L::%5$s'
-                        ELSE 'SELECT %1$L::%5$s < %4$L::%5$s AND %2$L::%5$s > %3$L::%5$s' END,
-                   p.range_from, p.range_to, lo, hi, cfg.control_type) INTO hit;
-    IF hit THEN
-      RETURN p.part;
-    END IF;
-  END LOOP;
-  RETURN NULL;
+  -- One query per call: the bounds are cast to the column's type in SQL.
+  EXECUTE format(
+    'SELECT p.part FROM @extschema@._partitions_of($1) p
+     WHERE NOT p.is_default AND p.range_from IS NOT NULL AND %s LIMIT 1',
+    CASE WHEN covering
+         THEN format('p.range_from::%1$s <= $2::%1$s AND p.range_to::%1$s >= $3::%1$s', cfg.control_type)
+         ELSE format('p.range_from::%1$s < $3::%1$s AND p.range_to::%1$s > $2::%1$s', cfg.control_type) END)
+    INTO found USING cfg.parent, lo, hi;
+  RETURN found;
 END
 $$;
 
@@ -406,9 +404,10 @@ BEGIN
         -- In the parent's time zone, like its month boundaries.
         cutoff := @extschema@._month_bound((p_now AT TIME ZONE cfg.time_zone) - cfg.retention,
                                            cfg.control_type, cfg.time_zone);
-        FOR p IN SELECT * FROM @extschema@._partitions_of(cfg.parent) q WHERE NOT q.is_default AND q.range_to IS NOT NULL LOOP
-          EXECUTE format('SELECT %L::%s <= %L::%s', p.range_to, cfg.control_type, cutoff, cfg.control_type) INTO newer;
-          CONTINUE WHEN NOT newer;
+        FOR p IN EXECUTE format('SELECT * FROM @extschema@._partitions_of($1) q
+                                 WHERE NOT q.is_default AND q.range_to IS NOT NULL AND q.range_to::%1$s <= $2::%1$s
+                                 ORDER BY q.range_to::%1$s', cfg.control_type)
+                 USING cfg.parent, cutoff LOOP
           EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I >= %L)', p.part, cfg.control_column, cutoff) INTO newer;
           IF newer THEN
             parent_table := cfg.parent; action := 'retention_skipped'; partition_name := p.part::text;

@@ -214,3 +214,23 @@ async fn writers_lose_nothing_while_maintenance_runs() {
     assert_eq!(count(&admin, "SELECT count(*) FROM it_conc.ev_default").await, 0, "nothing stranded");
     admin.batch_execute("DROP SCHEMA it_conc CASCADE; DELETE FROM saas.partition_config WHERE parent::text LIKE 'it_conc.%';").await.unwrap();
 }
+
+#[tokio::test]
+async fn maintenance_is_scheduled_with_pg_cron() {
+    let admin = db_or_skip!("maintenance_is_scheduled_with_pg_cron");
+    // make test installs pg_cron in this database (cron.database_name).
+    let job: i64 = admin.query_one("SELECT saas.schedule_maintenance('*/5 * * * *')", &[]).await.unwrap().get(0);
+    let row = admin
+        .query_one("SELECT schedule, command FROM cron.job WHERE jobid = $1", &[&job])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "*/5 * * * *");
+    assert!(row.get::<_, String>(1).contains("saas.run_maintenance()"));
+    // Scheduling again replaces the job of the same name rather than adding one.
+    admin.query_one("SELECT saas.schedule_maintenance()", &[]).await.unwrap();
+    assert_eq!(count(&admin, "SELECT count(*) FROM cron.job WHERE jobname = 'pg_saas maintenance'").await, 1);
+    let removed: bool = admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    assert!(removed);
+    let again: bool = admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    assert!(!again, "nothing left to unschedule");
+}
