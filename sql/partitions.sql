@@ -214,7 +214,8 @@ $$;
 -- Makes sure the month starting at month_start has a partition. When the
 -- default partition holds rows of that month, they are moved: create the
 -- partition standalone, move the rows, attach it; one subtransaction, so a
--- failure leaves the rows where they were. Returns the action taken or NULL.
+-- failure leaves the rows where they were. One row for the action taken;
+-- none when the month is covered already.
 CREATE FUNCTION @extschema@._partition_ensure_month(cfg @extschema@.partition_config, month_start timestamp)
 RETURNS TABLE (action text, partition_name text, detail text)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -269,6 +270,40 @@ BEGIN
 END
 $$;
 
+-- The current month and cfg.premake months ahead, each ensured.
+CREATE FUNCTION @extschema@._partition_premake(cfg @extschema@.partition_config, p_now timestamptz)
+RETURNS TABLE (action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m timestamp := @extschema@._month_of(p_now, cfg.time_zone);
+BEGIN
+  FOR i IN 0..cfg.premake LOOP
+    RETURN QUERY SELECT * FROM @extschema@._partition_ensure_month(cfg, m + make_interval(months => i));
+  END LOOP;
+END
+$$;
+
+-- Every month that has rows in source (the default partition, or a table
+-- being converted), each ensured, so those rows have a partition to live in.
+CREATE FUNCTION @extschema@._partition_cover_rows(cfg @extschema@.partition_config, source regclass)
+RETURNS TABLE (action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m timestamp;
+BEGIN
+  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %s ORDER BY 1',
+                          CASE cfg.control_type WHEN 'timestamptz'::regtype
+                               THEN format('%I AT TIME ZONE %L', cfg.control_column, cfg.time_zone)
+                               ELSE format('%I::timestamp', cfg.control_column) END, source) LOOP
+    RETURN QUERY SELECT * FROM @extschema@._partition_ensure_month(cfg, m);
+  END LOOP;
+END
+$$;
+
 -- ---------------------------------------------------------------------------
 -- create_monthly_partitions
 -- ---------------------------------------------------------------------------
@@ -288,10 +323,7 @@ AS $$
 DECLARE
   ctype regtype;
   cfg @extschema@.partition_config%ROWTYPE;
-  m timestamp;
-  r record;
-  nsp name;
-  rel name;
+  dflt text;
 BEGIN
   ctype := @extschema@._partition_check_parent(parent, control_column);
   IF premake IS NULL OR premake < 0 OR premake > 120 THEN
@@ -328,19 +360,14 @@ BEGIN
 
   -- The default partition first, so no insert fails while months are made.
   IF NOT EXISTS (SELECT FROM @extschema@._partitions_of(parent) p WHERE p.is_default) THEN
-    SELECT n.nspname, c.relname INTO nsp, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
-    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT',
-                                              nsp, @extschema@.default_partition_name(rel), parent));
-    PERFORM @extschema@._partition_run_hooks(parent, format('%I.%I', nsp, @extschema@.default_partition_name(rel))::regclass);
-    RETURN QUERY SELECT parent, 'create_default'::text, format('%I.%I', nsp, @extschema@.default_partition_name(rel)), NULL::text;
+    SELECT format('%I.%I', n.nspname, @extschema@.default_partition_name(c.relname)) INTO dflt
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s DEFAULT', dflt, parent));
+    PERFORM @extschema@._partition_run_hooks(parent, dflt::regclass);
+    RETURN QUERY SELECT parent, 'create_default'::text, dflt, NULL::text;
   END IF;
 
-  m := @extschema@._month_of(p_now, time_zone);
-  FOR i IN 0..premake LOOP
-    FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m + make_interval(months => i)) LOOP
-      RETURN QUERY SELECT parent, r.action, r.partition_name, r.detail;
-    END LOOP;
-  END LOOP;
+  RETURN QUERY SELECT parent, r.* FROM @extschema@._partition_premake(cfg, p_now) r;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.create_monthly_partitions(regclass, name, int, interval, text, text, timestamptz) IS
@@ -359,13 +386,10 @@ SET timezone = 'UTC'
 AS $$
 DECLARE
   cfg @extschema@.partition_config%ROWTYPE;
-  m timestamp;
-  r record;
   p record;
   dflt regclass;
   cutoff text;
   newer boolean;
-  actions text[];
 BEGIN
   IF parent IS NOT NULL AND NOT EXISTS (SELECT FROM @extschema@.partition_config c WHERE c.parent = run_maintenance.parent) THEN
     RAISE EXCEPTION '"%" is not managed by pg_saas', parent
@@ -377,26 +401,12 @@ BEGIN
              ORDER BY c.parent::text LOOP
     -- One subtransaction per parent: one failing parent does not stop the others.
     BEGIN
-      m := @extschema@._month_of(p_now, cfg.time_zone);
       -- 1. Months ahead.
-      FOR i IN 0..cfg.premake LOOP
-        FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m + make_interval(months => i)) LOOP
-          parent_table := cfg.parent; action := r.action; partition_name := r.partition_name; detail := r.detail;
-          RETURN NEXT;
-        END LOOP;
-      END LOOP;
+      RETURN QUERY SELECT cfg.parent, r.* FROM @extschema@._partition_premake(cfg, p_now) r;
       -- 2. Rows stranded in the default partition go to their months.
       SELECT q.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) q WHERE q.is_default;
       IF dflt IS NOT NULL THEN
-        FOR p IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) AS month_start FROM %s ORDER BY 1',
-                                CASE cfg.control_type WHEN 'timestamptz'::regtype
-                                     THEN format('%I AT TIME ZONE %L', cfg.control_column, cfg.time_zone)
-                                     ELSE format('%I::timestamp', cfg.control_column) END, dflt) LOOP
-          FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, p.month_start) LOOP
-            parent_table := cfg.parent; action := r.action; partition_name := r.partition_name; detail := r.detail;
-            RETURN NEXT;
-          END LOOP;
-        END LOOP;
+        RETURN QUERY SELECT cfg.parent, r.* FROM @extschema@._partition_cover_rows(cfg, dflt) r;
       END IF;
       -- 3. Retention: partitions whose whole range is older than the cutoff,
       -- and that hold no row newer than it.
@@ -469,13 +479,9 @@ DECLARE
   stmt text;
   seq record;
   tenancy_col name;
-  m timestamp;
-  lo timestamp;
-  hi timestamp;
   before_count bigint;
   after_count bigint;
   cfg @extschema@.partition_config%ROWTYPE;
-  r record;
   newrel regclass;
 BEGIN
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
@@ -574,19 +580,9 @@ BEGIN
   END LOOP;
 
   -- Partitions for every month that has rows, and the usual months ahead.
-  FOR r IN SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now) LOOP
-    parent_table := newrel; action := r.action; partition_name := r.partition_name; detail := r.detail;
-    RETURN NEXT;
-  END LOOP;
+  RETURN QUERY SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now);
   SELECT * INTO cfg FROM @extschema@.partition_config c WHERE c.parent = newrel;
-  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %I.%I ORDER BY 1',
-                          CASE col.atttypid WHEN 'timestamptz'::regtype THEN format('%I AT TIME ZONE %L', control_column, time_zone)
-                               ELSE format('%I::timestamp', control_column) END, nsp, old_name) LOOP
-    FOR r IN SELECT * FROM @extschema@._partition_ensure_month(cfg, m) LOOP
-      parent_table := newrel; action := r.action; partition_name := r.partition_name; detail := r.detail;
-      RETURN NEXT;
-    END LOOP;
-  END LOOP;
+  RETURN QUERY SELECT newrel, r.* FROM @extschema@._partition_cover_rows(cfg, format('%I.%I', nsp, old_name)::regclass) r;
 
   EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
   EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
@@ -706,6 +702,8 @@ REVOKE ALL ON FUNCTION @extschema@._partition_find(@extschema@.partition_config,
 REVOKE ALL ON FUNCTION @extschema@._partition_check_parent(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_run_hooks(regclass, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_ensure_month(@extschema@.partition_config, timestamp) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_premake(@extschema@.partition_config, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_cover_rows(@extschema@.partition_config, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.create_monthly_partitions(regclass, name, int, interval, text, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.partition_runway(regclass, timestamptz) FROM PUBLIC;

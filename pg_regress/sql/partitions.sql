@@ -134,7 +134,7 @@ SELECT action, partition_name, detail FROM saas.convert_to_monthly('conv_test.or
 ORDER BY action, partition_name;
 SELECT relkind, obj_description(oid, 'pg_class') AS comment FROM pg_class WHERE oid = 'conv_test.orders'::regclass;
 SELECT count(*) AS rows, min(id), max(id), sum(amount) FROM conv_test.orders;
-SELECT tableoid::regclass AS partition, count(*) FROM conv_test.orders GROUP BY 1 ORDER BY 1::text;
+SELECT tableoid::regclass AS partition, count(*) FROM conv_test.orders GROUP BY 1 ORDER BY tableoid::regclass::text;
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'conv_test.orders'::regclass ORDER BY 1;
 SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'conv_test.orders'::regclass ORDER BY 1;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'conv_test.orders'::regclass AND NOT tgisinternal;
