@@ -232,6 +232,7 @@ DECLARE
   qualified text;
   dflt regclass;
   moved bigint;
+  replication_role text;
 BEGIN
   -- Covered already (by our partition or one the user made)?
   IF @extschema@._partition_find(cfg, lo, hi, false) IS NOT NULL THEN
@@ -260,9 +261,19 @@ BEGIN
   PERFORM @extschema@._partition_ddl(format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', dflt));
   PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)',
                                             qualified, cfg.parent));
+  -- Moving a row is not a change of it: no user trigger (audit, append-only
+  -- guards) and no ON DELETE action may fire for the move. Superusers (and
+  -- pg_cron as one) move in replica mode, undone with this subtransaction.
+  IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+    replication_role := current_setting('session_replication_role');
+    PERFORM set_config('session_replication_role', 'replica', true);
+  END IF;
   EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) INSERT INTO %s SELECT * FROM moved',
                  dflt, cfg.control_column, lo, cfg.control_column, hi, qualified);
   GET DIAGNOSTICS moved = ROW_COUNT;
+  IF replication_role IS NOT NULL THEN
+    PERFORM set_config('session_replication_role', replication_role, true);
+  END IF;
   PERFORM @extschema@._partition_ddl(format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
                                             cfg.parent, qualified, lo, hi));
   PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
@@ -390,6 +401,8 @@ DECLARE
   dflt regclass;
   cutoff text;
   newer boolean;
+  sealed_chains bigint;
+  sealed_rows numeric;
 BEGIN
   IF parent IS NOT NULL AND NOT EXISTS (SELECT FROM @extschema@.partition_config c WHERE c.parent = run_maintenance.parent) THEN
     RAISE EXCEPTION '"%" is not managed by pg_saas', parent
@@ -430,6 +443,11 @@ BEGIN
           IF cfg.retention_action = 'drop' THEN
             PERFORM @extschema@._partition_ddl(format('DROP TABLE %s', p.part));
           END IF;
+          -- The audit log keeps a record of each retired month (audit_verify).
+          IF cfg.parent = '@extschema@.audit_log'::regclass THEN
+            INSERT INTO @extschema@.audit_retired (range_from, range_to, partition_name, action)
+            VALUES (p.range_from::timestamptz, p.range_to::timestamptz, partition_name, cfg.retention_action);
+          END IF;
           parent_table := cfg.parent; action := cfg.retention_action;
           detail := format('[%s, %s) is older than the cutoff %s', p.range_from, p.range_to, cutoff);
           RETURN NEXT;
@@ -441,10 +459,25 @@ BEGIN
       RETURN NEXT;
     END;
   END LOOP;
+  -- A full pass also seals the audit log (rows of finished transactions).
+  IF run_maintenance.parent IS NULL THEN
+    BEGIN
+      SELECT count(*), coalesce(sum(s.row_count), 0) INTO sealed_chains, sealed_rows FROM @extschema@.audit_seal() s;
+      IF sealed_chains > 0 THEN
+        parent_table := '@extschema@.audit_log'::regclass; action := 'seal'; partition_name := NULL;
+        detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains);
+        RETURN NEXT;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      parent_table := '@extschema@.audit_log'::regclass; action := 'error'; partition_name := NULL;
+      detail := format('audit_seal: %s: %s', SQLSTATE, SQLERRM);
+      RETURN NEXT;
+    END;
+  END IF;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) IS
-  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention. One row per action.';
+  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention; a full pass also seals the audit log. One row per action.';
 
 -- ---------------------------------------------------------------------------
 -- convert_to_monthly

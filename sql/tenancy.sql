@@ -527,10 +527,13 @@ BEGIN
       '@extschema@.current_tenant()',
       '@extschema@.has_role(text)',
       '@extschema@.my_memberships()',
-      '@extschema@.pre_request()'] LOOP
+      '@extschema@.pre_request()',
+      '@extschema@.audit_export(timestamptz, timestamptz, text)'] LOOP
       EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, r);
     END LOOP;
     EXECUTE format('GRANT SELECT ON @extschema@.tenants, @extschema@.memberships TO %I', r);
+    -- Admins read their tenant's audit rows (RLS); nobody writes them.
+    EXECUTE format('GRANT SELECT ON @extschema@.audit_log TO %I', r);
   END LOOP;
 END
 $$;

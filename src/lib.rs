@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod error;
 pub mod partitions;
 pub mod tenancy;
@@ -17,6 +18,7 @@ pub mod tenancy;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
+    audit::init();
 }
 
 // Schema-wide set-up that every module relies on; runs before any function.
@@ -41,6 +43,18 @@ extension_sql_file!(
         "tenancy",
         partitions::monthly_partition_name,
         partitions::default_partition_name_sql
+    ]
+);
+// Audit trail: its log is a monthly partitioned table, so partitions first.
+extension_sql_file!(
+    "../sql/audit.sql",
+    name = "audit",
+    requires = [
+        "partitions",
+        audit::audit_row_trigger,
+        audit::audit_statement_trigger,
+        audit::audit_seal,
+        audit::audit_verify
     ]
 );
 // Runs last: privileges on everything the extension created.

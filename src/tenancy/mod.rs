@@ -244,6 +244,12 @@ fn resolved() -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
     Ok((tenant, role))
 }
 
+/// The tenant of this request for other modules (audit rows without a
+/// tenant column); the same cached resolution the policies use.
+pub(crate) fn resolved_tenant() -> SaasResult<Option<Uuid>> {
+    Ok(resolved()?.0)
+}
+
 /// The user of the request: the `sub` claim of the JWT, as uuid. NULL for
 /// anonymous requests and callers without claims.
 #[pg_extern(stable, parallel_safe)]

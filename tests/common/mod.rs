@@ -510,7 +510,10 @@ impl<'a> RequestBuilder<'a> {
                         format!("SELECT pgrst_call.*{from}, LATERAL {fcall} pgrst_call")
                     };
                     // A set gives a JSON array; a single composite, one object.
-                    let agg = if retset {
+                    let agg = if retset && !composite {
+                        // SETOF a scalar: an array of the values themselves.
+                        "coalesce(jsonb_agg((SELECT e.v FROM jsonb_each(to_jsonb(pgrst_source)) e(k, v))), '[]'::jsonb)"
+                    } else if retset {
                         "coalesce(jsonb_agg(to_jsonb(pgrst_source)), '[]'::jsonb)"
                     } else {
                         "to_jsonb((array_agg(pgrst_source))[1])"

@@ -1,0 +1,311 @@
+-- Audit: audit_enable/disable, what the log records, append-only, RLS,
+-- export, seals and verification. Timestamps are pinned with the
+-- saas.audit_clock test hook; transaction ids and hashes vary per run, so
+-- only their properties are shown.
+\set SHOW_CONTEXT never
+SET client_min_messages = notice;
+
+\set ta '''0000000a-0000-4000-8000-00000000a0d1'''
+\set tb '''0000000b-0000-4000-8000-00000000a0d1'''
+\set u_admin '''000000aa-0000-4000-8000-00000000a0d1'''
+\set u_member '''000000bb-0000-4000-8000-00000000a0d1'''
+\set u_badmin '''000000cc-0000-4000-8000-00000000a0d1'''
+
+CREATE ROLE regress_audit_api NOLOGIN;
+SELECT saas.grant_api('{regress_audit_api}');
+INSERT INTO saas.tenants (id, slug, name) VALUES (:ta, 'audit-a', 'Audit A'), (:tb, 'audit-b', 'Audit B');
+INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES
+  (:ta, :u_admin, 'admin'), (:ta, :u_member, 'member'), (:tb, :u_badmin, 'owner');
+
+CREATE SCHEMA audit_test;
+CREATE TYPE audit_test.mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN audit_test.positive AS int CHECK (VALUE > 0);
+CREATE TABLE audit_test.notes (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id   uuid NOT NULL,
+  body        text,
+  tags        text[],
+  price       numeric(12, 4),
+  ratio       float8,
+  blob        bytea,
+  mood        audit_test.mood,
+  score       audit_test.positive,
+  meta        jsonb,
+  updated_at  timestamptz
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON audit_test.notes TO regress_audit_api;
+GRANT USAGE ON SCHEMA audit_test TO regress_audit_api;
+
+-- ---------------------------------------------------------------------------
+-- Bad input: each with its SQLSTATE
+-- ---------------------------------------------------------------------------
+CREATE VIEW audit_test.notes_view AS SELECT * FROM audit_test.notes;
+SELECT saas.audit_enable('audit_test.notes_view');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_enable('saas.audit_log');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_enable('audit_test.notes', '{updated_at,no_such,also_missing}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_enable('audit_test.notes', mode => 'trigger');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_enable('audit_test.notes', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_disable(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_enable('audit_test.no_such_table');
+\echo :LAST_ERROR_SQLSTATE
+-- Nothing was half-done by the failures.
+SELECT count(*) AS audited_tables FROM saas.audit_tables;
+
+-- ---------------------------------------------------------------------------
+-- Row mode: what a change records
+-- ---------------------------------------------------------------------------
+SELECT saas.audit_enable('audit_test.notes', '{updated_at}');
+SELECT relid, mode, changed_only, ignored_columns, key_columns, tenant_column FROM saas.audit_tables ORDER BY relid::text;
+SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'audit_test.notes'::regclass AND NOT tgisinternal ORDER BY tgname;
+-- The log got its partitions on first use, with the log's protection.
+SELECT count(*) > 1 AS log_partitions,
+       bool_and(c.relrowsecurity AND c.relforcerowsecurity) AS all_forced_rls
+FROM pg_partition_tree('saas.audit_log') t JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf;
+
+BEGIN;
+SET LOCAL saas.audit_clock = '2026-11-10 09:00:00+00';
+-- A request as PostgREST sends it.
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "role": "regress_audit_api", "tenant_id": %s}', to_json(:u_admin::text), to_json(:ta::text)), true) IS NOT NULL AS claims,
+       set_config('request.headers', '{"x-forwarded-for": "203.0.113.7, 10.0.0.1", "user-agent": "regress/1.0", "x-request-id": "req-001"}', true) IS NOT NULL AS headers,
+       set_config('request.method', 'POST', true) IS NOT NULL AS method,
+       set_config('request.path', '/notes', true) IS NOT NULL AS path;
+INSERT INTO audit_test.notes (tenant_id, body, tags, price, ratio, blob, mood, score, meta)
+VALUES (:ta, 'hello', '{a,"b c",NULL}', 1.5, 1e100, '\x00ff', 'happy', 3, '{"k": [1, null, "x"]}');
+COMMIT;
+SELECT id, tenant_id = :ta AS tenant_a, logged_at, actor_id = :u_admin AS actor_ok, actor_role, operation,
+       schema_name, table_name, record_key, old_values, client_ip, user_agent, request_id, request_method,
+       request_path, txid > 0 AS has_txid, octet_length(row_hash) AS hash_bytes
+FROM saas.audit_log ORDER BY id;
+-- Values of every type round-trip: arrays with NULLs, numeric, float, bytea, enum, domain, jsonb.
+SELECT key, value FROM saas.audit_log, jsonb_each(new_values) WHERE id = 1 ORDER BY key;
+
+SET saas.audit_clock = '2026-11-10 09:05:00+00';
+-- Only an ignored column changed: nothing is written.
+UPDATE audit_test.notes SET updated_at = '2026-11-10 09:05:00+00';
+-- A real change: only the changed columns (changed_only).
+UPDATE audit_test.notes SET body = 'world', updated_at = '2026-11-10 09:06:00+00';
+-- A no-op update is not a change either.
+UPDATE audit_test.notes SET body = 'world';
+SELECT id, operation, record_key, old_values, new_values, actor_id IS NULL AS no_actor_outside_requests,
+       actor_role, client_ip IS NULL AS no_ip
+FROM saas.audit_log ORDER BY id;
+
+-- Re-enabling replaces the options: full images, still without ignored columns.
+SELECT saas.audit_enable('audit_test.notes', '{updated_at,blob}', changed_only => false);
+SELECT saas.audit_enable('audit_test.notes', '{updated_at,blob}', changed_only => false);
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_test.notes'::regclass AND NOT tgisinternal ORDER BY tgname;
+UPDATE audit_test.notes SET score = 4;
+SELECT id, operation, old_values ? 'body' AS full_old, new_values ? 'body' AS full_new,
+       new_values ? 'blob' OR new_values ? 'updated_at' AS has_ignored, new_values -> 'score' AS score
+FROM saas.audit_log WHERE id = (SELECT max(id) FROM saas.audit_log);
+
+-- A large row is logged whole.
+INSERT INTO audit_test.notes (tenant_id, body) VALUES (:tb, repeat('x', 200000));
+SELECT id, tenant_id = :tb AS tenant_b, length(new_values ->> 'body') AS body_length FROM saas.audit_log WHERE id = (SELECT max(id) FROM saas.audit_log);
+
+DELETE FROM audit_test.notes WHERE tenant_id = :tb;
+TRUNCATE audit_test.notes;
+SELECT id, tenant_id, operation, record_key, old_values IS NOT NULL AS has_old FROM saas.audit_log WHERE id > 4 ORDER BY id;
+
+-- An error inside the audit trigger aborts the change: no change without its audit row.
+SET saas.audit_clock = 'not a time';
+INSERT INTO audit_test.notes (tenant_id, body) VALUES (:ta, 'unaudited?');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS notes_after_failed_insert FROM audit_test.notes;
+SET saas.audit_clock = '2026-11-10 10:00:00+00';
+
+-- A table without a primary key: allowed, the whole row is the key (NOTICE).
+CREATE TABLE audit_test.events (tenant_id uuid, kind text, at int);
+SELECT saas.audit_enable('audit_test.events');
+INSERT INTO audit_test.events VALUES (:ta, 'login', 1);
+SELECT record_key FROM saas.audit_log WHERE table_name = 'events' ORDER BY id;
+
+-- A table without a tenant column: rows get the request's tenant, else the nil uuid.
+CREATE TABLE audit_test.settings (key text PRIMARY KEY, value text);
+SELECT saas.audit_enable('audit_test.settings');
+INSERT INTO audit_test.settings VALUES ('theme', 'dark');
+BEGIN;
+SELECT saas.set_tenant(:tb) IS NOT NULL AS scoped;
+UPDATE audit_test.settings SET value = 'light';
+COMMIT;
+SELECT operation, tenant_id FROM saas.audit_log WHERE table_name = 'settings' ORDER BY id;
+
+-- ---------------------------------------------------------------------------
+-- Statement mode on a partitioned table: transition tables, partitions
+-- present and future, DML on a partition directly.
+-- ---------------------------------------------------------------------------
+CREATE TABLE audit_test.readings (
+  tenant_id uuid NOT NULL, id bigint NOT NULL, at date NOT NULL, value int,
+  PRIMARY KEY (tenant_id, id, at)
+) PARTITION BY RANGE (at);
+CREATE TABLE audit_test.readings_2026 PARTITION OF audit_test.readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+SELECT saas.audit_enable('audit_test.readings', mode => 'statement');
+CREATE TABLE audit_test.readings_2027 PARTITION OF audit_test.readings FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+SELECT tgrelid::regclass AS rel, tgname FROM pg_trigger
+WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('audit_test.readings')) AND NOT tgisinternal ORDER BY 1, 2;
+INSERT INTO audit_test.readings SELECT :ta, g, date '2026-06-01' + g * 100, g FROM generate_series(1, 4) g;
+INSERT INTO audit_test.readings_2027 VALUES (:ta, 99, '2027-03-01', 99);
+UPDATE audit_test.readings SET value = value * 10 WHERE id IN (1, 4);
+DELETE FROM audit_test.readings WHERE id = 2;
+SELECT operation, table_name, count(*) AS rows, min(record_key::text) AS first_key,
+       min(new_values::text) FILTER (WHERE operation = 'UPDATE') AS an_update
+FROM saas.audit_log WHERE table_name LIKE 'readings%' GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- Row mode on a partitioned table: the trigger is cloned to new partitions.
+SELECT saas.audit_enable('audit_test.readings');
+CREATE TABLE audit_test.readings_2028 PARTITION OF audit_test.readings FOR VALUES FROM ('2028-01-01') TO ('2029-01-01');
+SELECT tgrelid::regclass AS rel, tgname FROM pg_trigger
+WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('audit_test.readings')) AND NOT tgisinternal ORDER BY 1, 2;
+INSERT INTO audit_test.readings VALUES (:ta, 7, '2028-05-05', 7);
+SELECT operation, table_name, new_values FROM saas.audit_log WHERE id = (SELECT max(id) FROM saas.audit_log);
+
+-- ---------------------------------------------------------------------------
+-- The log is append-only, for its owner too.
+-- ---------------------------------------------------------------------------
+UPDATE saas.audit_log SET actor_role = 'forged' WHERE id = 1;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM saas.audit_log WHERE id = 1;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE saas.audit_log;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM saas.audit_seals;
+DELETE FROM saas.audit_retired;
+\echo :LAST_ERROR_SQLSTATE
+SELECT has_table_privilege('regress_audit_api', 'saas.audit_log', 'INSERT') AS api_insert,
+       has_table_privilege('regress_audit_api', 'saas.audit_log', 'SELECT') AS api_select;
+
+-- ---------------------------------------------------------------------------
+-- RLS: a tenant's admins read their tenant's rows; nobody else reads any.
+-- ---------------------------------------------------------------------------
+BEGIN;
+SET LOCAL ROLE regress_audit_api;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_admin::text), to_json(:ta::text)), true) IS NOT NULL AS admin_a;
+SELECT count(*) AS rows_seen, count(*) FILTER (WHERE tenant_id <> :ta) AS other_tenants FROM saas.audit_log;
+INSERT INTO saas.audit_log (tenant_id, logged_at, txid, operation, schema_name, table_name, row_hash)
+VALUES (:ta, now(), 1, 'INSERT', 'x', 'y', sha256('x'));
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_audit_api;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_member::text), to_json(:ta::text)), true) IS NOT NULL AS member_a;
+SELECT count(*) AS member_sees FROM saas.audit_log;
+SELECT saas.audit_export('2026-01-01', '2027-01-01');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_audit_api;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_badmin::text), to_json(:tb::text)), true) IS NOT NULL AS owner_b;
+SELECT count(*) AS rows_seen, bool_and(tenant_id = :tb) AS only_b FROM saas.audit_log;
+-- Export: the current tenant's rows, JSON lines or CSV.
+SELECT line::jsonb ->> 'operation' AS op, line::jsonb -> 'record_key' AS key, line::jsonb ->> 'logged_at' AS at
+FROM saas.audit_export('2026-11-01', '2026-12-01') AS line ORDER BY line::jsonb -> 'id';
+SELECT split_part(line, ',', 1) ~ '^[0-9]+$|^id$' AS first_field_ok, split_part(line, ',', 6) AS operation
+FROM saas.audit_export('2026-11-01', '2026-12-01', 'csv') WITH ORDINALITY AS e(line, n) ORDER BY n;
+SELECT saas.audit_export('2026-11-01', '2026-12-01', 'xml');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT saas.audit_export('2026-11-01', '2026-12-01');
+\echo :LAST_ERROR_SQLSTATE
+
+-- ---------------------------------------------------------------------------
+-- Seals and verification
+-- ---------------------------------------------------------------------------
+SELECT saas.audit_verify(NULL, now());
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.audit_verify('2027-01-01', '2026-01-01');
+\echo :LAST_ERROR_SQLSTATE
+-- Before any seal: rows verify, none sealed.
+SELECT ok, rows_checked > 0 AS rows_checked, seals_checked, unsealed_rows > 0 AS unsealed
+FROM saas.audit_verify('-infinity', 'infinity');
+SELECT tenant_id, seal_no, row_count FROM saas.audit_seal() ORDER BY tenant_id;
+-- Nothing new: no new seal.
+SELECT count(*) AS new_seals FROM saas.audit_seal();
+SELECT ok, kind, detail FROM saas.audit_verify('-infinity', 'infinity');
+INSERT INTO audit_test.settings VALUES ('lang', 'en');
+SELECT tenant_id, seal_no, row_count FROM saas.audit_seal() ORDER BY tenant_id;
+SELECT s.tenant_id, s.seal_no, s.prev_hash = p.seal_hash AS chained
+FROM saas.audit_seals s JOIN saas.audit_seals p ON p.tenant_id = s.tenant_id AND p.seal_no = s.seal_no - 1
+ORDER BY 1, 2;
+SELECT ok, rows_checked, seals_checked, unsealed_rows, retired_seals FROM saas.audit_verify('-infinity', 'infinity');
+
+-- Tampering by a superuser with triggers off; each found, each rolled back.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE saas.audit_log SET new_values = jsonb_set(new_values, '{body}', '"forged"') WHERE id = 1;
+SELECT ok, kind, log_id, detail FROM saas.audit_verify('-infinity', 'infinity');
+ROLLBACK;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM saas.audit_log WHERE id = 2;
+SELECT ok, kind, tenant_id = :ta AS tenant_a, seal_no, detail FROM saas.audit_verify('-infinity', 'infinity');
+ROLLBACK;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+-- A copy of a sealed row under a new id: its hash no longer matches.
+INSERT INTO saas.audit_log (tenant_id, id, logged_at, txid, operation, schema_name, table_name, row_hash)
+OVERRIDING SYSTEM VALUE
+SELECT tenant_id, 100000, logged_at, txid, operation, schema_name, table_name, row_hash FROM saas.audit_log WHERE id = 1;
+SELECT ok, kind, log_id, detail FROM saas.audit_verify('-infinity', 'infinity');
+ROLLBACK;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE saas.audit_seals SET row_count = row_count - 1 WHERE tenant_id = :ta AND seal_no = 1;
+SELECT ok, kind, seal_no, detail FROM saas.audit_verify('-infinity', 'infinity');
+ROLLBACK;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM saas.audit_seals WHERE seal_no = 1 AND tenant_id = '00000000-0000-0000-0000-000000000000';
+SELECT ok, kind, log_id, detail LIKE '%a seal was deleted' AS says_seal_deleted FROM saas.audit_verify('-infinity', 'infinity');
+ROLLBACK;
+SELECT ok FROM saas.audit_verify('-infinity', 'infinity');
+
+-- ---------------------------------------------------------------------------
+-- Retention: rows of an old month land in the default partition, maintenance
+-- rescues them (without firing the append-only guard), seals them, then
+-- retires the month; verification says so instead of failing.
+-- ---------------------------------------------------------------------------
+SET saas.audit_clock = '2025-01-15 12:00:00+00';
+INSERT INTO audit_test.settings VALUES ('old', 'row');
+RESET saas.audit_clock;
+SELECT tableoid::regclass AS landed_in FROM saas.audit_log WHERE new_values ->> 'key' = 'old';
+SELECT parent_table, action, detail FROM saas.run_maintenance(p_now => '2026-11-15') ORDER BY 1, 2, 3;
+SELECT tableoid::regclass AS rescued_to FROM saas.audit_log WHERE new_values ->> 'key' = 'old';
+UPDATE saas.partition_config SET retention = '12 months' WHERE parent = 'saas.audit_log'::regclass;
+SELECT parent_table, action, partition_name FROM saas.run_maintenance('saas.audit_log', p_now => '2026-11-15') WHERE action <> 'create' ORDER BY 1, 2, 3;
+SELECT ok, retired_seals > 0 AS says_retired, detail LIKE '%retired by retention%' AS detail_says_so
+FROM saas.audit_verify('-infinity', 'infinity');
+
+-- ---------------------------------------------------------------------------
+-- audit_disable, drops
+-- ---------------------------------------------------------------------------
+SELECT saas.audit_disable('audit_test.notes') AS was_audited, saas.audit_disable('audit_test.notes') AS again;
+SELECT count(*) AS audit_triggers_left FROM pg_trigger WHERE tgrelid = 'audit_test.notes'::regclass AND NOT tgisinternal;
+SET client_min_messages = warning;
+DROP SCHEMA audit_test CASCADE;
+RESET client_min_messages;
+SELECT count(*) AS audited_after_drop FROM saas.audit_tables;
+
+-- Cleanup for the suites after this one: the log's rows and partitions go
+-- the only way they can (a superuser with triggers off, then retention).
+SET session_replication_role = replica;
+DELETE FROM saas.audit_seals;
+DELETE FROM saas.audit_retired;
+DELETE FROM saas.audit_log;
+RESET session_replication_role;
+DO $$
+DECLARE p regclass;
+BEGIN
+  FOR p IN SELECT relid FROM pg_partition_tree('saas.audit_log') WHERE isleaf LOOP
+    EXECUTE format('DROP TABLE %s', p);
+  END LOOP;
+END $$;
+DELETE FROM saas.partition_config WHERE parent = 'saas.audit_log'::regclass;
+DELETE FROM saas.tenants WHERE id IN (:ta, :tb);
+DROP OWNED BY regress_audit_api;
+DROP ROLE regress_audit_api;

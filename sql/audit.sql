@@ -1,0 +1,501 @@
+-- Audit: who changed what, from where, in a monthly partitioned log that
+-- proves it was not altered. The triggers, seals and verification are Rust
+-- (src/audit); tables, audit_enable/audit_disable, the append-only guard and
+-- the export are here.
+
+-- ---------------------------------------------------------------------------
+-- The log. Tenant-scoped and Citus-ready: tenant_id leads the primary key,
+-- which also holds the partition key. Rows outside any tenant get the nil
+-- uuid. Partitions are made by audit_enable (not here: partitions created
+-- inside CREATE EXTENSION would belong to the extension, and pg_dump would
+-- skip their rows).
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.audit_log (
+  tenant_id       uuid        NOT NULL,
+  id              bigint      GENERATED ALWAYS AS IDENTITY,
+  logged_at       timestamptz NOT NULL,
+  txid            bigint      NOT NULL,
+  actor_id        uuid,
+  actor_role      text,
+  operation       text        NOT NULL,
+  schema_name     text        NOT NULL,
+  table_name      text        NOT NULL,
+  record_key      jsonb,
+  old_values      jsonb,
+  new_values      jsonb,
+  client_ip       inet,
+  user_agent      text,
+  request_id      text,
+  request_method  text,
+  request_path    text,
+  row_hash        bytea       NOT NULL,
+  CONSTRAINT audit_log_pkey PRIMARY KEY (tenant_id, id, logged_at),
+  CONSTRAINT audit_log_operation CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
+  CONSTRAINT audit_log_row_hash CHECK (octet_length(row_hash) = 32)
+) PARTITION BY RANGE (logged_at);
+-- Sealing and verification select by transaction id; rows arrive roughly in
+-- txid order, so a BRIN index finds them at almost no cost to writes.
+CREATE INDEX audit_log_txid_brin ON @extschema@.audit_log USING brin (txid);
+COMMENT ON TABLE @extschema@.audit_log IS
+  'pg_saas audit trail: one row per audited change, append-only, hashed; sealed by saas.audit_seal(), checked by saas.audit_verify().';
+COMMENT ON COLUMN @extschema@.audit_log.txid IS
+  'Top-level transaction id (xid8 as bigint) of the change; seals cover ranges of it.';
+COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
+  'SHA-256 of the row''s canonical JSON (README: Audit, canonical form).';
+-- The id sequence's position is dumped with the data, so restored logs keep
+-- their order.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.audit_log', 'id'), '');
+
+-- Seals: one chain per tenant. Seal n covers the tenant's rows written by
+-- transactions with ids in [xid_from, xid_to); xid_to is the snapshot xmin
+-- when it was taken, so every such transaction had finished.
+CREATE TABLE @extschema@.audit_seals (
+  tenant_id        uuid        NOT NULL,
+  seal_no          bigint      NOT NULL,
+  sealed_at        timestamptz NOT NULL,
+  xid_from         bigint      NOT NULL,
+  xid_to           bigint      NOT NULL,
+  row_count        bigint      NOT NULL,
+  first_logged_at  timestamptz NOT NULL,
+  last_logged_at   timestamptz NOT NULL,
+  rows_digest      bytea       NOT NULL,
+  prev_hash        bytea       NOT NULL,
+  seal_hash        bytea       NOT NULL,
+  CONSTRAINT audit_seals_pkey PRIMARY KEY (tenant_id, seal_no),
+  CONSTRAINT audit_seals_range CHECK (xid_from < xid_to)
+);
+COMMENT ON TABLE @extschema@.audit_seals IS
+  'Chained seals over audit_log rows, one chain per tenant; kept when retention retires the months they cover.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_seals', '');
+
+-- Months of the log retired by retention (run_maintenance records each):
+-- verification tells their seals' missing rows from deleted ones. A month
+-- dropped by hand is not here, and verification reports its rows missing.
+CREATE TABLE @extschema@.audit_retired (
+  range_from      timestamptz NOT NULL,
+  range_to        timestamptz NOT NULL,
+  partition_name  text        NOT NULL,
+  action          text        NOT NULL,
+  retired_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT audit_retired_pkey PRIMARY KEY (range_from)
+);
+COMMENT ON TABLE @extschema@.audit_retired IS
+  'Months of saas.audit_log that retention dropped or detached; their seals stay and still verify as a chain.';
+ALTER TABLE @extschema@.audit_retired ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_retired', '');
+
+-- Tables under audit and their options (a global config table).
+CREATE TABLE @extschema@.audit_tables (
+  relid            regclass    NOT NULL,
+  mode             text        NOT NULL,
+  changed_only     boolean     NOT NULL,
+  ignored_columns  text[]      NOT NULL DEFAULT '{}',
+  key_columns      text[]      NOT NULL DEFAULT '{}',
+  tenant_column    name,
+  enabled_at       timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT audit_tables_pkey PRIMARY KEY (relid),
+  CONSTRAINT audit_tables_mode CHECK (mode IN ('row', 'statement'))
+);
+COMMENT ON TABLE @extschema@.audit_tables IS
+  'Tables audited by saas.audit_enable(), with their options.';
+ALTER TABLE @extschema@.audit_tables ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_tables', '');
+
+-- ---------------------------------------------------------------------------
+-- Who reads the log: a tenant's admins and owners, their tenant's rows only.
+-- Nobody writes it but the triggers (which write as its owner).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._audit_secure(rel regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
+  EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
+  IF NOT EXISTS (SELECT FROM pg_policy WHERE polrelid = rel AND polname = 'saas_audit_admin_read') THEN
+    EXECUTE format('CREATE POLICY saas_audit_admin_read ON %s FOR SELECT
+                    USING (tenant_id = (SELECT @extschema@.current_tenant()) AND (SELECT @extschema@.has_role(''admin'')))', rel);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_append_only') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_append_only BEFORE UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_no_truncate') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
+  END IF;
+  EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC', rel);
+END
+$$;
+
+CREATE FUNCTION @extschema@._audit_refuse_change()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RAISE EXCEPTION '% is append-only: % refused',
+      CASE WHEN TG_TABLE_NAME LIKE 'audit_log%' THEN '@extschema@.audit_log' ELSE '@extschema@.' || TG_TABLE_NAME END, TG_OP
+    USING ERRCODE = 'insufficient_privilege',
+          HINT = 'Audit rows are never changed; old months leave only through partition retention (saas.create_monthly_partitions(..., retention => ...)).';
+END
+$$;
+
+SELECT @extschema@._audit_secure('@extschema@.audit_log');
+SELECT @extschema@._audit_secure('@extschema@.audit_seals');
+CREATE TRIGGER saas_audit_append_only BEFORE UPDATE OR DELETE ON @extschema@.audit_retired
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._audit_refuse_change();
+CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON @extschema@.audit_retired
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change();
+
+-- ---------------------------------------------------------------------------
+-- Triggers on audited tables
+-- ---------------------------------------------------------------------------
+
+-- Every relation of a table's partition tree, the table first.
+CREATE FUNCTION @extschema@._audit_tree(rel regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- pg_partition_tree gives no rows for a plain table.
+  SELECT rel WHERE NOT EXISTS (SELECT FROM pg_partition_tree(rel))
+  UNION ALL
+  (SELECT t.relid FROM pg_partition_tree(rel) t ORDER BY t.level, t.relid::text)
+$$;
+
+CREATE FUNCTION @extschema@._audit_drop_triggers(rel regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+BEGIN
+  -- Cloned row triggers on partitions go with the parent's.
+  FOR t IN SELECT g.tgrelid::regclass AS rel, g.tgname
+           FROM pg_trigger g
+           WHERE g.tgrelid IN (SELECT @extschema@._audit_tree(rel))
+             AND g.tgname IN ('saas_audit_row', 'saas_audit_insert', 'saas_audit_update',
+                              'saas_audit_delete', 'saas_audit_truncate')
+             AND g.tgparentid = 0
+           ORDER BY g.tgrelid::regclass::text, g.tgname LOOP
+    EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+  END LOOP;
+END
+$$;
+
+-- The statement-level triggers of one relation (row triggers are created on
+-- the parent only and cloned to partitions by PostgreSQL).
+CREATE FUNCTION @extschema@._audit_statement_triggers(rel regclass, cfg @extschema@.audit_tables)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  args text := pg_catalog.jsonb_build_object(
+    'changed_only', cfg.changed_only, 'tenant_column', cfg.tenant_column,
+    'key', to_jsonb(cfg.key_columns), 'ignored', to_jsonb(cfg.ignored_columns))::text;
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_truncate') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_truncate AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_statement_trigger(%L)', rel, args);
+  END IF;
+  IF cfg.mode = 'statement' AND NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_insert') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS saas_new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_statement_trigger(%L)', rel, args);
+    EXECUTE format('CREATE TRIGGER saas_audit_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS saas_old_rows NEW TABLE AS saas_new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_statement_trigger(%L)', rel, args);
+    EXECUTE format('CREATE TRIGGER saas_audit_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS saas_old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.audit_statement_trigger(%L)', rel, args);
+  END IF;
+END
+$$;
+
+-- The log's own partitions: made on first use, then kept by run_maintenance.
+CREATE FUNCTION @extschema@._audit_ensure_log()
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM @extschema@.partition_config WHERE parent = '@extschema@.audit_log'::regclass) THEN
+    PERFORM @extschema@.create_monthly_partitions('@extschema@.audit_log', 'logged_at');
+  END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.audit_enable(
+  tbl regclass,
+  ignored_columns text[] DEFAULT '{}',
+  changed_only boolean DEFAULT true,
+  mode text DEFAULT 'row'
+)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  kind "char";
+  is_partition boolean;
+  root regclass;
+  missing text[];
+  cols text;
+  keys text[];
+  tcol name;
+  cfg @extschema@.audit_tables;
+  args text;
+  part regclass;
+BEGIN
+  IF tbl IS NULL OR ignored_columns IS NULL OR changed_only IS NULL OR mode IS NULL THEN
+    RAISE EXCEPTION 'audit_enable: no argument may be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave out an argument to get its default: ignored_columns ''{}'', changed_only true, mode ''row''.';
+  END IF;
+  SELECT c.relkind, c.relispartition INTO kind, is_partition FROM pg_class c WHERE c.oid = tbl;
+  IF kind IN ('v', 'm') THEN
+    RAISE EXCEPTION '"%" is a %, not a table', tbl, CASE kind WHEN 'v' THEN 'view' ELSE 'materialized view' END
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'Audit the tables the view reads and writes: changes land there.';
+  ELSIF kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION '"%" is not a table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'audit_enable works on ordinary and partitioned tables.';
+  END IF;
+  IF is_partition THEN
+    RAISE EXCEPTION '"%" is a partition of "%"', tbl, pg_partition_root(tbl)
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Enable auditing on the partitioned table: SELECT saas.audit_enable(%L); it covers every partition, present and future.', pg_partition_root(tbl)::text);
+  END IF;
+  IF tbl IN ('@extschema@.audit_log'::regclass, '@extschema@.audit_seals'::regclass) THEN
+    RAISE EXCEPTION 'the audit log cannot audit itself'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'It is append-only and hashed already; check it with saas.audit_verify().';
+  END IF;
+  IF mode NOT IN ('row', 'statement') THEN
+    RAISE EXCEPTION 'unknown audit mode "%"', mode
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''row'' (one trigger call per row) or ''statement'' (transition tables, for bulk-heavy tables).';
+  END IF;
+  SELECT array_agg(c ORDER BY c) INTO missing FROM unnest(ignored_columns) c
+  WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped);
+  IF missing IS NOT NULL THEN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    RAISE EXCEPTION 'table "%" has no column %', tbl, array_to_string(missing, ', ')
+      USING ERRCODE = 'undefined_column',
+            HINT = format('ignored_columns names columns of the table: %s.', cols);
+  END IF;
+
+  SELECT array_agg(a.attname::text ORDER BY k.ord) INTO keys
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+  WHERE i.indrelid = tbl AND i.indisprimary;
+  IF keys IS NULL THEN
+    RAISE NOTICE 'table "%" has no primary key: audit rows will identify a record by all its column values', tbl
+      USING HINT = 'Add a primary key and call audit_enable again for compact record keys.';
+  END IF;
+
+  -- The tenant of a row: tenancy's column for the table, else a uuid
+  -- column named tenant_id, else (in the trigger) the request's tenant.
+  SELECT r.tenant_column INTO tcol FROM @extschema@.tenant_tables r WHERE r.relid = tbl;
+  IF tcol IS NULL THEN
+    SELECT a.attname INTO tcol FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND a.atttypid = 'uuid'::regtype AND NOT a.attisdropped;
+  END IF;
+
+  PERFORM @extschema@._audit_ensure_log();
+
+  INSERT INTO @extschema@.audit_tables AS t (relid, mode, changed_only, ignored_columns, key_columns, tenant_column)
+  VALUES (tbl, mode, changed_only, ignored_columns, coalesce(keys, '{}'), tcol)
+  ON CONFLICT (relid) DO UPDATE
+    SET mode = excluded.mode, changed_only = excluded.changed_only, ignored_columns = excluded.ignored_columns,
+        key_columns = excluded.key_columns, tenant_column = excluded.tenant_column, enabled_at = now()
+  RETURNING * INTO cfg;
+
+  -- Re-enabling replaces the old triggers with the new options.
+  PERFORM @extschema@._audit_drop_triggers(tbl);
+  args := pg_catalog.jsonb_build_object(
+    'changed_only', cfg.changed_only, 'tenant_column', cfg.tenant_column,
+    'key', to_jsonb(cfg.key_columns), 'ignored', to_jsonb(cfg.ignored_columns))::text;
+  IF cfg.mode = 'row' THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_row AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_row_trigger(%L)', tbl, args);
+  END IF;
+  -- Statement triggers are not inherited: put them on every partition too,
+  -- so DML that targets a partition directly is audited as well.
+  FOR part IN SELECT @extschema@._audit_tree(tbl) LOOP
+    PERFORM @extschema@._audit_statement_triggers(part, cfg);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.audit_enable(regclass, text[], boolean, text) IS
+  'Audits INSERT/UPDATE/DELETE/TRUNCATE on a table (and every partition, present and future) into saas.audit_log. Idempotent; re-enabling replaces the options.';
+
+CREATE FUNCTION @extschema@.audit_disable(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'audit_disable: the table may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the audited table, e.g. saas.audit_disable(''app.notes'').';
+  END IF;
+  PERFORM @extschema@._audit_drop_triggers(tbl);
+  DELETE FROM @extschema@.audit_tables WHERE relid = tbl;
+  RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.audit_disable(regclass) IS
+  'Stops auditing a table: drops its audit triggers. Its rows in saas.audit_log stay. True when it was audited.';
+
+-- A new partition of an audited table gets the statement triggers; a new
+-- partition of the log gets the log's protection. Called by partition
+-- maintenance (hook) and by CREATE TABLE ... PARTITION OF (event trigger).
+CREATE FUNCTION @extschema@._audit_partition_hook(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  root regclass := coalesce(pg_partition_root(part), parent);
+  cfg @extschema@.audit_tables;
+BEGIN
+  IF root = '@extschema@.audit_log'::regclass THEN
+    PERFORM @extschema@._audit_secure(part);
+    RETURN;
+  END IF;
+  SELECT * INTO cfg FROM @extschema@.audit_tables WHERE relid = root;
+  IF FOUND THEN
+    PERFORM @extschema@._audit_statement_triggers(part, cfg);
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
+VALUES ('audit', '@extschema@._audit_partition_hook(regclass, regclass)', true);
+
+CREATE FUNCTION @extschema@._audit_on_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cmd record;
+BEGIN
+  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
+             WHERE c.object_type = 'table' LOOP
+    PERFORM @extschema@._audit_partition_hook(pg_partition_root(cmd.objid), cmd.objid::regclass);
+  END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER saas_audit_partitions ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE')
+  EXECUTE FUNCTION @extschema@._audit_on_ddl();
+
+CREATE FUNCTION @extschema@._audit_on_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM @extschema@.audit_tables
+  WHERE relid::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+END
+$$;
+CREATE EVENT TRIGGER saas_audit_drops ON sql_drop
+  EXECUTE FUNCTION @extschema@._audit_on_drop();
+
+-- ---------------------------------------------------------------------------
+-- Export (the seeds' "audit export"): the current tenant's rows, for its
+-- admins, as JSON lines or CSV with a header line.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._csv_field(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+  WHEN v IS NULL THEN ''
+  WHEN v ~ '[",\r\n]' OR v = '' THEN '"' || replace(v, '"', '""') || '"'
+  ELSE v
+END;
+
+CREATE FUNCTION @extschema@.audit_export(p_from timestamptz, p_to timestamptz, format text DEFAULT 'jsonl')
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  tenant uuid := @extschema@.current_tenant();
+  r record;
+BEGIN
+  IF p_from IS NULL OR p_to IS NULL OR format IS NULL THEN
+    RAISE EXCEPTION 'audit_export: no argument may be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a time range and ''jsonl'' or ''csv''.';
+  END IF;
+  IF format NOT IN ('jsonl', 'csv') THEN
+    RAISE EXCEPTION 'unknown export format "%"', format
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''jsonl'' (one JSON object per line) or ''csv''.';
+  END IF;
+  IF p_from > p_to THEN
+    RAISE EXCEPTION 'audit_export: the range ends before it starts'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier timestamp first.';
+  END IF;
+  IF tenant IS NULL THEN
+    RAISE EXCEPTION 'audit_export needs a tenant'
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Call it in a request with a tenant (JWT claim or X-Tenant-Id), or after saas.set_tenant() in a job.';
+  END IF;
+  IF NOT @extschema@.has_role('admin') AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RAISE EXCEPTION 'audit export is for the tenant''s admins and owners'
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Ask an admin or owner of the tenant.';
+  END IF;
+  IF format = 'csv' THEN
+    RETURN NEXT 'id,logged_at,tenant_id,actor_id,actor_role,operation,schema_name,table_name,record_key,old_values,new_values,client_ip,user_agent,request_id,request_method,request_path,txid,row_hash';
+  END IF;
+  FOR r IN SELECT l.* FROM @extschema@.audit_log l
+           WHERE l.tenant_id = tenant AND l.logged_at >= p_from AND l.logged_at < p_to
+           ORDER BY l.logged_at, l.id LOOP
+    IF format = 'jsonl' THEN
+      RETURN NEXT jsonb_build_object(
+        'id', r.id, 'logged_at', r.logged_at, 'tenant_id', r.tenant_id, 'actor_id', r.actor_id,
+        'actor_role', r.actor_role, 'operation', r.operation, 'schema_name', r.schema_name,
+        'table_name', r.table_name, 'record_key', r.record_key, 'old_values', r.old_values,
+        'new_values', r.new_values, 'client_ip', host(r.client_ip), 'user_agent', r.user_agent,
+        'request_id', r.request_id, 'request_method', r.request_method, 'request_path', r.request_path,
+        'txid', r.txid, 'row_hash', encode(r.row_hash, 'hex'))::text;
+    ELSE
+      RETURN NEXT array_to_string(ARRAY(SELECT @extschema@._csv_field(f) FROM unnest(ARRAY[
+        r.id::text, to_char(r.logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        r.tenant_id::text, r.actor_id::text, r.actor_role, r.operation, r.schema_name, r.table_name,
+        r.record_key::text, r.old_values::text, r.new_values::text, host(r.client_ip), r.user_agent,
+        r.request_id, r.request_method, r.request_path, r.txid::text, encode(r.row_hash, 'hex')])
+        WITH ORDINALITY AS u(f, n) ORDER BY n), ',');
+    END IF;
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) IS
+  'The current tenant''s audit rows logged in [p_from, p_to), oldest first, as JSON lines or CSV (header first). For its admins and owners.';
+
+REVOKE ALL ON FUNCTION @extschema@._audit_secure(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_refuse_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_tree(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_drop_triggers(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_statement_triggers(regclass, @extschema@.audit_tables) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_ensure_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_partition_hook(regclass, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_enable(regclass, text[], boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_disable(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) FROM PUBLIC;
+-- Only audit_enable attaches the triggers (CREATE TRIGGER needs EXECUTE), so
+-- nobody can point them at a table of their own to forge log rows.
+REVOKE ALL ON FUNCTION @extschema@.audit_row_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_statement_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_seal() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.audit_verify(timestamptz, timestamptz) FROM PUBLIC;

@@ -1,0 +1,1132 @@
+//! Audit: row-change triggers written in Rust, the chained seals and their
+//! verification. Tables, `audit_enable`, the append-only guard and the export
+//! are SQL (`sql/audit.sql`); hashing and diffs are pure Rust (`canonical`).
+//!
+//! Why Rust: the row trigger is the hot path. It keeps its INSERT plan across
+//! calls, caches the request context per transaction and the trigger options
+//! per trigger, and hashes without a round trip through SQL.
+//!
+//! The triggers write as the owner of `saas.audit_log` (the extension owner),
+//! switched the way PostgreSQL's RI triggers switch, so API roles need no
+//! privilege on the log and cannot write it directly.
+
+pub mod canonical;
+
+use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::tenancy;
+use crate::tenancy::context::{parse_claims, subject};
+use canonical::{
+    client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, RowsDigest, Seal,
+    PG_EPOCH_OFFSET_MICROS,
+};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgOid};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::rc::Rc;
+
+/// `saas.audit_clock`: test hook, the timestamp every audit row and seal gets
+/// instead of the transaction's start. Superuser-only.
+static AUDIT_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Tenant id of rows that belong to no tenant (changes made outside any
+/// tenant context, TRUNCATE by an operator): the log's key needs a value.
+pub const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
+
+/// PostgreSQL's own SQL-callable C functions, called directly (no SPI).
+mod builtins {
+    use pgrx::pg_sys::{Datum, FunctionCallInfo};
+    unsafe extern "C-unwind" {
+        pub fn row_to_json(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn nextval_oid(fcinfo: FunctionCallInfo) -> Datum;
+    }
+}
+
+/// Rows per INSERT when a statement trigger flushes its transition table.
+const BULK_CHUNK: usize = 5000;
+
+pub(crate) fn init() {
+    GucRegistry::define_string_guc(
+        c"saas.audit_clock",
+        c"Test hook: timestamp given to audit rows and seals instead of the transaction start.",
+        c"Empty means the transaction start time. For deterministic regression tests only.",
+        &AUDIT_CLOCK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: a static callback without argument; it only clears a Cell.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            Some(on_pg_class_change),
+            pg_sys::Datum::from(0usize),
+        )
+    };
+}
+
+unsafe extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    LOG_TARGET.with(|t| t.set(None));
+}
+
+/// Where the triggers write: the owner they write as and the id sequence.
+#[derive(Clone, Copy)]
+struct LogTarget {
+    owner: pg_sys::Oid,
+    id_seq: pg_sys::Oid,
+}
+
+/// The trigger's options, as `audit_enable` wrote them into its argument.
+#[derive(Deserialize, Debug)]
+struct TriggerOptions {
+    changed_only: bool,
+    tenant_column: Option<String>,
+    #[serde(default)]
+    key: Vec<String>,
+    #[serde(default)]
+    ignored: Vec<String>,
+}
+
+/// The request as the log records it; recomputed when a setting changes.
+#[derive(Clone, PartialEq)]
+struct RequestInputs {
+    lxid: u32,
+    user: pg_sys::Oid,
+    claims: Option<String>,
+    headers: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+}
+
+struct RequestContext {
+    actor_id: Option<String>,
+    actor_role: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+}
+
+thread_local! {
+    static LOG_TARGET: Cell<Option<LogTarget>> = const { Cell::new(None) };
+    static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
+    static REQUEST: RefCell<Option<(RequestInputs, Rc<RequestContext>)>> = const { RefCell::new(None) };
+    /// Prepared INSERTs, leaked on purpose: kept for the backend's life (the
+    /// plan cache re-plans them when the log's partitions change).
+    static ROW_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static BULK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+}
+
+const LOG_COLUMNS: &str = "tenant_id, id, logged_at, txid, actor_id, actor_role, operation, schema_name, table_name, \
+     record_key, old_values, new_values, client_ip, user_agent, request_id, request_method, request_path, row_hash";
+
+fn row_insert_sql() -> String {
+    format!(
+        "INSERT INTO saas.audit_log ({LOG_COLUMNS}) OVERRIDING SYSTEM VALUE VALUES \
+         ($1::pg_catalog.uuid, $2, $3, $4, $5::pg_catalog.uuid, $6, $7, $8, $9, \
+          $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13::pg_catalog.inet, \
+          $14, $15, $16, $17, $18)"
+    )
+}
+
+fn bulk_insert_sql() -> String {
+    format!(
+        "INSERT INTO saas.audit_log ({LOG_COLUMNS}) OVERRIDING SYSTEM VALUE \
+         SELECT u.t::pg_catalog.uuid, u.i, u.l, u.x, u.a::pg_catalog.uuid, u.ar, u.op, u.s, u.tb, \
+                u.k::pg_catalog.jsonb, u.o::pg_catalog.jsonb, u.n::pg_catalog.jsonb, u.ip::pg_catalog.inet, \
+                u.ua, u.rid, u.m, u.p, u.h \
+         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.timestamptz[]), pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.text[]), pg_catalog.unnest($8::pg_catalog.text[]), pg_catalog.unnest($9::pg_catalog.text[]), pg_catalog.unnest($10::pg_catalog.text[]), pg_catalog.unnest($11::pg_catalog.text[]), pg_catalog.unnest($12::pg_catalog.text[]), pg_catalog.unnest($13::pg_catalog.text[]), pg_catalog.unnest($14::pg_catalog.text[]), pg_catalog.unnest($15::pg_catalog.text[]), pg_catalog.unnest($16::pg_catalog.text[]), pg_catalog.unnest($17::pg_catalog.text[]), pg_catalog.unnest($18::pg_catalog.bytea[])) \
+              AS u(t, i, l, x, a, ar, op, s, tb, k, o, n, ip, ua, rid, m, p, h)"
+    )
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> SaasError {
+    SaasError::new(
+        ErrorKind::ObjectNotInPrerequisiteState,
+        format!("pg_saas audit could not {what}"),
+        "Check that the pg_saas extension is installed completely (saas.audit_log) and that this role may use it.",
+    )
+    .with_detail(e.to_string())
+}
+
+fn log_target() -> SaasResult<LogTarget> {
+    if let Some(t) = LOG_TARGET.with(|t| t.get()) {
+        return Ok(t);
+    }
+    let row = Spi::get_two::<pg_sys::Oid, pg_sys::Oid>(
+        "SELECT c.relowner, pg_catalog.pg_get_serial_sequence('saas.audit_log', 'id')::pg_catalog.regclass::pg_catalog.oid \
+         FROM pg_catalog.pg_class c WHERE c.oid = 'saas.audit_log'::pg_catalog.regclass",
+    )
+    .map_err(|e| internal("find saas.audit_log", e))?;
+    match row {
+        (Some(owner), Some(id_seq)) => {
+            let t = LogTarget { owner, id_seq };
+            LOG_TARGET.with(|c| c.set(Some(t)));
+            Ok(t)
+        }
+        _ => Err(internal("find saas.audit_log", "no such table")),
+    }
+}
+
+fn setting(name: &CStr) -> Option<String> {
+    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC
+    // machinery; copied at once.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+fn local_xid() -> u32 {
+    // SAFETY: MyProc is set in every backend that runs SQL.
+    unsafe { (*pg_sys::MyProc).lxid }
+}
+
+/// Actor, client and request of the current statement, cached while the
+/// settings it comes from stay the same.
+fn request_context() -> Rc<RequestContext> {
+    // SAFETY: plain read of the backend's current user.
+    let user = unsafe { pg_sys::GetUserId() };
+    let inputs = RequestInputs {
+        lxid: local_xid(),
+        user,
+        claims: setting(c"request.jwt.claims"),
+        headers: setting(c"request.headers"),
+        method: setting(c"request.method"),
+        path: setting(c"request.path"),
+    };
+    if let Some(hit) = REQUEST.with(|r| {
+        r.borrow().as_ref().filter(|(i, _)| *i == inputs).map(|(_, c)| c.clone())
+    }) {
+        return hit;
+    }
+    // Audit never fails a write over a malformed claim or header: what can't
+    // be read is recorded as unknown (tenancy refuses bad claims on its own).
+    let claims = parse_claims(inputs.claims.as_deref()).ok().flatten();
+    let headers: Option<Map<String, Value>> = inputs
+        .headers
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+        .and_then(|h| serde_json::from_str(h).ok());
+    let header = |name: &str| -> Option<String> {
+        headers.as_ref().and_then(|h| h.get(name)).and_then(Value::as_str).map(str::to_owned)
+    };
+    let actor_id = claims.as_ref().and_then(|c| subject(c).ok().flatten()).map(|u| u.to_string());
+    let claimed_role = claims.as_ref().and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
+    let actor_role = claimed_role.or_else(|| {
+        // SAFETY: the name of an existing role (missing_ok = true).
+        unsafe {
+            let p = pg_sys::GetUserNameFromId(user, true);
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
+    });
+    let ctx = Rc::new(RequestContext {
+        actor_id,
+        actor_role,
+        client_ip: client_ip(header("x-forwarded-for").as_deref(), header("x-real-ip").as_deref()),
+        user_agent: header("user-agent"),
+        request_id: header("x-request-id"),
+        method: inputs.method.clone().filter(|s| !s.is_empty()),
+        path: inputs.path.clone().filter(|s| !s.is_empty()),
+    });
+    REQUEST.with(|r| *r.borrow_mut() = Some((inputs, ctx.clone())));
+    ctx
+}
+
+/// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz) for new rows.
+fn audit_now() -> SaasResult<i64> {
+    if let Some(fixed) = AUDIT_CLOCK.get() {
+        let text = fixed.to_string_lossy();
+        if !text.trim().is_empty() {
+            let ts: TimestampWithTimeZone = text.parse().map_err(|_| {
+                SaasError::new(
+                    ErrorKind::ConfigFile,
+                    format!("saas.audit_clock is not a timestamp: \"{text}\""),
+                    "Set it to a timestamptz such as '2026-01-15 10:00:00+00', or RESET it.",
+                )
+            })?;
+            return Ok(pg_sys::TimestampTz::from(ts));
+        }
+    }
+    // SAFETY: plain read of transaction state.
+    Ok(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
+}
+
+fn top_xid() -> i64 {
+    // SAFETY: assigns the transaction id if the transaction has none yet; the
+    // trigger runs inside a writing transaction anyway.
+    unsafe { pg_sys::GetTopFullTransactionId().value as i64 }
+}
+
+/// Runs `f` as `owner` in a security-restricted context, like PostgreSQL's
+/// RI triggers; an error unwinds through here and transaction (or
+/// subtransaction) abort restores the caller's identity.
+fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0i32;
+    // SAFETY: saving and switching the current user id, as ri_triggers.c does.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let out = f();
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    out
+}
+
+fn next_id(seq: pg_sys::Oid) -> i64 {
+    // SAFETY: nextval on the log's own sequence, as its owner.
+    unsafe {
+        pg_sys::DirectFunctionCall1Coll(
+            Some(builtins::nextval_oid),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(seq),
+        )
+        .value() as i64
+    }
+}
+
+fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
+    let key = trigger.tgoid.to_u32();
+    if let Some(o) = OPTIONS.with(|m| m.borrow().get(&key).cloned()) {
+        return Ok(o);
+    }
+    let bad = |why: String| {
+        SaasError::new(
+            ErrorKind::ObjectNotInPrerequisiteState,
+            "a pg_saas audit trigger has unusable arguments",
+            "Create audit triggers with saas.audit_enable(table), not by hand; run it again to repair this one.",
+        )
+        .with_detail(why)
+    };
+    if trigger.tgnargs != 1 || trigger.tgargs.is_null() {
+        return Err(bad(format!("{} arguments", trigger.tgnargs)));
+    }
+    // SAFETY: tgargs holds tgnargs C strings.
+    let raw = unsafe { CStr::from_ptr(*trigger.tgargs) }.to_string_lossy();
+    let opts: TriggerOptions = serde_json::from_str(&raw).map_err(|e| bad(e.to_string()))?;
+    let opts = Rc::new(opts);
+    OPTIONS.with(|m| m.borrow_mut().insert(key, opts.clone()));
+    Ok(opts)
+}
+
+/// A composite datum as a JSON object (`row_to_json`: every type has a JSON
+/// form; arrays, domains, enums, bytea and NULLs included).
+unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<Map<String, Value>> {
+    let json = pg_sys::DirectFunctionCall1Coll(Some(builtins::row_to_json), pg_sys::InvalidOid, datum);
+    let text = pgrx::varlena::text_to_rust_str(json.cast_mut_ptr()).map_err(|e| {
+        SaasError::new(
+            ErrorKind::FeatureNotSupported,
+            "pg_saas audit needs a UTF8 database",
+            "Create the database with ENCODING 'UTF8'.",
+        )
+        .with_detail(e.to_string())
+    })?;
+    let map = serde_json::from_str(text).map_err(|e| internal("read a row as JSON", e))?;
+    pg_sys::pfree(json.cast_mut_ptr());
+    Ok(map)
+}
+
+unsafe fn tuple_json(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> SaasResult<Map<String, Value>> {
+    composite_json(pg_sys::heap_copy_tuple_as_datum(tuple, desc))
+}
+
+fn table_names(rel: pg_sys::Relation) -> (String, String) {
+    // SAFETY: the trigger's relation is open; names are copied.
+    unsafe {
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned();
+        let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+        let schema = if nsp.is_null() { String::new() } else { CStr::from_ptr(nsp).to_string_lossy().into_owned() };
+        (schema, name)
+    }
+}
+
+/// The tenant a change belongs to: the row's tenant column, else the
+/// request's tenant, else [`NO_TENANT`].
+fn tenant_of(row: Option<&Map<String, Value>>, opts: &TriggerOptions) -> SaasResult<String> {
+    if let (Some(row), Some(col)) = (row, opts.tenant_column.as_deref()) {
+        if let Some(t) = row.get(col).and_then(Value::as_str) {
+            return Ok(t.to_string());
+        }
+    }
+    Ok(tenancy::resolved_tenant()?.map_or_else(|| NO_TENANT.to_string(), |t| t.to_string()))
+}
+
+/// Builds the record for one change, or `None` when nothing audited changed.
+fn record_for(
+    operation: &str,
+    old: Option<Map<String, Value>>,
+    new: Option<Map<String, Value>>,
+    opts: &TriggerOptions,
+    table: &(String, String),
+    ctx: &RequestContext,
+    now: i64,
+    txid: i64,
+) -> SaasResult<Option<AuditRecord>> {
+    let key_row = old.as_ref().or(new.as_ref());
+    let tenant_id = tenant_of(new.as_ref().or(old.as_ref()), opts)?;
+    let key = key_row.map(|r| record_key(r, &opts.key));
+    let Some(change) = change_of(old, new, &opts.ignored, opts.changed_only) else {
+        return Ok(None);
+    };
+    Ok(Some(AuditRecord {
+        id: 0,
+        tenant_id,
+        logged_at_unix_micros: now + PG_EPOCH_OFFSET_MICROS,
+        actor_id: ctx.actor_id.clone(),
+        actor_role: ctx.actor_role.clone(),
+        operation: operation.to_string(),
+        schema_name: table.0.clone(),
+        table_name: table.1.clone(),
+        record_key: key,
+        old_values: change.old_values,
+        new_values: change.new_values,
+        client_ip: ctx.client_ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+        request_id: ctx.request_id.clone(),
+        request_method: ctx.method.clone(),
+        request_path: ctx.path.clone(),
+        txid,
+    }))
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn plan(
+    cell: &'static std::thread::LocalKey<Cell<Option<&'static OwnedPreparedStatement>>>,
+    client: &SpiClient<'_>,
+    sql: String,
+    types: &[pg_sys::Oid],
+) -> SaasResult<&'static OwnedPreparedStatement> {
+    if let Some(p) = cell.with(|c| c.get()) {
+        return Ok(p);
+    }
+    let args: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+    let stmt = client.prepare_mut(sql.as_str(), &args).map_err(|e| internal("prepare its INSERT", e))?;
+    let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(stmt.keep()));
+    cell.with(|c| c.set(Some(kept)));
+    Ok(kept)
+}
+
+/// Assigns ids, hashes and writes `records` (as the log's owner).
+fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let target = log_target()?;
+    as_owner(target.owner, || {
+        for r in records.iter_mut() {
+            r.id = next_id(target.id_seq);
+        }
+        let timestamps: Vec<pg_sys::TimestampTz> =
+            records.iter().map(|r| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
+        Spi::connect_mut(|client| -> SaasResult<()> {
+            use pg_sys::BuiltinOid as B;
+            if records.len() == 1 {
+                let r = &records[0];
+                let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
+                let types = [
+                    B::TEXTOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
+                    B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
+                    B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
+                ]
+                .map(|b| b.value());
+                let stmt = plan(&ROW_PLAN, client, row_insert_sql(), &types)?;
+                let hash: Vec<u8> = r.hash().to_vec();
+                let args = [
+                    r.tenant_id.clone().into(),
+                    r.id.into(),
+                    ts.into(),
+                    r.txid.into(),
+                    r.actor_id.clone().into(),
+                    r.actor_role.clone().into(),
+                    r.operation.clone().into(),
+                    r.schema_name.clone().into(),
+                    r.table_name.clone().into(),
+                    json_text(&r.record_key).into(),
+                    json_text(&r.old_values).into(),
+                    json_text(&r.new_values).into(),
+                    r.client_ip.clone().into(),
+                    r.user_agent.clone().into(),
+                    r.request_id.clone().into(),
+                    r.request_method.clone().into(),
+                    r.request_path.clone().into(),
+                    hash.into(),
+                ];
+                client.update(stmt, None, &args).map_err(|e| internal("write the audit row", e))?;
+                return Ok(());
+            }
+            let types = [
+                B::TEXTARRAYOID, B::INT8ARRAYOID, B::TIMESTAMPTZARRAYOID, B::INT8ARRAYOID, B::TEXTARRAYOID,
+                B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
+                B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
+                B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
+            ]
+            .map(|b| b.value());
+            let stmt = plan(&BULK_PLAN, client, bulk_insert_sql(), &types)?;
+            for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
+                let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
+                    chunk.iter().map(f).collect()
+                };
+                let ts: Vec<TimestampWithTimeZone> = ts_chunk
+                    .iter()
+                    .map(|t| TimestampWithTimeZone::try_from(*t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| internal("convert a timestamp", e))?;
+                let args = [
+                    col(&|r| Some(r.tenant_id.clone())).into(),
+                    chunk.iter().map(|r| r.id).collect::<Vec<i64>>().into(),
+                    ts.into(),
+                    chunk.iter().map(|r| r.txid).collect::<Vec<i64>>().into(),
+                    col(&|r| r.actor_id.clone()).into(),
+                    col(&|r| r.actor_role.clone()).into(),
+                    col(&|r| Some(r.operation.clone())).into(),
+                    col(&|r| Some(r.schema_name.clone())).into(),
+                    col(&|r| Some(r.table_name.clone())).into(),
+                    col(&|r| json_text(&r.record_key)).into(),
+                    col(&|r| json_text(&r.old_values)).into(),
+                    col(&|r| json_text(&r.new_values)).into(),
+                    col(&|r| r.client_ip.clone()).into(),
+                    col(&|r| r.user_agent.clone()).into(),
+                    col(&|r| r.request_id.clone()).into(),
+                    col(&|r| r.request_method.clone()).into(),
+                    col(&|r| r.request_path.clone()).into(),
+                    chunk.iter().map(|r| r.hash().to_vec()).collect::<Vec<Vec<u8>>>().into(),
+                ];
+                client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Row-level audit trigger (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW).
+#[pg_trigger]
+fn audit_row_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    audit_row(trigger).or_raise();
+    Ok(None)
+}
+
+fn audit_row(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
+    let td = trigger.trigger_data();
+    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
+    let (event, rel, tg) = (td.tg_event, td.tg_relation, unsafe { &*td.tg_trigger });
+    let opts = options_of(tg)?;
+    let desc = unsafe { (*rel).rd_att };
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    // SAFETY: tuples are valid for the event kind they are read for.
+    let (operation, old, new) = unsafe {
+        if op == pg_sys::TRIGGER_EVENT_INSERT {
+            ("INSERT", None, Some(tuple_json(td.tg_trigtuple, desc)?))
+        } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+            ("UPDATE", Some(tuple_json(td.tg_trigtuple, desc)?), Some(tuple_json(td.tg_newtuple, desc)?))
+        } else if op == pg_sys::TRIGGER_EVENT_DELETE {
+            ("DELETE", Some(tuple_json(td.tg_trigtuple, desc)?), None)
+        } else {
+            return audit_truncate(rel, &opts);
+        }
+    };
+    let ctx = request_context();
+    let table = table_names(rel);
+    if let Some(r) = record_for(operation, old, new, &opts, &table, &ctx, audit_now()?, top_xid())? {
+        write_records(vec![r])?;
+    }
+    Ok(())
+}
+
+fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
+    let ctx = request_context();
+    let table = table_names(rel);
+    let r = AuditRecord {
+        id: 0,
+        tenant_id: tenant_of(None, opts)?,
+        logged_at_unix_micros: audit_now()? + PG_EPOCH_OFFSET_MICROS,
+        actor_id: ctx.actor_id.clone(),
+        actor_role: ctx.actor_role.clone(),
+        operation: "TRUNCATE".into(),
+        schema_name: table.0,
+        table_name: table.1,
+        record_key: None,
+        old_values: None,
+        new_values: None,
+        client_ip: ctx.client_ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+        request_id: ctx.request_id.clone(),
+        request_method: ctx.method.clone(),
+        request_path: ctx.path.clone(),
+        txid: top_xid(),
+    };
+    write_records(vec![r])
+}
+
+/// Reads every tuple of a transition table as JSON, in insertion order.
+unsafe fn transition_rows(
+    store: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+) -> SaasResult<Vec<Map<String, Value>>> {
+    let mut rows = Vec::new();
+    if store.is_null() {
+        return Ok(rows);
+    }
+    let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+    pg_sys::tuplestore_select_read_pointer(store, 0);
+    pg_sys::tuplestore_rescan(store);
+    while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+        let mut should_free = false;
+        let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
+        rows.push(tuple_json(tuple, desc)?);
+        if should_free {
+            pg_sys::heap_freetuple(tuple);
+        }
+    }
+    // Leave the store as found for any other trigger reading it.
+    pg_sys::tuplestore_rescan(store);
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    Ok(rows)
+}
+
+/// Statement-level audit trigger with transition tables (audit_enable's
+/// `mode => 'statement'`), and the TRUNCATE trigger of both modes.
+#[pg_trigger]
+fn audit_statement_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    audit_statement(trigger).or_raise();
+    Ok(None)
+}
+
+fn audit_statement(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
+    let td = trigger.trigger_data();
+    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
+    let (event, rel, tg) = (td.tg_event, td.tg_relation, unsafe { &*td.tg_trigger });
+    let opts = options_of(tg)?;
+    let desc = unsafe { (*rel).rd_att };
+    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        return audit_truncate(rel, &opts);
+    }
+    // SAFETY: the transition tables of this event, NULL when not captured.
+    let (olds, news) = unsafe { (transition_rows(td.tg_oldtable, desc)?, transition_rows(td.tg_newtable, desc)?) };
+    let operation = if op == pg_sys::TRIGGER_EVENT_INSERT {
+        "INSERT"
+    } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        "UPDATE"
+    } else {
+        "DELETE"
+    };
+    if operation == "UPDATE" && olds.len() != news.len() {
+        return Err(internal("pair old and new rows", "transition tables differ in length"));
+    }
+    let ctx = request_context();
+    let table = table_names(rel);
+    let (now, txid) = (audit_now()?, top_xid());
+    let mut records = Vec::with_capacity(olds.len().max(news.len()));
+    match operation {
+        "INSERT" => {
+            for n in news {
+                records.extend(record_for(operation, None, Some(n), &opts, &table, &ctx, now, txid)?);
+            }
+        }
+        "DELETE" => {
+            for o in olds {
+                records.extend(record_for(operation, Some(o), None, &opts, &table, &ctx, now, txid)?);
+            }
+        }
+        _ => {
+            for (o, n) in olds.into_iter().zip(news) {
+                records.extend(record_for(operation, Some(o), Some(n), &opts, &table, &ctx, now, txid)?);
+            }
+        }
+    }
+    write_records(records)
+}
+
+// ---------------------------------------------------------------------------
+// Seals
+// ---------------------------------------------------------------------------
+
+fn spi_err(what: &'static str) -> impl Fn(pgrx::spi::Error) -> SaasError {
+    move |e| internal(what, e)
+}
+
+fn to_hash(bytes: Option<Vec<u8>>) -> Hash {
+    let mut h = [0u8; 32];
+    if let Some(b) = bytes {
+        if b.len() == 32 {
+            h.copy_from_slice(&b);
+        }
+    }
+    h
+}
+
+/// Appends one chained seal per tenant covering the tenant's rows written by
+/// transactions that had finished when the seal was taken. One row per new
+/// seal.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn audit_seal() -> TableIterator<
+    'static,
+    (
+        name!(tenant_id, pgrx::Uuid),
+        name!(seal_no, i64),
+        name!(row_count, i64),
+        name!(xid_from, i64),
+        name!(xid_to, i64),
+    ),
+> {
+    TableIterator::new(seal_impl().or_raise())
+}
+
+struct TenantRows {
+    digest: RowsDigest,
+    first: i64,
+    last: i64,
+}
+
+fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
+    let sealed_at = audit_now()?;
+    Spi::connect_mut(|client| {
+        // One sealer at a time: each extends every chain from where the last ended.
+        client
+            .update("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('saas.audit_seal'))", None, &[])
+            .map_err(spi_err("take the seal lock"))?;
+        // Every transaction below the snapshot's xmin has finished: its rows
+        // are all visible now and no row with such an id can still arrive.
+        let horizon: i64 = client
+            .select("SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::int8", None, &[])
+            .map_err(spi_err("read the snapshot horizon"))?
+            .first()
+            .get_one::<i64>()
+            .map_err(spi_err("read the snapshot horizon"))?
+            .unwrap_or(0);
+        let from: i64 = client
+            .select("SELECT coalesce(max(xid_to), 0) FROM saas.audit_seals", None, &[])
+            .map_err(spi_err("read the last seal"))?
+            .first()
+            .get_one::<i64>()
+            .map_err(spi_err("read the last seal"))?
+            .unwrap_or(0);
+        if horizon <= from {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .select(
+                "SELECT tenant_id::text, id, row_hash, \
+                        ((extract(epoch FROM logged_at) * 1000000)::int8) AS at \
+                 FROM saas.audit_log WHERE txid >= $1 AND txid < $2 ORDER BY tenant_id, id",
+                None,
+                &[from.into(), horizon.into()],
+            )
+            .map_err(spi_err("read rows to seal"))?;
+        let mut per_tenant: Vec<(String, TenantRows)> = Vec::new();
+        for row in rows {
+            let tenant: String = row.get(1).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            let id: i64 = row.get(2).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            let hash: Option<Vec<u8>> = row.get(3).map_err(spi_err("read rows to seal"))?;
+            let at: i64 = row.get(4).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            if per_tenant.last().map(|(t, _)| t != &tenant).unwrap_or(true) {
+                per_tenant.push((tenant, TenantRows { digest: RowsDigest::default(), first: at, last: at }));
+            }
+            let entry = &mut per_tenant.last_mut().expect("pushed above").1;
+            entry.digest.push(id, &to_hash(hash));
+            entry.first = entry.first.min(at);
+            entry.last = entry.last.max(at);
+        }
+        let mut out = Vec::new();
+        for (tenant, rows) in per_tenant {
+            let prev = client
+                .select(
+                    "SELECT seal_no, seal_hash, xid_to FROM saas.audit_seals \
+                     WHERE tenant_id = $1::uuid ORDER BY seal_no DESC LIMIT 1",
+                    None,
+                    &[tenant.clone().into()],
+                )
+                .map_err(spi_err("read the previous seal"))?;
+            let (prev_no, prev_hash, prev_to) = if prev.is_empty() {
+                (0i64, [0u8; 32], from)
+            } else {
+                let r = prev.first();
+                (
+                    r.get::<i64>(1).map_err(spi_err("read the previous seal"))?.unwrap_or(0),
+                    to_hash(r.get::<Vec<u8>>(2).map_err(spi_err("read the previous seal"))?),
+                    r.get::<i64>(3).map_err(spi_err("read the previous seal"))?.unwrap_or(from),
+                )
+            };
+            let seal = Seal {
+                tenant_id: tenant.clone(),
+                seal_no: prev_no + 1,
+                xid_from: prev_to,
+                xid_to: horizon,
+                row_count: rows.digest.count,
+                rows_digest: rows.digest.digest,
+                prev_hash,
+                sealed_at_unix_micros: sealed_at + PG_EPOCH_OFFSET_MICROS,
+                first_logged_at: rows.first,
+                last_logged_at: rows.last,
+            };
+            client
+                .update(
+                    "INSERT INTO saas.audit_seals (tenant_id, seal_no, sealed_at, xid_from, xid_to, row_count, \
+                         first_logged_at, last_logged_at, rows_digest, prev_hash, seal_hash) \
+                     VALUES ($1::uuid, $2, 'epoch'::timestamptz + $3 * interval '1 microsecond', $4, $5, $6, \
+                         'epoch'::timestamptz + $7 * interval '1 microsecond', \
+                         'epoch'::timestamptz + $8 * interval '1 microsecond', $9, $10, $11)",
+                    None,
+                    &[
+                        tenant.clone().into(),
+                        seal.seal_no.into(),
+                        seal.sealed_at_unix_micros.into(),
+                        seal.xid_from.into(),
+                        seal.xid_to.into(),
+                        seal.row_count.into(),
+                        seal.first_logged_at.into(),
+                        seal.last_logged_at.into(),
+                        seal.rows_digest.to_vec().into(),
+                        seal.prev_hash.to_vec().into(),
+                        seal.hash().to_vec().into(),
+                    ],
+                )
+                .map_err(spi_err("write a seal"))?;
+            let uuid = crate::tenancy::context::Uuid::parse(&tenant)
+                .map(|u| pgrx::Uuid::from_bytes(u.0))
+                .ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
+            out.push((uuid, seal.seal_no, seal.row_count, seal.xid_from, seal.xid_to));
+        }
+        Ok(out)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Verification
+// ---------------------------------------------------------------------------
+
+/// The outcome of `audit_verify`.
+#[derive(Default)]
+struct Verdict {
+    ok: bool,
+    kind: Option<String>,
+    tenant_id: Option<String>,
+    log_id: Option<i64>,
+    seal_no: Option<i64>,
+    detail: String,
+    rows_checked: i64,
+    seals_checked: i64,
+    unsealed_rows: i64,
+    retired_seals: i64,
+}
+
+/// Recomputes the hash of every row logged in `[p_from, p_to)` and every seal
+/// covering such rows (its chain link, its hash, its rows' count and digest).
+/// One row: the first row or seal that does not match, or ok with counts.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn audit_verify(
+    p_from: Option<TimestampWithTimeZone>,
+    p_to: Option<TimestampWithTimeZone>,
+) -> TableIterator<
+    'static,
+    (
+        name!(ok, bool),
+        name!(kind, Option<String>),
+        name!(tenant_id, Option<pgrx::Uuid>),
+        name!(log_id, Option<i64>),
+        name!(seal_no, Option<i64>),
+        name!(detail, String),
+        name!(rows_checked, i64),
+        name!(seals_checked, i64),
+        name!(unsealed_rows, i64),
+        name!(retired_seals, i64),
+    ),
+> {
+    let (Some(from), Some(to)) = (p_from, p_to) else {
+        SaasError::new(
+            ErrorKind::InvalidParameter,
+            "audit_verify needs both ends of the range",
+            "Pass timestamps, e.g. saas.audit_verify(now() - interval '1 month', now()).",
+        )
+        .report()
+    };
+    let v = verify_impl(from, to).or_raise();
+    let uuid = v
+        .tenant_id
+        .as_deref()
+        .and_then(crate::tenancy::context::Uuid::parse)
+        .map(|u| pgrx::Uuid::from_bytes(u.0));
+    TableIterator::once((
+        v.ok,
+        v.kind,
+        uuid,
+        v.log_id,
+        v.seal_no,
+        v.detail,
+        v.rows_checked,
+        v.seals_checked,
+        v.unsealed_rows,
+        v.retired_seals,
+    ))
+}
+
+#[derive(Clone)]
+struct StoredSeal {
+    seal: Seal,
+    stored_hash: Hash,
+}
+
+fn read_seal(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<StoredSeal, pgrx::spi::Error> {
+    let seal = Seal {
+        tenant_id: row.get::<String>(1)?.unwrap_or_default(),
+        seal_no: row.get::<i64>(2)?.unwrap_or_default(),
+        xid_from: row.get::<i64>(3)?.unwrap_or_default(),
+        xid_to: row.get::<i64>(4)?.unwrap_or_default(),
+        row_count: row.get::<i64>(5)?.unwrap_or_default(),
+        first_logged_at: row.get::<i64>(6)?.unwrap_or_default(),
+        last_logged_at: row.get::<i64>(7)?.unwrap_or_default(),
+        rows_digest: to_hash(row.get::<Vec<u8>>(8)?),
+        prev_hash: to_hash(row.get::<Vec<u8>>(9)?),
+        sealed_at_unix_micros: row.get::<i64>(11)?.unwrap_or_default(),
+    };
+    Ok(StoredSeal { seal, stored_hash: to_hash(row.get::<Vec<u8>>(10)?) })
+}
+
+const SEAL_COLUMNS: &str = "tenant_id::text, seal_no, xid_from, xid_to, row_count, \
+     (extract(epoch FROM first_logged_at) * 1000000)::int8, (extract(epoch FROM last_logged_at) * 1000000)::int8, \
+     rows_digest, prev_hash, seal_hash, (extract(epoch FROM sealed_at) * 1000000)::int8";
+
+fn parse_json(text: Option<String>) -> SaasResult<Option<Value>> {
+    text.map(|t| serde_json::from_str::<Value>(&t).map_err(|e| internal("read a logged JSON value", e))).transpose()
+}
+
+fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasResult<Verdict> {
+    if pg_sys::TimestampTz::from(from) > pg_sys::TimestampTz::from(to) {
+        return Err(SaasError::new(
+            ErrorKind::InvalidParameter,
+            "audit_verify: the range ends before it starts",
+            "Pass the earlier timestamp first.",
+        ));
+    }
+    Spi::connect(|client| {
+        let mut v = Verdict { ok: true, ..Default::default() };
+        let fail = |v: &mut Verdict, kind: &str, tenant: &str, log_id: Option<i64>, seal_no: Option<i64>, detail: String| {
+            v.ok = false;
+            v.kind = Some(kind.into());
+            v.tenant_id = Some(tenant.into());
+            v.log_id = log_id;
+            v.seal_no = seal_no;
+            v.detail = detail;
+        };
+        // Where sealing has reached, and each tenant's sealed xid range.
+        let mut sealed_to: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut global_horizon = 0i64;
+        for row in client
+            .select(
+                "SELECT tenant_id::text, min(xid_from), max(xid_to) FROM saas.audit_seals GROUP BY 1",
+                None,
+                &[],
+            )
+            .map_err(spi_err("read seals"))?
+        {
+            let t: String = row.get(1).map_err(spi_err("read seals"))?.unwrap_or_default();
+            let lo: i64 = row.get(2).map_err(spi_err("read seals"))?.unwrap_or_default();
+            let hi: i64 = row.get(3).map_err(spi_err("read seals"))?.unwrap_or_default();
+            global_horizon = global_horizon.max(hi);
+            sealed_to.insert(t, (lo, hi));
+        }
+        // 1. Rows: their hash against their content; rows older than the
+        //    seal horizon must lie in their tenant's sealed range.
+        let rows = client
+            .select(
+                "SELECT id, tenant_id::text, (extract(epoch FROM logged_at) * 1000000)::int8, txid, \
+                        actor_id::text, actor_role, operation, schema_name, table_name, record_key::text, \
+                        old_values::text, new_values::text, host(client_ip), user_agent, request_id, \
+                        request_method, request_path, row_hash \
+                 FROM saas.audit_log \
+                 WHERE logged_at >= $1 AND logged_at < $2 ORDER BY id",
+                None,
+                &[from.into(), to.into()],
+            )
+            .map_err(spi_err("read the log"))?;
+        for row in rows {
+            let e = spi_err("read the log");
+            let rec = AuditRecord {
+                id: row.get::<i64>(1).map_err(&e)?.unwrap_or_default(),
+                tenant_id: row.get::<String>(2).map_err(&e)?.unwrap_or_default(),
+                logged_at_unix_micros: row.get::<i64>(3).map_err(&e)?.unwrap_or_default(),
+                txid: row.get::<i64>(4).map_err(&e)?.unwrap_or_default(),
+                actor_id: row.get::<String>(5).map_err(&e)?,
+                actor_role: row.get::<String>(6).map_err(&e)?,
+                operation: row.get::<String>(7).map_err(&e)?.unwrap_or_default(),
+                schema_name: row.get::<String>(8).map_err(&e)?.unwrap_or_default(),
+                table_name: row.get::<String>(9).map_err(&e)?.unwrap_or_default(),
+                record_key: parse_json(row.get::<String>(10).map_err(&e)?)?,
+                old_values: parse_json(row.get::<String>(11).map_err(&e)?)?,
+                new_values: parse_json(row.get::<String>(12).map_err(&e)?)?,
+                client_ip: row.get::<String>(13).map_err(&e)?.as_deref().and_then(normalize_ip),
+                user_agent: row.get::<String>(14).map_err(&e)?,
+                request_id: row.get::<String>(15).map_err(&e)?,
+                request_method: row.get::<String>(16).map_err(&e)?,
+                request_path: row.get::<String>(17).map_err(&e)?,
+            };
+            let stored = row.get::<Vec<u8>>(18).map_err(&e)?;
+            v.rows_checked += 1;
+            if stored.as_deref() != Some(&rec.hash()[..]) {
+                fail(&mut v, "row", &rec.tenant_id, Some(rec.id), None,
+                     format!("row {} does not match its hash: it was changed after it was written", rec.id));
+                return Ok(v);
+            }
+            if rec.txid >= global_horizon {
+                v.unsealed_rows += 1;
+                continue;
+            }
+            let covered = sealed_to.get(&rec.tenant_id).is_some_and(|(lo, hi)| rec.txid >= *lo && rec.txid < *hi);
+            if !covered {
+                fail(&mut v, "row", &rec.tenant_id, Some(rec.id), None, format!(
+                    "row {} carries transaction {}, older than the seal horizon, which its tenant's seals do not cover: the row was inserted after sealing or a seal was deleted",
+                    rec.id, rec.txid));
+                return Ok(v);
+            }
+        }
+        // 2. Seals whose rows overlap the range, plus their predecessors for
+        //    the chain link.
+        // Months retention retired: their seals' rows are gone on purpose.
+        let mut retired: Vec<(i64, i64)> = Vec::new();
+        for row in client
+            .select(
+                "SELECT (extract(epoch FROM range_from) * 1000000)::int8, (extract(epoch FROM range_to) * 1000000)::int8 \
+                 FROM saas.audit_retired",
+                None,
+                &[],
+            )
+            .map_err(spi_err("read retired months"))?
+        {
+            let e = spi_err("read retired months");
+            retired.push((row.get::<i64>(1).map_err(&e)?.unwrap_or(0), row.get::<i64>(2).map_err(&e)?.unwrap_or(0)));
+        }
+        let seals = client
+            .select(
+                &format!(
+                    "SELECT {SEAL_COLUMNS} FROM saas.audit_seals \
+                     WHERE first_logged_at < $2 AND last_logged_at >= $1 ORDER BY tenant_id, seal_no"
+                ),
+                None,
+                &[from.into(), to.into()],
+            )
+            .map_err(spi_err("read seals"))?;
+        let mut in_scope: Vec<StoredSeal> = Vec::new();
+        for row in seals {
+            in_scope.push(read_seal(&row).map_err(spi_err("read seals"))?);
+        }
+        let mut by_tenant: Vec<(String, Vec<StoredSeal>)> = Vec::new();
+        for s in in_scope {
+            if by_tenant.last().map(|(t, _)| t != &s.seal.tenant_id).unwrap_or(true) {
+                by_tenant.push((s.seal.tenant_id.clone(), Vec::new()));
+            }
+            by_tenant.last_mut().expect("pushed above").1.push(s);
+        }
+        for (tenant, seals) in by_tenant {
+            // Chain: each seal's hash, and its link to the one before.
+            for s in &seals {
+                v.seals_checked += 1;
+                if s.seal.hash() != s.stored_hash {
+                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
+                         format!("seal {} does not match its hash: it was changed", s.seal.seal_no));
+                    return Ok(v);
+                }
+                let prev = if s.seal.seal_no > 1 {
+                    let mut r = client
+                        .select(
+                            &format!("SELECT {SEAL_COLUMNS} FROM saas.audit_seals WHERE tenant_id = $1::uuid AND seal_no = $2"),
+                            None,
+                            &[tenant.clone().into(), (s.seal.seal_no - 1).into()],
+                        )
+                        .map_err(spi_err("read seals"))?;
+                    let Some(row) = r.next() else {
+                        fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
+                             format!("seal {} follows a seal that is missing: seal {} was deleted", s.seal.seal_no, s.seal.seal_no - 1));
+                        return Ok(v);
+                    };
+                    Some(read_seal(&row).map_err(spi_err("read seals"))?)
+                } else {
+                    None
+                };
+                let (want_prev, want_from) = match &prev {
+                    Some(p) => (p.stored_hash, Some(p.seal.xid_to)),
+                    None => ([0u8; 32], None),
+                };
+                if s.seal.prev_hash != want_prev || want_from.is_some_and(|f| f != s.seal.xid_from) {
+                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
+                         format!("seal {} does not continue the chain of seal {}", s.seal.seal_no, s.seal.seal_no - 1));
+                    return Ok(v);
+                }
+            }
+            // Rows: recount and re-digest each seal's rows, unless retention
+            // retired the months they were in.
+            let live: Vec<&StoredSeal> = seals
+                .iter()
+                .filter(|s| !retired.iter().any(|(lo, hi)| s.seal.first_logged_at >= *lo && s.seal.first_logged_at < *hi))
+                .collect();
+            v.retired_seals += (seals.len() - live.len()) as i64;
+            if live.is_empty() {
+                continue;
+            }
+            let lo = live.iter().map(|s| s.seal.xid_from).min().unwrap_or(0);
+            let hi = live.iter().map(|s| s.seal.xid_to).max().unwrap_or(0);
+            let mut digests: Vec<RowsDigest> = vec![RowsDigest::default(); live.len()];
+            let rows = client
+                .select(
+                    "SELECT id, txid, row_hash FROM saas.audit_log \
+                     WHERE tenant_id = $1::uuid AND txid >= $2 AND txid < $3 ORDER BY id",
+                    None,
+                    &[tenant.clone().into(), lo.into(), hi.into()],
+                )
+                .map_err(spi_err("read sealed rows"))?;
+            for row in rows {
+                let e = spi_err("read sealed rows");
+                let id = row.get::<i64>(1).map_err(&e)?.unwrap_or_default();
+                let txid = row.get::<i64>(2).map_err(&e)?.unwrap_or_default();
+                let hash = to_hash(row.get::<Vec<u8>>(3).map_err(&e)?);
+                if let Some(i) = live.iter().position(|s| txid >= s.seal.xid_from && txid < s.seal.xid_to) {
+                    digests[i].push(id, &hash);
+                }
+            }
+            for (s, d) in live.iter().zip(digests) {
+                if d.count != s.seal.row_count || d.digest != s.seal.rows_digest {
+                    let how = if d.count < s.seal.row_count {
+                        format!("{} of its {} rows are missing: deleted after sealing", s.seal.row_count - d.count, s.seal.row_count)
+                    } else if d.count > s.seal.row_count {
+                        format!("{} rows more than the {} it sealed: inserted after sealing", d.count - s.seal.row_count, s.seal.row_count)
+                    } else {
+                        format!("its {} rows no longer digest to the sealed value: a row or its hash was replaced", d.count)
+                    };
+                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no), format!("seal {}: {how}", s.seal.seal_no));
+                    return Ok(v);
+                }
+            }
+        }
+        v.detail = if v.retired_seals > 0 {
+            format!(
+                "ok: {} rows and {} seals verified; {} seals cover months already retired by retention (their chain verifies, their rows are gone); {} rows not sealed yet",
+                v.rows_checked, v.seals_checked, v.retired_seals, v.unsealed_rows
+            )
+        } else {
+            format!(
+                "ok: {} rows and {} seals verified; {} rows not sealed yet",
+                v.rows_checked, v.seals_checked, v.unsealed_rows
+            )
+        };
+        Ok(v)
+    })
+}
