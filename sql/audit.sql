@@ -29,9 +29,9 @@ CREATE TABLE @extschema@.audit_log (
   request_method  text,
   request_path    text,
   row_hash        bytea       NOT NULL,
-  CONSTRAINT audit_log_pkey PRIMARY KEY (tenant_id, id, logged_at),
-  CONSTRAINT audit_log_operation CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
-  CONSTRAINT audit_log_row_hash CHECK (octet_length(row_hash) = 32)
+  -- No CHECK constraints: only the triggers write here, and a CHECK costs
+  -- each single-row INSERT an expression set-up; the hash covers the values.
+  CONSTRAINT audit_log_pkey PRIMARY KEY (tenant_id, id, logged_at)
 ) PARTITION BY RANGE (logged_at);
 -- Sealing and verification select by transaction id; rows arrive roughly in
 -- txid order, so a BRIN index finds them at almost no cost to writes.

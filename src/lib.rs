@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod error;
 pub mod partitions;
+pub mod ratelimit;
 pub mod tenancy;
 
 ::pgrx::pg_module_magic!(name, version);

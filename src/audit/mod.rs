@@ -127,7 +127,7 @@ const LOG_COLUMNS: &str = "tenant_id, id, logged_at, txid, actor_id, actor_role,
 fn row_insert_sql() -> String {
     format!(
         "INSERT INTO saas.audit_log ({LOG_COLUMNS}) OVERRIDING SYSTEM VALUE VALUES \
-         ($1::pg_catalog.uuid, $2, $3, $4, $5::pg_catalog.uuid, $6, $7, $8, $9, \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
           $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13::pg_catalog.inet, \
           $14, $15, $16, $17, $18)"
     )
@@ -338,7 +338,10 @@ unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<Map<String, Value>>
 }
 
 unsafe fn tuple_json(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> SaasResult<Map<String, Value>> {
-    composite_json(pg_sys::heap_copy_tuple_as_datum(tuple, desc))
+    let datum = pg_sys::heap_copy_tuple_as_datum(tuple, desc);
+    let row = composite_json(datum);
+    pg_sys::pfree(datum.cast_mut_ptr());
+    row
 }
 
 fn table_names(rel: pg_sys::Relation) -> (String, String) {
@@ -400,6 +403,16 @@ fn record_for(
     }))
 }
 
+fn pg_uuid(text: &str) -> SaasResult<pgrx::Uuid> {
+    crate::tenancy::context::Uuid::parse(text).map(|u| pgrx::Uuid::from_bytes(u.0)).ok_or_else(|| {
+        SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("tenant column value \"{text}\" is not a uuid"),
+            "The audited table's tenant column must hold uuids.",
+        )
+    })
+}
+
 fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
 }
@@ -438,7 +451,7 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                 let r = &records[0];
                 let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
                 let types = [
-                    B::TEXTOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
+                    B::UUIDOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::UUIDOID, B::TEXTOID, B::TEXTOID,
                     B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
                     B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
                 ]
@@ -446,11 +459,11 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                 let stmt = plan(&ROW_PLAN, client, row_insert_sql(), &types)?;
                 let hash: Vec<u8> = r.hash().to_vec();
                 let args = [
-                    r.tenant_id.clone().into(),
+                    pg_uuid(&r.tenant_id)?.into(),
                     r.id.into(),
                     ts.into(),
                     r.txid.into(),
-                    r.actor_id.clone().into(),
+                    r.actor_id.as_deref().map(pg_uuid).transpose()?.into(),
                     r.actor_role.clone().into(),
                     r.operation.clone().into(),
                     r.schema_name.clone().into(),
@@ -573,30 +586,52 @@ fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()
     write_records(vec![r])
 }
 
-/// Reads every tuple of a transition table as JSON, in insertion order.
-unsafe fn transition_rows(
+/// Reads a transition table's tuples as JSON, in insertion order, without
+/// holding more than one tuple at a time.
+struct TransitionReader {
     store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
     desc: pg_sys::TupleDesc,
-) -> SaasResult<Vec<Map<String, Value>>> {
-    let mut rows = Vec::new();
-    if store.is_null() {
-        return Ok(rows);
+}
+
+impl TransitionReader {
+    /// SAFETY: `store` is NULL or a transition table of the current trigger
+    /// event with tuples of `desc`.
+    unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Option<TransitionReader> {
+        if store.is_null() {
+            return None;
+        }
+        pg_sys::tuplestore_select_read_pointer(store, 0);
+        pg_sys::tuplestore_rescan(store);
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        Some(TransitionReader { store, slot, desc })
     }
-    let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-    pg_sys::tuplestore_select_read_pointer(store, 0);
-    pg_sys::tuplestore_rescan(store);
-    while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-        let mut should_free = false;
-        let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, &mut should_free);
-        rows.push(tuple_json(tuple, desc)?);
-        if should_free {
-            pg_sys::heap_freetuple(tuple);
+
+    fn next_row(&mut self) -> SaasResult<Option<Map<String, Value>>> {
+        // SAFETY: the store and slot are valid for the trigger call.
+        unsafe {
+            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+                return Ok(None);
+            }
+            let mut should_free = false;
+            let tuple = pg_sys::ExecFetchSlotHeapTuple(self.slot, false, &mut should_free);
+            let row = tuple_json(tuple, self.desc);
+            if should_free {
+                pg_sys::heap_freetuple(tuple);
+            }
+            row.map(Some)
         }
     }
-    // Leave the store as found for any other trigger reading it.
-    pg_sys::tuplestore_rescan(store);
-    pg_sys::ExecDropSingleTupleTableSlot(slot);
-    Ok(rows)
+}
+
+impl Drop for TransitionReader {
+    fn drop(&mut self) {
+        // SAFETY: leave the store rewound for any other trigger reading it.
+        unsafe {
+            pg_sys::tuplestore_rescan(self.store);
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+        }
+    }
 }
 
 /// Statement-level audit trigger with transition tables (audit_enable's
@@ -619,8 +654,6 @@ fn audit_statement(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
         return audit_truncate(rel, &opts);
     }
-    // SAFETY: the transition tables of this event, NULL when not captured.
-    let (olds, news) = unsafe { (transition_rows(td.tg_oldtable, desc)?, transition_rows(td.tg_newtable, desc)?) };
     let operation = if op == pg_sys::TRIGGER_EVENT_INSERT {
         "INSERT"
     } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
@@ -628,31 +661,36 @@ fn audit_statement(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
     } else {
         "DELETE"
     };
-    if operation == "UPDATE" && olds.len() != news.len() {
-        return Err(internal("pair old and new rows", "transition tables differ in length"));
-    }
+    // SAFETY: the transition tables of this event, NULL when not captured.
+    let (mut olds, mut news) = unsafe { (TransitionReader::new(td.tg_oldtable, desc), TransitionReader::new(td.tg_newtable, desc)) };
     let ctx = request_context();
     let table = table_names(rel);
     let (now, txid) = (audit_now()?, top_xid());
-    let mut records = Vec::with_capacity(olds.len().max(news.len()));
-    match operation {
-        "INSERT" => {
-            for n in news {
-                records.extend(record_for(operation, None, Some(n), &opts, &table, &ctx, now, txid)?);
+    // In chunks: memory stays bounded whatever the statement's size.
+    loop {
+        let mut records = Vec::with_capacity(BULK_CHUNK);
+        while records.len() < BULK_CHUNK {
+            let old = match olds.as_mut() {
+                Some(r) => r.next_row()?,
+                None => None,
+            };
+            let new = match news.as_mut() {
+                Some(r) => r.next_row()?,
+                None => None,
+            };
+            if old.is_none() && new.is_none() {
+                break;
             }
-        }
-        "DELETE" => {
-            for o in olds {
-                records.extend(record_for(operation, Some(o), None, &opts, &table, &ctx, now, txid)?);
+            if operation == "UPDATE" && (old.is_none() || new.is_none()) {
+                return Err(internal("pair old and new rows", "transition tables differ in length"));
             }
+            records.extend(record_for(operation, old, new, &opts, &table, &ctx, now, txid)?);
         }
-        _ => {
-            for (o, n) in olds.into_iter().zip(news) {
-                records.extend(record_for(operation, Some(o), Some(n), &opts, &table, &ctx, now, txid)?);
-            }
+        if records.is_empty() {
+            return Ok(());
         }
+        write_records(records)?;
     }
-    write_records(records)
 }
 
 // ---------------------------------------------------------------------------
