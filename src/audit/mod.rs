@@ -622,17 +622,19 @@ impl TransitionReader {
             row.map(Some)
         }
     }
-}
 
-impl Drop for TransitionReader {
-    fn drop(&mut self) {
-        // SAFETY: leave the store rewound for any other trigger reading it.
+    /// Leaves the store rewound for any other trigger reading it. Not a Drop:
+    /// after an ERROR the trigger's memory goes with its context, and nothing
+    /// should call back into PostgreSQL while the error unwinds.
+    fn finish(self) {
+        // SAFETY: the store and slot are valid for the trigger call.
         unsafe {
             pg_sys::tuplestore_rescan(self.store);
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
         }
     }
 }
+
 
 /// Statement-level audit trigger with transition tables (audit_enable's
 /// `mode => 'statement'`), and the TRUNCATE trigger of both modes.
@@ -687,6 +689,7 @@ fn audit_statement(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
             records.extend(record_for(operation, old, new, &opts, &table, &ctx, now, txid)?);
         }
         if records.is_empty() {
+            olds.into_iter().chain(news).for_each(TransitionReader::finish);
             return Ok(());
         }
         write_records(records)?;
