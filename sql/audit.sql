@@ -186,6 +186,16 @@ BEGIN
 END
 $$;
 
+-- The one argument every audit trigger gets: its options as JSON, read by
+-- the Rust trigger once per trigger.
+CREATE FUNCTION @extschema@._audit_trigger_args(cfg @extschema@.audit_tables)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.jsonb_build_object(
+  'changed_only', cfg.changed_only, 'tenant_column', cfg.tenant_column,
+  'key', to_jsonb(cfg.key_columns), 'ignored', to_jsonb(cfg.ignored_columns))::text;
+
 -- The statement-level triggers of one relation (row triggers are created on
 -- the parent only and cloned to partitions by PostgreSQL).
 CREATE FUNCTION @extschema@._audit_statement_triggers(rel regclass, cfg @extschema@.audit_tables)
@@ -194,9 +204,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  args text := pg_catalog.jsonb_build_object(
-    'changed_only', cfg.changed_only, 'tenant_column', cfg.tenant_column,
-    'key', to_jsonb(cfg.key_columns), 'ignored', to_jsonb(cfg.ignored_columns))::text;
+  args text := @extschema@._audit_trigger_args(cfg);
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_truncate') THEN
     EXECUTE format('CREATE TRIGGER saas_audit_truncate AFTER TRUNCATE ON %s
@@ -317,9 +325,7 @@ BEGIN
 
   -- Re-enabling replaces the old triggers with the new options.
   PERFORM @extschema@._audit_drop_triggers(tbl);
-  args := pg_catalog.jsonb_build_object(
-    'changed_only', cfg.changed_only, 'tenant_column', cfg.tenant_column,
-    'key', to_jsonb(cfg.key_columns), 'ignored', to_jsonb(cfg.ignored_columns))::text;
+  args := @extschema@._audit_trigger_args(cfg);
   IF cfg.mode = 'row' THEN
     EXECUTE format('CREATE TRIGGER saas_audit_row AFTER INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_row_trigger(%L)', tbl, args);
@@ -487,6 +493,7 @@ REVOKE ALL ON FUNCTION @extschema@._audit_secure(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_refuse_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_tree(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_drop_triggers(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._audit_trigger_args(@extschema@.audit_tables) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_statement_triggers(regclass, @extschema@.audit_tables) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_ensure_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_partition_hook(regclass, regclass) FROM PUBLIC;

@@ -71,25 +71,24 @@ fn claims(user: &str, tenant: &str) -> Value {
 }
 
 #[tokio::test]
-#[allow(non_snake_case)]
 async fn requests_are_recorded_with_actor_client_and_request_id() {
     let admin = db_or_skip!("requests_are_recorded_with_actor_client_and_request_id");
-    let (t_req_a, t_req_b) = (random_uuid(), random_uuid());
+    let (tenant_a, tenant_b) = (random_uuid(), random_uuid());
     let (admin_a, member_a, owner_b) = (random_uuid(), random_uuid(), random_uuid());
-    let (T_REQ_A, T_REQ_B, ADMIN_A, MEMBER_A, OWNER_B) =
-        (t_req_a.as_str(), t_req_b.as_str(), admin_a.as_str(), member_a.as_str(), owner_b.as_str());
+    let (tenant_a, tenant_b) = (tenant_a.as_str(), tenant_b.as_str());
+    let (admin_a, member_a, owner_b) = (admin_a.as_str(), member_a.as_str(), owner_b.as_str());
     fixture(
         &admin,
         "it_audit_req",
-        &[(T_REQ_A, "it-audit-a"), (T_REQ_B, "it-audit-b")],
-        &[(T_REQ_A, ADMIN_A, "admin"), (T_REQ_A, MEMBER_A, "member"), (T_REQ_B, OWNER_B, "owner")],
+        &[(tenant_a, "it-audit-a"), (tenant_b, "it-audit-b")],
+        &[(tenant_a, admin_a, "admin"), (tenant_a, member_a, "member"), (tenant_b, owner_b, "owner")],
     )
     .await;
     let api_client = db_or_skip!("requests_are_recorded_with_actor_client_and_request_id");
     let api = Api::for_schema(api_client, "it_audit_req");
 
     api.insert("notes", json!([{"body": "first"}]))
-        .claims(claims(MEMBER_A, T_REQ_A))
+        .claims(claims(member_a, tenant_a))
         .header("X-Forwarded-For", "198.51.100.23, 10.1.2.3")
         .header("User-Agent", "it-audit/2.0")
         .header("X-Request-Id", "req-insert-1")
@@ -98,28 +97,28 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
         .expect_ok();
     api.update("notes", json!({"body": "second"}))
         .eq("body", "first")
-        .claims(claims(MEMBER_A, T_REQ_A))
+        .claims(claims(member_a, tenant_a))
         .header("X-Real-IP", "2001:db8::7")
         .header("X-Request-Id", "req-update-1")
         .send()
         .await
         .expect_ok();
-    api.insert("notes", json!([{"body": "b's"}])).claims(claims(OWNER_B, T_REQ_B)).send().await.expect_ok();
+    api.insert("notes", json!([{"body": "b's"}])).claims(claims(owner_b, tenant_b)).send().await.expect_ok();
 
     let rows = admin
         .query(
             "SELECT operation, tenant_id::text, actor_id::text, actor_role, host(client_ip), user_agent, request_id,
                     request_method, request_path, new_values
              FROM saas.audit_log WHERE tenant_id IN ($1::text::uuid, $2::text::uuid) ORDER BY id",
-            &[&T_REQ_A, &T_REQ_B],
+            &[&tenant_a, &tenant_b],
         )
         .await
         .unwrap();
     assert_eq!(rows.len(), 3);
     let get = |i: usize, c: usize| -> Option<String> { rows[i].get(c) };
     assert_eq!(get(0, 0).as_deref(), Some("INSERT"));
-    assert_eq!(get(0, 1).as_deref(), Some(T_REQ_A));
-    assert_eq!(get(0, 2).as_deref(), Some(MEMBER_A), "actor is the JWT sub");
+    assert_eq!(get(0, 1).as_deref(), Some(tenant_a));
+    assert_eq!(get(0, 2).as_deref(), Some(member_a), "actor is the JWT sub");
     assert_eq!(get(0, 3).as_deref(), Some("authenticated"));
     assert_eq!(get(0, 4).as_deref(), Some("198.51.100.23"), "first hop of X-Forwarded-For");
     assert_eq!(get(0, 5).as_deref(), Some("it-audit/2.0"));
@@ -132,20 +131,20 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(get(1, 7).as_deref(), Some("PATCH"));
     let new_values: Value = rows[1].get(9);
     assert_eq!(new_values, json!({"body": "second"}), "changed columns only");
-    assert_eq!(get(2, 1).as_deref(), Some(T_REQ_B));
+    assert_eq!(get(2, 1).as_deref(), Some(tenant_b));
 
     // The log through the API: a tenant's admins read its rows, nobody else any.
     let log = Api::for_schema(db_or_skip!("requests_are_recorded"), "saas");
     let seen = |r: &common::Response| -> Vec<String> {
         r.body.as_array().unwrap().iter().map(|row| row["tenant_id"].as_str().unwrap().to_string()).collect()
     };
-    let as_admin = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(ADMIN_A, T_REQ_A)).send().await;
+    let as_admin = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(admin_a, tenant_a)).send().await;
     as_admin.expect_ok();
     assert!(as_admin.body.is_array(), "{:?}", as_admin.body);
-    assert_eq!(seen(&as_admin), vec![T_REQ_A.to_string(); 2]);
-    let as_owner_b = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(OWNER_B, T_REQ_B)).send().await;
-    assert_eq!(seen(&as_owner_b), vec![T_REQ_B.to_string()]);
-    let as_member = log.get("audit_log").claims(claims(MEMBER_A, T_REQ_A)).send().await;
+    assert_eq!(seen(&as_admin), vec![tenant_a.to_string(); 2]);
+    let as_owner_b = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(owner_b, tenant_b)).send().await;
+    assert_eq!(seen(&as_owner_b), vec![tenant_b.to_string()]);
+    let as_member = log.get("audit_log").claims(claims(member_a, tenant_a)).send().await;
     as_member.expect_ok();
     assert_eq!(seen(&as_member), Vec::<String>::new(), "members read no audit rows");
     let anonymous = log.get("audit_log").send().await;
@@ -153,7 +152,7 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     // Changing the log through the API is refused.
     let forged = log
         .update("audit_log", json!({"actor_role": "forged"}))
-        .claims(claims(ADMIN_A, T_REQ_A))
+        .claims(claims(admin_a, tenant_a))
         .send()
         .await;
     assert!(!forged.is_success(), "update of the log must fail: {:?}", forged.body);
@@ -161,7 +160,7 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     // Export as an RPC (GET: a read-only transaction).
     let export = log
         .rpc_get("audit_export", json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}))
-        .claims(claims(ADMIN_A, T_REQ_A))
+        .claims(claims(admin_a, tenant_a))
         .send()
         .await;
     export.expect_ok();
@@ -177,7 +176,7 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(lines[0]["request_id"], "req-insert-1");
     let member_export = log
         .rpc_get("audit_export", json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}))
-        .claims(claims(MEMBER_A, T_REQ_A))
+        .claims(claims(member_a, tenant_a))
         .send()
         .await;
     assert_eq!(member_export.status, 403, "{:?}", member_export.error);
@@ -221,12 +220,11 @@ async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Ve
 }
 
 #[tokio::test]
-#[allow(non_snake_case)]
 async fn verify_finds_edited_deleted_and_inserted_rows() {
     let mut admin = db_or_skip!("verify_finds_edited_deleted_and_inserted_rows");
     let tenant = random_uuid();
-    let T = tenant.as_str();
-    fixture(&admin, "it_audit_tamper", &[(T, "it-audit-tamper")], &[]).await;
+    let tenant = tenant.as_str();
+    fixture(&admin, "it_audit_tamper", &[(tenant, "it-audit-tamper")], &[]).await;
     // This test's rows live in their own (past) window, so verification of
     // the window sees only them, whatever other tests write meanwhile.
     let (day, next_day, noon) = random_day();
@@ -235,7 +233,7 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         admin
             .batch_execute(&format!(
                 "BEGIN; SELECT set_config('saas.audit_clock', ('{noon}'::timestamptz + interval '{i} minutes')::text, true);
-                 INSERT INTO it_audit_tamper.notes (tenant_id, body) VALUES ('{T}', 'note {i}'); COMMIT;"
+                 INSERT INTO it_audit_tamper.notes (tenant_id, body) VALUES ('{tenant}', 'note {i}'); COMMIT;"
             ))
             .await
             .unwrap();
@@ -261,7 +259,7 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
     assert!(clean.detail.contains("5 rows"), "{clean:?}");
 
     let ids: Vec<i64> = admin
-        .query("SELECT id FROM saas.audit_log WHERE tenant_id = $1::text::uuid ORDER BY id", &[&T])
+        .query("SELECT id FROM saas.audit_log WHERE tenant_id = $1::text::uuid ORDER BY id", &[&tenant])
         .await
         .unwrap()
         .iter()
@@ -368,30 +366,28 @@ fn hex(bytes: &[u8]) -> String {
 /// transactions, so verification never fails, and once all have committed
 /// every row is sealed exactly once.
 #[tokio::test]
-#[allow(non_snake_case)]
 async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let admin = db_or_skip!("seals_taken_during_open_transactions_never_raise_a_false_alarm");
-    let tenant: &'static str = Box::leak(random_uuid().into_boxed_str());
-    let T = tenant;
-    fixture(&admin, "it_audit_seal", &[(T, "it-audit-seal")], &[]).await;
+    let tenant = random_uuid();
+    fixture(&admin, "it_audit_seal", &[(tenant.as_str(), "it-audit-seal")], &[]).await;
     let (day, next_day, noon) = random_day();
     let window = (day.as_str(), next_day.as_str());
-    let clock: &'static str = Box::leak(format!("SET saas.audit_clock = '{noon}'").into_boxed_str());
-    let (w_from, w_to): (&'static str, &'static str) = (Box::leak(day.clone().into_boxed_str()), Box::leak(next_day.clone().into_boxed_str()));
+    let clock = format!("SET saas.audit_clock = '{noon}'");
 
     let mut writers = Vec::new();
     // Long transactions: write, stay open across several seals, write again.
     for w in 0..3 {
         let c = db_or_skip!("seals_long_writer");
+        let (clock, tenant) = (clock.clone(), tenant.clone());
         writers.push(tokio::spawn(async move {
-            c.batch_execute(clock).await.unwrap();
+            c.batch_execute(&clock).await.unwrap();
             for round in 0..4 {
                 c.batch_execute("BEGIN").await.unwrap();
-                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{T}', 'long {w}.{round}.a')"))
+                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{tenant}', 'long {w}.{round}.a')"))
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(150 + 50 * w as u64)).await;
-                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{T}', 'long {w}.{round}.b')"))
+                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{tenant}', 'long {w}.{round}.b')"))
                     .await
                     .unwrap();
                 c.batch_execute("COMMIT").await.unwrap();
@@ -402,10 +398,11 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     // Short transactions, one row each.
     for w in 0..3 {
         let c = db_or_skip!("seals_short_writer");
+        let (clock, tenant) = (clock.clone(), tenant.clone());
         writers.push(tokio::spawn(async move {
-            c.batch_execute(clock).await.unwrap();
+            c.batch_execute(&clock).await.unwrap();
             for n in 0..150 {
-                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{T}', 'short {w}.{n}')"))
+                c.batch_execute(&format!("INSERT INTO it_audit_seal.notes (tenant_id, body) VALUES ('{tenant}', 'short {w}.{n}')"))
                     .await
                     .unwrap();
                 if n % 10 == 0 {
@@ -419,12 +416,13 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let sealer = db_or_skip!("seals_sealer");
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sealer_done = done.clone();
+    let (w_from, w_to) = (day.clone(), next_day.clone());
     let sealing = tokio::spawn(async move {
         let mut seals = 0usize;
         let mut checks = 0usize;
         while !sealer_done.load(std::sync::atomic::Ordering::Relaxed) {
             seals += sealer.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap().len();
-            let v = verify(&sealer, w_from, w_to).await;
+            let v = verify(&sealer, &w_from, &w_to).await;
             assert!(v.ok, "false alarm while transactions were in flight: {v:?}");
             checks += 1;
             tokio::time::sleep(Duration::from_millis(15)).await;
@@ -462,7 +460,7 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
             "SELECT (SELECT count(*) FROM saas.audit_log WHERE tenant_id = $1::text::uuid),
                     (SELECT sum(row_count)::int8 FROM saas.audit_seals WHERE tenant_id = $1::text::uuid),
                     (SELECT count(*) FROM saas.audit_seals WHERE tenant_id = $1::text::uuid)",
-            &[&T],
+            &[&tenant],
         )
         .await
         .unwrap();

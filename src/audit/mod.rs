@@ -525,6 +525,30 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
     })
 }
 
+/// What both audit triggers read first: the event's operation bits, the
+/// relation, its tuple descriptor and the trigger's options.
+struct Firing<'a> {
+    td: &'a pg_sys::TriggerData,
+    op: u32,
+    rel: pg_sys::Relation,
+    desc: pg_sys::TupleDesc,
+    opts: Rc<TriggerOptions>,
+}
+
+fn firing<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<Firing<'a>> {
+    let td = trigger.trigger_data();
+    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
+    let (rel, tg) = (td.tg_relation, unsafe { &*td.tg_trigger });
+    Ok(Firing {
+        td,
+        op: td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK,
+        rel,
+        // SAFETY: the trigger's relation is open.
+        desc: unsafe { (*rel).rd_att },
+        opts: options_of(tg)?,
+    })
+}
+
 /// Row-level audit trigger (AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW).
 #[pg_trigger]
 fn audit_row_trigger<'a>(
@@ -534,13 +558,8 @@ fn audit_row_trigger<'a>(
     Ok(None)
 }
 
-fn audit_row(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
-    let td = trigger.trigger_data();
-    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
-    let (event, rel, tg) = (td.tg_event, td.tg_relation, unsafe { &*td.tg_trigger });
-    let opts = options_of(tg)?;
-    let desc = unsafe { (*rel).rd_att };
-    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
+    let Firing { td, op, rel, desc, opts } = firing(trigger)?;
     // SAFETY: tuples are valid for the event kind they are read for.
     let (operation, old, new) = unsafe {
         if op == pg_sys::TRIGGER_EVENT_INSERT {
@@ -562,28 +581,10 @@ fn audit_row(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
 }
 
 fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
+    // No row images: the record carries the request's tenant and no key.
     let ctx = request_context();
-    let table = table_names(rel);
-    let r = AuditRecord {
-        id: 0,
-        tenant_id: tenant_of(None, opts)?,
-        logged_at_unix_micros: audit_now()? + PG_EPOCH_OFFSET_MICROS,
-        actor_id: ctx.actor_id.clone(),
-        actor_role: ctx.actor_role.clone(),
-        operation: "TRUNCATE".into(),
-        schema_name: table.0,
-        table_name: table.1,
-        record_key: None,
-        old_values: None,
-        new_values: None,
-        client_ip: ctx.client_ip.clone(),
-        user_agent: ctx.user_agent.clone(),
-        request_id: ctx.request_id.clone(),
-        request_method: ctx.method.clone(),
-        request_path: ctx.path.clone(),
-        txid: top_xid(),
-    };
-    write_records(vec![r])
+    let r = record_for("TRUNCATE", None, None, opts, &table_names(rel), &ctx, audit_now()?, top_xid())?;
+    write_records(r.into_iter().collect())
 }
 
 /// Reads a transition table's tuples as JSON, in insertion order, without
@@ -646,13 +647,8 @@ fn audit_statement_trigger<'a>(
     Ok(None)
 }
 
-fn audit_statement(trigger: &pgrx::PgTrigger<'_>) -> SaasResult<()> {
-    let td = trigger.trigger_data();
-    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
-    let (event, rel, tg) = (td.tg_event, td.tg_relation, unsafe { &*td.tg_trigger });
-    let opts = options_of(tg)?;
-    let desc = unsafe { (*rel).rd_att };
-    let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
+    let Firing { td, op, rel, desc, opts } = firing(trigger)?;
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
         return audit_truncate(rel, &opts);
     }
