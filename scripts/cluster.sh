@@ -85,9 +85,9 @@ case "$cmd" in
 port = $port
 listen_addresses = 'localhost'
 unix_socket_directories = '$socket_dir'
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = '${PRELOAD-pg_cron,pg_saas}'
 cron.database_name = '${CRON_DB:-postgres}'
-max_connections = 100
+max_connections = 200
 shared_buffers = ${PG_SHARED_BUFFERS:-128MB}
 fsync = off
 synchronous_commit = off

@@ -403,6 +403,8 @@ DECLARE
   newer boolean;
   sealed_chains bigint;
   sealed_rows numeric;
+  flushed bigint;
+  expired bigint;
 BEGIN
   IF parent IS NOT NULL AND NOT EXISTS (SELECT FROM @extschema@.partition_config c WHERE c.parent = run_maintenance.parent) THEN
     RAISE EXCEPTION '"%" is not managed by pg_saas', parent
@@ -473,11 +475,25 @@ BEGIN
       detail := format('audit_seal: %s: %s', SQLSTATE, SQLERRM);
       RETURN NEXT;
     END;
+    -- ... writes usage counted in shared memory and drops expired rate-limit keys.
+    BEGIN
+      flushed := @extschema@.usage_flush();
+      expired := @extschema@.rate_limit_vacuum();
+      IF flushed > 0 OR expired > 0 THEN
+        parent_table := '@extschema@.usage_daily'::regclass; action := 'flush'; partition_name := NULL;
+        detail := format('%s usage counters written, %s expired rate-limit keys deleted', flushed, expired);
+        RETURN NEXT;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      parent_table := '@extschema@.usage_daily'::regclass; action := 'error'; partition_name := NULL;
+      detail := format('usage_flush: %s: %s', SQLSTATE, SQLERRM);
+      RETURN NEXT;
+    END;
   END IF;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) IS
-  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention; a full pass also seals the audit log. One row per action.';
+  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention; a full pass also seals the audit log and flushes usage counters. One row per action.';
 
 -- ---------------------------------------------------------------------------
 -- convert_to_monthly

@@ -481,22 +481,6 @@ AS $$
   ORDER BY t.slug
 $$;
 
--- PostgREST's db-pre-request: resolves the request's tenant before the main
--- query, so a bad tenant context (a header for a tenant the user is not in,
--- a suspended tenant, malformed claims) fails every request with its status,
--- even one whose query would never evaluate a policy (an empty table).
-CREATE FUNCTION @extschema@.pre_request()
-RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  PERFORM @extschema@.current_tenant();
-END
-$$;
-COMMENT ON FUNCTION @extschema@.pre_request() IS
-  'PostgREST db-pre-request hook: validates the tenant context of every request (works in READ ONLY transactions).';
-
 CREATE FUNCTION @extschema@.grant_api(roles name[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -528,6 +512,8 @@ BEGIN
       '@extschema@.has_role(text)',
       '@extschema@.my_memberships()',
       '@extschema@.pre_request()',
+      '@extschema@._rate_limit_request()',
+      '@extschema@.usage_report(date, date)',
       '@extschema@.audit_export(timestamptz, timestamptz, text)'] LOOP
       EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, r);
     END LOOP;

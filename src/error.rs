@@ -14,6 +14,8 @@ use std::fmt;
 pub enum ErrorKind {
     /// A value of the right type but unusable (bad uuid text, empty slug). 22023
     InvalidParameter,
+    NullValue,
+    ReadOnlyTransaction,
     /// Text that should be JSON is not. 22P02
     InvalidJson,
     /// A value outside its allowed range (negative premake, zero burst). 22003
@@ -50,6 +52,8 @@ impl ErrorKind {
     /// Every kind, for exhaustive tests and documentation.
     pub const ALL: &'static [ErrorKind] = &[
         ErrorKind::InvalidParameter,
+        ErrorKind::NullValue,
+        ErrorKind::ReadOnlyTransaction,
         ErrorKind::InvalidJson,
         ErrorKind::OutOfRange,
         ErrorKind::StringTooLong,
@@ -70,6 +74,8 @@ impl ErrorKind {
     pub const fn sqlstate(self) -> &'static str {
         match self {
             ErrorKind::InvalidParameter => "22023",
+            ErrorKind::NullValue => "22004",
+            ErrorKind::ReadOnlyTransaction => "25006",
             ErrorKind::InvalidJson => "22P02",
             ErrorKind::OutOfRange => "22003",
             ErrorKind::StringTooLong => "22001",
@@ -162,6 +168,8 @@ fn pg_code_of(kind: ErrorKind) -> pgrx::PgSqlErrorCode {
     use pgrx::PgSqlErrorCode as C;
     match kind {
         ErrorKind::InvalidParameter => C::ERRCODE_INVALID_PARAMETER_VALUE,
+        ErrorKind::NullValue => C::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        ErrorKind::ReadOnlyTransaction => C::ERRCODE_READ_ONLY_SQL_TRANSACTION,
         ErrorKind::InvalidJson => C::ERRCODE_INVALID_TEXT_REPRESENTATION,
         ErrorKind::OutOfRange => C::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
         ErrorKind::StringTooLong => C::ERRCODE_STRING_DATA_RIGHT_TRUNCATION,

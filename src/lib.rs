@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod error;
 pub mod partitions;
+mod pgutil;
 pub mod ratelimit;
 pub mod tenancy;
 
@@ -20,6 +21,7 @@ pub mod tenancy;
 pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     audit::init();
+    ratelimit::init();
 }
 
 // Schema-wide set-up that every module relies on; runs before any function.
@@ -56,6 +58,22 @@ extension_sql_file!(
         audit::audit_statement_trigger,
         audit::audit_seal,
         audit::audit_verify
+    ]
+);
+// Rate limits, plan quotas and the PostgREST pre-request hook; its view
+// reads the Rust pending-counter function.
+extension_sql_file!(
+    "../sql/ratelimit.sql",
+    name = "ratelimit",
+    requires = [
+        "audit",
+        ratelimit::rate_limit,
+        ratelimit::rate_limit_rule_set,
+        ratelimit::rate_limit_vacuum,
+        ratelimit::rate_limit_stats,
+        ratelimit::usage_flush,
+        ratelimit::_usage_pending,
+        ratelimit::_rate_limit_request
     ]
 );
 // Runs last: privileges on everything the extension created.

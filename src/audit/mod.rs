@@ -14,14 +14,15 @@ pub mod canonical;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::tenancy;
+use crate::pgutil::{as_owner, clock_override, kept_plan, setting};
 use crate::tenancy::context::{parse_claims, subject};
 use canonical::{
     client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, RowsDigest, Seal,
     PG_EPOCH_OFFSET_MICROS,
 };
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgOid};
+use pgrx::spi::{OwnedPreparedStatement};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::cell::{Cell, RefCell};
@@ -172,14 +173,6 @@ fn log_target() -> SaasResult<LogTarget> {
     }
 }
 
-fn setting(name: &CStr) -> Option<String> {
-    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC
-    // machinery; copied at once.
-    unsafe {
-        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-    }
-}
 
 fn local_xid() -> u32 {
     // SAFETY: MyProc is set in every backend that runs SQL.
@@ -239,21 +232,11 @@ fn request_context() -> Rc<RequestContext> {
 
 /// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz) for new rows.
 fn audit_now() -> SaasResult<i64> {
-    if let Some(fixed) = AUDIT_CLOCK.get() {
-        let text = fixed.to_string_lossy();
-        if !text.trim().is_empty() {
-            let ts: TimestampWithTimeZone = text.parse().map_err(|_| {
-                SaasError::new(
-                    ErrorKind::ConfigFile,
-                    format!("saas.audit_clock is not a timestamp: \"{text}\""),
-                    "Set it to a timestamptz such as '2026-01-15 10:00:00+00', or RESET it.",
-                )
-            })?;
-            return Ok(pg_sys::TimestampTz::from(ts));
-        }
+    match clock_override(c"saas.audit_clock", &AUDIT_CLOCK)? {
+        Some(fixed) => Ok(fixed),
+        // SAFETY: plain read of transaction state.
+        None => Ok(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }),
     }
-    // SAFETY: plain read of transaction state.
-    Ok(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
 }
 
 fn top_xid() -> i64 {
@@ -262,27 +245,6 @@ fn top_xid() -> i64 {
     unsafe { pg_sys::GetTopFullTransactionId().value as i64 }
 }
 
-/// Runs `f` as `owner` in a security-restricted context, like PostgreSQL's
-/// RI triggers; an error unwinds through here and transaction (or
-/// subtransaction) abort restores the caller's identity.
-fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0i32;
-    // SAFETY: saving and switching the current user id, as ri_triggers.c does.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-    }
-    let out = f();
-    // SAFETY: restoring what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    out
-}
 
 fn next_id(seq: pg_sys::Oid) -> i64 {
     // SAFETY: nextval on the log's own sequence, as its owner.
@@ -417,21 +379,6 @@ fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
 }
 
-fn plan(
-    cell: &'static std::thread::LocalKey<Cell<Option<&'static OwnedPreparedStatement>>>,
-    client: &SpiClient<'_>,
-    sql: String,
-    types: &[pg_sys::Oid],
-) -> SaasResult<&'static OwnedPreparedStatement> {
-    if let Some(p) = cell.with(|c| c.get()) {
-        return Ok(p);
-    }
-    let args: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
-    let stmt = client.prepare_mut(sql.as_str(), &args).map_err(|e| internal("prepare its INSERT", e))?;
-    let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(stmt.keep()));
-    cell.with(|c| c.set(Some(kept)));
-    Ok(kept)
-}
 
 /// Assigns ids, hashes and writes `records` (as the log's owner).
 fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
@@ -456,7 +403,7 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                     B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
                 ]
                 .map(|b| b.value());
-                let stmt = plan(&ROW_PLAN, client, row_insert_sql(), &types)?;
+                let stmt = kept_plan(&ROW_PLAN, client, &row_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
                 let hash: Vec<u8> = r.hash().to_vec();
                 let args = [
                     pg_uuid(&r.tenant_id)?.into(),
@@ -488,7 +435,7 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                 B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
             ]
             .map(|b| b.value());
-            let stmt = plan(&BULK_PLAN, client, bulk_insert_sql(), &types)?;
+            let stmt = kept_plan(&BULK_PLAN, client, &bulk_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
             for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
                 let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
                     chunk.iter().map(f).collect()

@@ -104,6 +104,37 @@ pub fn check(limit: Limit, tat: Option<i64>, now: i64, cost: i64) -> SaasResult<
     })
 }
 
+/// The decision for a request that was admitted and left the key at
+/// `tat_after` (the table backend learns only the new state).
+pub fn admitted(limit: Limit, tat_after: i64, now: i64) -> Decision {
+    let ahead = (tat_after - now).max(0);
+    Decision {
+        allowed: true,
+        limit: limit.burst,
+        remaining: ((limit.capacity_us() - ahead) / limit.interval_us).max(0),
+        retry_after_us: 0,
+        reset_after_us: ahead,
+        tat: tat_after,
+    }
+}
+
+/// The key's TAT after giving back an admitted request of `cost` (another
+/// rule refused the same request). `None`: the key is back to empty.
+pub fn refunded(limit: Limit, tat: i64, now: i64, cost: i64) -> Option<i64> {
+    let back = tat.saturating_sub(cost.saturating_mul(limit.interval_us));
+    (back > now).then_some(back)
+}
+
+/// Total microseconds of an interval, a month counted as 30 days (as
+/// PostgreSQL compares intervals).
+pub fn interval_us(months: i32, days: i32, micros: i64) -> Option<i64> {
+    const DAY: i64 = 86_400_000_000;
+    (months as i64)
+        .checked_mul(30 * DAY)?
+        .checked_add((days as i64).checked_mul(DAY)?)?
+        .checked_add(micros)
+}
+
 /// Whole seconds, rounded up (what `Retry-After` and `RateLimit-Reset` carry).
 pub fn ceil_seconds(us: i64) -> i64 {
     if us <= 0 {
@@ -151,6 +182,23 @@ mod tests {
         assert!(!d2.allowed);
         assert_eq!(d2.tat, d.tat, "a refusal leaves the state unchanged");
         assert!(!check(l, None, 0, 11).unwrap().allowed, "more than the burst is never admitted");
+    }
+
+    #[test]
+    fn admitted_and_refunded_agree_with_check() {
+        let l = Limit::new(3, 3, 30 * SEC).unwrap();
+        let d = check(l, Some(5 * SEC), 0, 2).unwrap();
+        assert_eq!(admitted(l, d.tat, 0), d);
+        // Giving the 2 units back restores the state before the check.
+        assert_eq!(refunded(l, d.tat, 0, 2), Some(5 * SEC));
+        assert_eq!(refunded(l, 10 * SEC, 0, 1), None, "back to empty");
+    }
+
+    #[test]
+    fn interval_counts_a_month_as_30_days() {
+        assert_eq!(interval_us(0, 0, 90 * SEC), Some(90 * SEC));
+        assert_eq!(interval_us(1, 1, 1), Some(31 * 86_400 * SEC + 1));
+        assert_eq!(interval_us(i32::MAX, i32::MAX, i64::MAX), None);
     }
 
     #[test]

@@ -1,5 +1,857 @@
-//! Rate limits (issue in progress): the GCRA arithmetic is here and tested;
-//! the shared-memory and table backends, rules and the PostgREST
-//! pre-request hook build on it.
+//! Rate limits and plan quotas, enforced inside PostgREST requests.
+//!
+//! `rate_limit()` is GCRA (`gcra.rs`) over one of two state backends:
+//! shared memory (`shmem.rs`, when pg_saas is preloaded: not transactional,
+//! works in READ ONLY transactions) or the table `saas.rate_limit_state`
+//! (one atomic upsert per check). `_rate_limit_request()` is the core of
+//! `saas.pre_request()`: the rules matching a request, then the tenant
+//! plan's daily API quota; the PL/pgSQL wrapper turns a refusal into
+//! PostgREST's `PGRST` error with status and headers. Daily usage and
+//! refusal counts of read-only requests wait in shared memory until
+//! `usage_flush()` (run by `run_maintenance()`) writes them out.
 
 pub mod gcra;
+pub mod rules;
+mod shmem;
+pub mod table;
+
+use crate::audit::canonical::client_ip;
+use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::pgutil::{as_owner, clock_override, kept_plan, setting};
+use crate::tenancy;
+use crate::tenancy::context::{find_claim, parse_claims};
+use gcra::{Decision, Limit};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use rules::{Requester, Scope};
+use serde_json::{json, Map, Value};
+use std::cell::{Cell, RefCell};
+use std::ffi::CString;
+use table::{CounterKey, CounterSlot};
+
+/// Which state `rate_limit()` and the rules use.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BackendSetting {
+    /// Shared memory when preloaded, else the table.
+    #[name = c"auto"]
+    Auto,
+    #[name = c"shmem"]
+    Shmem,
+    #[name = c"table"]
+    Table,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Shared,
+    Table,
+}
+
+static BACKEND: GucSetting<BackendSetting> = GucSetting::<BackendSetting>::new(BackendSetting::Auto);
+static CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Namespace of keys passed to `rate_limit()` directly; rules use their id,
+/// so no caller of `rate_limit()` can spend a rule's counter.
+const DIRECT_KEYS: i64 = 0;
+/// Longest key `rate_limit()` accepts.
+const KEY_MAX: usize = 512;
+/// The usage metric `pre_request()` counts.
+const API_CALLS: &str = "api_calls";
+const DAY_US: i64 = 86_400_000_000;
+
+thread_local! {
+    static STATE_OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    static CHECK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static QUOTA_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// Counters this transaction's flush wrote, by the subtransaction that
+    /// wrote them; subtracted from shared memory when the transaction commits.
+    static TO_SETTLE: RefCell<Vec<(pg_sys::SubTransactionId, Vec<CounterSlot>)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn init() {
+    shmem::init();
+    GucRegistry::define_enum_guc(
+        c"saas.rate_limit_backend",
+        c"Where rate-limit state lives: auto (shared memory when pg_saas is preloaded, else a table), shmem or table.",
+        c"The table backend is transactional and fails in READ ONLY transactions; shared memory is not and does not.",
+        &BACKEND,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"saas.rate_limit_clock",
+        c"Test hook: the time rate limits and usage counters use instead of the clock.",
+        c"Empty means the real clock. For deterministic regression tests only.",
+        &CLOCK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: static callbacks without argument; they touch thread-locals
+    // and, on commit, shared memory under its lock, and never raise.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            Some(on_pg_class_change),
+            pg_sys::Datum::from(0usize),
+        );
+    }
+}
+
+unsafe extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    STATE_OWNER.with(|o| o.set(None));
+}
+
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    let flushed = TO_SETTLE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if flushed.is_empty() {
+        return;
+    }
+    if event == pg_sys::XactEvent::XACT_EVENT_COMMIT {
+        for (_, counters) in &flushed {
+            shmem::counters_settle(counters);
+        }
+    } else if event != pg_sys::XactEvent::XACT_EVENT_ABORT && event != pg_sys::XactEvent::XACT_EVENT_PREPARE {
+        // Not the end of the transaction yet (pre-commit and the like).
+        TO_SETTLE.with(|s| *s.borrow_mut() = flushed);
+    }
+}
+
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // What the aborted subtransaction (or one inside it, which has a
+        // higher id) flushed was rolled back: it stays pending.
+        TO_SETTLE.with(|s| s.borrow_mut().retain(|(subid, _)| *subid < my_subid));
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> SaasError {
+    SaasError::new(
+        ErrorKind::ObjectNotInPrerequisiteState,
+        format!("pg_saas rate limiting could not {what}"),
+        "Check that the pg_saas extension is installed completely (saas.rate_limit_state, saas.rate_limit_rules, saas.usage_daily).",
+    )
+    .with_detail(e.to_string())
+}
+
+fn read_only_error(what: &str) -> SaasError {
+    SaasError::new(
+        ErrorKind::ReadOnlyTransaction,
+        format!("{what} needs the table backend here, which cannot write in a read-only transaction"),
+        "Add pg_saas to shared_preload_libraries and restart PostgreSQL: the shared-memory backend works in read-only transactions (PostgREST GET requests).",
+    )
+}
+
+fn backend() -> SaasResult<Backend> {
+    match BACKEND.get() {
+        BackendSetting::Auto if shmem::available() => Ok(Backend::Shared),
+        BackendSetting::Auto | BackendSetting::Table => Ok(Backend::Table),
+        BackendSetting::Shmem if shmem::available() => Ok(Backend::Shared),
+        BackendSetting::Shmem => Err(SaasError::new(
+            ErrorKind::ObjectNotInPrerequisiteState,
+            "saas.rate_limit_backend is 'shmem' but pg_saas is not in shared_preload_libraries",
+            "Add pg_saas to shared_preload_libraries and restart PostgreSQL, or set saas.rate_limit_backend to 'auto'.",
+        )),
+    }
+}
+
+fn now_us() -> SaasResult<i64> {
+    match clock_override(c"saas.rate_limit_clock", &CLOCK)? {
+        Some(fixed) => Ok(fixed),
+        // SAFETY: reads the wall clock; rate limits follow real time, not
+        // the transaction's start.
+        None => Ok(unsafe { pg_sys::GetCurrentTimestamp() }),
+    }
+}
+
+fn read_only() -> bool {
+    // SAFETY: plain read of the transaction's access mode.
+    unsafe { pg_sys::XactReadOnly }
+}
+
+/// The owner of `saas.rate_limit_state`: the table backend and the usage
+/// counters write as it, so API roles hold no privilege on those tables.
+fn state_owner() -> SaasResult<pg_sys::Oid> {
+    if let Some(o) = STATE_OWNER.with(|o| o.get()) {
+        return Ok(o);
+    }
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'saas.rate_limit_state'::pg_catalog.regclass",
+    )
+    .map_err(|e| internal("find saas.rate_limit_state", e))?
+    .ok_or_else(|| internal("find saas.rate_limit_state", "no such table"))?;
+    STATE_OWNER.with(|o| o.set(Some(owner)));
+    Ok(owner)
+}
+
+fn null_error(what: &str) -> SaasError {
+    SaasError::new(
+        ErrorKind::NullValue,
+        format!("rate_limit: {what} must not be NULL"),
+        "Pass a key, a burst, a count, a period and a cost, e.g. saas.rate_limit('user:42', 10, 10, '1 minute').",
+    )
+}
+
+fn period_us(period: &Interval) -> SaasResult<i64> {
+    gcra::interval_us(period.months(), period.days(), period.micros()).ok_or_else(|| {
+        SaasError::new(ErrorKind::OutOfRange, "rate limit period is out of range", "Use a period of at most a few years.")
+    })
+}
+
+fn limit_of(max_burst: i64, count: i64, period: &Interval) -> SaasResult<Limit> {
+    Limit::new(max_burst, count, period_us(period)?)
+}
+
+/// One check of `key` in `namespace` against `limit`, in the backend given.
+fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
+    match backend {
+        Backend::Shared => {
+            let d = shmem::rate_check(table::key_hash(namespace, key), limit, now, cost)
+                .ok_or_else(|| internal("reach its shared memory", "not preloaded"))??;
+            Ok(d.decision)
+        }
+        Backend::Table => table_check(namespace, key, limit, now, cost),
+    }
+}
+
+/// The table backend: one upsert that advances the TAT only when the
+/// request fits, so concurrent checks serialize on the key's row and none
+/// over-admits. A refusal writes nothing and reads the state for its
+/// retry time.
+fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
+    if cost <= 0 {
+        return gcra::check(limit, None, now, cost); // the error for a bad cost
+    }
+    if read_only() {
+        return Err(read_only_error("rate_limit"));
+    }
+    let owner = state_owner()?;
+    let increment = cost.saturating_mul(limit.interval_us);
+    let capacity = limit.burst * limit.interval_us;
+    as_owner(owner, || {
+        Spi::connect_mut(|client| -> SaasResult<Decision> {
+            use pg_sys::BuiltinOid as B;
+            if cost <= limit.burst {
+                let stmt = kept_plan(
+                    &CHECK_PLAN,
+                    client,
+                    "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
+                     ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                     WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                     RETURNING tat_us",
+                    &[B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()],
+                )
+                .map_err(|e| internal("prepare its check", e))?;
+                let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
+                let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+                if !out.is_empty() {
+                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
+                    return Ok(gcra::admitted(limit, tat.unwrap_or(now + increment), now));
+                }
+            }
+            let stmt = kept_plan(
+                &READ_PLAN,
+                client,
+                "SELECT tat_us FROM saas.rate_limit_state WHERE rule_id = $1 AND key = $2",
+                &[B::INT8OID.value(), B::TEXTOID.value()],
+            )
+            .map_err(|e| internal("prepare its check", e))?;
+            let out = client.select(stmt, None, &[namespace.into(), key.into()]).map_err(|e| internal("read a key", e))?;
+            let tat = if out.is_empty() { None } else { out.first().get_one::<i64>().map_err(|e| internal("read a key", e))? };
+            gcra::check(limit, tat, now, cost)
+        })
+    })
+}
+
+
+/// GCRA check of `key`: `count` requests per `period`, `max_burst` of them
+/// at once from an empty state; `cost` units per call. Exact under
+/// concurrency in both backends. `retry_after` and `reset_after` are
+/// seconds.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rate_limit(
+    key: Option<&str>,
+    max_burst: Option<i32>,
+    count: Option<i32>,
+    period: Option<Interval>,
+    cost: default!(Option<i32>, 1),
+) -> TableIterator<
+    'static,
+    (
+        name!(allowed, bool),
+        name!(limit, i32),
+        name!(remaining, i32),
+        name!(retry_after, f64),
+        name!(reset_after, f64),
+    ),
+> {
+    let d = rate_limit_impl(key, max_burst, count, period, cost).or_raise();
+    let seconds = |us: i64| us as f64 / 1e6;
+    TableIterator::once((
+        d.allowed,
+        d.limit.min(i32::MAX as i64) as i32,
+        d.remaining.min(i32::MAX as i64) as i32,
+        seconds(d.retry_after_us),
+        seconds(d.reset_after_us),
+    ))
+}
+
+fn rate_limit_impl(
+    key: Option<&str>,
+    max_burst: Option<i32>,
+    count: Option<i32>,
+    period: Option<Interval>,
+    cost: Option<i32>,
+) -> SaasResult<Decision> {
+    let key = key.ok_or_else(|| null_error("key"))?;
+    let max_burst = max_burst.ok_or_else(|| null_error("max_burst"))?;
+    let count = count.ok_or_else(|| null_error("count"))?;
+    let period = period.ok_or_else(|| null_error("period"))?;
+    let cost = cost.ok_or_else(|| null_error("cost"))?;
+    if key.is_empty() {
+        return Err(SaasError::new(
+            ErrorKind::InvalidParameter,
+            "rate_limit: the key is empty",
+            "Name what is limited, e.g. 'generate_roadmap:' || saas.current_user_id().",
+        ));
+    }
+    if key.len() > KEY_MAX {
+        return Err(SaasError::new(
+            ErrorKind::StringTooLong,
+            format!("rate_limit: the key is {} bytes, longer than {KEY_MAX}", key.len()),
+            "Use a shorter key, e.g. a hash of the long one.",
+        ));
+    }
+    let limit = limit_of(max_burst as i64, count as i64, &period)?;
+    gcra::check(limit, None, 0, cost as i64)?; // validates cost before any state is touched
+    if cost as i64 > limit.burst {
+        return Err(SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("rate_limit: a cost of {cost} exceeds max_burst {max_burst} and could never be admitted"),
+            "Raise max_burst to at least the largest cost, or split the work into smaller calls.",
+        ));
+    }
+    check_key(backend()?, DIRECT_KEYS, key, limit, now_us()?, cost as i64)
+}
+
+/// Validates a rule and stores it (one row per path pattern, method and
+/// scope; setting it again replaces the limits). Returns the rule's id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rate_limit_rule_set(
+    path_pattern: Option<&str>,
+    count: Option<i32>,
+    period: Option<Interval>,
+    scope: default!(Option<&str>, "'user'"),
+    method: default!(Option<&str>, "NULL"),
+    max_burst: default!(Option<i32>, "NULL"),
+    cost: default!(Option<i32>, 1),
+) -> i64 {
+    rule_set_impl(path_pattern, count, period, scope, method, max_burst, cost).or_raise()
+}
+
+fn rule_set_impl(
+    path_pattern: Option<&str>,
+    count: Option<i32>,
+    period: Option<Interval>,
+    scope: Option<&str>,
+    method: Option<&str>,
+    max_burst: Option<i32>,
+    cost: Option<i32>,
+) -> SaasResult<i64> {
+    let missing = |what: &str| {
+        SaasError::new(
+            ErrorKind::NullValue,
+            format!("rate_limit_rule_set: {what} must not be NULL"),
+            "Pass a path pattern, a count and a period, e.g. saas.rate_limit_rule_set('/rpc/generate_roadmap', 5, '1 hour').",
+        )
+    };
+    let pattern = path_pattern.ok_or_else(|| missing("path_pattern"))?;
+    let count = count.ok_or_else(|| missing("count"))?;
+    let period = period.ok_or_else(|| missing("period"))?;
+    let scope = scope.ok_or_else(|| missing("scope"))?;
+    let cost = cost.ok_or_else(|| missing("cost"))?;
+    rules::validate_pattern(pattern)?;
+    Scope::parse(scope)?;
+    let method = rules::normalize_method(method)?;
+    let limit = limit_of(max_burst.unwrap_or(count) as i64, count as i64, &period)?;
+    gcra::check(limit, None, 0, cost as i64)?;
+    if cost as i64 > limit.burst {
+        return Err(SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("a rule with cost {cost} and a burst of {} would refuse every request", limit.burst),
+            "Give the rule a max_burst of at least its cost.",
+        ));
+    }
+    let id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO saas.rate_limit_rules AS r (path_pattern, method, scope, max_burst, count, period, cost) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (path_pattern, method, scope) DO UPDATE \
+           SET max_burst = EXCLUDED.max_burst, count = EXCLUDED.count, period = EXCLUDED.period, cost = EXCLUDED.cost \
+         RETURNING r.id",
+        &[
+            pattern.into(),
+            method.into(),
+            scope.into(),
+            max_burst.into(),
+            count.into(),
+            period.into(),
+            cost.into(),
+        ],
+    )
+    .map_err(|e| internal("store the rule", e))?;
+    id.ok_or_else(|| internal("store the rule", "no id returned"))
+}
+
+/// A stored rule, as `pre_request()` applies it.
+struct Rule {
+    id: i64,
+    pattern: String,
+    method: Option<String>,
+    scope: Scope,
+    count: i64,
+    period: String,
+    limit: Limit,
+    cost: i64,
+}
+
+fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
+    let stmt = kept_plan(
+        &RULES_PLAN,
+        client,
+        "SELECT id, path_pattern, method, scope, coalesce(max_burst, count), count, period, cost, period::text \
+         FROM saas.rate_limit_rules ORDER BY id",
+        &[],
+    )
+    .map_err(|e| internal("prepare the rule lookup", e))?;
+    let rows = client.select(stmt, None, &[]).map_err(|e| internal("read the rules", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let get_err = |e: pgrx::spi::SpiError| internal("read the rules", e);
+        let period: Interval = row.get(7).map_err(get_err)?.ok_or_else(|| internal("read the rules", "NULL period"))?;
+        let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
+        let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
+        out.push(Rule {
+            id: row.get(1).map_err(get_err)?.unwrap_or(0),
+            pattern: row.get(2).map_err(get_err)?.unwrap_or_default(),
+            method: row.get(3).map_err(get_err)?,
+            scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
+            count: count as i64,
+            period: row.get(9).map_err(get_err)?.unwrap_or_default(),
+            limit: limit_of(burst as i64, count as i64, &period)?,
+            cost: row.get::<i32>(8).map_err(get_err)?.unwrap_or(1) as i64,
+        });
+    }
+    Ok(out)
+}
+
+/// What `pre_request()` does with a request.
+struct Verdict {
+    /// 200, 429 or 402.
+    status: i32,
+    headers: Map<String, Value>,
+    /// The PostgREST error body of a refusal.
+    body: Option<Value>,
+}
+
+fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
+    let claims = parse_claims(setting(c"request.jwt.claims").as_deref())?;
+    let user = claims.as_ref().and_then(|c| find_claim(c, "sub")).and_then(|v| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let headers: Option<Map<String, Value>> = setting(c"request.headers")
+        .filter(|h| !h.trim().is_empty())
+        .and_then(|h| serde_json::from_str(&h).ok());
+    let header = |name: &str| headers.as_ref().and_then(|h| h.get(name)).and_then(Value::as_str).map(str::to_owned);
+    let ip = client_ip(header("x-forwarded-for").as_deref(), header("x-real-ip").as_deref()).or_else(peer_address);
+    Ok(Requester { user, tenant: tenant.map(str::to_owned), ip })
+}
+
+/// The connection's peer address (PostgREST's own, behind a proxy); None
+/// over a Unix socket.
+fn peer_address() -> Option<String> {
+    Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())").ok().flatten()
+}
+
+fn day_of(now: i64) -> i32 {
+    now.div_euclid(DAY_US) as i32
+}
+
+fn rate_headers(d: &Decision) -> Map<String, Value> {
+    let mut h = Map::new();
+    h.insert("RateLimit-Limit".into(), Value::String(d.limit.to_string()));
+    h.insert("RateLimit-Remaining".into(), Value::String(d.remaining.to_string()));
+    h.insert("RateLimit-Reset".into(), Value::String(gcra::ceil_seconds(d.reset_after_us).to_string()));
+    h
+}
+
+/// The core of `saas.pre_request()`: every matching rule, then the plan's
+/// daily API quota. Returns the status (200: go on) with the headers to add,
+/// or the refusal for the wrapper to raise.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _rate_limit_request() -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::JsonB), name!(body, Option<pgrx::JsonB>))> {
+    let v = request_verdict().or_raise();
+    TableIterator::once((v.status, pgrx::JsonB(Value::Object(v.headers)), v.body.map(pgrx::JsonB)))
+}
+
+fn request_verdict() -> SaasResult<Verdict> {
+    let owner = state_owner()?;
+    // Read past RLS, as current_tenant() (SECURITY DEFINER) reads it.
+    let tenant = as_owner(owner, tenancy::resolved_tenant)?;
+    let tenant_text = tenant.map(|t| t.to_string());
+    let method = setting(c"request.method").unwrap_or_default().to_ascii_uppercase();
+    let path = setting(c"request.path").unwrap_or_default();
+    let now = now_us()?;
+    let day = day_of(now);
+    let tenant_bytes = tenant.map_or([0u8; 16], |t| t.0);
+
+    let matching: Vec<Rule> = if path.is_empty() {
+        Vec::new()
+    } else {
+        as_owner(owner, || Spi::connect(|client| load_rules(&client)))?
+            .into_iter()
+            .filter(|r| r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path))
+            .collect()
+    };
+
+    // Rules: each admits or refuses; a refusal gives back what the rules
+    // before it took (shared memory; the table's writes roll back with the
+    // request).
+    let mut admitted: Vec<(&Rule, String, Decision)> = Vec::new();
+    let backend = if matching.is_empty() { Backend::Table } else { backend()? };
+    if !matching.is_empty() {
+        let who = requester(tenant_text.as_deref())?;
+        for rule in &matching {
+            let key = rules::scope_key(rule.scope, &who);
+            let d = check_key(backend, rule.id, &key, rule.limit, now, rule.cost)?;
+            if d.allowed {
+                admitted.push((rule, key, d));
+                continue;
+            }
+            give_back(backend, &admitted, now);
+            shmem::counter_add(&CounterKey::refusal(tenant_bytes, rule.id, day), 1);
+            let retry = gcra::ceil_seconds(d.retry_after_us).max(1);
+            let mut headers = rate_headers(&d);
+            headers.insert("Retry-After".into(), Value::String(retry.to_string()));
+            let method_text = rule.method.as_deref().unwrap_or("any method");
+            return Ok(Verdict {
+                status: 429,
+                headers,
+                body: Some(json!({
+                    "code": "PT429",
+                    "message": "rate limit exceeded",
+                    "details": format!(
+                        "rule {}: {} requests per {} ({} at once) for {} {}, per {}",
+                        rule.id, rule.count, rule.period, rule.limit.burst, method_text, rule.pattern, key_kind(&key)
+                    ),
+                    "hint": format!("Retry after {retry} seconds."),
+                })),
+            });
+        }
+    }
+
+    // The plan's daily API quota, for requests of a tenant.
+    if let Some(t) = tenant {
+        if let Some(refusal) = count_api_call(owner, t.0, &t.to_string(), day, now)? {
+            give_back(backend, &admitted, now);
+            return Ok(refusal);
+        }
+    }
+
+    let headers = admitted
+        .iter()
+        .min_by_key(|(_, _, d)| d.remaining)
+        .map(|(_, _, d)| rate_headers(d))
+        .unwrap_or_default();
+    Ok(Verdict { status: 200, headers, body: None })
+}
+
+fn key_kind(key: &str) -> &str {
+    key.split(':').next().unwrap_or(key)
+}
+
+fn give_back(backend: Backend, admitted: &[(&Rule, String, Decision)], now: i64) {
+    if backend == Backend::Shared {
+        for (rule, key, _) in admitted {
+            shmem::rate_refund(table::key_hash(rule.id, key), rule.limit, now, rule.cost);
+        }
+    }
+}
+
+/// Counts one API call of the tenant today and refuses it (402) when the
+/// plan's daily quota is spent. Read-write requests count in the table in
+/// one upsert; read-only ones in shared memory, against the table's count
+/// plus what is pending.
+fn count_api_call(owner: pg_sys::Oid, tenant: [u8; 16], tenant_text: &str, day: i32, now: i64) -> SaasResult<Option<Verdict>> {
+    let key = CounterKey::usage(tenant, API_CALLS, day).expect("a short metric name");
+    let tenant_uuid = pgrx::Uuid::from_bytes(tenant);
+    use pg_sys::BuiltinOid as B;
+    let (plan, quota, stored) = as_owner(owner, || {
+        Spi::connect(|client| -> SaasResult<(String, Option<i64>, i64)> {
+            let stmt = kept_plan(
+                &QUOTA_PLAN,
+                client,
+                "SELECT t.plan, p.api_calls_per_day, \
+                        coalesce((SELECT u.count FROM saas.usage_daily u \
+                                  WHERE u.tenant_id = t.id AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3), 0) \
+                 FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
+                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+            )
+            .map_err(|e| internal("prepare the quota lookup", e))?;
+            let rows = client
+                .select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()])
+                .map_err(|e| internal("read the plan", e))?;
+            if rows.is_empty() {
+                return Ok((String::new(), None, 0));
+            }
+            let row = rows.first();
+            let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
+            Ok((
+                row.get::<String>(1).map_err(e)?.unwrap_or_default(),
+                row.get::<i64>(2).map_err(e)?,
+                row.get::<i64>(3).map_err(e)?.unwrap_or(0),
+            ))
+        })
+    })?;
+    let refuse = |used: i64, limit: i64| {
+        let next_day_us = (day as i64 + 1) * DAY_US;
+        let retry = gcra::ceil_seconds(next_day_us - now).max(1);
+        let mut headers = Map::new();
+        headers.insert("Retry-After".into(), Value::String(retry.to_string()));
+        Verdict {
+            status: 402,
+            headers,
+            body: Some(json!({
+                "code": "PT402",
+                "message": "daily API quota exhausted",
+                "details": format!("plan '{plan}' allows {limit} API calls per day; tenant {tenant_text} has used {used} today (UTC)"),
+                "hint": "Wait until 00:00 UTC or move the tenant to a larger plan.",
+            })),
+        }
+    };
+    if read_only() {
+        match quota {
+            Some(limit) => {
+                let (used, added) = shmem::counter_add_within(&key, stored, 1, limit)
+                    .ok_or_else(|| read_only_error("the daily API quota"))?;
+                if !added {
+                    return Ok(Some(refuse(used, limit)));
+                }
+            }
+            None => {
+                // Unlimited plan: counted for the report when preloaded.
+                shmem::counter_add(&key, 1);
+            }
+        }
+        return Ok(None);
+    }
+    let pending = shmem::counter_pending(&key);
+    let counted = as_owner(owner, || {
+        Spi::connect_mut(|client| -> SaasResult<bool> {
+            let stmt = kept_plan(
+                &USAGE_ADD_PLAN,
+                client,
+                "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \
+                 SELECT $1, $2, DATE '2000-01-01' + $3, 1 WHERE $4::int8 IS NULL OR 1 + $5 <= $4 \
+                 ON CONFLICT (tenant_id, metric, day) DO UPDATE SET count = u.count + 1 \
+                 WHERE $4::int8 IS NULL OR u.count + 1 + $5 <= $4 \
+                 RETURNING u.count",
+                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value(), B::INT8OID.value(), B::INT8OID.value()],
+            )
+            .map_err(|e| internal("prepare the usage counter", e))?;
+            let out = client
+                .update(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into(), quota.into(), pending.into()])
+                .map_err(|e| internal("count the API call", e))?;
+            Ok(!out.is_empty())
+        })
+    })?;
+    if counted {
+        return Ok(None);
+    }
+    let used = current_usage(owner, tenant_uuid, day)? + pending;
+    Ok(Some(refuse(used, quota.unwrap_or(0))))
+}
+
+fn current_usage(owner: pg_sys::Oid, tenant: pgrx::Uuid, day: i32) -> SaasResult<i64> {
+    use pg_sys::BuiltinOid as B;
+    as_owner(owner, || {
+        Spi::connect(|client| -> SaasResult<i64> {
+            let stmt = kept_plan(
+                &USAGE_READ_PLAN,
+                client,
+                "SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3",
+                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+            )
+            .map_err(|e| internal("prepare the usage lookup", e))?;
+            let rows = client.select(stmt, None, &[tenant.into(), API_CALLS.into(), day.into()]).map_err(|e| internal("read usage", e))?;
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            Ok(rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0))
+        })
+    })
+}
+
+/// Counts in shared memory not yet written to `usage_daily` and
+/// `rate_limit_refusals`. `day` is days since 2000-01-01.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _usage_pending() -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(tenant_id, pgrx::Uuid),
+        name!(rule_id, i64),
+        name!(metric, String),
+        name!(day, i32),
+        name!(pending, i64),
+    ),
+> {
+    let rows: Vec<_> = shmem::counters_snapshot()
+        .into_iter()
+        .map(|c| {
+            let kind = if c.key.kind == table::KIND_USAGE { "usage" } else { "refusal" };
+            (
+                kind.to_string(),
+                pgrx::Uuid::from_bytes(c.key.tenant),
+                c.key.rule_id,
+                c.key.metric_name().to_string(),
+                c.key.day,
+                c.pending,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Writes the counts waiting in shared memory to `usage_daily` and
+/// `rate_limit_refusals` (adding to what is there) and returns how many
+/// counters it wrote. They leave shared memory when this transaction
+/// commits; if it aborts they stay and the next flush writes them.
+#[pg_extern(volatile, parallel_unsafe)]
+fn usage_flush() -> i64 {
+    usage_flush_impl().or_raise()
+}
+
+fn usage_flush_impl() -> SaasResult<i64> {
+    if !shmem::available() || TO_SETTLE.with(|s| !s.borrow().is_empty()) {
+        // Nothing in shared memory, or this transaction flushed already.
+        return Ok(0);
+    }
+    let owner = state_owner()?;
+    let written = as_owner(owner, || {
+        Spi::connect_mut(|client| -> SaasResult<Vec<CounterSlot>> {
+            // One flush at a time: the next one must see this one's settlement.
+            client
+                .update("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('saas.usage_flush'))", None, &[])
+                .map_err(|e| internal("lock the flush", e))?;
+            let snap = shmem::counters_snapshot();
+            let (usage, refusals): (Vec<&CounterSlot>, Vec<&CounterSlot>) =
+                snap.iter().partition(|c| c.key.kind == table::KIND_USAGE);
+            let tenants = |v: &[&CounterSlot]| -> Vec<pgrx::Uuid> { v.iter().map(|c| pgrx::Uuid::from_bytes(c.key.tenant)).collect() };
+            let days = |v: &[&CounterSlot]| -> Vec<i32> { v.iter().map(|c| c.key.day).collect() };
+            let amounts = |v: &[&CounterSlot]| -> Vec<i64> { v.iter().map(|c| c.pending).collect() };
+            if !usage.is_empty() {
+                let metrics: Vec<String> = usage.iter().map(|c| c.key.metric_name().to_string()).collect();
+                client
+                    .update(
+                        "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \
+                         SELECT f.t, f.m, DATE '2000-01-01' + f.d, f.n \
+                         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), pg_catalog.unnest($2::pg_catalog.text[]), \
+                                         pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.int8[])) AS f(t, m, d, n) \
+                         ON CONFLICT (tenant_id, metric, day) DO UPDATE SET count = u.count + EXCLUDED.count",
+                        None,
+                        &[tenants(&usage).into(), metrics.into(), days(&usage).into(), amounts(&usage).into()],
+                    )
+                    .map_err(|e| internal("write usage counters", e))?;
+            }
+            if !refusals.is_empty() {
+                let rule_ids: Vec<i64> = refusals.iter().map(|c| c.key.rule_id).collect();
+                client
+                    .update(
+                        "INSERT INTO saas.rate_limit_refusals AS r (tenant_id, day, rule_id, refusals) \
+                         SELECT f.t, DATE '2000-01-01' + f.d, f.r, f.n \
+                         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), pg_catalog.unnest($2::pg_catalog.int4[]), \
+                                         pg_catalog.unnest($3::pg_catalog.int8[]), pg_catalog.unnest($4::pg_catalog.int8[])) AS f(t, d, r, n) \
+                         ON CONFLICT (tenant_id, day, rule_id) DO UPDATE SET refusals = r.refusals + EXCLUDED.refusals",
+                        None,
+                        &[tenants(&refusals).into(), days(&refusals).into(), rule_ids.into(), amounts(&refusals).into()],
+                    )
+                    .map_err(|e| internal("write refusal counters", e))?;
+            }
+            Ok(snap)
+        })
+    })?;
+    let n = written.len() as i64;
+    if n > 0 {
+        // SAFETY: plain read of transaction state.
+        let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        TO_SETTLE.with(|s| s.borrow_mut().push((subid, written)));
+    }
+    Ok(n)
+}
+
+/// Deletes table-backend keys that are back to their empty state (a key
+/// whose TAT has passed behaves exactly like a missing one). Returns how
+/// many.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rate_limit_vacuum() -> i64 {
+    (|| -> SaasResult<i64> {
+        let now = now_us()?;
+        let owner = state_owner()?;
+        as_owner(owner, || {
+            Spi::get_one_with_args::<i64>(
+                "WITH gone AS (DELETE FROM saas.rate_limit_state WHERE tat_us <= $1 RETURNING 1) SELECT count(*) FROM gone",
+                &[now.into()],
+            )
+            .map_err(|e| internal("delete expired keys", e))
+            .map(|n| n.unwrap_or(0))
+        })
+    })()
+    .or_raise()
+}
+
+/// Occupancy of the shared-memory backend, for monitoring.
+#[pg_extern(volatile, parallel_safe)]
+fn rate_limit_stats() -> TableIterator<
+    'static,
+    (
+        name!(backend, String),
+        name!(preloaded, bool),
+        name!(key_slots, i64),
+        name!(live_keys, i64),
+        name!(live_keys_evicted, i64),
+        name!(counter_slots, i64),
+        name!(counters_pending, i64),
+        name!(counts_dropped, i64),
+    ),
+> {
+    let backend = match backend() {
+        Ok(Backend::Shared) => "shmem",
+        Ok(Backend::Table) => "table",
+        Err(_) => "unavailable",
+    };
+    let now = now_us().or_raise();
+    let s = shmem::stats(now);
+    TableIterator::once((
+        backend.to_string(),
+        s.is_some(),
+        s.as_ref().map_or(0, |s| s.rate_slots),
+        s.as_ref().map_or(0, |s| s.live_keys),
+        s.as_ref().map_or(0, |s| s.evictions),
+        s.as_ref().map_or(0, |s| s.counter_slots),
+        s.as_ref().map_or(0, |s| s.counters_pending),
+        s.as_ref().map_or(0, |s| s.counts_dropped),
+    ))
+}

@@ -13,11 +13,12 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::pgutil::setting;
 use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::{Cell, RefCell};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 /// `saas.tenant_claim`: the JWT claim naming the tenant. Superuser-only, so a
 /// session cannot point it at a claim it controls.
@@ -102,15 +103,6 @@ thread_local! {
 fn local_xid() -> u32 {
     // SAFETY: MyProc is set for every backend that can run SQL.
     unsafe { (*pg_sys::MyProc).lxid }
-}
-
-fn setting(name: &CStr) -> Option<String> {
-    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC
-    // machinery, valid until the setting changes; we copy it at once.
-    unsafe {
-        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-    }
 }
 
 fn claim_name() -> SaasResult<String> {

@@ -1,0 +1,86 @@
+//! Small backend helpers shared by the modules' pgrx glue (no logic of
+//! their own): reading a setting, running SPI as an object's owner.
+
+use pgrx::pg_sys;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::{GucSetting, PgOid};
+use crate::error::{ErrorKind, SaasError, SaasResult};
+use std::ffi::CString;
+use std::ffi::CStr;
+
+/// The current value of a setting (`request.headers`, `saas.*`), or None
+/// when it is not defined.
+pub(crate) fn setting(name: &CStr) -> Option<String> {
+    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC
+    // machinery; copied at once.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+/// Runs `f` as `owner` in a security-restricted context, like PostgreSQL's
+/// RI triggers; an error unwinds through here and transaction (or
+/// subtransaction) abort restores the caller's identity.
+pub(crate) fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0i32;
+    // SAFETY: saving and switching the current user id, as ri_triggers.c does.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let out = f();
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    out
+}
+
+/// Where a prepared statement is kept for the backend's life.
+pub(crate) type PlanCell = std::thread::LocalKey<std::cell::Cell<Option<&'static OwnedPreparedStatement>>>;
+
+/// The statement kept in `cell`, prepared on first use. Leaked on purpose:
+/// the plan cache re-plans it when the tables it reads change.
+pub(crate) fn kept_plan(
+    cell: &'static PlanCell,
+    client: &SpiClient<'_>,
+    sql: &str,
+    types: &[pg_sys::Oid],
+) -> Result<&'static OwnedPreparedStatement, pgrx::spi::SpiError> {
+    if let Some(p) = cell.with(|c| c.get()) {
+        return Ok(p);
+    }
+    let args: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
+    let stmt = client.prepare_mut(sql, &args)?;
+    let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(stmt.keep()));
+    cell.with(|c| c.set(Some(kept)));
+    Ok(kept)
+}
+
+/// The timestamp a test-hook clock setting (`saas.audit_clock`,
+/// `saas.rate_limit_clock`) pins, as PostgreSQL microseconds; None when it
+/// is empty, which means the real clock.
+pub(crate) fn clock_override(
+    name: &CStr,
+    setting: &GucSetting<Option<CString>>,
+) -> SaasResult<Option<pg_sys::TimestampTz>> {
+    let Some(fixed) = setting.get() else { return Ok(None) };
+    let text = fixed.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let ts: TimestampWithTimeZone = text.parse().map_err(|_| {
+        SaasError::new(
+            ErrorKind::ConfigFile,
+            format!("{} is not a timestamp: \"{text}\"", name.to_string_lossy()),
+            "Set it to a timestamptz such as '2026-01-15 10:00:00+00', or RESET it.",
+        )
+    })?;
+    Ok(Some(pg_sys::TimestampTz::from(ts)))
+}
