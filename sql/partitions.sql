@@ -481,7 +481,7 @@ BEGIN
       expired := @extschema@.rate_limit_vacuum();
       IF flushed > 0 OR expired > 0 THEN
         parent_table := '@extschema@.usage_daily'::regclass; action := 'flush'; partition_name := NULL;
-        detail := format('%s usage counters written, %s expired rate-limit keys deleted', flushed, expired);
+        detail := format('%s usage and refusal counters written, %s expired rate-limit keys deleted', flushed, expired);
         RETURN NEXT;
       END IF;
     EXCEPTION WHEN OTHERS THEN

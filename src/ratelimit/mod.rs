@@ -420,7 +420,7 @@ struct Rule {
     method: Option<String>,
     scope: Scope,
     count: i64,
-    period: String,
+    period_us: i64,
     limit: Limit,
     cost: i64,
 }
@@ -429,7 +429,7 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
     let stmt = kept_plan(
         &RULES_PLAN,
         client,
-        "SELECT id, path_pattern, method, scope, coalesce(max_burst, count), count, period, cost, period::text \
+        "SELECT id, path_pattern, method, scope, coalesce(max_burst, count), count, period, cost \
          FROM saas.rate_limit_rules ORDER BY id",
         &[],
     )
@@ -447,7 +447,7 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
             method: row.get(3).map_err(get_err)?,
             scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
             count: count as i64,
-            period: row.get(9).map_err(get_err)?.unwrap_or_default(),
+            period_us: period_us(&period)?,
             limit: limit_of(burst as i64, count as i64, &period)?,
             cost: row.get::<i32>(8).map_err(get_err)?.unwrap_or(1) as i64,
         });
@@ -553,8 +553,14 @@ fn request_verdict() -> SaasResult<Verdict> {
                     "code": "PT429",
                     "message": "rate limit exceeded",
                     "details": format!(
-                        "rule {}: {} requests per {} ({} at once) for {} {}, per {}",
-                        rule.id, rule.count, rule.period, rule.limit.burst, method_text, rule.pattern, key_kind(&key)
+                        "rule {}: {} per {} (burst {}) for {} {}, per {}",
+                        rule.id,
+                        rule.count,
+                        rules::describe_period(rule.period_us),
+                        rule.limit.burst,
+                        method_text,
+                        rule.pattern,
+                        key_kind(&key)
                     ),
                     "hint": format!("Retry after {retry} seconds."),
                 })),

@@ -119,6 +119,19 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
     }
 }
 
+/// A period for people: "1 hour", "20 minutes", "1.5 seconds"; the same
+/// whatever the session's IntervalStyle.
+pub fn describe_period(us: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [(86_400_000_000, "day"), (3_600_000_000, "hour"), (60_000_000, "minute"), (1_000_000, "second")];
+    for (size, name) in UNITS {
+        if us >= size && us % size == 0 {
+            let n = us / size;
+            return format!("{n} {name}{}", if n == 1 { "" } else { "s" });
+        }
+    }
+    format!("{} seconds", us as f64 / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +172,14 @@ mod tests {
         assert_eq!(scope_key(Scope::Tenant, &who), "tenant:t1");
         assert_eq!(scope_key(Scope::Ip, &who), "ip:unknown");
         assert_eq!(scope_key(Scope::Global, &who), "global");
+    }
+
+    #[test]
+    fn periods_read_as_people_write_them() {
+        assert_eq!(describe_period(3_600_000_000), "1 hour");
+        assert_eq!(describe_period(20 * 60_000_000), "20 minutes");
+        assert_eq!(describe_period(2 * 86_400_000_000), "2 days");
+        assert_eq!(describe_period(1_500_000), "1.5 seconds");
     }
 
     /// A naive recursive glob, the reference for the iterative one.
