@@ -1,0 +1,240 @@
+//! Rate limits and quotas through PostgREST-shaped requests and under
+//! concurrency: GET requests (READ ONLY transactions) are limited through
+//! shared memory and refused with 429 + Retry-After; a plan's daily quota
+//! gives 402; 64 clients on one key never get more than the limit through,
+//! with either backend; usage counted in shared memory survives a flush and
+//! is reported per tenant.
+
+mod common;
+
+use common::Api;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+/// A fresh uuid per call: shared-memory state outlives a test run, so each
+/// run limits users, tenants and keys of its own.
+fn random_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let a = h.finish();
+    h.write_u64(a);
+    let b = h.finish();
+    let s = format!("{:032x}", ((a as u128) << 64) | b as u128);
+    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
+}
+
+/// A schema with one tenant table, the API roles, and tenants with members.
+async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members: &[(&str, &str)]) {
+    common::ensure_api_roles(admin).await;
+    let mut sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(4243);
+         DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.rl_items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             tenant_id uuid NOT NULL, body text);
+         SELECT saas.enable_tenancy('{schema}.rl_items');
+         GRANT USAGE ON SCHEMA {schema} TO anon, authenticated;
+         GRANT SELECT, INSERT ON {schema}.rl_items TO authenticated;
+         SELECT saas.grant_api('{{anon,authenticated}}');"
+    );
+    for (id, plan) in tenants {
+        sql.push_str(&format!(
+            "INSERT INTO saas.tenants (id, slug, name, plan) VALUES ('{id}', 'rl-{s}', 'rl-{s}', '{plan}');",
+            s = &id[0..8]
+        ));
+    }
+    for (tenant, user) in members {
+        sql.push_str(&format!(
+            "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', 'member');"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
+}
+
+fn claims(user: &str, tenant: &str) -> Value {
+    json!({"sub": user, "role": "authenticated", "tenant_id": tenant})
+}
+
+async fn api_with_pre_request(schema: &str, test: &str) -> Option<Api> {
+    let client = common::connect(test).await?;
+    let mut api = Api::for_schema(client, schema);
+    api.config.pre_request = Some("saas.pre_request".into());
+    Some(api)
+}
+
+#[tokio::test]
+async fn get_requests_are_limited_in_shared_memory() {
+    let admin = db_or_skip!("get_requests_are_limited_in_shared_memory");
+    let preloaded: bool = admin.query_one("SELECT preloaded FROM saas.rate_limit_stats()", &[]).await.unwrap().get(0);
+    assert!(preloaded, "the test cluster preloads pg_saas");
+    let (tenant, user, other) = (random_uuid(), random_uuid(), random_uuid());
+    fixture(&admin, "it_rl_get", &[(&tenant, "it-rl-free")], &[(&tenant, &user), (&tenant, &other)]).await;
+    admin
+        .batch_execute("SELECT saas.rate_limit_rule_set('/rl_items', 3, '1 hour', scope => 'user', method => 'GET')")
+        .await
+        .unwrap();
+    let Some(api) = api_with_pre_request("it_rl_get", "get_requests_are_limited_in_shared_memory").await else { return };
+
+    for expected_remaining in ["2", "1", "0"] {
+        let r = api.get("rl_items").claims(claims(&user, &tenant)).send().await;
+        r.expect_ok();
+        assert_eq!(r.header("RateLimit-Limit"), Some("3"));
+        assert_eq!(r.header("RateLimit-Remaining"), Some(expected_remaining));
+    }
+    let refused = api.get("rl_items").claims(claims(&user, &tenant)).send().await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.code(), Some("PT429"));
+    let retry: i64 = refused.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=1200).contains(&retry), "one more every 20 minutes: Retry-After {retry}");
+    assert_eq!(refused.header("RateLimit-Remaining"), Some("0"));
+    // Another user has a counter of their own; POST is not limited by a GET rule.
+    api.get("rl_items").claims(claims(&other, &tenant)).send().await.expect_ok();
+    api.insert("rl_items", json!([{"body": "x"}])).claims(claims(&user, &tenant)).send().await.expect_ok();
+    // The refusal was counted although the request rolled back.
+    let refusals: i64 = admin
+        .query_one(
+            "SELECT coalesce(sum(refusals), 0)::bigint FROM saas.rate_limit_refusals_report
+             WHERE path_pattern = '/rl_items' AND tenant_id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refusals, 1);
+    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/rl_items', 'user', 'GET')").await.unwrap();
+}
+
+#[tokio::test]
+async fn plan_quota_gives_402_and_usage_survives_a_flush() {
+    let admin = db_or_skip!("plan_quota_gives_402_and_usage_survives_a_flush");
+    let plan = format!("it-rl-{}", &random_uuid()[0..8]);
+    let (tenant_a, tenant_b, user) = (random_uuid(), random_uuid(), random_uuid());
+    fixture(&admin, "it_rl_quota", &[(&tenant_a, &plan), (&tenant_b, "it-rl-unlimited")], &[(&tenant_a, &user), (&tenant_b, &user)])
+        .await;
+    admin
+        .execute("INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ($1, 4)", &[&plan])
+        .await
+        .unwrap();
+    let Some(api) = api_with_pre_request("it_rl_quota", "plan_quota_gives_402_and_usage_survives_a_flush").await else {
+        return;
+    };
+    // Two read-only and two read-write requests: the quota counts both kinds.
+    api.get("rl_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.insert("rl_items", json!([{"body": "1"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.get("rl_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.insert("rl_items", json!([{"body": "2"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    for refused in [
+        api.get("rl_items").claims(claims(&user, &tenant_a)).send().await,
+        api.insert("rl_items", json!([{"body": "3"}])).claims(claims(&user, &tenant_a)).send().await,
+    ] {
+        assert_eq!(refused.status, 402, "{refused:?}");
+        assert_eq!(refused.code(), Some("PT402"));
+        assert!(refused.error.as_ref().unwrap().details.as_deref().unwrap_or("").contains("allows 4 API calls per day"));
+        let retry: i64 = refused.header("Retry-After").unwrap().parse().unwrap();
+        assert!((1..=86_400).contains(&retry), "until midnight UTC: {retry}");
+    }
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM it_rl_quota.rl_items WHERE tenant_id = $1::text::uuid", &[&tenant_a])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "the refused insert wrote nothing");
+    // Tenant B's plan has no limits row: unlimited, and still counted.
+    for _ in 0..6 {
+        api.get("rl_items").claims(claims(&user, &tenant_b)).send().await.expect_ok();
+    }
+
+    let report = |tenant: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT (SELECT saas.set_tenant($1::text::uuid)) IS NOT NULL,
+                            (SELECT used FROM saas.usage_report(current_date - 1, current_date + 1) WHERE metric = 'api_calls')",
+                    &[&tenant],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<i64>>(1)
+        }
+    };
+    let pending = |tenant: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT coalesce(sum(pending), 0)::bigint FROM saas._usage_pending() WHERE tenant_id = $1::text::uuid",
+                    &[&tenant],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    admin.batch_execute("SET client_min_messages = error").await.unwrap();
+    assert_eq!(pending(tenant_a.clone()).await, 2, "the GETs wait in shared memory");
+    assert_eq!(report(tenant_a.clone()).await, Some(4));
+    assert_eq!(report(tenant_b.clone()).await, Some(6));
+    admin.batch_execute("SELECT count(*) FROM saas.run_maintenance()").await.unwrap();
+    assert_eq!(pending(tenant_a.clone()).await, 0, "flushed");
+    let stored: i64 = admin
+        .query_one(
+            "SELECT count FROM saas.usage_daily WHERE tenant_id = $1::text::uuid AND metric = 'api_calls'",
+            &[&tenant_a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 4, "every counted call is in the table after the flush");
+    assert_eq!(report(tenant_a.clone()).await, Some(4), "the report is unchanged by the flush");
+    assert_eq!(report(tenant_b.clone()).await, Some(6));
+    admin.execute("DELETE FROM saas.plans WHERE plan = $1", &[&plan]).await.unwrap();
+}
+
+/// 64 clients call rate_limit on one key 5 times each as fast as they can;
+/// exactly `limit` calls are admitted (the period is long enough that no
+/// new one is earned during the test).
+async fn hammer(backend: &str) {
+    const CLIENTS: usize = 64;
+    const CALLS: usize = 5;
+    const LIMIT: i32 = 37;
+    let key = format!("it-hammer-{backend}-{}", random_uuid());
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let Some(c) = common::connect("concurrent_clients_admit_exactly_the_limit").await else { return };
+        c.batch_execute(&format!("SET saas.rate_limit_backend = '{backend}'")).await.unwrap();
+        clients.push(c);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for c in clients {
+        let (key, start) = (key.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut admitted = 0;
+            for _ in 0..CALLS {
+                let row = c
+                    .query_one("SELECT allowed FROM saas.rate_limit($1, $2, $2, '1 day')", &[&key, &LIMIT])
+                    .await
+                    .unwrap();
+                admitted += row.get::<_, bool>(0) as i32;
+            }
+            admitted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, LIMIT, "{backend}: {CLIENTS} clients x {CALLS} calls admitted {total}, limit {LIMIT}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_admit_exactly_the_limit() {
+    if common::connect("concurrent_clients_admit_exactly_the_limit").await.is_none() {
+        return;
+    }
+    hammer("shmem").await;
+    hammer("table").await;
+}
