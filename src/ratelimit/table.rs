@@ -341,7 +341,8 @@ mod tests {
         add(&mut slots, &k, 5);
         settle(&mut slots, &snap);
         assert_eq!(pending(&slots, &k), 5, "counts after the snapshot stay");
-        settle(&mut slots, &snapshot(&slots));
+        let rest = snapshot(&slots);
+        settle(&mut slots, &rest);
         assert!(slots.iter().all(|s| s.key.kind == 0));
         assert!(CounterKey::usage([0; 16], &"m".repeat(METRIC_MAX + 1), 1).is_none());
     }
