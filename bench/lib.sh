@@ -18,3 +18,7 @@ report() {
   awk -v c="$case" -v o="$ours" -v pn="$peer_name" -v p="$peer" -v u="$unit" \
     'BEGIN { r = (p > 0 ? o / p : 0); printf "  %-40s ours %.3f %s, %s %.3f %s: ours/peer %.3gx%s\n", c, o, u, pn, p, u, r, (r > 0 && r < 1 ? sprintf(" (peer %.3gx slower)", 1 / r) : "") }'
 }
+
+# median VALUES...: the median of whitespace-separated numbers on stdin
+# (empty fields ignored).
+median() { tr ' ' '\n' | awk 'NF { print $1 }' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

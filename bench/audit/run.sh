@@ -20,7 +20,6 @@ TENANT=0000000a-0000-4000-8000-00000000bec0
 ms() { date +%s%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
 timed() { local t0 t1; t0=$(ms); bench_psql -c "$1" >/dev/null; t1=$(ms); elapsed "$t0" "$t1"; }
-median() { tr ' ' '\n' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 bench_psql >/dev/null <<SQL
 SET client_min_messages = warning;

@@ -15,8 +15,8 @@ SECONDS_PER_RUN=${RATELIMIT_SECONDS:-5}
 ROUNDS=${RATELIMIT_ROUNDS:-3}
 KEYS=${RATELIMIT_KEYS:-10000}
 LIMIT=100
+RUN=$(date +%s%N)   # fresh race keys on every run (shared memory outlives a run)
 
-median() { tr ' ' '\n' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 bench_psql >/dev/null <<'SQL'
 SET client_min_messages = warning;
@@ -51,17 +51,32 @@ SQL
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-# Throughput scripts: every check admitted (a billion per second).
+# Throughput scripts: every check admitted (a billion per hour).
 for keys in hot many; do
   if [ "$keys" = hot ]; then key="'hot'"; pick=""; else key="'k' || :k"; pick="\\set k random(1, $KEYS)"; fi
-  printf '%s\nSELECT allowed FROM saas.rate_limit(%s, 1000000000, 1000000000, interval %s);\n' "$pick" "$key" "'1 second'" >"$dir/ours_$keys.sql"
-  printf '%s\nSELECT b_rl.peer_check(%s, 1000000000, interval %s);\n' "$pick" "$key" "'1 second'" >"$dir/peer_$keys.sql"
+  printf '%s\nSELECT allowed FROM saas.rate_limit(%s, 1000000000, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/ours_$keys.sql"
+  printf '%s\nSELECT b_rl.peer_check(%s, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/peer_$keys.sql"
 done
 
 tps() { # script backend
   PGOPTIONS="-c saas.rate_limit_backend=$2" "$PG_BIN/pgbench" -n -M prepared -f "$dir/$1.sql" \
-    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$CLIENTS" 2>&1 | awk '/^tps/ { print $3 }'
+    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$CLIENTS" >"$dir/last.out" 2>&1 || { cat "$dir/last.out" >&2; exit 1; }
+  awk '/^tps/ { print $3 }' "$dir/last.out"
 }
+
+# Steady state, as in production: every key exists before measuring (a
+# first check inserts the key in the table backend and in the peer).
+bench_psql >/dev/null <<SQL
+SET saas.rate_limit_backend = 'table';
+SELECT count(*) FROM generate_series(1, $KEYS) g, LATERAL saas.rate_limit('k' || g, 1000000000, 1000000000, interval '1 hour') r;
+SELECT count(*) FROM saas.rate_limit('hot', 1000000000, 1000000000, interval '1 hour');
+SET saas.rate_limit_backend = 'shmem';
+SELECT count(*) FROM generate_series(1, $KEYS) g, LATERAL saas.rate_limit('k' || g, 1000000000, 1000000000, interval '1 hour') r;
+SELECT count(*) FROM saas.rate_limit('hot', 1000000000, 1000000000, interval '1 hour');
+SELECT count(*) FROM generate_series(1, $KEYS) g WHERE b_rl.peer_check('k' || g, 1000000000, interval '1 hour');
+SELECT b_rl.peer_check('hot', 1000000000, interval '1 hour');
+VACUUM ANALYZE saas.rate_limit_state, b_rl.peer_counters;
+SQL
 
 echo "  1. checks per second, pgbench, $CLIENTS clients, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds"
 for keys in hot many; do
@@ -70,7 +85,6 @@ for keys in hot many; do
     got[shmem]="${got[shmem]} $(tps "ours_$keys" shmem)"
     got[table]="${got[table]} $(tps "ours_$keys" table)"
     got[peer]="${got[peer]} $(tps "peer_$keys" table)"
-    bench_psql -c "TRUNCATE saas.rate_limit_state, b_rl.peer_counters"
   done
   shmem=$(echo "${got[shmem]}" | median)
   table=$(echo "${got[table]}" | median)
@@ -85,10 +99,10 @@ done
 echo "  2. over-admission: $CLIENTS clients on one fresh key, limit $LIMIT per day, ${SECONDS_PER_RUN}s"
 for impl in shmem table peer; do
   if [ "$impl" = peer ]; then
-    call="b_rl.peer_check('race', $LIMIT, interval '1 day')"
+    call="b_rl.peer_check('race-$RUN', $LIMIT, interval '1 day')"
     backend=table
   else
-    call="(SELECT allowed FROM saas.rate_limit('race-$impl', $LIMIT, $LIMIT, interval '1 day'))"
+    call="(SELECT allowed FROM saas.rate_limit('race-$impl-$RUN', $LIMIT, $LIMIT, interval '1 day'))"
     backend=$impl
   fi
   printf 'SELECT CASE WHEN %s THEN nextval(%s) END;\n' "$call" "'b_rl.admitted_$impl'" >"$dir/race_$impl.sql"

@@ -62,6 +62,7 @@ const DAY_US: i64 = 86_400_000_000;
 
 thread_local! {
     static STATE_OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    static UPDATE_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static CHECK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
@@ -225,10 +226,10 @@ fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64
     }
 }
 
-/// The table backend: one upsert that advances the TAT only when the
-/// request fits, so concurrent checks serialize on the key's row and none
-/// over-admits. A refusal writes nothing and reads the state for its
-/// retry time.
+/// The table backend: an UPDATE (known key) or upsert (new key) that
+/// advances the TAT only when the request fits, so concurrent checks
+/// serialize on the key's row and none over-admits. A refusal writes
+/// nothing and reads the state for its retry time.
 fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
     if cost <= 0 {
         return gcra::check(limit, None, now, cost); // the error for a bad cost
@@ -243,18 +244,38 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
         Spi::connect_mut(|client| -> SaasResult<Decision> {
             use pg_sys::BuiltinOid as B;
             if cost <= limit.burst {
-                let stmt = kept_plan(
+                let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
+                let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
+                // A key seen before: one UPDATE (a HOT update, tat_us is not
+                // indexed). Its WHERE is re-checked on the newest row version
+                // when a concurrent check got there first, so it is atomic.
+                let update = kept_plan(
+                    &UPDATE_PLAN,
+                    client,
+                    "UPDATE saas.rate_limit_state AS s SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                     WHERE s.rule_id = $1 AND s.key = $2 AND GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                     RETURNING s.tat_us",
+                    &types,
+                )
+                .map_err(|e| internal("prepare its check", e))?;
+                let out = client.update(update, None, &args).map_err(|e| internal("check a key", e))?;
+                if !out.is_empty() {
+                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
+                    return Ok(gcra::admitted(limit, tat.unwrap_or(now + increment), now));
+                }
+                // A new key, or a refusal: the upsert creates the key, or
+                // re-checks under the row lock and writes nothing.
+                let upsert = kept_plan(
                     &CHECK_PLAN,
                     client,
                     "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
                      ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
                      WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
                      RETURNING tat_us",
-                    &[B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()],
+                    &types,
                 )
                 .map_err(|e| internal("prepare its check", e))?;
-                let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
-                let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+                let out = client.update(upsert, None, &args).map_err(|e| internal("check a key", e))?;
                 if !out.is_empty() {
                     let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
                     return Ok(gcra::admitted(limit, tat.unwrap_or(now + increment), now));
