@@ -82,5 +82,21 @@ SELECT set_config('request.jwt.claims', '{"role": "authenticated", "sub": "33333
 SELECT name AS carol_in_globex_sees FROM api.projects ORDER BY name;
 COMMIT;
 
+-- Rate limits and plan quotas (the seeds' limits, as rows): PostgREST's
+-- db-pre-request = saas.pre_request applies them; 429 / 402 with Retry-After.
+SELECT saas.rate_limit_rule_set('/rpc/generate_roadmap', 5, '1 hour') AS generate_rule,
+       saas.rate_limit_rule_set('/rpc/chat_*', 50, '1 hour') AS chat_rule,
+       saas.rate_limit_rule_set('/*', 60, '1 minute') AS per_user_rule;
+INSERT INTO saas.plans (plan, api_calls_per_day, storage_bytes) VALUES ('free', 1000, 1073741824)
+ON CONFLICT (plan) DO NOTHING;
+BEGIN READ ONLY;   -- a GET: limited through shared memory
+SELECT set_config('request.jwt.claims', '{"role": "authenticated", "sub": "33333333-3333-4333-8333-333333333333"}', true) IS NOT NULL AS claims_set,
+       set_config('request.headers', '{"x-tenant-id": "b0000000-0000-4000-8000-000000000002"}', true) IS NOT NULL AS header_set,
+       set_config('request.method', 'GET', true) IS NOT NULL AS method_set,
+       set_config('request.path', '/projects', true) IS NOT NULL AS path_set;
+SELECT saas.pre_request();
+SELECT current_setting('response.headers') AS rate_limit_headers;
+COMMIT;
+
 SELECT table_name, problems FROM saas.tenancy_report('{api}');
 SELECT api.health() AS demo_ready;

@@ -24,17 +24,19 @@ fn random_uuid() -> String {
     format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
 }
 
-/// A schema with one tenant table, the API roles, and tenants with members.
+/// A schema with one tenant table (named after the schema, so that rules
+/// for its path never match another test's requests), the API roles, and
+/// tenants with members.
 async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members: &[(&str, &str)]) {
     common::ensure_api_roles(admin).await;
     let mut sql = format!(
         "BEGIN; SELECT pg_advisory_xact_lock(4243);
          DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
-         CREATE TABLE {schema}.rl_items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         CREATE TABLE {schema}.{schema}_items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              tenant_id uuid NOT NULL, body text);
-         SELECT saas.enable_tenancy('{schema}.rl_items');
+         SELECT saas.enable_tenancy('{schema}.{schema}_items');
          GRANT USAGE ON SCHEMA {schema} TO anon, authenticated;
-         GRANT SELECT, INSERT ON {schema}.rl_items TO authenticated;
+         GRANT SELECT, INSERT ON {schema}.{schema}_items TO authenticated;
          SELECT saas.grant_api('{{anon,authenticated}}');"
     );
     for (id, plan) in tenants {
@@ -71,38 +73,38 @@ async fn get_requests_are_limited_in_shared_memory() {
     let (tenant, user, other) = (random_uuid(), random_uuid(), random_uuid());
     fixture(&admin, "it_rl_get", &[(&tenant, "it-rl-free")], &[(&tenant, &user), (&tenant, &other)]).await;
     admin
-        .batch_execute("SELECT saas.rate_limit_rule_set('/rl_items', 3, '1 hour', scope => 'user', method => 'GET')")
+        .batch_execute("SELECT saas.rate_limit_rule_set('/it_rl_get_items', 3, '1 hour', scope => 'user', method => 'GET')")
         .await
         .unwrap();
     let Some(api) = api_with_pre_request("it_rl_get", "get_requests_are_limited_in_shared_memory").await else { return };
 
     for expected_remaining in ["2", "1", "0"] {
-        let r = api.get("rl_items").claims(claims(&user, &tenant)).send().await;
+        let r = api.get("it_rl_get_items").claims(claims(&user, &tenant)).send().await;
         r.expect_ok();
         assert_eq!(r.header("RateLimit-Limit"), Some("3"));
         assert_eq!(r.header("RateLimit-Remaining"), Some(expected_remaining));
     }
-    let refused = api.get("rl_items").claims(claims(&user, &tenant)).send().await;
+    let refused = api.get("it_rl_get_items").claims(claims(&user, &tenant)).send().await;
     assert_eq!(refused.status, 429, "{refused:?}");
     assert_eq!(refused.code(), Some("PT429"));
     let retry: i64 = refused.header("Retry-After").expect("Retry-After").parse().unwrap();
     assert!((1..=1200).contains(&retry), "one more every 20 minutes: Retry-After {retry}");
     assert_eq!(refused.header("RateLimit-Remaining"), Some("0"));
     // Another user has a counter of their own; POST is not limited by a GET rule.
-    api.get("rl_items").claims(claims(&other, &tenant)).send().await.expect_ok();
-    api.insert("rl_items", json!([{"body": "x"}])).claims(claims(&user, &tenant)).send().await.expect_ok();
+    api.get("it_rl_get_items").claims(claims(&other, &tenant)).send().await.expect_ok();
+    api.insert("it_rl_get_items", json!([{"body": "x"}])).claims(claims(&user, &tenant)).send().await.expect_ok();
     // The refusal was counted although the request rolled back.
     let refusals: i64 = admin
         .query_one(
             "SELECT coalesce(sum(refusals), 0)::bigint FROM saas.rate_limit_refusals_report
-             WHERE path_pattern = '/rl_items' AND tenant_id = $1::text::uuid",
+             WHERE path_pattern = '/it_rl_get_items' AND tenant_id = $1::text::uuid",
             &[&tenant],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(refusals, 1);
-    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/rl_items', 'user', 'GET')").await.unwrap();
+    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_get_items', 'user', 'GET')").await.unwrap();
 }
 
 #[tokio::test]
@@ -120,13 +122,13 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         return;
     };
     // Two read-only and two read-write requests: the quota counts both kinds.
-    api.get("rl_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.insert("rl_items", json!([{"body": "1"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.get("rl_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.insert("rl_items", json!([{"body": "2"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.insert("it_rl_quota_items", json!([{"body": "1"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.insert("it_rl_quota_items", json!([{"body": "2"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
     for refused in [
-        api.get("rl_items").claims(claims(&user, &tenant_a)).send().await,
-        api.insert("rl_items", json!([{"body": "3"}])).claims(claims(&user, &tenant_a)).send().await,
+        api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await,
+        api.insert("it_rl_quota_items", json!([{"body": "3"}])).claims(claims(&user, &tenant_a)).send().await,
     ] {
         assert_eq!(refused.status, 402, "{refused:?}");
         assert_eq!(refused.code(), Some("PT402"));
@@ -135,14 +137,14 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         assert!((1..=86_400).contains(&retry), "until midnight UTC: {retry}");
     }
     let rows: i64 = admin
-        .query_one("SELECT count(*) FROM it_rl_quota.rl_items WHERE tenant_id = $1::text::uuid", &[&tenant_a])
+        .query_one("SELECT count(*) FROM it_rl_quota.it_rl_quota_items WHERE tenant_id = $1::text::uuid", &[&tenant_a])
         .await
         .unwrap()
         .get(0);
     assert_eq!(rows, 2, "the refused insert wrote nothing");
     // Tenant B's plan has no limits row: unlimited, and still counted.
     for _ in 0..6 {
-        api.get("rl_items").claims(claims(&user, &tenant_b)).send().await.expect_ok();
+        api.get("it_rl_quota_items").claims(claims(&user, &tenant_b)).send().await.expect_ok();
     }
 
     let report = |tenant: String| {
