@@ -6,25 +6,12 @@
 
 mod common;
 
-use common::Api;
+use common::{random_uuid, Api};
 use pg_saas::audit::canonical::AuditRecord;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// A fresh v4-shaped uuid per call: the log is append-only, so each run of a
-/// test uses tenants (and users) of its own and never sees earlier runs' rows.
-fn random_uuid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let a = h.finish();
-    h.write_u64(a);
-    let b = h.finish();
-    let x = ((a as u128) << 64) | b as u128;
-    let s = format!("{x:032x}");
-    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
-}
 
 /// A day of its own for a test's rows (pinned with saas.audit_clock), so
 /// verifying that window sees only this run's rows: (day, next day, noon).

@@ -7,22 +7,10 @@
 
 mod common;
 
-use common::Api;
+use common::{random_uuid, Api};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
-/// A fresh uuid per call: shared-memory state outlives a test run, so each
-/// run limits users, tenants and keys of its own.
-fn random_uuid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let a = h.finish();
-    h.write_u64(a);
-    let b = h.finish();
-    let s = format!("{:032x}", ((a as u128) << 64) | b as u128);
-    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
-}
 
 /// A schema with one tenant table (named after the schema, so that rules
 /// for its path never match another test's requests), the API roles, and

@@ -759,3 +759,18 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
         rows: 0,
     }
 }
+
+/// A fresh v4-shaped uuid per call, for tests whose state outlives a run
+/// (the append-only audit log, shared-memory rate limits): each run uses
+/// tenants, users and keys of its own.
+pub fn random_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let a = h.finish();
+    h.write_u64(a);
+    let b = h.finish();
+    let x = ((a as u128) << 64) | b as u128;
+    let s = format!("{x:032x}");
+    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
+}
