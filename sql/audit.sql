@@ -360,7 +360,7 @@ COMMENT ON FUNCTION @extschema@.audit_disable(regclass) IS
 
 -- A new partition of an audited table gets the statement triggers; a new
 -- partition of the log gets the log's protection. Called by partition
--- maintenance (hook) and by CREATE TABLE ... PARTITION OF (event trigger).
+-- maintenance (hook) and by CREATE TABLE ... PARTITION OF (the partitions module's event trigger).
 CREATE FUNCTION @extschema@._audit_partition_hook(parent regclass, part regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -382,26 +382,6 @@ END
 $$;
 INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
 VALUES ('audit', '@extschema@._audit_partition_hook(regclass, regclass)', true);
-
-CREATE FUNCTION @extschema@._audit_on_ddl()
-RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  cmd record;
-BEGIN
-  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
-             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
-             WHERE c.object_type = 'table' LOOP
-    PERFORM @extschema@._audit_partition_hook(pg_partition_root(cmd.objid), cmd.objid::regclass);
-  END LOOP;
-END
-$$;
-CREATE EVENT TRIGGER saas_audit_partitions ON ddl_command_end
-  WHEN TAG IN ('CREATE TABLE')
-  EXECUTE FUNCTION @extschema@._audit_on_ddl();
 
 CREATE FUNCTION @extschema@._audit_on_drop()
 RETURNS event_trigger

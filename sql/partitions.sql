@@ -211,6 +211,38 @@ BEGIN
 END
 $$;
 
+-- Partitions made by hand or by other tools (CREATE TABLE ... PARTITION OF,
+-- as pg_partman does) get what the built-in hooks give a partition that
+-- run_maintenance makes: tenancy's isolation, audit's statement triggers.
+-- User hooks stay with run_maintenance. Only CREATE TABLE: reacting to
+-- ALTER TABLE would also fire on the ENABLE ROW LEVEL SECURITY that
+-- pg_restore replays before the dumped policies, which would then collide.
+-- After ALTER TABLE ... ATTACH PARTITION, re-run enable_tenancy /
+-- audit_enable (idempotent); tenancy_report lists partitions left open.
+CREATE FUNCTION @extschema@._partition_on_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cmd record;
+  h record;
+BEGIN
+  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
+             WHERE c.object_type = 'table' LOOP
+    FOR h IN SELECT hook FROM @extschema@.partition_hooks WHERE builtin ORDER BY hook_name LOOP
+      EXECUTE format('SELECT %s($1, $2)', h.hook::oid::regproc)
+        USING pg_partition_root(cmd.objid), cmd.objid::regclass;
+    END LOOP;
+  END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER saas_partition_hooks ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE')
+  EXECUTE FUNCTION @extschema@._partition_on_ddl();
+
 -- Makes sure the month starting at month_start has a partition. When the
 -- default partition holds rows of that month, they are moved: create the
 -- partition standalone, move the rows, attach it; one subtransaction, so a

@@ -321,36 +321,9 @@ $$;
 COMMENT ON FUNCTION @extschema@.disable_tenancy(regclass) IS
   'Undoes enable_tenancy: drops its policies, default and index, and restores the table''s RLS flags.';
 
--- New partitions of an isolated table get the same isolation (CREATE TABLE
--- ... PARTITION OF, which is how pg_partman and saas partitions create them).
--- Only CREATE TABLE: reacting to ALTER TABLE would also fire on the ENABLE ROW
--- LEVEL SECURITY that pg_restore replays before the dumped policies, which
--- would then collide. After ALTER TABLE ... ATTACH PARTITION, re-run
--- enable_tenancy (idempotent); tenancy_report lists partitions left open.
-CREATE FUNCTION @extschema@._tenancy_on_ddl()
-RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  cmd record;
-  reg @extschema@.tenant_tables%ROWTYPE;
-BEGIN
-  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
-             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
-             WHERE c.object_type = 'table' LOOP
-    SELECT * INTO reg FROM @extschema@.tenant_tables WHERE relid = pg_partition_root(cmd.objid);
-    CONTINUE WHEN NOT FOUND;
-    IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = cmd.objid AND p.polname = 'saas_tenant_isolation') THEN
-      PERFORM @extschema@._tenancy_apply(cmd.objid::regclass, reg.tenant_column);
-    END IF;
-  END LOOP;
-END
-$$;
-CREATE EVENT TRIGGER saas_tenancy_partitions ON ddl_command_end
-  WHEN TAG IN ('CREATE TABLE')
-  EXECUTE FUNCTION @extschema@._tenancy_on_ddl();
+-- New partitions of an isolated table get the same isolation from the
+-- partitions module: its event trigger runs the built-in partition hooks,
+-- tenancy's among them (_tenancy_partition_hook, in partitions.sql).
 
 -- A dropped table leaves the registry with it.
 CREATE FUNCTION @extschema@._tenancy_on_drop()

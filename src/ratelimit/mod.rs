@@ -68,6 +68,7 @@ thread_local! {
     static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static QUOTA_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static PEER_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     /// Counters this transaction's flush wrote, by the subtransaction that
     /// wrote them; subtracted from shared memory when the transaction commits.
@@ -501,9 +502,16 @@ fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
 }
 
 /// The connection's peer address (PostgREST's own, behind a proxy); None
-/// over a Unix socket.
+/// over a Unix socket. Only asked when a request carries no proxy header.
 fn peer_address() -> Option<String> {
-    Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())").ok().flatten()
+    Spi::connect(|client| {
+        let stmt = kept_plan(&PEER_PLAN, client, "SELECT pg_catalog.host(pg_catalog.inet_client_addr())", &[]).ok()?;
+        let rows = client.select(stmt, None, &[]).ok()?;
+        if rows.is_empty() {
+            return None;
+        }
+        rows.first().get_one::<String>().ok().flatten()
+    })
 }
 
 fn day_of(now: i64) -> i32 {

@@ -13,7 +13,7 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::setting;
+use crate::pgutil::{kept_plan, setting};
 use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -97,6 +97,7 @@ thread_local! {
     /// in it sees no tenant. Keyed by lxid so an ERROR thrown mid-resolution
     /// cannot leave the flag set for later transactions.
     static RESOLVING: Cell<Option<u32>> = const { Cell::new(None) };
+    static LOOKUP_PLAN: Cell<Option<&'static pgrx::spi::OwnedPreparedStatement>> = const { Cell::new(None) };
 }
 
 /// The backend-local id of the current transaction.
@@ -146,13 +147,17 @@ fn to_pg(u: Uuid) -> pgrx::Uuid {
 fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option<TenantRole>)>> {
     let row: Option<(Option<String>, Option<String>)> = Spi::connect(|client| {
         let args = [to_pg(tenant).into(), user.map(to_pg).into()];
-        let table = client.select(
+        let uuid = pg_sys::BuiltinOid::UUIDOID.value();
+        // Once per request: kept, not parsed each time.
+        let stmt = kept_plan(
+            &LOOKUP_PLAN,
+            client,
             "SELECT t.status, m.role::text FROM saas.tenants t \
              LEFT JOIN saas.memberships m ON m.tenant_id = t.id AND m.user_id = $2 \
              WHERE t.id = $1",
-            Some(1),
-            &args,
+            &[uuid, uuid],
         )?;
+        let table = client.select(stmt, Some(1), &args)?;
         if table.is_empty() {
             Ok::<_, pgrx::spi::Error>(None)
         } else {
