@@ -7,7 +7,7 @@
 mod common;
 
 use common::{random_uuid, Api};
-use pg_saas::audit::canonical::AuditRecord;
+use pg_saas::audit::canonical::{AuditRecord, JsonObject};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -283,9 +283,9 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         operation: row.get(4),
         schema_name: row.get(5),
         table_name: row.get(6),
-        record_key: Some(serde_json::from_str(&row.get::<_, String>(7)).unwrap()),
+        record_key: Some(JsonObject::parse(&row.get::<_, String>(7)).unwrap()),
         old_values: None,
-        new_values: Some(json!({"body": body})),
+        new_values: Some(JsonObject::parse(&json!({"body": body}).to_string()).unwrap()),
         client_ip: None,
         user_agent: None,
         request_id: None,

@@ -282,6 +282,25 @@ SELECT ok, retired_seals > 0 AS says_retired, detail LIKE '%retired by retention
 FROM saas.audit_verify('-infinity', 'infinity');
 
 -- ---------------------------------------------------------------------------
+-- How rows are stored: the triggers write straight into their month's
+-- partition; a partition they cannot vouch for (here one with a CHECK added
+-- by hand) gets its rows through an ordinary INSERT, which enforces it.
+-- ---------------------------------------------------------------------------
+BEGIN;
+SET LOCAL saas.audit_clock = '2026-11-15 08:00:00+00';
+INSERT INTO audit_test.settings VALUES ('direct', 'row');
+SELECT tableoid::regclass AS stored_in FROM saas.audit_log WHERE new_values ->> 'key' = 'direct';
+ALTER TABLE saas.audit_log_p2026_11 ADD CONSTRAINT regress_short_keys CHECK (length(new_values ->> 'key') < 8) NOT VALID;
+INSERT INTO audit_test.settings VALUES ('checked', 'row');
+SELECT tableoid::regclass AS stored_in FROM saas.audit_log WHERE new_values ->> 'key' = 'checked';
+\set VERBOSITY terse
+INSERT INTO audit_test.settings VALUES ('far too long', 'row');
+\set VERBOSITY default
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT ok FROM saas.audit_verify('-infinity', 'infinity');
+
+-- ---------------------------------------------------------------------------
 -- audit_disable, drops
 -- ---------------------------------------------------------------------------
 SELECT saas.audit_disable('audit_test.notes') AS was_audited, saas.audit_disable('audit_test.notes') AS again;

@@ -61,7 +61,13 @@ fn write_canonical(value: &Value, out: &mut String) {
 fn write_string(s: &str, out: &mut String) {
     // serde_json's escaping is fixed (\" \\ \n \r \t \b \f, \u00XX otherwise
     // below 0x20, everything else verbatim), hence canonical.
-    out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
+    }
 }
 
 /// A JSON number written by its value: `[-]DIGITS[eEXP]` with no leading or
@@ -137,9 +143,9 @@ pub struct AuditRecord {
     pub operation: String,
     pub schema_name: String,
     pub table_name: String,
-    pub record_key: Option<Value>,
-    pub old_values: Option<Value>,
-    pub new_values: Option<Value>,
+    pub record_key: Option<JsonObject>,
+    pub old_values: Option<JsonObject>,
+    pub new_values: Option<JsonObject>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
@@ -149,28 +155,49 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The canonical JSON document the row hash is taken over.
+    /// The canonical JSON document the row hash is taken over: the object
+    /// of all fields, written straight from the parts (the row images are
+    /// canonical already), the same text [`canonical_json`] gives.
     pub fn canonical(&self) -> String {
-        let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
-        let mut m = Map::new();
-        m.insert("id".into(), Value::from(self.id));
-        m.insert("tenant_id".into(), Value::String(self.tenant_id.clone()));
-        m.insert("logged_at".into(), Value::from(self.logged_at_unix_micros));
-        m.insert("actor_id".into(), opt(&self.actor_id));
-        m.insert("actor_role".into(), opt(&self.actor_role));
-        m.insert("operation".into(), Value::String(self.operation.clone()));
-        m.insert("schema_name".into(), Value::String(self.schema_name.clone()));
-        m.insert("table_name".into(), Value::String(self.table_name.clone()));
-        m.insert("record_key".into(), self.record_key.clone().unwrap_or(Value::Null));
-        m.insert("old_values".into(), self.old_values.clone().unwrap_or(Value::Null));
-        m.insert("new_values".into(), self.new_values.clone().unwrap_or(Value::Null));
-        m.insert("client_ip".into(), opt(&self.client_ip));
-        m.insert("user_agent".into(), opt(&self.user_agent));
-        m.insert("request_id".into(), opt(&self.request_id));
-        m.insert("request_method".into(), opt(&self.request_method));
-        m.insert("request_path".into(), opt(&self.request_path));
-        m.insert("txid".into(), Value::from(self.txid));
-        canonical_json(&Value::Object(m))
+        let string = |v: &str| {
+            let mut out = String::with_capacity(v.len() + 2);
+            write_string(v, &mut out);
+            out
+        };
+        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_string(), string);
+        let object = |v: &Option<JsonObject>| v.as_ref().map_or_else(|| "null".to_string(), JsonObject::canonical);
+        let mut fields: [(&str, String); 17] = [
+            ("id", canonical_number(&self.id.to_string())),
+            ("tenant_id", string(&self.tenant_id)),
+            ("logged_at", canonical_number(&self.logged_at_unix_micros.to_string())),
+            ("actor_id", opt(&self.actor_id)),
+            ("actor_role", opt(&self.actor_role)),
+            ("operation", string(&self.operation)),
+            ("schema_name", string(&self.schema_name)),
+            ("table_name", string(&self.table_name)),
+            ("record_key", object(&self.record_key)),
+            ("old_values", object(&self.old_values)),
+            ("new_values", object(&self.new_values)),
+            ("client_ip", opt(&self.client_ip)),
+            ("user_agent", opt(&self.user_agent)),
+            ("request_id", opt(&self.request_id)),
+            ("request_method", opt(&self.request_method)),
+            ("request_path", opt(&self.request_path)),
+            ("txid", canonical_number(&self.txid.to_string())),
+        ];
+        fields.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut out = String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2);
+        out.push('{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(key, &mut out);
+            out.push(':');
+            out.push_str(value);
+        }
+        out.push('}');
+        out
     }
 
     pub fn hash(&self) -> Hash {
@@ -247,56 +274,408 @@ impl Seal {
 /// dropped: `None` when an UPDATE changed nothing but ignored columns.
 #[derive(Debug, PartialEq)]
 pub struct Change {
-    pub old_values: Option<Value>,
-    pub new_values: Option<Value>,
+    pub old_values: Option<JsonObject>,
+    pub new_values: Option<JsonObject>,
 }
 
-/// Old and new row images (JSON objects) as the log stores them. For UPDATE
-/// with `changed_only`, both images keep just the columns whose values differ.
+/// Old and new row images as the log stores them. For UPDATE with
+/// `changed_only`, both images keep just the columns whose values differ;
+/// a value differs when PostgreSQL writes it differently (so 1.5 and 1.50
+/// differ, as the row does).
 pub fn change_of(
-    old: Option<Map<String, Value>>,
-    new: Option<Map<String, Value>>,
+    old: Option<JsonObject>,
+    new: Option<JsonObject>,
     ignored: &[String],
     changed_only: bool,
 ) -> Option<Change> {
-    let strip = |mut m: Map<String, Value>| {
-        for col in ignored {
-            m.remove(col);
+    let strip = |mut m: JsonObject| {
+        if !ignored.is_empty() {
+            m.retain(|k| !ignored.iter().any(|i| i == k));
         }
         m
     };
     match (old.map(strip), new.map(strip)) {
         (Some(mut o), Some(mut n)) => {
+            let same = |a: &JsonObject, b: &JsonObject, key: &str| {
+                a.get(key).map(|m| &m.text) == b.get(key).map(|m| &m.text)
+            };
             let changed: Vec<String> = n
-                .iter()
-                .filter(|(k, v)| o.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .chain(o.keys().filter(|k| !n.contains_key(*k)).cloned())
+                .keys()
+                .chain(o.keys())
+                .filter(|k| !same(&o, &n, k))
+                .map(str::to_owned)
                 .collect();
             if changed.is_empty() {
                 return None;
             }
             if changed_only {
-                o.retain(|k, _| changed.contains(k));
-                n.retain(|k, _| changed.contains(k));
+                o.retain(|k| changed.iter().any(|c| c == k));
+                n.retain(|k| changed.iter().any(|c| c == k));
             }
-            Some(Change { old_values: Some(Value::Object(o)), new_values: Some(Value::Object(n)) })
+            Some(Change { old_values: Some(o), new_values: Some(n) })
         }
-        (o, n) => Some(Change { old_values: o.map(Value::Object), new_values: n.map(Value::Object) }),
+        (o, n) => Some(Change { old_values: o, new_values: n }),
     }
 }
 
 /// The record's key: its primary-key columns, or the whole row when the table
 /// has none (audit_enable says so in a NOTICE).
-pub fn record_key(row: &Map<String, Value>, key_columns: &[String]) -> Value {
+pub fn record_key(row: &JsonObject, key_columns: &[String]) -> JsonObject {
     if key_columns.is_empty() {
-        return Value::Object(row.clone());
+        return row.clone();
     }
-    let mut m = Map::new();
-    for col in key_columns {
-        m.insert(col.clone(), row.get(col).cloned().unwrap_or(Value::Null));
+    let mut members: Vec<Member> = key_columns
+        .iter()
+        .map(|col| {
+            row.get(col).cloned().unwrap_or_else(|| Member {
+                key: col.clone(),
+                text: "null".into(),
+                canonical: "null".into(),
+            })
+        })
+        .collect();
+    members.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    members.dedup_by(|a, b| a.key == b.key);
+    JsonObject { members }
+}
+
+// ---------------------------------------------------------------------------
+// Row images without a JSON tree
+// ---------------------------------------------------------------------------
+
+/// A JSON object as the log keeps it: for each member the text it came in
+/// (what `jsonb` input gets, so values keep their spelling, e.g. 1.50) and
+/// its canonical text (what the hash covers), in canonical key order. Parsed
+/// once from `row_to_json` (or, when verifying, from `jsonb` output)
+/// without building a tree of values: the audit trigger's hot path.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct JsonObject {
+    members: Vec<Member>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub key: String,
+    pub text: String,
+    pub canonical: String,
+}
+
+/// Text that is not the JSON object it should be.
+#[derive(Debug, PartialEq)]
+pub struct JsonError(pub String);
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    Value::Object(m)
+}
+
+impl JsonObject {
+    pub fn parse(text: &str) -> Result<JsonObject, JsonError> {
+        let mut sc = Scanner { src: text, b: text.as_bytes(), pos: 0 };
+        sc.ws();
+        let mut members = Vec::new();
+        sc.object(|key, start, end, canonical| {
+            members.push(Member { key, text: text[start..end].to_string(), canonical });
+        })?;
+        sc.ws();
+        if sc.pos != sc.b.len() {
+            return Err(sc.error("text after the object"));
+        }
+        Ok(JsonObject { members: canonical_order(members) })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.key.as_bytes().cmp(key.as_bytes()))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.key.as_str())
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.members.retain(|m| keep(&m.key));
+    }
+
+    /// The object as JSON text, each value spelled as it came.
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(self.members.iter().map(|m| m.key.len() + m.text.len() + 4).sum::<usize>() + 2);
+        self.write(&mut out, |m| &m.text);
+        out
+    }
+
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(self.members.iter().map(|m| m.key.len() + m.canonical.len() + 4).sum::<usize>() + 2);
+        self.write(&mut out, |m| &m.canonical);
+        out
+    }
+
+    fn write(&self, out: &mut String, value: impl Fn(&Member) -> &String) {
+        out.push('{');
+        for (i, m) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(&m.key, out);
+            out.push(':');
+            out.push_str(value(m));
+        }
+        out.push('}');
+    }
+}
+
+/// The object's JSON text (see [`JsonObject::text`]).
+impl std::fmt::Display for JsonObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl Member {
+    /// The value when it is a JSON string.
+    pub fn as_string(&self) -> Option<String> {
+        let mut sc = Scanner { src: &self.text, b: self.text.as_bytes(), pos: 0 };
+        (sc.peek() == Some(b'"')).then(|| sc.string().ok().map(|s| s.into_owned())).flatten()
+    }
+}
+
+/// Sorted by key bytes; of equal keys the last one stays (as in jsonb and
+/// serde_json).
+fn canonical_order<T>(mut members: Vec<T>) -> Vec<T>
+where
+    T: KeyOf,
+{
+    members.reverse();
+    members.sort_by(|a, b| a.key().as_bytes().cmp(b.key().as_bytes()));
+    members.dedup_by(|a, b| a.key() == b.key());
+    members
+}
+
+trait KeyOf {
+    fn key(&self) -> &str;
+}
+
+impl KeyOf for Member {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl KeyOf for (std::borrow::Cow<'_, str>, String) {
+    fn key(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A forward-only reader of JSON text that writes canonical text as it
+/// goes.
+struct Scanner<'a> {
+    src: &'a str,
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn error(&self, what: &str) -> JsonError {
+        JsonError(format!("invalid JSON at byte {}: {what}", self.pos))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), JsonError> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{}'", c as char)))
+        }
+    }
+
+    /// An object's members: `each(key, value start, value end, canonical)`.
+    fn object(&mut self, mut each: impl FnMut(String, usize, usize, String)) -> Result<(), JsonError> {
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?.into_owned();
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let start = self.pos;
+            let mut canonical = String::new();
+            self.value(&mut canonical)?;
+            each(key, start, self.pos, canonical);
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn value(&mut self, out: &mut String) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'{') => {
+                let mut members: Vec<(std::borrow::Cow<'_, str>, String)> = Vec::new();
+                self.object(|k, _, _, c| members.push((k.into(), c)))?;
+                out.push('{');
+                for (i, (k, c)) in canonical_order(members).iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(k, out);
+                    out.push(':');
+                    out.push_str(c);
+                }
+                out.push('}');
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.ws();
+                out.push('[');
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        self.value(out)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                out.push(',');
+                            }
+                            Some(b']') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.error("expected ',' or ']'")),
+                        }
+                    }
+                }
+                out.push(']');
+            }
+            Some(b'"') => {
+                let s = self.string()?;
+                write_string(&s, out);
+            }
+            Some(b't') => self.literal("true", out)?,
+            Some(b'f') => self.literal("false", out)?,
+            Some(b'n') => self.literal("null", out)?,
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+                    self.pos += 1;
+                }
+                out.push_str(&canonical_number(&self.src[start..self.pos]));
+            }
+            _ => return Err(self.error("expected a value")),
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &str, out: &mut String) -> Result<(), JsonError> {
+        if self.b[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            out.push_str(word);
+            Ok(())
+        } else {
+            Err(self.error("expected true, false or null"))
+        }
+    }
+
+    /// A string's value: borrowed when it has no escapes.
+    fn string(&mut self) -> Result<std::borrow::Cow<'a, str>, JsonError> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            match c {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(std::borrow::Cow::Borrowed(&self.src[start..self.pos - 1]));
+                }
+                b'\\' => break,
+                _ => self.pos += 1,
+            }
+        }
+        let mut out = String::from(&self.src[start..self.pos]);
+        loop {
+            match self.peek() {
+                None => return Err(self.error("unterminated string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(std::borrow::Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let c = self.peek().ok_or_else(|| self.error("unterminated escape"))?;
+                    self.pos += 1;
+                    match c {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let high = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&high) {
+                                if !self.b[self.pos..].starts_with(b"\\u") {
+                                    return Err(self.error("lone surrogate"));
+                                }
+                                self.pos += 2;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err(self.error("lone surrogate"));
+                                }
+                                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                            } else {
+                                high
+                            };
+                            out.push(char::from_u32(code).ok_or_else(|| self.error("lone surrogate"))?);
+                        }
+                        _ => return Err(self.error("unknown escape")),
+                    }
+                }
+                Some(_) => {
+                    // Copy up to the next quote or escape (whole UTF-8 runs).
+                    let start = self.pos;
+                    while !matches!(self.peek(), None | Some(b'"' | b'\\')) {
+                        self.pos += 1;
+                    }
+                    out.push_str(&self.src[start..self.pos]);
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self.src.get(self.pos..self.pos + 4).ok_or_else(|| self.error("short \\u escape"))?;
+        let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("bad \\u escape"))?;
+        self.pos += 4;
+        Ok(v)
+    }
 }
 
 /// The client address of a request: the first hop of `x-forwarded-for`, else
@@ -360,37 +739,80 @@ mod tests {
         assert_eq!(canonical_json(&from_trigger), canonical_json(&from_jsonb));
     }
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn obj(text: &str) -> JsonObject {
+        JsonObject::parse(text).unwrap()
+    }
+
+    fn text_of(v: &Option<JsonObject>) -> Option<String> {
+        v.as_ref().map(JsonObject::text)
     }
 
     #[test]
     fn update_of_ignored_columns_only_writes_nothing() {
-        let old = obj(json!({"id": 1, "name": "a", "updated_at": "t1"}));
-        let new = obj(json!({"id": 1, "name": "a", "updated_at": "t2"}));
+        let old = obj(r#"{"id": 1, "name": "a", "updated_at": "t1"}"#);
+        let new = obj(r#"{"id": 1, "name": "a", "updated_at": "t2"}"#);
         assert_eq!(change_of(Some(old.clone()), Some(new.clone()), &["updated_at".into()], true), None);
         let c = change_of(Some(old), Some(new), &[], true).unwrap();
-        assert_eq!(c.old_values, Some(json!({"updated_at": "t1"})));
-        assert_eq!(c.new_values, Some(json!({"updated_at": "t2"})));
+        assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"updated_at":"t1"}"#));
+        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"updated_at":"t2"}"#));
     }
 
     #[test]
     fn full_images_keep_every_column_but_ignored_ones() {
-        let old = obj(json!({"id": 1, "name": "a", "secret": "s"}));
-        let new = obj(json!({"id": 1, "name": "b", "secret": "s2"}));
+        let old = obj(r#"{"id": 1, "name": "a", "secret": "s"}"#);
+        let new = obj(r#"{"id": 1, "name": "b", "secret": "s2"}"#);
         let c = change_of(Some(old), Some(new), &["secret".into()], false).unwrap();
-        assert_eq!(c.old_values, Some(json!({"id": 1, "name": "a"})));
-        assert_eq!(c.new_values, Some(json!({"id": 1, "name": "b"})));
-        let ins = change_of(None, Some(obj(json!({"id": 2, "secret": "x"}))), &["secret".into()], true).unwrap();
+        assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"id":1,"name":"a"}"#));
+        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"id":1,"name":"b"}"#));
+        let ins = change_of(None, Some(obj(r#"{"id": 2, "secret": "x"}"#)), &["secret".into()], true).unwrap();
         assert_eq!(ins.old_values, None);
-        assert_eq!(ins.new_values, Some(json!({"id": 2})));
+        assert_eq!(text_of(&ins.new_values).as_deref(), Some(r#"{"id":2}"#));
+    }
+
+    #[test]
+    fn a_value_changes_when_postgresql_writes_it_differently() {
+        // numeric 1.5 -> 1.50 is an UPDATE of the row; json keeps its spacing.
+        let c = change_of(Some(obj(r#"{"n": 1.5, "j": {"a":1}}"#)), Some(obj(r#"{"n": 1.50, "j": {"a": 1}}"#)), &[], true)
+            .unwrap();
+        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"j":{"a": 1},"n":1.50}"#));
+        // ... and both spellings hash alike.
+        assert_eq!(c.old_values.unwrap().canonical(), c.new_values.unwrap().canonical());
+        // A column that disappears counts as changed.
+        let gone = change_of(Some(obj(r#"{"a": 1, "b": 2}"#)), Some(obj(r#"{"a": 1}"#)), &[], true).unwrap();
+        assert_eq!(text_of(&gone.old_values).as_deref(), Some(r#"{"b":2}"#));
     }
 
     #[test]
     fn record_key_falls_back_to_the_row() {
-        let row = obj(json!({"a": 1, "b": 2}));
-        assert_eq!(record_key(&row, &["b".into()]), json!({"b": 2}));
-        assert_eq!(record_key(&row, &[]), json!({"a": 1, "b": 2}));
+        let row = obj(r#"{"a": 1, "b": 2}"#);
+        assert_eq!(record_key(&row, &["b".into()]).text(), r#"{"b":2}"#);
+        assert_eq!(record_key(&row, &["b".into(), "zz".into()]).text(), r#"{"b":2,"zz":null}"#);
+        assert_eq!(record_key(&row, &[]).text(), r#"{"a":1,"b":2}"#);
+    }
+
+    #[test]
+    fn members_read_as_strings() {
+        let row = obj(r#"{"t": "0000000a-0000-4000-8000-00000000bec0", "e": "a\"b\u00e9\ud83d\ude00", "n": 1, "z": null}"#);
+        assert_eq!(row.get("t").unwrap().as_string().as_deref(), Some("0000000a-0000-4000-8000-00000000bec0"));
+        assert_eq!(row.get("e").unwrap().as_string().as_deref(), Some("a\"b\u{e9}\u{1f600}"));
+        assert_eq!(row.get("n").unwrap().as_string(), None);
+        assert_eq!(row.get("z").unwrap().as_string(), None);
+        assert!(row.get("missing").is_none());
+    }
+
+    #[test]
+    fn bad_text_is_an_error_not_a_guess() {
+        for bad in [r#"[1]"#, r#"{"a" 1}"#, r#"{"a": 1"#, r#"{"a": tru}"#, r#"{"a": "\ud800"}"#, r#"{"a": 1} x"#, r#"{"a": "\q"}"#, ""] {
+            assert!(JsonObject::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_as_jsonb_does() {
+        let row = obj(r#"{"j": {"a": 1, "b": 0, "a": 2}}"#);
+        let oracle: Value = serde_json::from_str(r#"{"j": {"a": 1, "b": 0, "a": 2}}"#).unwrap();
+        assert_eq!(row.canonical(), canonical_json(&oracle));
+        assert_eq!(row.canonical(), r#"{"j":{"a":2,"b":0}}"#);
     }
 
     #[test]
@@ -413,9 +835,9 @@ mod tests {
             operation: "UPDATE".into(),
             schema_name: "app".into(),
             table_name: "notes".into(),
-            record_key: Some(json!({"id": 1})),
-            old_values: Some(json!({"body": "a"})),
-            new_values: Some(json!({"body": "b"})),
+            record_key: Some(obj(r#"{"id": 1}"#)),
+            old_values: Some(obj(r#"{"body": "a"}"#)),
+            new_values: Some(obj(r#"{"body": "b", "n": 1.50, "t": "\u0001\n"}"#)),
             client_ip: Some("203.0.113.7".into()),
             user_agent: None,
             request_id: None,
@@ -433,7 +855,7 @@ mod tests {
         let mut r = base.clone(); r.id = 8; edits.push(r);
         let mut r = base.clone(); r.txid = 1235; edits.push(r);
         let mut r = base.clone(); r.logged_at_unix_micros += 1; edits.push(r);
-        let mut r = base.clone(); r.new_values = Some(json!({"body": "c"})); edits.push(r);
+        let mut r = base.clone(); r.new_values = Some(obj(r#"{"body": "c"}"#)); edits.push(r);
         let mut r = base.clone(); r.actor_id = Some("x".into()); edits.push(r);
         let mut r = base.clone(); r.client_ip = None; edits.push(r);
         let mut r = base.clone(); r.tenant_id = "00000000-0000-0000-0000-000000000002".into(); edits.push(r);
@@ -441,6 +863,42 @@ mod tests {
             assert_ne!(e.hash(), h, "{e:?}");
         }
         assert_eq!(base.clone().hash(), h);
+    }
+
+    /// The row hash as it was defined first: the object of all fields as
+    /// serde_json values, through [`canonical_json`].
+    fn oracle_canonical(r: &AuditRecord) -> String {
+        let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
+        let json = |v: &Option<JsonObject>| v.as_ref().map_or(Value::Null, |o| serde_json::from_str(&o.text()).unwrap());
+        let mut m = Map::new();
+        m.insert("id".into(), Value::from(r.id));
+        m.insert("tenant_id".into(), Value::String(r.tenant_id.clone()));
+        m.insert("logged_at".into(), Value::from(r.logged_at_unix_micros));
+        m.insert("actor_id".into(), opt(&r.actor_id));
+        m.insert("actor_role".into(), opt(&r.actor_role));
+        m.insert("operation".into(), Value::String(r.operation.clone()));
+        m.insert("schema_name".into(), Value::String(r.schema_name.clone()));
+        m.insert("table_name".into(), Value::String(r.table_name.clone()));
+        m.insert("record_key".into(), json(&r.record_key));
+        m.insert("old_values".into(), json(&r.old_values));
+        m.insert("new_values".into(), json(&r.new_values));
+        m.insert("client_ip".into(), opt(&r.client_ip));
+        m.insert("user_agent".into(), opt(&r.user_agent));
+        m.insert("request_id".into(), opt(&r.request_id));
+        m.insert("request_method".into(), opt(&r.request_method));
+        m.insert("request_path".into(), opt(&r.request_path));
+        m.insert("txid".into(), Value::from(r.txid));
+        canonical_json(&Value::Object(m))
+    }
+
+    #[test]
+    fn record_canonical_is_the_canonical_json_of_its_fields() {
+        let mut r = record();
+        assert_eq!(r.canonical(), oracle_canonical(&r));
+        r.user_agent = Some("Mozilla \"quoted\" \u{7}".into());
+        r.old_values = None;
+        r.id = -5;
+        assert_eq!(r.canonical(), oracle_canonical(&r));
     }
 
     #[test]
@@ -458,7 +916,46 @@ mod tests {
         assert_eq!(a.count, 2);
     }
 
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1_000_000i64..1_000_000, 0u32..6, -20i32..20).prop_map(|(m, scale, e)| {
+                let text = if scale == 0 { format!("{m}e{e}") } else { format!("{m}.{}", "0".repeat(scale as usize)) };
+                serde_json::from_str(&text).unwrap()
+            }),
+            "\\PC{0,12}".prop_map(Value::String),
+            proptest::collection::vec(any::<char>(), 0..6).prop_map(|c| Value::String(c.into_iter().collect())),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Z_\"\\\\é]{0,6}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        // The hot path's canonical text equals the tree-based definition,
+        // whatever the spacing of the text it reads (row_to_json is compact,
+        // jsonb output spaced).
+        #[test]
+        fn parsed_objects_canonicalise_like_values(
+            members in proptest::collection::btree_map("[a-z_\"é]{0,8}", json_value(), 0..8),
+        ) {
+            let value = Value::Object(members.into_iter().collect());
+            let expected = canonical_json(&value);
+            for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+                let parsed = JsonObject::parse(&text).unwrap();
+                prop_assert_eq!(parsed.canonical(), expected.clone());
+                // Its text is JSON of the same value.
+                let again: Value = serde_json::from_str(&parsed.text()).unwrap();
+                prop_assert_eq!(canonical_json(&again), expected.clone());
+            }
+        }
+
         // A number keeps its canonical form through any textual respelling
         // PostgreSQL may produce: trailing zeros, exponent, leading zeros.
         #[test]

@@ -11,13 +11,14 @@
 //! privilege on the log and cannot write it directly.
 
 pub mod canonical;
+mod log_writer;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::tenancy;
 use crate::pgutil::{as_owner, clock_override, kept_plan, setting};
 use crate::tenancy::context::{parse_claims, subject};
 use canonical::{
-    client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, RowsDigest, Seal,
+    client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, JsonObject, RowsDigest, Seal,
     PG_EPOCH_OFFSET_MICROS,
 };
 use pgrx::prelude::*;
@@ -73,11 +74,16 @@ unsafe extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32,
     LOG_TARGET.with(|t| t.set(None));
 }
 
-/// Where the triggers write: the owner they write as and the id sequence.
+/// Where the triggers write: the log, the owner they write as, the id
+/// sequence, and whether the log is still partitioned the way the direct
+/// writer routes rows (by range of its one timestamptz column, logged_at,
+/// in the default btree order).
 #[derive(Clone, Copy)]
 struct LogTarget {
+    log: pg_sys::Oid,
     owner: pg_sys::Oid,
     id_seq: pg_sys::Oid,
+    routable: bool,
 }
 
 /// The trigger's options, as `audit_enable` wrote them into its argument.
@@ -158,14 +164,35 @@ fn log_target() -> SaasResult<LogTarget> {
     if let Some(t) = LOG_TARGET.with(|t| t.get()) {
         return Ok(t);
     }
-    let row = Spi::get_two::<pg_sys::Oid, pg_sys::Oid>(
-        "SELECT c.relowner, pg_catalog.pg_get_serial_sequence('saas.audit_log', 'id')::pg_catalog.regclass::pg_catalog.oid \
-         FROM pg_catalog.pg_class c WHERE c.oid = 'saas.audit_log'::pg_catalog.regclass",
-    )
+    let found = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT c.oid, c.relowner, \
+                    pg_catalog.pg_get_serial_sequence('saas.audit_log', 'id')::pg_catalog.regclass::pg_catalog.oid, \
+                    coalesce(( \
+                      SELECT p.partstrat = 'r' AND p.partnatts = 1 AND p.partexprs IS NULL \
+                             AND a.attname = 'logged_at' AND a.atttypid = 'pg_catalog.timestamptz'::pg_catalog.regtype \
+                             AND p.partclass[0] = (SELECT o.oid FROM pg_catalog.pg_opclass o \
+                                                   JOIN pg_catalog.pg_am m ON m.oid = o.opcmethod AND m.amname = 'btree' \
+                                                   WHERE o.opcintype = a.atttypid AND o.opcdefault) \
+                      FROM pg_catalog.pg_partitioned_table p \
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
+                      WHERE p.partrelid = c.oid), false) \
+             FROM pg_catalog.pg_class c WHERE c.oid = 'saas.audit_log'::pg_catalog.regclass",
+            None,
+            &[],
+        )?;
+        let row = rows.first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<pg_sys::Oid>(1)?,
+            row.get::<pg_sys::Oid>(2)?,
+            row.get::<pg_sys::Oid>(3)?,
+            row.get::<bool>(4)?,
+        ))
+    })
     .map_err(|e| internal("find saas.audit_log", e))?;
-    match row {
-        (Some(owner), Some(id_seq)) => {
-            let t = LogTarget { owner, id_seq };
+    match found {
+        (Some(log), Some(owner), Some(id_seq), routable) => {
+            let t = LogTarget { log, owner, id_seq, routable: routable.unwrap_or(false) };
             LOG_TARGET.with(|c| c.set(Some(t)));
             Ok(t)
         }
@@ -284,7 +311,7 @@ fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
 
 /// A composite datum as a JSON object (`row_to_json`: every type has a JSON
 /// form; arrays, domains, enums, bytea and NULLs included).
-unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<Map<String, Value>> {
+unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<JsonObject> {
     let json = pg_sys::DirectFunctionCall1Coll(Some(builtins::row_to_json), pg_sys::InvalidOid, datum);
     let text = pgrx::varlena::text_to_rust_str(json.cast_mut_ptr()).map_err(|e| {
         SaasError::new(
@@ -294,12 +321,12 @@ unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<Map<String, Value>>
         )
         .with_detail(e.to_string())
     })?;
-    let map = serde_json::from_str(text).map_err(|e| internal("read a row as JSON", e))?;
+    let map = JsonObject::parse(text).map_err(|e| internal("read a row as JSON", e))?;
     pg_sys::pfree(json.cast_mut_ptr());
     Ok(map)
 }
 
-unsafe fn tuple_json(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> SaasResult<Map<String, Value>> {
+unsafe fn tuple_json(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> SaasResult<JsonObject> {
     let datum = pg_sys::heap_copy_tuple_as_datum(tuple, desc);
     let row = composite_json(datum);
     pg_sys::pfree(datum.cast_mut_ptr());
@@ -318,10 +345,10 @@ fn table_names(rel: pg_sys::Relation) -> (String, String) {
 
 /// The tenant a change belongs to: the row's tenant column, else the
 /// request's tenant, else [`NO_TENANT`].
-fn tenant_of(row: Option<&Map<String, Value>>, opts: &TriggerOptions) -> SaasResult<String> {
+fn tenant_of(row: Option<&JsonObject>, opts: &TriggerOptions) -> SaasResult<String> {
     if let (Some(row), Some(col)) = (row, opts.tenant_column.as_deref()) {
-        if let Some(t) = row.get(col).and_then(Value::as_str) {
-            return Ok(t.to_string());
+        if let Some(t) = row.get(col).and_then(|m| m.as_string()) {
+            return Ok(t);
         }
     }
     Ok(tenancy::resolved_tenant()?.map_or_else(|| NO_TENANT.to_string(), |t| t.to_string()))
@@ -330,8 +357,8 @@ fn tenant_of(row: Option<&Map<String, Value>>, opts: &TriggerOptions) -> SaasRes
 /// Builds the record for one change, or `None` when nothing audited changed.
 fn record_for(
     operation: &str,
-    old: Option<Map<String, Value>>,
-    new: Option<Map<String, Value>>,
+    old: Option<JsonObject>,
+    new: Option<JsonObject>,
     opts: &TriggerOptions,
     table: &(String, String),
     ctx: &RequestContext,
@@ -375,12 +402,13 @@ fn pg_uuid(text: &str) -> SaasResult<pgrx::Uuid> {
     })
 }
 
-fn json_text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
+fn json_text(v: &Option<JsonObject>) -> Option<String> {
+    v.as_ref().map(JsonObject::text)
 }
 
 
-/// Assigns ids, hashes and writes `records` (as the log's owner).
+/// Assigns ids, hashes and writes `records` (as the log's owner): straight
+/// into their partitions where [`log_writer`] can, the rest with an INSERT.
 fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
     if records.is_empty() {
         return Ok(());
@@ -390,85 +418,117 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
         for r in records.iter_mut() {
             r.id = next_id(target.id_seq);
         }
-        let timestamps: Vec<pg_sys::TimestampTz> =
-            records.iter().map(|r| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
-        Spi::connect_mut(|client| -> SaasResult<()> {
-            use pg_sys::BuiltinOid as B;
-            if records.len() == 1 {
-                let r = &records[0];
-                let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
-                let types = [
-                    B::UUIDOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::UUIDOID, B::TEXTOID, B::TEXTOID,
-                    B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
-                    B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
-                ]
-                .map(|b| b.value());
-                let stmt = kept_plan(&ROW_PLAN, client, &row_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
-                let hash: Vec<u8> = r.hash().to_vec();
-                let args = [
-                    pg_uuid(&r.tenant_id)?.into(),
-                    r.id.into(),
-                    ts.into(),
-                    r.txid.into(),
-                    r.actor_id.as_deref().map(pg_uuid).transpose()?.into(),
-                    r.actor_role.clone().into(),
-                    r.operation.clone().into(),
-                    r.schema_name.clone().into(),
-                    r.table_name.clone().into(),
-                    json_text(&r.record_key).into(),
-                    json_text(&r.old_values).into(),
-                    json_text(&r.new_values).into(),
-                    r.client_ip.clone().into(),
-                    r.user_agent.clone().into(),
-                    r.request_id.clone().into(),
-                    r.request_method.clone().into(),
-                    r.request_path.clone().into(),
-                    hash.into(),
-                ];
-                client.update(stmt, None, &args).map_err(|e| internal("write the audit row", e))?;
-                return Ok(());
+        let mut writer = log_writer::LogWriter::open(target.log, target.routable);
+        let mut rest = Vec::new();
+        for r in records {
+            let tenant_id = pg_uuid(&r.tenant_id)?;
+            let actor_id = r.actor_id.as_deref().map(pg_uuid).transpose()?;
+            let (record_key, old_values, new_values) =
+                (json_text(&r.record_key), json_text(&r.old_values), json_text(&r.new_values));
+            let hash = r.hash();
+            let row = log_writer::LogRow {
+                record: &r,
+                tenant_id: *tenant_id.as_bytes(),
+                actor_id: actor_id.map(|u| *u.as_bytes()),
+                logged_at: r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS,
+                record_key: record_key.as_deref(),
+                old_values: old_values.as_deref(),
+                new_values: new_values.as_deref(),
+                row_hash: &hash,
+            };
+            if !writer.write(&row) {
+                rest.push(r);
             }
+        }
+        writer.close();
+        insert_records(&rest)
+    })
+}
+
+/// Writes records with an INSERT into the partitioned log: tuple routing,
+/// constraints and triggers as for any INSERT.
+fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let timestamps: Vec<pg_sys::TimestampTz> =
+        records.iter().map(|r| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
+    Spi::connect_mut(|client| -> SaasResult<()> {
+        use pg_sys::BuiltinOid as B;
+        if records.len() == 1 {
+            let r = &records[0];
+            let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
             let types = [
-                B::TEXTARRAYOID, B::INT8ARRAYOID, B::TIMESTAMPTZARRAYOID, B::INT8ARRAYOID, B::TEXTARRAYOID,
-                B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
-                B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
-                B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
+                B::UUIDOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::UUIDOID, B::TEXTOID, B::TEXTOID,
+                B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
+                B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
             ]
             .map(|b| b.value());
-            let stmt = kept_plan(&BULK_PLAN, client, &bulk_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
-            for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
-                let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
-                    chunk.iter().map(f).collect()
-                };
-                let ts: Vec<TimestampWithTimeZone> = ts_chunk
-                    .iter()
-                    .map(|t| TimestampWithTimeZone::try_from(*t))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| internal("convert a timestamp", e))?;
-                let args = [
-                    col(&|r| Some(r.tenant_id.clone())).into(),
-                    chunk.iter().map(|r| r.id).collect::<Vec<i64>>().into(),
-                    ts.into(),
-                    chunk.iter().map(|r| r.txid).collect::<Vec<i64>>().into(),
-                    col(&|r| r.actor_id.clone()).into(),
-                    col(&|r| r.actor_role.clone()).into(),
-                    col(&|r| Some(r.operation.clone())).into(),
-                    col(&|r| Some(r.schema_name.clone())).into(),
-                    col(&|r| Some(r.table_name.clone())).into(),
-                    col(&|r| json_text(&r.record_key)).into(),
-                    col(&|r| json_text(&r.old_values)).into(),
-                    col(&|r| json_text(&r.new_values)).into(),
-                    col(&|r| r.client_ip.clone()).into(),
-                    col(&|r| r.user_agent.clone()).into(),
-                    col(&|r| r.request_id.clone()).into(),
-                    col(&|r| r.request_method.clone()).into(),
-                    col(&|r| r.request_path.clone()).into(),
-                    chunk.iter().map(|r| r.hash().to_vec()).collect::<Vec<Vec<u8>>>().into(),
-                ];
-                client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
-            }
-            Ok(())
-        })
+            let stmt = kept_plan(&ROW_PLAN, client, &row_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
+            let hash: Vec<u8> = r.hash().to_vec();
+            let args = [
+                pg_uuid(&r.tenant_id)?.into(),
+                r.id.into(),
+                ts.into(),
+                r.txid.into(),
+                r.actor_id.as_deref().map(pg_uuid).transpose()?.into(),
+                r.actor_role.clone().into(),
+                r.operation.clone().into(),
+                r.schema_name.clone().into(),
+                r.table_name.clone().into(),
+                json_text(&r.record_key).into(),
+                json_text(&r.old_values).into(),
+                json_text(&r.new_values).into(),
+                r.client_ip.clone().into(),
+                r.user_agent.clone().into(),
+                r.request_id.clone().into(),
+                r.request_method.clone().into(),
+                r.request_path.clone().into(),
+                hash.into(),
+            ];
+            client.update(stmt, None, &args).map_err(|e| internal("write the audit row", e))?;
+            return Ok(());
+        }
+        let types = [
+            B::TEXTARRAYOID, B::INT8ARRAYOID, B::TIMESTAMPTZARRAYOID, B::INT8ARRAYOID, B::TEXTARRAYOID,
+            B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
+            B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
+            B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
+        ]
+        .map(|b| b.value());
+        let stmt = kept_plan(&BULK_PLAN, client, &bulk_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
+        for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
+            let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
+                chunk.iter().map(f).collect()
+            };
+            let ts: Vec<TimestampWithTimeZone> = ts_chunk
+                .iter()
+                .map(|t| TimestampWithTimeZone::try_from(*t))
+                .collect::<Result<_, _>>()
+                .map_err(|e| internal("convert a timestamp", e))?;
+            let args = [
+                col(&|r| Some(r.tenant_id.clone())).into(),
+                chunk.iter().map(|r| r.id).collect::<Vec<i64>>().into(),
+                ts.into(),
+                chunk.iter().map(|r| r.txid).collect::<Vec<i64>>().into(),
+                col(&|r| r.actor_id.clone()).into(),
+                col(&|r| r.actor_role.clone()).into(),
+                col(&|r| Some(r.operation.clone())).into(),
+                col(&|r| Some(r.schema_name.clone())).into(),
+                col(&|r| Some(r.table_name.clone())).into(),
+                col(&|r| json_text(&r.record_key)).into(),
+                col(&|r| json_text(&r.old_values)).into(),
+                col(&|r| json_text(&r.new_values)).into(),
+                col(&|r| r.client_ip.clone()).into(),
+                col(&|r| r.user_agent.clone()).into(),
+                col(&|r| r.request_id.clone()).into(),
+                col(&|r| r.request_method.clone()).into(),
+                col(&|r| r.request_path.clone()).into(),
+                chunk.iter().map(|r| r.hash().to_vec()).collect::<Vec<Vec<u8>>>().into(),
+            ];
+            client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
+        }
+        Ok(())
     })
 }
 
@@ -555,7 +615,7 @@ impl TransitionReader {
         Some(TransitionReader { store, slot, desc })
     }
 
-    fn next_row(&mut self) -> SaasResult<Option<Map<String, Value>>> {
+    fn next_row(&mut self) -> SaasResult<Option<JsonObject>> {
         // SAFETY: the store and slot are valid for the trigger call.
         unsafe {
             if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
@@ -890,8 +950,8 @@ const SEAL_COLUMNS: &str = "tenant_id::text, seal_no, xid_from, xid_to, row_coun
      (extract(epoch FROM first_logged_at) * 1000000)::int8, (extract(epoch FROM last_logged_at) * 1000000)::int8, \
      rows_digest, prev_hash, seal_hash, (extract(epoch FROM sealed_at) * 1000000)::int8";
 
-fn parse_json(text: Option<String>) -> SaasResult<Option<Value>> {
-    text.map(|t| serde_json::from_str::<Value>(&t).map_err(|e| internal("read a logged JSON value", e))).transpose()
+fn parse_json(text: Option<String>) -> SaasResult<Option<JsonObject>> {
+    text.map(|t| JsonObject::parse(&t).map_err(|e| internal("read a logged JSON value", e))).transpose()
 }
 
 fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasResult<Verdict> {

@@ -2,6 +2,7 @@
 //! Rust (`naming`); the DDL lives in `sql/partitions.sql`.
 
 pub mod naming;
+pub mod routing;
 
 use crate::error::OrRaise;
 use naming::{default_partition_name, partition_name, Month};

@@ -1,0 +1,404 @@
+//! Writes audit rows straight into their month's partition of
+//! `saas.audit_log`: the partition is found from the parent's partition
+//! descriptor, the row stored with the table AM and its index entries added,
+//! the way PostgreSQL writes catalog rows (`CatalogTupleInsert`). No
+//! executor start-up, no plan, no tuple routing per row: that start-up was
+//! most of the row trigger's cost.
+//!
+//! Only where nothing else could have been asked of the row: a partition
+//! with CHECK constraints, insert triggers, expression or partial indexes,
+//! deferred or exclusion constraints, extra or re-typed columns, or a row
+//! that would break a NOT NULL added by hand, is left to the caller, which
+//! writes those rows with an ordinary INSERT (`write` returns false).
+
+use super::canonical::AuditRecord;
+use crate::partitions::routing::{range_partition_for, RangeBound};
+use pgrx::pg_sys;
+use std::ffi::CStr;
+
+/// Type input functions, called directly (pg_sys wraps its functions in
+/// Rust; DirectFunctionCall needs the C symbols).
+mod builtins {
+    use pgrx::pg_sys::{Datum, FunctionCallInfo};
+    unsafe extern "C-unwind" {
+        pub fn jsonb_in(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn inet_in(fcinfo: FunctionCallInfo) -> Datum;
+    }
+}
+
+/// The log's columns, in the order [`LogWriter::write`] fills them.
+const COLUMNS: [(&str, pg_sys::Oid); 18] = [
+    ("tenant_id", pg_sys::UUIDOID),
+    ("id", pg_sys::INT8OID),
+    ("logged_at", pg_sys::TIMESTAMPTZOID),
+    ("txid", pg_sys::INT8OID),
+    ("actor_id", pg_sys::UUIDOID),
+    ("actor_role", pg_sys::TEXTOID),
+    ("operation", pg_sys::TEXTOID),
+    ("schema_name", pg_sys::TEXTOID),
+    ("table_name", pg_sys::TEXTOID),
+    ("record_key", pg_sys::JSONBOID),
+    ("old_values", pg_sys::JSONBOID),
+    ("new_values", pg_sys::JSONBOID),
+    ("client_ip", pg_sys::INETOID),
+    ("user_agent", pg_sys::TEXTOID),
+    ("request_id", pg_sys::TEXTOID),
+    ("request_method", pg_sys::TEXTOID),
+    ("request_path", pg_sys::TEXTOID),
+    ("row_hash", pg_sys::BYTEAOID),
+];
+
+/// One audit row, its values already computed (ids, hash, JSON text).
+pub(super) struct LogRow<'a> {
+    pub record: &'a AuditRecord,
+    pub tenant_id: [u8; 16],
+    pub actor_id: Option<[u8; 16]>,
+    /// PostgreSQL timestamp (microseconds since 2000-01-01).
+    pub logged_at: i64,
+    pub record_key: Option<&'a str>,
+    pub old_values: Option<&'a str>,
+    pub new_values: Option<&'a str>,
+    pub row_hash: &'a [u8],
+}
+
+/// A partition open for direct writes.
+struct Sink {
+    oid: pg_sys::Oid,
+    rel: pg_sys::Relation,
+    slot: *mut pg_sys::TupleTableSlot,
+    indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+    /// For each of [`COLUMNS`], its attribute index in the partition.
+    attr_of: [usize; 18],
+    not_null: [bool; 18],
+}
+
+enum Target {
+    Direct(Sink),
+    /// A partition this writer leaves to the caller's INSERT.
+    Declined(pg_sys::Oid),
+}
+
+/// Open for one trigger call (its relations and memory belong to it).
+pub(super) struct LogWriter {
+    parent: pg_sys::Relation,
+    /// The parent can route rows by its one timestamptz key (checked once
+    /// per backend from the catalog, see `log_target`).
+    routable: bool,
+    target: Option<Target>,
+    row_memory: pg_sys::MemoryContext,
+}
+
+impl LogWriter {
+    /// Locks the log as an INSERT would (RowExclusiveLock, until the end of
+    /// the transaction).
+    pub(super) fn open(log: pg_sys::Oid, routable: bool) -> LogWriter {
+        // SAFETY: the log exists (its oid came from the catalog this
+        // transaction); the memory context is a child of the trigger's.
+        unsafe {
+            let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as i32);
+            let parent_triggers = (*parent).trigdesc;
+            let routable =
+                routable && (parent_triggers.is_null() || !has_insert_triggers(&*parent_triggers));
+            let row_memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_saas audit row".as_ptr(),
+                0,
+                8 * 1024,
+                8 * 1024 * 1024,
+            );
+            LogWriter {
+                parent,
+                routable,
+                target: None,
+                row_memory,
+            }
+        }
+    }
+
+    /// Writes `row` into its partition; false when it is left to the caller.
+    pub(super) fn write(&mut self, row: &LogRow<'_>) -> bool {
+        if !self.routable {
+            return false;
+        }
+        let Some(oid) = self.partition_for(row.logged_at) else {
+            return false;
+        };
+        let current = match &self.target {
+            Some(Target::Direct(s)) => s.oid,
+            Some(Target::Declined(o)) => *o,
+            None => pg_sys::InvalidOid,
+        };
+        if current != oid {
+            self.close_target();
+            // SAFETY: a leaf partition of the locked parent.
+            self.target = Some(unsafe { open_target(oid) });
+        }
+        let Some(Target::Direct(sink)) = &self.target else {
+            return false;
+        };
+        // SAFETY: the sink's relation, slot and indexes are open; values are
+        // built in the row context, which is reset after the row is stored.
+        unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
+            let stored = store(sink, row);
+            pg_sys::MemoryContextSwitchTo(old);
+            pg_sys::MemoryContextReset(self.row_memory);
+            stored
+        }
+    }
+
+    /// The leaf partition the parent would route `logged_at` to; None when
+    /// it has none or is not plainly range-partitioned (the INSERT reports).
+    fn partition_for(&self, logged_at: i64) -> Option<pg_sys::Oid> {
+        // SAFETY: the parent is open and locked, so its descriptor is stable.
+        unsafe {
+            let desc = pg_sys::RelationGetPartitionDesc(self.parent, true);
+            if desc.is_null() || (*desc).boundinfo.is_null() {
+                return None;
+            }
+            let b = &*(*desc).boundinfo;
+            if b.strategy as u8 != pg_sys::PARTITION_STRATEGY_RANGE || b.kind.is_null() {
+                return None;
+            }
+            let n = usize::try_from(b.ndatums).ok()?;
+            let bounds: Vec<RangeBound> = (0..n)
+                .map(|i| match **b.kind.add(i) {
+                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MINVALUE => {
+                        RangeBound::Min
+                    }
+                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MAXVALUE => {
+                        RangeBound::Max
+                    }
+                    _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
+                })
+                .collect();
+            let indexes = std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?);
+            let part = range_partition_for(&bounds, indexes, b.default_index, logged_at)?;
+            if part >= usize::try_from((*desc).nparts).ok()? || !*(*desc).is_leaf.add(part) {
+                return None;
+            }
+            Some(*(*desc).oids.add(part))
+        }
+    }
+
+    fn close_target(&mut self) {
+        if let Some(Target::Direct(sink)) = self.target.take() {
+            // SAFETY: opened by open_target; locks stay until the transaction ends.
+            unsafe {
+                pg_sys::ExecDropSingleTupleTableSlot(sink.slot);
+                for (index, _) in sink.indexes {
+                    pg_sys::index_close(index, pg_sys::NoLock as i32);
+                }
+                pg_sys::table_close(sink.rel, pg_sys::NoLock as i32);
+            }
+        }
+    }
+
+    /// Releases the relations (their locks stay until the transaction ends).
+    /// Not a Drop: after an ERROR, transaction abort releases them.
+    pub(super) fn close(mut self) {
+        self.close_target();
+        // SAFETY: opened in `open`.
+        unsafe {
+            pg_sys::MemoryContextDelete(self.row_memory);
+            pg_sys::table_close(self.parent, pg_sys::NoLock as i32);
+        }
+    }
+}
+
+fn has_insert_triggers(t: &pg_sys::TriggerDesc) -> bool {
+    t.trig_insert_before_row
+        || t.trig_insert_after_row
+        || t.trig_insert_instead_row
+        || t.trig_insert_before_statement
+        || t.trig_insert_after_statement
+        || t.trig_insert_new_table
+}
+
+/// Opens a partition for direct writes, or declines it (see the module doc).
+unsafe fn open_target(oid: pg_sys::Oid) -> Target {
+    let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
+    let declined = |rel: pg_sys::Relation| {
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        Target::Declined(oid)
+    };
+    let form = &*(*rel).rd_rel;
+    if form.relkind as u8 != pg_sys::RELKIND_RELATION
+        || (!(*rel).trigdesc.is_null() && has_insert_triggers(&*(*rel).trigdesc))
+    {
+        return declined(rel);
+    }
+    let desc = (*rel).rd_att;
+    if !(*desc).constr.is_null()
+        && ((*(*desc).constr).num_check > 0 || (*(*desc).constr).has_generated_stored)
+    {
+        return declined(rel);
+    }
+    let mut attr_of = [usize::MAX; 18];
+    let mut not_null = [false; 18];
+    let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+    for (i, a) in attrs.iter().enumerate() {
+        if a.attisdropped {
+            continue;
+        }
+        let name = CStr::from_ptr(a.attname.data.as_ptr()).to_bytes();
+        match COLUMNS.iter().position(|(c, _)| c.as_bytes() == name) {
+            Some(c) if COLUMNS[c].1 == a.atttypid && a.attgenerated == 0 => {
+                attr_of[c] = i;
+                not_null[c] = a.attnotnull;
+            }
+            _ => return declined(rel),
+        }
+    }
+    if attr_of.contains(&usize::MAX) {
+        return declined(rel);
+    }
+    let mut indexes = Vec::new();
+    let list = pg_sys::RelationGetIndexList(rel);
+    let count = if list.is_null() {
+        0
+    } else {
+        (*list).length as usize
+    };
+    let mut usable = true;
+    for i in 0..count {
+        let index_oid = (*(*list).elements.add(i)).oid_value;
+        let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
+        let info = pg_sys::BuildIndexInfo(index);
+        let deferred = !(*(*index).rd_index).indimmediate;
+        if !(*info).ii_Expressions.is_null()
+            || !(*info).ii_Predicate.is_null()
+            || !(*info).ii_ExclusionOps.is_null()
+            || deferred
+        {
+            usable = false;
+        }
+        indexes.push((index, info));
+    }
+    if !list.is_null() {
+        pg_sys::list_free(list);
+    }
+    if !usable {
+        for (index, _) in indexes {
+            pg_sys::index_close(index, pg_sys::NoLock as i32);
+        }
+        return declined(rel);
+    }
+    let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+    Target::Direct(Sink {
+        oid,
+        rel,
+        slot,
+        indexes,
+        attr_of,
+        not_null,
+    })
+}
+
+/// Copies bytes into a palloc'd C string (what type input functions take).
+unsafe fn cstring(text: &str) -> pg_sys::Datum {
+    let p = pg_sys::palloc(text.len() + 1) as *mut u8;
+    std::ptr::copy_nonoverlapping(text.as_ptr(), p, text.len());
+    *p.add(text.len()) = 0;
+    pg_sys::Datum::from(p)
+}
+
+unsafe fn varlena(bytes: &[u8]) -> pg_sys::Datum {
+    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+        bytes.as_ptr() as *const _,
+        bytes.len() as i32,
+    ))
+}
+
+unsafe fn uuid(bytes: &[u8; 16]) -> pg_sys::Datum {
+    let p = pg_sys::palloc(16) as *mut u8;
+    std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
+    pg_sys::Datum::from(p)
+}
+
+unsafe fn input(
+    f: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    text: &str,
+) -> pg_sys::Datum {
+    pg_sys::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, cstring(text))
+}
+
+/// Stores one row and its index entries; false (nothing written) when a
+/// NULL meets a NOT NULL column, so the caller's INSERT reports it.
+unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
+    let r = row.record;
+    let text = |v: Option<&str>| v.map(|s| varlena(s.as_bytes()));
+    let values: [Option<pg_sys::Datum>; 18] = [
+        Some(uuid(&row.tenant_id)),
+        Some(pg_sys::Datum::from(r.id)),
+        Some(pg_sys::Datum::from(row.logged_at)),
+        Some(pg_sys::Datum::from(r.txid)),
+        row.actor_id.as_ref().map(|u| uuid(u)),
+        text(r.actor_role.as_deref()),
+        text(Some(&r.operation)),
+        text(Some(&r.schema_name)),
+        text(Some(&r.table_name)),
+        row.record_key.map(|j| input(builtins::jsonb_in, j)),
+        row.old_values.map(|j| input(builtins::jsonb_in, j)),
+        row.new_values.map(|j| input(builtins::jsonb_in, j)),
+        r.client_ip
+            .as_deref()
+            .map(|ip| input(builtins::inet_in, ip)),
+        text(r.user_agent.as_deref()),
+        text(r.request_id.as_deref()),
+        text(r.request_method.as_deref()),
+        text(r.request_path.as_deref()),
+        Some(varlena(row.row_hash)),
+    ];
+    if values
+        .iter()
+        .zip(sink.not_null)
+        .any(|(v, nn)| nn && v.is_none())
+    {
+        return false;
+    }
+    let slot = sink.slot;
+    pg_sys::ExecClearTuple(slot);
+    let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+    let datums = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+    let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+    // Dropped columns stay NULL.
+    nulls.fill(true);
+    for (c, v) in values.into_iter().enumerate() {
+        let a = sink.attr_of[c];
+        nulls[a] = v.is_none();
+        datums[a] = v.unwrap_or(pg_sys::Datum::from(0));
+    }
+    pg_sys::ExecStoreVirtualTuple(slot);
+    pg_sys::simple_table_tuple_insert(sink.rel, slot);
+    let mut key_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+    let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+    for &(index, info) in &sink.indexes {
+        if !(*info).ii_ReadyForInserts {
+            continue; // being built concurrently: it will index the row itself
+        }
+        pg_sys::FormIndexDatum(
+            info,
+            slot,
+            std::ptr::null_mut(),
+            key_values.as_mut_ptr(),
+            key_nulls.as_mut_ptr(),
+        );
+        let unique = if (*(*index).rd_index).indisunique {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+        } else {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+        };
+        pg_sys::index_insert(
+            index,
+            key_values.as_mut_ptr(),
+            key_nulls.as_mut_ptr(),
+            &mut (*slot).tts_tid,
+            sink.rel,
+            unique,
+            false,
+            info,
+        );
+    }
+    true
+}
