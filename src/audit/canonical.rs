@@ -442,6 +442,37 @@ impl Member {
     }
 }
 
+impl JsonObject {
+    /// The members in canonical key order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+}
+
+/// What [`walk`] reports of a JSON value, in document order. Strings and
+/// keys arrive decoded.
+pub trait JsonEvents {
+    fn begin(&mut self, object: bool);
+    fn end(&mut self, object: bool);
+    fn key(&mut self, key: &str);
+    fn string(&mut self, value: &str);
+    fn number(&mut self, text: &str);
+    /// `true`, `false` or `null`.
+    fn literal(&mut self, word: &str);
+}
+
+/// Reads one JSON value (a member's text) and reports it to `events`.
+pub fn walk(text: &str, events: &mut impl JsonEvents) -> Result<(), JsonError> {
+    let mut sc = Scanner { src: text, b: text.as_bytes(), pos: 0 };
+    sc.ws();
+    sc.events(events)?;
+    sc.ws();
+    if sc.pos != sc.b.len() {
+        return Err(sc.error("text after the value"));
+    }
+    Ok(())
+}
+
 /// Sorted by key bytes; of equal keys the last one stays (as in jsonb and
 /// serde_json).
 fn canonical_order<T>(mut members: Vec<T>) -> Vec<T>
@@ -587,6 +618,62 @@ impl<'a> Scanner<'a> {
                     self.pos += 1;
                 }
                 out.push_str(&canonical_number(&self.src[start..self.pos]));
+            }
+            _ => return Err(self.error("expected a value")),
+        }
+        Ok(())
+    }
+
+    fn events(&mut self, ev: &mut impl JsonEvents) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(c @ (b'{' | b'[')) => {
+                let object = c == b'{';
+                let close = if object { b'}' } else { b']' };
+                self.pos += 1;
+                ev.begin(object);
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        if object {
+                            let key = self.string()?;
+                            ev.key(&key);
+                            self.ws();
+                            self.expect(b':')?;
+                            self.ws();
+                        }
+                        self.events(ev)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.pos += 1,
+                            Some(c) if c == close => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.error("expected ',' or the end of the container")),
+                        }
+                    }
+                }
+                ev.end(object);
+            }
+            Some(b'"') => {
+                let s = self.string()?;
+                ev.string(&s);
+            }
+            Some(b't' | b'f' | b'n') => {
+                let mut word = String::new();
+                let c = self.peek();
+                self.literal(if c == Some(b't') { "true" } else if c == Some(b'f') { "false" } else { "null" }, &mut word)?;
+                ev.literal(&word);
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+                    self.pos += 1;
+                }
+                ev.number(&self.src[start..self.pos]);
             }
             _ => return Err(self.error("expected a value")),
         }
@@ -805,6 +892,60 @@ mod tests {
         for bad in [r#"[1]"#, r#"{"a" 1}"#, r#"{"a": 1"#, r#"{"a": tru}"#, r#"{"a": "\ud800"}"#, r#"{"a": 1} x"#, r#"{"a": "\q"}"#, ""] {
             assert!(JsonObject::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Rebuilds a value tree from events, as the jsonb builder sees them.
+    #[derive(Default)]
+    struct Tree {
+        stack: Vec<(Value, Option<String>)>,
+        key: Option<String>,
+        root: Option<Value>,
+    }
+    impl Tree {
+        fn attach(&mut self, v: Value) {
+            match self.stack.last_mut() {
+                None => self.root = Some(v),
+                Some((Value::Object(m), _)) => {
+                    m.insert(self.key.take().unwrap(), v);
+                }
+                Some((Value::Array(a), _)) => a.push(v),
+                Some(_) => unreachable!(),
+            }
+        }
+    }
+    impl JsonEvents for Tree {
+        fn begin(&mut self, object: bool) {
+            let c = if object { Value::Object(Map::new()) } else { Value::Array(Vec::new()) };
+            self.stack.push((c, self.key.take()));
+        }
+        fn end(&mut self, _object: bool) {
+            let (v, key) = self.stack.pop().unwrap();
+            self.key = key;
+            self.attach(v);
+        }
+        fn key(&mut self, key: &str) {
+            self.key = Some(key.to_string());
+        }
+        fn string(&mut self, value: &str) {
+            self.attach(Value::String(value.to_string()));
+        }
+        fn number(&mut self, text: &str) {
+            self.attach(serde_json::from_str(text).unwrap());
+        }
+        fn literal(&mut self, word: &str) {
+            self.attach(serde_json::from_str(word).unwrap());
+        }
+    }
+
+    #[test]
+    fn walk_reports_every_value_decoded() {
+        let text = r#" {"a" : [1, -2.50e+3, "x\"\u00e9", true, null, {}], "b": {"c": []}, "k\n": false} "#;
+        let mut tree = Tree::default();
+        walk(text, &mut tree).unwrap();
+        // Numbers keep their spelling (arbitrary_precision compares the text).
+        assert_eq!(tree.root.unwrap(), serde_json::from_str::<Value>(text).unwrap());
+        assert!(walk("[1,]", &mut Tree::default()).is_err());
+        assert!(walk("1 2", &mut Tree::default()).is_err());
     }
 
     #[test]

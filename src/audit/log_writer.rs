@@ -11,7 +11,7 @@
 //! that would break a NOT NULL added by hand, is left to the caller, which
 //! writes those rows with an ordinary INSERT (`write` returns false).
 
-use super::canonical::AuditRecord;
+use super::canonical::{walk, AuditRecord, JsonEvents, JsonObject};
 use crate::partitions::routing::{range_partition_for, RangeBound};
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -23,6 +23,7 @@ mod builtins {
     unsafe extern "C-unwind" {
         pub fn jsonb_in(fcinfo: FunctionCallInfo) -> Datum;
         pub fn inet_in(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn numeric_in(fcinfo: FunctionCallInfo) -> Datum;
     }
 }
 
@@ -48,16 +49,16 @@ const COLUMNS: [(&str, pg_sys::Oid); 18] = [
     ("row_hash", pg_sys::BYTEAOID),
 ];
 
-/// One audit row, its values already computed (ids, hash, JSON text).
+/// One audit row, its values already computed (ids, hash, row images).
 pub(super) struct LogRow<'a> {
     pub record: &'a AuditRecord,
     pub tenant_id: [u8; 16],
     pub actor_id: Option<[u8; 16]>,
     /// PostgreSQL timestamp (microseconds since 2000-01-01).
     pub logged_at: i64,
-    pub record_key: Option<&'a str>,
-    pub old_values: Option<&'a str>,
-    pub new_values: Option<&'a str>,
+    pub record_key: Option<&'a JsonObject>,
+    pub old_values: Option<&'a JsonObject>,
+    pub new_values: Option<&'a JsonObject>,
     pub row_hash: &'a [u8],
 }
 
@@ -323,6 +324,131 @@ unsafe fn input(
     pg_sys::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, cstring(text))
 }
 
+/// The jsonb of a row image, built from its members with pushJsonbValue:
+/// jsonb_in would lex the text a character at a time once more. What only
+/// jsonb_in may judge (a NUL in a string, a string too long for jsonb) goes
+/// to jsonb_in, which reports it.
+unsafe fn jsonb(obj: &JsonObject) -> pg_sys::Datum {
+    let mut b = JsonbBuilder { state: std::ptr::null_mut(), in_object: vec![true], usable: true, last: std::ptr::null_mut() };
+    b.push(pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT, std::ptr::null_mut());
+    for m in obj.members() {
+        b.key(&m.key);
+        if walk(&m.text, &mut b).is_err() || !b.usable {
+            return input(builtins::jsonb_in, &obj.text());
+        }
+    }
+    b.push(pg_sys::JsonbIteratorToken::WJB_END_OBJECT, std::ptr::null_mut());
+    pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(b.last))
+}
+
+/// Longest string a jsonb value can hold (JENTRY_OFFLENMASK).
+const JSONB_STRING_MAX: usize = 0x0FFF_FFFF;
+
+struct JsonbBuilder {
+    state: *mut pg_sys::JsonbParseState,
+    /// For each open container: an object (values) or an array (elements).
+    in_object: Vec<bool>,
+    usable: bool,
+    last: *mut pg_sys::JsonbValue,
+}
+
+impl JsonbBuilder {
+    unsafe fn push(&mut self, token: pg_sys::JsonbIteratorToken::Type, value: *mut pg_sys::JsonbValue) {
+        self.last = pg_sys::pushJsonbValue(&mut self.state, token, value);
+    }
+
+    fn scalar(&mut self, mut value: pg_sys::JsonbValue) {
+        let token = if self.in_object.last().copied().unwrap_or(true) {
+            pg_sys::JsonbIteratorToken::WJB_VALUE
+        } else {
+            pg_sys::JsonbIteratorToken::WJB_ELEM
+        };
+        // SAFETY: the value's pointers live in the row memory context.
+        unsafe { self.push(token, &mut value) };
+    }
+}
+
+/// A jsonb string value holding a palloc'd copy of `s`.
+unsafe fn string_value(s: &str) -> pg_sys::JsonbValue {
+    let p = pg_sys::palloc(s.len().max(1)) as *mut u8;
+    std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+    let mut v: pg_sys::JsonbValue = std::mem::zeroed();
+    v.type_ = pg_sys::jbvType::jbvString;
+    v.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 { len: s.len() as i32, val: p as *mut _ };
+    v
+}
+
+impl JsonEvents for JsonbBuilder {
+    fn begin(&mut self, object: bool) {
+        self.in_object.push(object);
+        let token = if object {
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT
+        } else {
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY
+        };
+        // SAFETY: opening a container in the parse state.
+        unsafe { self.push(token, std::ptr::null_mut()) };
+    }
+
+    fn end(&mut self, object: bool) {
+        self.in_object.pop();
+        let token = if object { pg_sys::JsonbIteratorToken::WJB_END_OBJECT } else { pg_sys::JsonbIteratorToken::WJB_END_ARRAY };
+        // SAFETY: closing the container opened in `begin`.
+        unsafe { self.push(token, std::ptr::null_mut()) };
+    }
+
+    fn key(&mut self, key: &str) {
+        if key.len() > JSONB_STRING_MAX || key.contains('\0') {
+            self.usable = false;
+            return;
+        }
+        // SAFETY: the copy lives in the row memory context.
+        unsafe {
+            let mut v = string_value(key);
+            self.push(pg_sys::JsonbIteratorToken::WJB_KEY, &mut v);
+        }
+    }
+
+    fn string(&mut self, value: &str) {
+        if value.len() > JSONB_STRING_MAX || value.contains('\0') {
+            self.usable = false;
+            return;
+        }
+        // SAFETY: the copy lives in the row memory context.
+        let v = unsafe { string_value(value) };
+        self.scalar(v);
+    }
+
+    fn number(&mut self, text: &str) {
+        // SAFETY: numeric_in reports text that is not a number as an ERROR.
+        unsafe {
+            let n = pg_sys::DirectFunctionCall3Coll(
+                Some(builtins::numeric_in),
+                pg_sys::InvalidOid,
+                cstring(text),
+                pg_sys::Datum::from(pg_sys::InvalidOid),
+                pg_sys::Datum::from(-1i32),
+            );
+            let mut v: pg_sys::JsonbValue = std::mem::zeroed();
+            v.type_ = pg_sys::jbvType::jbvNumeric;
+            v.val.numeric = n.cast_mut_ptr();
+            self.scalar(v);
+        }
+    }
+
+    fn literal(&mut self, word: &str) {
+        // SAFETY: a plain value without pointers.
+        let mut v: pg_sys::JsonbValue = unsafe { std::mem::zeroed() };
+        if word == "null" {
+            v.type_ = pg_sys::jbvType::jbvNull;
+        } else {
+            v.type_ = pg_sys::jbvType::jbvBool;
+            v.val.boolean = word == "true";
+        }
+        self.scalar(v);
+    }
+}
+
 /// Stores one row and its index entries; false (nothing written) when a
 /// NULL meets a NOT NULL column, so the caller's INSERT reports it.
 unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
@@ -338,9 +464,9 @@ unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
         text(Some(&r.operation)),
         text(Some(&r.schema_name)),
         text(Some(&r.table_name)),
-        row.record_key.map(|j| input(builtins::jsonb_in, j)),
-        row.old_values.map(|j| input(builtins::jsonb_in, j)),
-        row.new_values.map(|j| input(builtins::jsonb_in, j)),
+        row.record_key.map(|o| jsonb(o)),
+        row.old_values.map(|o| jsonb(o)),
+        row.new_values.map(|o| jsonb(o)),
         r.client_ip
             .as_deref()
             .map(|ip| input(builtins::inet_in, ip)),

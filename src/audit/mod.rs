@@ -423,17 +423,15 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
         for r in records {
             let tenant_id = pg_uuid(&r.tenant_id)?;
             let actor_id = r.actor_id.as_deref().map(pg_uuid).transpose()?;
-            let (record_key, old_values, new_values) =
-                (json_text(&r.record_key), json_text(&r.old_values), json_text(&r.new_values));
             let hash = r.hash();
             let row = log_writer::LogRow {
                 record: &r,
                 tenant_id: *tenant_id.as_bytes(),
                 actor_id: actor_id.map(|u| *u.as_bytes()),
                 logged_at: r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS,
-                record_key: record_key.as_deref(),
-                old_values: old_values.as_deref(),
-                new_values: new_values.as_deref(),
+                record_key: r.record_key.as_ref(),
+                old_values: r.old_values.as_ref(),
+                new_values: r.new_values.as_ref(),
                 row_hash: &hash,
             };
             if !writer.write(&row) {
