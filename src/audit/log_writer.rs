@@ -86,13 +86,15 @@ pub(super) struct LogWriter {
     /// per backend from the catalog, see `log_target`).
     routable: bool,
     target: Option<Target>,
-    row_memory: pg_sys::MemoryContext,
+    /// Reset after each row when a call writes many; a single row's values
+    /// go with the trigger call's own memory.
+    row_memory: Option<pg_sys::MemoryContext>,
 }
 
 impl LogWriter {
     /// Locks the log as an INSERT would (RowExclusiveLock, until the end of
-    /// the transaction).
-    pub(super) fn open(log: pg_sys::Oid, routable: bool) -> LogWriter {
+    /// the transaction), to write `rows` rows.
+    pub(super) fn open(log: pg_sys::Oid, routable: bool, rows: usize) -> LogWriter {
         // SAFETY: the log exists (its oid came from the catalog this
         // transaction); the memory context is a child of the trigger's.
         unsafe {
@@ -100,13 +102,15 @@ impl LogWriter {
             let parent_triggers = (*parent).trigdesc;
             let routable =
                 routable && (parent_triggers.is_null() || !has_insert_triggers(&*parent_triggers));
-            let row_memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"pg_saas audit row".as_ptr(),
-                0,
-                8 * 1024,
-                8 * 1024 * 1024,
-            );
+            let row_memory = (rows > 1).then(|| {
+                pg_sys::AllocSetContextCreateInternal(
+                    pg_sys::CurrentMemoryContext,
+                    c"pg_saas audit row".as_ptr(),
+                    0,
+                    8 * 1024,
+                    8 * 1024 * 1024,
+                )
+            });
             LogWriter {
                 parent,
                 routable,
@@ -140,10 +144,11 @@ impl LogWriter {
         // SAFETY: the sink's relation, slot and indexes are open; values are
         // built in the row context, which is reset after the row is stored.
         unsafe {
-            let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
+            let Some(memory) = self.row_memory else { return store(sink, row) };
+            let old = pg_sys::MemoryContextSwitchTo(memory);
             let stored = store(sink, row);
             pg_sys::MemoryContextSwitchTo(old);
-            pg_sys::MemoryContextReset(self.row_memory);
+            pg_sys::MemoryContextReset(memory);
             stored
         }
     }
@@ -201,7 +206,9 @@ impl LogWriter {
         self.close_target();
         // SAFETY: opened in `open`.
         unsafe {
-            pg_sys::MemoryContextDelete(self.row_memory);
+            if let Some(memory) = self.row_memory {
+                pg_sys::MemoryContextDelete(memory);
+            }
             pg_sys::table_close(self.parent, pg_sys::NoLock as i32);
         }
     }
