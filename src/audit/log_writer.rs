@@ -5,11 +5,12 @@
 //! executor start-up, no plan, no tuple routing per row: that start-up was
 //! most of the row trigger's cost.
 //!
-//! Only where nothing else could have been asked of the row: a partition
-//! with CHECK constraints, insert triggers, expression or partial indexes,
-//! deferred or exclusion constraints, extra or re-typed columns, or a row
-//! that would break a NOT NULL added by hand, is left to the caller, which
-//! writes those rows with an ordinary INSERT (`write` returns false).
+//! Wherever PostgreSQL would have to check something this writer does not,
+//! the row is left to the caller, which writes it with an ordinary INSERT
+//! (`write` returns false): a partition with CHECK constraints, insert
+//! triggers, expression, partial, exclusion or deferred indexes, columns
+//! the log does not have, a foreign-table partition, an insert trigger on
+//! the log itself, or a row that a hand-added NOT NULL refuses.
 
 use super::canonical::{walk, AuditRecord, JsonEvents, JsonObject};
 use crate::partitions::routing::{range_partition_for, RangeBound};
@@ -95,8 +96,8 @@ impl LogWriter {
     /// Locks the log as an INSERT would (RowExclusiveLock, until the end of
     /// the transaction), to write `rows` rows.
     pub(super) fn open(log: pg_sys::Oid, routable: bool, rows: usize) -> LogWriter {
-        // SAFETY: the log exists (its oid came from the catalog this
-        // transaction); the memory context is a child of the trigger's.
+        // SAFETY: the oid is the log's (log_target's cache is cleared on any
+        // pg_class change); the memory context is a child of the trigger's.
         unsafe {
             let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as i32);
             let parent_triggers = (*parent).trigdesc;
