@@ -28,8 +28,9 @@ mod builtins {
     }
 }
 
-/// The log's columns, in the order [`LogWriter::write`] fills them.
-const COLUMNS: [(&str, pg_sys::Oid); 18] = [
+/// The log's columns, in the order [`LogWriter::write`] fills them (and
+/// the fallback INSERTs name them).
+pub(super) const COLUMNS: [(&str, pg_sys::Oid); 18] = [
     ("tenant_id", pg_sys::UUIDOID),
     ("id", pg_sys::INT8OID),
     ("logged_at", pg_sys::TIMESTAMPTZOID),
@@ -63,6 +64,41 @@ pub(super) struct LogRow<'a> {
     pub row_hash: &'a [u8],
 }
 
+/// The parent's partition bounds, read once per writer.
+struct Routes {
+    bounds: Vec<RangeBound>,
+    indexes: Vec<i32>,
+    default_index: i32,
+    /// Each partition's oid and whether it is a leaf.
+    partitions: Vec<(pg_sys::Oid, bool)>,
+}
+
+impl Routes {
+    /// SAFETY: `parent` is open and locked.
+    unsafe fn of(parent: pg_sys::Relation) -> Option<Routes> {
+        let desc = pg_sys::RelationGetPartitionDesc(parent, true);
+        if desc.is_null() || (*desc).boundinfo.is_null() {
+            return None;
+        }
+        let b = &*(*desc).boundinfo;
+        if b.strategy as u8 != pg_sys::PARTITION_STRATEGY_RANGE || b.kind.is_null() {
+            return None;
+        }
+        let bounds = (0..usize::try_from(b.ndatums).ok()?)
+            .map(|i| match **b.kind.add(i) {
+                pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MINVALUE => RangeBound::Min,
+                pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MAXVALUE => RangeBound::Max,
+                _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
+            })
+            .collect();
+        let indexes = std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?).to_vec();
+        let partitions = (0..usize::try_from((*desc).nparts).ok()?)
+            .map(|i| (*(*desc).oids.add(i), *(*desc).is_leaf.add(i)))
+            .collect();
+        Some(Routes { bounds, indexes, default_index: b.default_index, partitions })
+    }
+}
+
 /// A partition open for direct writes.
 struct Sink {
     oid: pg_sys::Oid,
@@ -87,6 +123,8 @@ pub(super) struct LogWriter {
     /// per backend from the catalog, see `log_target`).
     routable: bool,
     target: Option<Target>,
+    /// Read on the first row.
+    routes: Option<Option<Routes>>,
     /// Reset after each row when a call writes many; a single row's values
     /// go with the trigger call's own memory.
     row_memory: Option<pg_sys::MemoryContext>,
@@ -116,6 +154,7 @@ impl LogWriter {
                 parent,
                 routable,
                 target: None,
+                routes: None,
                 row_memory,
             }
         }
@@ -156,35 +195,17 @@ impl LogWriter {
 
     /// The leaf partition the parent would route `logged_at` to; None when
     /// it has none or is not plainly range-partitioned (the INSERT reports).
-    fn partition_for(&self, logged_at: i64) -> Option<pg_sys::Oid> {
-        // SAFETY: the parent is open and locked, so its descriptor is stable.
-        unsafe {
-            let desc = pg_sys::RelationGetPartitionDesc(self.parent, true);
-            if desc.is_null() || (*desc).boundinfo.is_null() {
-                return None;
-            }
-            let b = &*(*desc).boundinfo;
-            if b.strategy as u8 != pg_sys::PARTITION_STRATEGY_RANGE || b.kind.is_null() {
-                return None;
-            }
-            let n = usize::try_from(b.ndatums).ok()?;
-            let bounds: Vec<RangeBound> = (0..n)
-                .map(|i| match **b.kind.add(i) {
-                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MINVALUE => {
-                        RangeBound::Min
-                    }
-                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MAXVALUE => {
-                        RangeBound::Max
-                    }
-                    _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
-                })
-                .collect();
-            let indexes = std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?);
-            let part = range_partition_for(&bounds, indexes, b.default_index, logged_at)?;
-            if part >= usize::try_from((*desc).nparts).ok()? || !*(*desc).is_leaf.add(part) {
-                return None;
-            }
-            Some(*(*desc).oids.add(part))
+    fn partition_for(&mut self, logged_at: i64) -> Option<pg_sys::Oid> {
+        if self.routes.is_none() {
+            // SAFETY: the parent is open and locked, so its descriptor stays
+            // as read for the whole call.
+            self.routes = Some(unsafe { Routes::of(self.parent) });
+        }
+        let routes = self.routes.as_ref()?.as_ref()?;
+        let part = range_partition_for(&routes.bounds, &routes.indexes, routes.default_index, logged_at)?;
+        match routes.partitions.get(part) {
+            Some(&(oid, true)) => Some(oid),
+            _ => None, // a sub-partitioned partition: the INSERT routes it
         }
     }
 

@@ -129,26 +129,30 @@ thread_local! {
     static BULK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
 }
 
-const LOG_COLUMNS: &str = "tenant_id, id, logged_at, txid, actor_id, actor_role, operation, schema_name, table_name, \
-     record_key, old_values, new_values, client_ip, user_agent, request_id, request_method, request_path, row_hash";
+/// The log's columns as the INSERTs name them (the direct writer's list).
+fn log_columns() -> String {
+    log_writer::COLUMNS.map(|(name, _)| name).join(", ")
+}
 
 fn row_insert_sql() -> String {
     format!(
-        "INSERT INTO saas.audit_log ({LOG_COLUMNS}) OVERRIDING SYSTEM VALUE VALUES \
+        "INSERT INTO saas.audit_log ({}) OVERRIDING SYSTEM VALUE VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
           $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13::pg_catalog.inet, \
-          $14, $15, $16, $17, $18)"
+          $14, $15, $16, $17, $18)",
+        log_columns()
     )
 }
 
 fn bulk_insert_sql() -> String {
     format!(
-        "INSERT INTO saas.audit_log ({LOG_COLUMNS}) OVERRIDING SYSTEM VALUE \
+        "INSERT INTO saas.audit_log ({}) OVERRIDING SYSTEM VALUE \
          SELECT u.t::pg_catalog.uuid, u.i, u.l, u.x, u.a::pg_catalog.uuid, u.ar, u.op, u.s, u.tb, \
                 u.k::pg_catalog.jsonb, u.o::pg_catalog.jsonb, u.n::pg_catalog.jsonb, u.ip::pg_catalog.inet, \
                 u.ua, u.rid, u.m, u.p, u.h \
          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.timestamptz[]), pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.text[]), pg_catalog.unnest($8::pg_catalog.text[]), pg_catalog.unnest($9::pg_catalog.text[]), pg_catalog.unnest($10::pg_catalog.text[]), pg_catalog.unnest($11::pg_catalog.text[]), pg_catalog.unnest($12::pg_catalog.text[]), pg_catalog.unnest($13::pg_catalog.text[]), pg_catalog.unnest($14::pg_catalog.text[]), pg_catalog.unnest($15::pg_catalog.text[]), pg_catalog.unnest($16::pg_catalog.text[]), pg_catalog.unnest($17::pg_catalog.text[]), pg_catalog.unnest($18::pg_catalog.bytea[])) \
-              AS u(t, i, l, x, a, ar, op, s, tb, k, o, n, ip, ua, rid, m, p, h)"
+              AS u(t, i, l, x, a, ar, op, s, tb, k, o, n, ip, ua, rid, m, p, h)",
+        log_columns()
     )
 }
 
@@ -436,7 +440,7 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                 row_hash: &hash,
             };
             if !writer.write(&row) {
-                rest.push(r);
+                rest.push((r, hash));
             }
         }
         writer.close();
@@ -444,18 +448,18 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
     })
 }
 
-/// Writes records with an INSERT into the partitioned log: tuple routing,
-/// constraints and triggers as for any INSERT.
-fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
+/// Writes records (with their hashes) with an INSERT into the partitioned
+/// log: tuple routing, constraints and triggers as for any INSERT.
+fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
     if records.is_empty() {
         return Ok(());
     }
     let timestamps: Vec<pg_sys::TimestampTz> =
-        records.iter().map(|r| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
+        records.iter().map(|(r, _)| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
     Spi::connect_mut(|client| -> SaasResult<()> {
         use pg_sys::BuiltinOid as B;
         if records.len() == 1 {
-            let r = &records[0];
+            let (r, hash) = &records[0];
             let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
             let types = [
                 B::UUIDOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::UUIDOID, B::TEXTOID, B::TEXTOID,
@@ -464,7 +468,7 @@ fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
             ]
             .map(|b| b.value());
             let stmt = kept_plan(&ROW_PLAN, client, &row_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
-            let hash: Vec<u8> = r.hash().to_vec();
+            let hash: Vec<u8> = hash.to_vec();
             let args = [
                 pg_uuid(&r.tenant_id)?.into(),
                 r.id.into(),
@@ -498,7 +502,7 @@ fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
         let stmt = kept_plan(&BULK_PLAN, client, &bulk_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
         for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
             let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
-                chunk.iter().map(f).collect()
+                chunk.iter().map(|(r, _)| f(r)).collect()
             };
             let ts: Vec<TimestampWithTimeZone> = ts_chunk
                 .iter()
@@ -507,9 +511,9 @@ fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
                 .map_err(|e| internal("convert a timestamp", e))?;
             let args = [
                 col(&|r| Some(r.tenant_id.clone())).into(),
-                chunk.iter().map(|r| r.id).collect::<Vec<i64>>().into(),
+                chunk.iter().map(|(r, _)| r.id).collect::<Vec<i64>>().into(),
                 ts.into(),
-                chunk.iter().map(|r| r.txid).collect::<Vec<i64>>().into(),
+                chunk.iter().map(|(r, _)| r.txid).collect::<Vec<i64>>().into(),
                 col(&|r| r.actor_id.clone()).into(),
                 col(&|r| r.actor_role.clone()).into(),
                 col(&|r| Some(r.operation.clone())).into(),
@@ -523,7 +527,7 @@ fn insert_records(records: &[AuditRecord]) -> SaasResult<()> {
                 col(&|r| r.request_id.clone()).into(),
                 col(&|r| r.request_method.clone()).into(),
                 col(&|r| r.request_path.clone()).into(),
-                chunk.iter().map(|r| r.hash().to_vec()).collect::<Vec<Vec<u8>>>().into(),
+                chunk.iter().map(|(_, h)| h.to_vec()).collect::<Vec<Vec<u8>>>().into(),
             ];
             client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
         }
