@@ -13,6 +13,7 @@
 
 pub mod canonical;
 mod log_writer;
+mod row_image;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::tenancy;
@@ -44,8 +45,9 @@ pub const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
 mod builtins {
     use pgrx::pg_sys::{Datum, FunctionCallInfo};
     unsafe extern "C-unwind" {
-        pub fn row_to_json(fcinfo: FunctionCallInfo) -> Datum;
         pub fn nextval_oid(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn row_to_json(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn array_to_json(fcinfo: FunctionCallInfo) -> Datum;
     }
 }
 
@@ -314,30 +316,6 @@ fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
     Ok(opts)
 }
 
-/// A composite datum as a JSON object (`row_to_json`: every type has a JSON
-/// form; arrays, domains, enums, bytea and NULLs included).
-unsafe fn composite_json(datum: pg_sys::Datum) -> SaasResult<JsonObject> {
-    let json = pg_sys::DirectFunctionCall1Coll(Some(builtins::row_to_json), pg_sys::InvalidOid, datum);
-    let text = pgrx::varlena::text_to_rust_str(json.cast_mut_ptr()).map_err(|e| {
-        SaasError::new(
-            ErrorKind::FeatureNotSupported,
-            "pg_saas audit needs a UTF8 database",
-            "Create the database with ENCODING 'UTF8'.",
-        )
-        .with_detail(e.to_string())
-    })?;
-    let map = JsonObject::parse(text).map_err(|e| internal("read a row as JSON", e))?;
-    pg_sys::pfree(json.cast_mut_ptr());
-    Ok(map)
-}
-
-unsafe fn tuple_json(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> SaasResult<JsonObject> {
-    let datum = pg_sys::heap_copy_tuple_as_datum(tuple, desc);
-    let row = composite_json(datum);
-    pg_sys::pfree(datum.cast_mut_ptr());
-    row
-}
-
 fn table_names(rel: pg_sys::Relation) -> (String, String) {
     // SAFETY: the trigger's relation is open; names are copied.
     unsafe {
@@ -570,17 +548,27 @@ fn audit_row_trigger<'a>(
 
 fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
     let Firing { td, op, rel, desc, opts } = firing(trigger)?;
-    // SAFETY: tuples are valid for the event kind they are read for.
-    let (operation, old, new) = unsafe {
-        if op == pg_sys::TRIGGER_EVENT_INSERT {
-            ("INSERT", None, Some(tuple_json(td.tg_trigtuple, desc)?))
-        } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
-            ("UPDATE", Some(tuple_json(td.tg_trigtuple, desc)?), Some(tuple_json(td.tg_newtuple, desc)?))
-        } else if op == pg_sys::TRIGGER_EVENT_DELETE {
-            ("DELETE", Some(tuple_json(td.tg_trigtuple, desc)?), None)
-        } else {
-            return audit_truncate(rel, &opts);
-        }
+    let operation = if op == pg_sys::TRIGGER_EVENT_INSERT {
+        "INSERT"
+    } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        "UPDATE"
+    } else if op == pg_sys::TRIGGER_EVENT_DELETE {
+        "DELETE"
+    } else {
+        return audit_truncate(rel, &opts);
+    };
+    // SAFETY: the relation's descriptor; tuples are valid for the event
+    // kind they are read for.
+    let (old, new) = unsafe {
+        let mut encoder = row_image::RowEncoder::new(desc);
+        let old = if operation == "INSERT" { None } else { Some(encoder.encode(td.tg_trigtuple)?) };
+        let new = match operation {
+            "INSERT" => Some(encoder.encode(td.tg_trigtuple)?),
+            "UPDATE" => Some(encoder.encode(td.tg_newtuple)?),
+            _ => None,
+        };
+        encoder.finish();
+        (old, new)
     };
     let ctx = request_context();
     let table = table_names(rel);
@@ -602,7 +590,7 @@ fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()
 struct TransitionReader {
     store: *mut pg_sys::Tuplestorestate,
     slot: *mut pg_sys::TupleTableSlot,
-    desc: pg_sys::TupleDesc,
+    encoder: row_image::RowEncoder,
 }
 
 impl TransitionReader {
@@ -615,7 +603,7 @@ impl TransitionReader {
         pg_sys::tuplestore_select_read_pointer(store, 0);
         pg_sys::tuplestore_rescan(store);
         let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-        Some(TransitionReader { store, slot, desc })
+        Some(TransitionReader { store, slot, encoder: row_image::RowEncoder::new(desc) })
     }
 
     fn next_row(&mut self) -> SaasResult<Option<JsonObject>> {
@@ -626,7 +614,7 @@ impl TransitionReader {
             }
             let mut should_free = false;
             let tuple = pg_sys::ExecFetchSlotHeapTuple(self.slot, false, &mut should_free);
-            let row = tuple_json(tuple, self.desc);
+            let row = self.encoder.encode(tuple);
             if should_free {
                 pg_sys::heap_freetuple(tuple);
             }
@@ -643,6 +631,7 @@ impl TransitionReader {
             pg_sys::tuplestore_rescan(self.store);
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
         }
+        self.encoder.finish();
     }
 }
 
