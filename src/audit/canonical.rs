@@ -136,6 +136,14 @@ pub fn canonical_value(text: &str) -> Result<String, JsonError> {
 /// with a different text; both sides agree on this form. Text that is not a
 /// JSON number is returned unchanged (it cannot come from PostgreSQL).
 pub fn canonical_number(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    write_canonical_number(text, &mut out);
+    out
+}
+
+/// [`canonical_number`] appended to `out` (per number of every audited row,
+/// so without intermediate strings).
+fn write_canonical_number(text: &str, out: &mut String) {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text),
@@ -145,37 +153,35 @@ pub fn canonical_number(text: &str) -> String {
         None => (rest, None),
     };
     let mut exponent: i64 = match exp_text {
-        Some(e) => match e.trim_start_matches('+').parse::<i64>() {
+        Some(e) => match e.strip_prefix('+').unwrap_or(e).parse::<i64>() {
             Ok(v) => v,
-            Err(_) => return text.to_string(),
+            Err(_) => return out.push_str(text),
         },
         None => 0,
     };
     let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
-        None => (mantissa, ""),
+        Some(i) => (mantissa[..i].as_bytes(), mantissa[i + 1..].as_bytes()),
+        None => (mantissa.as_bytes(), &b""[..]),
     };
-    if int_part.is_empty() || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
-        return text.to_string();
+    if int_part.is_empty() || !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
+        return out.push_str(text);
     }
-    exponent -= frac_part.len() as i64;
-    let mut digits: String = int_part.chars().chain(frac_part.chars()).collect();
-    let trailing = digits.len() - digits.trim_end_matches('0').len();
-    digits.truncate(digits.len() - trailing);
-    exponent += trailing as i64;
-    let digits = digits.trim_start_matches('0');
-    if digits.is_empty() {
-        return "0".to_string();
-    }
-    let mut out = String::with_capacity(digits.len() + 8);
+    // The digits are int_part then frac_part; strip zeros at both ends.
+    let total = int_part.len() + frac_part.len();
+    let digit = |i: usize| if i < int_part.len() { int_part[i] } else { frac_part[i - int_part.len()] };
+    let first = (0..total).find(|&i| digit(i) != b'0');
+    let Some(first) = first else {
+        return out.push('0');
+    };
+    let last = (first..total).rev().find(|&i| digit(i) != b'0').unwrap_or(first);
+    exponent += (total - 1 - last) as i64 - frac_part.len() as i64;
     if negative {
         out.push('-');
     }
-    out.push_str(digits);
+    out.extend((first..=last).map(|i| char::from(digit(i))));
     if exponent != 0 {
         let _ = write!(out, "e{exponent}");
     }
-    out
 }
 
 pub fn sha256(bytes: &[u8]) -> Hash {
@@ -274,7 +280,7 @@ impl ObjectWriter {
 
     fn number(&mut self, key: &str, value: i64) {
         self.key(key);
-        self.out.push_str(&canonical_number(&value.to_string()));
+        write_canonical_number(&value.to_string(), &mut self.out);
     }
 
     fn object(&mut self, key: &str, value: &Option<JsonObject>) {
@@ -708,7 +714,7 @@ impl<'a> Scanner<'a> {
                 while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
                     self.pos += 1;
                 }
-                out.push_str(&canonical_number(&self.src[start..self.pos]));
+                write_canonical_number(&self.src[start..self.pos], out);
             }
             _ => return Err(self.error("expected a value")),
         }
@@ -1241,6 +1247,50 @@ mod tests {
                 prop_assert!(is_json_number(&text), "{}", text);
                 prop_assert!(!is_json_number(&format!("{text}x")), "{}x", text);
             }
+        }
+    }
+
+    /// The first, straightforward canonical_number: the oracle for the
+    /// allocation-free one (a different form would break stored hashes).
+    fn canonical_number_reference(text: &str) -> String {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exp_text) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let mut exponent: i64 = match exp_text {
+            Some(e) => match e.trim_start_matches('+').parse::<i64>() {
+                Ok(v) => v,
+                Err(_) => return text.to_string(),
+            },
+            None => 0,
+        };
+        let (int_part, frac_part) = match mantissa.find('.') {
+            Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+            None => (mantissa, ""),
+        };
+        if int_part.is_empty() || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+            return text.to_string();
+        }
+        exponent -= frac_part.len() as i64;
+        let mut digits: String = int_part.chars().chain(frac_part.chars()).collect();
+        let trailing = digits.len() - digits.trim_end_matches('0').len();
+        digits.truncate(digits.len() - trailing);
+        exponent += trailing as i64;
+        let digits = digits.trim_start_matches('0');
+        if digits.is_empty() {
+            return "0".to_string();
+        }
+        format!("{}{digits}{}", if negative { "-" } else { "" }, if exponent != 0 { format!("e{exponent}") } else { String::new() })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_number_matches_its_reference(text in "-?[0-9]{1,6}(\\.[0-9]{0,5})?([eE][+-]?[0-9]{1,3})?|[-+.eE0-9]{0,6}") {
+            prop_assert_eq!(canonical_number(&text), canonical_number_reference(&text));
         }
     }
 

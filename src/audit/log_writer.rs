@@ -99,15 +99,55 @@ impl Routes {
     }
 }
 
+/// Rows a many-row writer gathers before one `table_multi_insert` (COPY
+/// buffers up to 1,000); their values live in the writer's row memory
+/// until then.
+const BATCH_ROWS: usize = 256;
+
 /// A partition open for direct writes.
 struct Sink {
     oid: pg_sys::Oid,
     rel: pg_sys::Relation,
-    slot: *mut pg_sys::TupleTableSlot,
+    /// One slot for a single-row writer; up to [`BATCH_ROWS`] for a batch.
+    slots: Vec<*mut pg_sys::TupleTableSlot>,
+    /// Filled slots not yet written.
+    pending: usize,
     indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
     /// For each of [`COLUMNS`], its attribute index in the partition.
     attr_of: [usize; 18],
     not_null: [bool; 18],
+    /// For a call that writes many rows: keeps the page being filled pinned
+    /// between batches (as COPY does); NULL for a single row.
+    bulk: pg_sys::BulkInsertState,
+}
+
+impl Sink {
+    fn batched(&self) -> bool {
+        !self.bulk.is_null()
+    }
+
+    /// Writes the pending rows and their index entries.
+    /// SAFETY: the sink is open; pending slots hold rows of its partition.
+    unsafe fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        // table_tuple_insert / table_multi_insert are inline functions in
+        // C: the partition's table AM.
+        let am = &*(*self.rel).rd_tableam;
+        let cid = pg_sys::GetCurrentCommandId(true);
+        if self.batched() {
+            let insert = am.multi_insert.expect("every table AM inserts");
+            insert(self.rel, self.slots.as_mut_ptr(), self.pending as i32, cid, 0, self.bulk);
+        } else {
+            let insert = am.tuple_insert.expect("every table AM inserts");
+            insert(self.rel, self.slots[0], cid, 0, std::ptr::null_mut());
+        }
+        for &slot in &self.slots[..self.pending] {
+            insert_index_entries(self, slot);
+        }
+        self.pending = 0;
+    }
 }
 
 enum Target {
@@ -176,19 +216,28 @@ impl LogWriter {
         if current != oid {
             self.close_target();
             // SAFETY: a leaf partition of the locked parent.
-            self.target = Some(unsafe { open_target(oid) });
+            self.target = Some(unsafe { open_target(oid, self.row_memory.is_some()) });
         }
-        let Some(Target::Direct(sink)) = &self.target else {
+        let Some(Target::Direct(sink)) = &mut self.target else {
             return false;
         };
-        // SAFETY: the sink's relation, slot and indexes are open; values are
-        // built in the row context, which is reset after the row is stored.
+        // SAFETY: the sink's relation, slots and indexes are open; a batch's
+        // values are built in the row context, reset once they are written.
         unsafe {
-            let Some(memory) = self.row_memory else { return store(sink, row) };
+            let Some(memory) = self.row_memory else {
+                let stored = store(sink, row);
+                sink.flush();
+                return stored;
+            };
             let old = pg_sys::MemoryContextSwitchTo(memory);
             let stored = store(sink, row);
+            if sink.pending == BATCH_ROWS {
+                sink.flush();
+            }
             pg_sys::MemoryContextSwitchTo(old);
-            pg_sys::MemoryContextReset(memory);
+            if sink.pending == 0 {
+                pg_sys::MemoryContextReset(memory);
+            }
             stored
         }
     }
@@ -209,11 +258,21 @@ impl LogWriter {
         }
     }
 
+    /// Writes what the partition's batch holds and closes it.
     fn close_target(&mut self) {
-        if let Some(Target::Direct(sink)) = self.target.take() {
+        if let Some(Target::Direct(mut sink)) = self.target.take() {
             // SAFETY: opened by open_target; locks stay until the transaction ends.
             unsafe {
-                pg_sys::ExecDropSingleTupleTableSlot(sink.slot);
+                sink.flush();
+                if let Some(memory) = self.row_memory {
+                    pg_sys::MemoryContextReset(memory);
+                }
+                for &slot in &sink.slots {
+                    pg_sys::ExecDropSingleTupleTableSlot(slot);
+                }
+                if !sink.bulk.is_null() {
+                    pg_sys::FreeBulkInsertState(sink.bulk);
+                }
                 for (index, _) in sink.indexes {
                     pg_sys::index_close(index, pg_sys::NoLock as i32);
                 }
@@ -246,7 +305,7 @@ fn has_insert_triggers(t: &pg_sys::TriggerDesc) -> bool {
 }
 
 /// Opens a partition for direct writes, or declines it (see the module doc).
-unsafe fn open_target(oid: pg_sys::Oid) -> Target {
+unsafe fn open_target(oid: pg_sys::Oid, bulk: bool) -> Target {
     let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
     let declined = |rel: pg_sys::Relation| {
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
@@ -314,14 +373,18 @@ unsafe fn open_target(oid: pg_sys::Oid) -> Target {
         }
         return declined(rel);
     }
-    let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+    let slots = (0..if bulk { BATCH_ROWS } else { 1 })
+        .map(|_| pg_sys::table_slot_create(rel, std::ptr::null_mut()))
+        .collect();
     Target::Direct(Sink {
         oid,
         rel,
-        slot,
+        slots,
+        pending: 0,
         indexes,
         attr_of,
         not_null,
+        bulk: if bulk { pg_sys::GetBulkInsertState() } else { std::ptr::null_mut() },
     })
 }
 
@@ -344,6 +407,16 @@ unsafe fn uuid(bytes: &[u8; 16]) -> pg_sys::Datum {
     let p = pg_sys::palloc(16) as *mut u8;
     std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
     pg_sys::Datum::from(p)
+}
+
+/// `text` as an i64 when it is written as a plain integer (`-?[0-9]+`,
+/// no exponent or fraction, so `1.0` keeps its scale through numeric_in).
+fn plain_integer(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 unsafe fn input(
@@ -451,13 +524,18 @@ impl JsonEvents for JsonbBuilder {
     fn number(&mut self, text: &str) {
         // SAFETY: numeric_in reports text that is not a number as an ERROR.
         unsafe {
-            let n = pg_sys::DirectFunctionCall3Coll(
+            // Integers (ids, counts) skip numeric_in's parse: the same value.
+            let n = if let Some(i) = plain_integer(text) {
+                pg_sys::Datum::from(pg_sys::int64_to_numeric(i))
+            } else {
+                pg_sys::DirectFunctionCall3Coll(
                 Some(builtins::numeric_in),
                 pg_sys::InvalidOid,
                 cstring(text),
                 pg_sys::Datum::from(pg_sys::InvalidOid),
                 pg_sys::Datum::from(-1i32),
-            );
+                )
+            };
             let mut v: pg_sys::JsonbValue = std::mem::zeroed();
             v.type_ = pg_sys::jbvType::jbvNumeric;
             v.val.numeric = n.cast_mut_ptr();
@@ -478,9 +556,10 @@ impl JsonEvents for JsonbBuilder {
     }
 }
 
-/// Stores one row and its index entries; false (nothing written) when a
-/// NULL meets a NOT NULL column, so the caller's INSERT reports it.
-unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
+/// Puts one row in the sink's next slot (written by [`Sink::flush`]);
+/// false (nothing kept) when a NULL meets a NOT NULL column, so the
+/// caller's INSERT reports it.
+unsafe fn store(sink: &mut Sink, row: &LogRow<'_>) -> bool {
     let r = row.record;
     let text = |v: Option<&str>| v.map(|s| varlena(s.as_bytes()));
     let values: [Option<pg_sys::Datum>; 18] = [
@@ -512,7 +591,7 @@ unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
     {
         return false;
     }
-    let slot = sink.slot;
+    let slot = sink.slots[sink.pending];
     pg_sys::ExecClearTuple(slot);
     let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
     let datums = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
@@ -525,7 +604,12 @@ unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
         datums[a] = v.unwrap_or(pg_sys::Datum::from(0));
     }
     pg_sys::ExecStoreVirtualTuple(slot);
-    pg_sys::simple_table_tuple_insert(sink.rel, slot);
+    sink.pending += 1;
+    true
+}
+
+/// Adds a written row's entries to the partition's indexes.
+unsafe fn insert_index_entries(sink: &Sink, slot: *mut pg_sys::TupleTableSlot) {
     let mut key_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
     let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
     for &(index, info) in &sink.indexes {
@@ -555,5 +639,4 @@ unsafe fn store(sink: &Sink, row: &LogRow<'_>) -> bool {
             info,
         );
     }
-    true
 }

@@ -612,13 +612,7 @@ impl TransitionReader {
             if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
                 return Ok(None);
             }
-            let mut should_free = false;
-            let tuple = pg_sys::ExecFetchSlotHeapTuple(self.slot, false, &mut should_free);
-            let row = self.encoder.encode(tuple);
-            if should_free {
-                pg_sys::heap_freetuple(tuple);
-            }
-            row.map(Some)
+            self.encoder.encode_slot(self.slot).map(Some)
         }
     }
 

@@ -81,22 +81,39 @@ impl RowEncoder {
     /// The row as a JSON object: the members `row_to_json` would write.
     /// SAFETY: `tuple` is a valid tuple of the encoder's descriptor.
     pub(super) unsafe fn encode(&mut self, tuple: pg_sys::HeapTuple) -> SaasResult<JsonObject> {
+        pg_sys::heap_deform_tuple(tuple, self.desc, self.values.as_mut_ptr(), self.nulls.as_mut_ptr());
+        let (values, nulls) = (std::mem::take(&mut self.values), std::mem::take(&mut self.nulls));
+        let object = self.object(&values, &nulls);
+        (self.values, self.nulls) = (values, nulls);
+        object
+    }
+
+    /// The same for a slot's row (a transition table's), read in place.
+    /// SAFETY: `slot` holds a row of the encoder's descriptor.
+    pub(super) unsafe fn encode_slot(&mut self, slot: *mut pg_sys::TupleTableSlot) -> SaasResult<JsonObject> {
+        pg_sys::slot_getallattrs(slot);
+        let natts = self.columns.len();
+        let values = std::slice::from_raw_parts((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
+        self.object(values, nulls)
+    }
+
+    unsafe fn object(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<JsonObject> {
         let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
-        let members = self.members(tuple);
+        let members = self.members(values, nulls);
         pg_sys::MemoryContextSwitchTo(old);
         pg_sys::MemoryContextReset(self.row_memory);
         members.map(JsonObject::from_members)
     }
 
-    unsafe fn members(&mut self, tuple: pg_sys::HeapTuple) -> SaasResult<Vec<Member>> {
-        pg_sys::heap_deform_tuple(tuple, self.desc, self.values.as_mut_ptr(), self.nulls.as_mut_ptr());
+    unsafe fn members(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<Vec<Member>> {
         let mut members = Vec::with_capacity(self.columns.len());
         for (i, column) in self.columns.iter_mut().enumerate() {
             let Some(column) = column else { continue };
-            let (text, canonical) = if self.nulls[i] {
+            let (text, canonical) = if nulls[i] {
                 ("null".to_string(), "null".to_string())
             } else {
-                value_json(column, self.values[i])?
+                value_json(column, values[i])?
             };
             members.push(Member { key: column.name.clone(), text, canonical });
         }
