@@ -5,8 +5,8 @@
 //! Canonical JSON (what a row hash is taken over): objects with keys sorted by
 //! their UTF-8 bytes, no whitespace, strings escaped as serde_json escapes
 //! them, and numbers written by value (see [`canonical_number`]), so a value
-//! hashes the same whether it came from `row_to_json` in the trigger or from
-//! `jsonb` output when it is verified.
+//! hashes the same whether the trigger wrote it (as `row_to_json` would) or
+//! `jsonb` output gives it when it is verified.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -432,9 +432,9 @@ pub fn record_key(row: &JsonObject, key_columns: &[String]) -> JsonObject {
 
 /// A JSON object as the log keeps it: for each member the text it came in
 /// (what `jsonb` input gets, so values keep their spelling, e.g. 1.50) and
-/// its canonical text (what the hash covers), in canonical key order. Parsed
-/// once from `row_to_json` (or, when verifying, from `jsonb` output)
-/// without building a tree of values: the audit trigger's hot path.
+/// its canonical text (what the hash covers), in canonical key order. Built
+/// member by member from a tuple in the trigger, parsed from `jsonb` output
+/// when verifying; no tree of values either way.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct JsonObject {
     members: Vec<Member>,
