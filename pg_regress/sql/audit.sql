@@ -348,6 +348,11 @@ WHERE l.table_name = 'kinds_bulk'
 ORDER BY 1, 3;
 SELECT new_values -> 'f8' AS f8, new_values -> 'color' AS color, new_values -> 'j' AS j, new_values -> 'we"ird\ name' AS weird
 FROM saas.audit_log WHERE table_name = 'kinds' AND operation = 'INSERT' AND new_values ->> 'id' = '1';
+-- A statement of 600 rows: written in several batches, every row logged once, as it is.
+INSERT INTO audit_test.kinds_bulk (id, flag) SELECT g, g % 2 = 0 FROM generate_series(3, 602) g;
+SELECT count(*) AS logged, count(DISTINCT l.id) AS distinct_ids, bool_and(l.new_values = row_to_json(k)::jsonb) AS all_as_row_to_json
+FROM saas.audit_log l JOIN audit_test.kinds_bulk k ON k.id = (l.new_values ->> 'id')::int
+WHERE l.table_name = 'kinds_bulk';
 -- changed_only: the update's images hold just the two changed columns.
 UPDATE audit_test.kinds SET flag = NOT flag, pair = ROW('y', 2) WHERE id = 1;
 SELECT old_values, new_values FROM saas.audit_log WHERE table_name = 'kinds' AND operation = 'UPDATE';

@@ -529,11 +529,11 @@ impl JsonEvents for JsonbBuilder {
                 pg_sys::Datum::from(pg_sys::int64_to_numeric(i))
             } else {
                 pg_sys::DirectFunctionCall3Coll(
-                Some(builtins::numeric_in),
-                pg_sys::InvalidOid,
-                cstring(text),
-                pg_sys::Datum::from(pg_sys::InvalidOid),
-                pg_sys::Datum::from(-1i32),
+                    Some(builtins::numeric_in),
+                    pg_sys::InvalidOid,
+                    cstring(text),
+                    pg_sys::Datum::from(pg_sys::InvalidOid),
+                    pg_sys::Datum::from(-1i32),
                 )
             };
             let mut v: pg_sys::JsonbValue = std::mem::zeroed();

@@ -5,8 +5,8 @@
 //! Why Rust: the row trigger is the hot path. It reads each row's columns
 //! once (`row_image`), hashes the row without a round trip through SQL, and
 //! writes it straight into its month's partition (`log_writer`; a kept
-//! INSERT plan where it cannot); it
-//! caches the request context per transaction and the options per trigger.
+//! INSERT plan where it cannot); it caches the request context per
+//! transaction and the options per trigger.
 //!
 //! The triggers write as the owner of `saas.audit_log` (the extension owner),
 //! switched the way PostgreSQL's RI triggers switch, so API roles need no
