@@ -105,6 +105,24 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_tables', '');
 -- Who reads the log: a tenant's admins and owners, their tenant's rows only.
 -- Nobody writes it but the triggers (which write as its owner).
 -- ---------------------------------------------------------------------------
+-- UPDATE, DELETE and TRUNCATE refused for everyone, the owner included.
+CREATE FUNCTION @extschema@._audit_append_only(rel regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_append_only') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_append_only BEFORE UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_no_truncate') THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
+  END IF;
+END
+$$;
+
 CREATE FUNCTION @extschema@._audit_secure(rel regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -117,14 +135,7 @@ BEGIN
     EXECUTE format('CREATE POLICY saas_audit_admin_read ON %s FOR SELECT
                     USING (tenant_id = (SELECT @extschema@.current_tenant()) AND (SELECT @extschema@.has_role(''admin'')))', rel);
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_append_only') THEN
-    EXECUTE format('CREATE TRIGGER saas_audit_append_only BEFORE UPDATE OR DELETE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_no_truncate') THEN
-    EXECUTE format('CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
-  END IF;
+  PERFORM @extschema@._audit_append_only(rel);
   EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC', rel);
 END
 $$;
@@ -144,10 +155,7 @@ $$;
 
 SELECT @extschema@._audit_secure('@extschema@.audit_log');
 SELECT @extschema@._audit_secure('@extschema@.audit_seals');
-CREATE TRIGGER saas_audit_append_only BEFORE UPDATE OR DELETE ON @extschema@.audit_retired
-  FOR EACH ROW EXECUTE FUNCTION @extschema@._audit_refuse_change();
-CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON @extschema@.audit_retired
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change();
+SELECT @extschema@._audit_append_only('@extschema@.audit_retired');
 
 -- ---------------------------------------------------------------------------
 -- Triggers on audited tables
@@ -247,7 +255,6 @@ AS $$
 DECLARE
   kind "char";
   is_partition boolean;
-  root regclass;
   missing text[];
   cols text;
   keys text[];
@@ -469,6 +476,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) IS
   'The current tenant''s audit rows logged in [p_from, p_to), oldest first, as JSON lines or CSV (header first). For its admins and owners.';
 
+REVOKE ALL ON FUNCTION @extschema@._audit_append_only(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_secure(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_refuse_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._audit_tree(regclass) FROM PUBLIC;

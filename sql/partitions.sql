@@ -113,6 +113,15 @@ AS $$
   END
 $$;
 
+-- The parent's default partition, if it has one (the catalog keeps it).
+CREATE FUNCTION @extschema@._partition_default(parent regclass)
+RETURNS regclass
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT nullif(pt.partdefid, 0::oid)::regclass FROM pg_partitioned_table pt WHERE pt.partrelid = parent
+$$;
+
 -- Monthly and default partitions of a parent, with their bounds.
 CREATE FUNCTION @extschema@._partitions_of(parent regclass)
 RETURNS TABLE (part regclass, is_default boolean, range_from text, range_to text)
@@ -263,6 +272,7 @@ DECLARE
   pname text;
   qualified text;
   dflt regclass;
+  stranded boolean;
   moved bigint;
   replication_role text;
 BEGIN
@@ -274,13 +284,13 @@ BEGIN
   SELECT n.nspname, c.relname INTO nsp, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = cfg.parent;
   pname := @extschema@.monthly_partition_name(rel, extract(year FROM month_start)::int, extract(month FROM month_start)::int);
   qualified := format('%I.%I', nsp, pname);
-  SELECT p.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) p WHERE p.is_default;
+  dflt := @extschema@._partition_default(cfg.parent);
 
   IF dflt IS NOT NULL THEN
-    EXECUTE format('SELECT count(*) FROM %s WHERE %I >= %L AND %I < %L', dflt, cfg.control_column, lo, cfg.control_column, hi) INTO moved;
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I >= %L AND %I < %L)', dflt, cfg.control_column, lo, cfg.control_column, hi) INTO stranded;
   END IF;
 
-  IF coalesce(moved, 0) = 0 THEN
+  IF NOT coalesce(stranded, false) THEN
     PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
                                               qualified, cfg.parent, lo, hi));
     PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
@@ -402,7 +412,7 @@ BEGIN
   RETURNING * INTO cfg;
 
   -- The default partition first, so no insert fails while months are made.
-  IF NOT EXISTS (SELECT FROM @extschema@._partitions_of(parent) p WHERE p.is_default) THEN
+  IF @extschema@._partition_default(parent) IS NULL THEN
     SELECT format('%I.%I', n.nspname, @extschema@.default_partition_name(c.relname)) INTO dflt
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
     PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s DEFAULT', dflt, parent));
@@ -451,7 +461,7 @@ BEGIN
       -- 1. Months ahead.
       RETURN QUERY SELECT cfg.parent, r.* FROM @extschema@._partition_premake(cfg, p_now) r;
       -- 2. Rows stranded in the default partition go to their months.
-      SELECT q.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) q WHERE q.is_default;
+      dflt := @extschema@._partition_default(cfg.parent);
       IF dflt IS NOT NULL THEN
         RETURN QUERY SELECT cfg.parent, r.* FROM @extschema@._partition_cover_rows(cfg, dflt) r;
       END IF;
@@ -666,8 +676,10 @@ BEGIN
   RETURN QUERY SELECT newrel, r.* FROM @extschema@._partition_cover_rows(cfg, format('%I.%I', nsp, old_name)::regclass) r;
 
   EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
+  -- The new table has no triggers or policies of its own yet (stmts add
+  -- them below), so the INSERT's row count is what it holds.
   EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
-  EXECUTE format('SELECT count(*) FROM %s', newrel) INTO after_count;
+  GET DIAGNOSTICS after_count = ROW_COUNT;
   IF before_count <> after_count THEN
     RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
       USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
@@ -704,6 +716,7 @@ AS $$
 DECLARE
   cfg @extschema@.partition_config%ROWTYPE;
   m timestamp;
+  lo text;
   hi text;
   dflt regclass;
 BEGIN
@@ -714,13 +727,16 @@ BEGIN
     parent_table := cfg.parent;
     months_ahead := -1;
     covered_until := NULL;
+    -- Each month's upper bound is the next one's lower bound.
+    lo := @extschema@._month_bound(m, cfg.control_type, cfg.time_zone);
     FOR i IN 0..1200 LOOP
       hi := @extschema@._month_bound(m + make_interval(months => i + 1), cfg.control_type, cfg.time_zone);
-      EXIT WHEN @extschema@._partition_find(cfg, @extschema@._month_bound(m + make_interval(months => i), cfg.control_type, cfg.time_zone), hi, true) IS NULL;
+      EXIT WHEN @extschema@._partition_find(cfg, lo, hi, true) IS NULL;
       months_ahead := i;
       covered_until := hi;
+      lo := hi;
     END LOOP;
-    SELECT q.part INTO dflt FROM @extschema@._partitions_of(cfg.parent) q WHERE q.is_default;
+    dflt := @extschema@._partition_default(cfg.parent);
     default_rows := 0;
     IF dflt IS NOT NULL THEN
       EXECUTE format('SELECT count(*) FROM %s', dflt) INTO default_rows;
@@ -792,4 +808,5 @@ REVOKE ALL ON FUNCTION @extschema@.schedule_maintenance(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.unschedule_maintenance() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._month_of(timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._month_bound(timestamp, regtype, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_default(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partitions_of(regclass) FROM PUBLIC;

@@ -6,6 +6,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::{GucSetting, PgOid};
 use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::tenancy::context::Uuid;
 use std::ffi::CString;
 use std::ffi::CStr;
 
@@ -18,6 +19,36 @@ pub(crate) fn setting(name: &CStr) -> Option<String> {
         let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
         (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
     }
+}
+
+/// Whether setting `name` currently reads `value` (None: not defined),
+/// compared in place: for caches checked on every row.
+pub(crate) fn setting_is(name: &CStr, value: Option<&str>) -> bool {
+    // SAFETY: as in `setting`; only read.
+    unsafe {
+        let p = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        match (p.is_null(), value) {
+            (true, None) => true,
+            (false, Some(v)) => CStr::from_ptr(p).to_bytes() == v.as_bytes(),
+            _ => false,
+        }
+    }
+}
+
+/// The backend's local transaction id: what per-transaction caches key on.
+pub(crate) fn local_xid() -> u32 {
+    // SAFETY: MyProc is set in every backend that runs SQL.
+    unsafe { (*pg_sys::MyProc).lxid }
+}
+
+/// A uuid of the pure code as pgrx's type.
+pub(crate) fn to_pg_uuid(u: Uuid) -> pgrx::Uuid {
+    pgrx::Uuid::from_bytes(u.0)
+}
+
+/// uuid text, as PostgreSQL accepts it, as pgrx's type.
+pub(crate) fn parse_pg_uuid(text: &str) -> Option<pgrx::Uuid> {
+    Uuid::parse(text).map(to_pg_uuid)
 }
 
 /// Runs `f` as `owner` in a security-restricted context, like PostgreSQL's

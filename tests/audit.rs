@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{random_uuid, Api};
+use common::{claims, random_uuid, Api};
 use pg_saas::audit::canonical::{AuditRecord, JsonObject};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 
 /// A day of its own for a test's rows (pinned with saas.audit_clock), so
@@ -26,19 +26,16 @@ fn random_day() -> (String, String, String) {
 }
 
 async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members: &[(&str, &str, &str)]) {
-    common::ensure_api_roles(admin).await;
-    // Serialized: tests run in parallel and grant_api/DDL on shared objects
-    // would otherwise collide.
+    // All of it under the shared-setup lock: tests run in parallel and DDL on
+    // shared objects would otherwise collide.
     let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(4243);
-         DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
          CREATE TABLE {schema}.notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              tenant_id uuid NOT NULL, body text, updated_at timestamptz);
          SELECT saas.enable_tenancy('{schema}.notes');
          SELECT saas.audit_enable('{schema}.notes', '{{updated_at}}');
          GRANT USAGE ON SCHEMA {schema} TO anon, authenticated;
-         GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.notes TO authenticated;
-         SELECT saas.grant_api('{{anon,authenticated}}');"
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.notes TO authenticated;"
     );
     for (id, slug) in tenants {
         let slug = format!("{slug}-{}", &id[0..8]);
@@ -49,12 +46,7 @@ async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members
             "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', '{role}');"
         ));
     }
-    sql.push_str("COMMIT;");
-    admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
-}
-
-fn claims(user: &str, tenant: &str) -> Value {
-    json!({"sub": user, "role": "authenticated", "tenant_id": tenant})
+    common::shared_setup(admin, &sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
 }
 
 #[tokio::test]
@@ -178,7 +170,7 @@ struct Verdict {
     detail: String,
 }
 
-async fn verify(client: &Client, from: &str, to: &str) -> Verdict {
+async fn verify<C: GenericClient + Sync>(client: &C, from: &str, to: &str) -> Verdict {
     let r = client
         .query_one(
             "SELECT ok, kind, log_id, detail FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)",
@@ -195,15 +187,29 @@ async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Ve
     let tx = client.transaction().await.unwrap();
     tx.batch_execute("SET LOCAL session_replication_role = replica").await.unwrap();
     tx.batch_execute(tamper).await.unwrap_or_else(|e| panic!("{tamper}: {e}"));
-    let r = tx
-        .query_one(
-            "SELECT ok, kind, log_id, detail FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)",
-            &[&window.0, &window.1],
-        )
-        .await
-        .unwrap();
+    let verdict = verify(&tx, window.0, window.1).await;
     tx.rollback().await.unwrap();
-    Verdict { ok: r.get(0), kind: r.get(1), log_id: r.get(2), detail: r.get(3) }
+    verdict
+}
+
+/// Seals until no row of `window` is left unsealed (another test's open
+/// transaction can hold the horizon back for a moment), trying for about a
+/// minute; returns the last count of unsealed rows.
+async fn seal_until_covered(client: &Client, window: (&str, &str)) -> i64 {
+    let mut unsealed = -1i64;
+    for _ in 0..600 {
+        client.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap();
+        unsealed = client
+            .query_one("SELECT unsealed_rows FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)", &[&window.0, &window.1])
+            .await
+            .unwrap()
+            .get(0);
+        if unsealed == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsealed
 }
 
 #[tokio::test]
@@ -225,22 +231,8 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
             .await
             .unwrap();
     }
-    // Seal until this tenant's rows are covered (another test's open
-    // transaction can hold the horizon back for a moment).
-    for _ in 0..600 {
-        admin.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap();
-        let v = admin
-            .query_one(
-                "SELECT unsealed_rows FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)",
-                &[&window.0, &window.1],
-            )
-            .await
-            .unwrap();
-        if v.get::<_, i64>(0) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Seal until this tenant's rows are covered.
+    seal_until_covered(&admin, window).await;
     let clean = verify(&admin, window.0, window.1).await;
     assert!(clean.ok, "{clean:?}");
     assert!(clean.detail.contains("5 rows"), "{clean:?}");
@@ -330,7 +322,7 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
             extra.operation,
             extra.schema_name,
             extra.table_name,
-            extra.record_key.as_ref().unwrap(),
+            extra.record_key.as_ref().unwrap().text(),
             hex(&extra.hash())
         ),
         window,
@@ -425,19 +417,7 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     assert!(seals >= 3 && checks >= 3, "the sealer ran during the writes: {seals} seals, {checks} checks");
 
     // Everything committed: seal until the horizon passes the last writer.
-    let mut unsealed = -1i64;
-    for _ in 0..600 {
-        admin.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap();
-        unsealed = admin
-            .query_one("SELECT unsealed_rows FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)", &[&window.0, &window.1])
-            .await
-            .unwrap()
-            .get(0);
-        if unsealed == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let unsealed = seal_until_covered(&admin, window).await;
     assert_eq!(unsealed, 0);
     let v = verify(&admin, window.0, window.1).await;
     assert!(v.ok, "{v:?}");

@@ -11,6 +11,25 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
 
+/// Drops `schema` if a previous run left it, creates it again and runs `sql`
+/// (the test's tables and rows) in the same batch.
+async fn fresh_schema(admin: &Client, schema: &str, sql: &str) {
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};\n{sql}"))
+        .await
+        .unwrap();
+}
+
+/// Drops `schema` and the partition configuration of its tables.
+async fn drop_schema(admin: &Client, schema: &str) {
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DELETE FROM saas.partition_config WHERE parent::text LIKE '{schema}.%';"
+        ))
+        .await
+        .unwrap();
+}
+
 /// Says (past the test harness's capture) whether the kill landed mid-run.
 fn report(what: &str, killed: bool) {
     use std::io::Write;
@@ -50,14 +69,13 @@ async fn kill_when_running(admin: &Client, pattern: &str, after: Duration) -> bo
 #[tokio::test]
 async fn killed_conversion_rolls_back_and_the_next_run_completes() {
     let admin = db_or_skip!("killed_conversion_rolls_back_and_the_next_run_completes");
-    admin
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS it_conv CASCADE; CREATE SCHEMA it_conv;
-             CREATE TABLE it_conv.hits (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz NOT NULL, PRIMARY KEY (id, at));
-             INSERT INTO it_conv.hits (at) SELECT '2025-01-01'::timestamptz + g * interval '3 minutes' FROM generate_series(1, 400000) g;",
-        )
-        .await
-        .unwrap();
+    fresh_schema(
+        &admin,
+        "it_conv",
+        "CREATE TABLE it_conv.hits (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz NOT NULL, PRIMARY KEY (id, at));
+         INSERT INTO it_conv.hits (at) SELECT '2025-01-01'::timestamptz + g * interval '3 minutes' FROM generate_series(1, 400000) g;",
+    )
+    .await;
     let victim = common::connect("conversion victim").await.unwrap();
     let run = tokio::spawn(async move {
         victim
@@ -100,22 +118,21 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
         1
     );
     assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits_default").await, 0);
-    admin.batch_execute("DROP SCHEMA it_conv CASCADE; DELETE FROM saas.partition_config WHERE parent::text LIKE 'it_conv.%';").await.unwrap();
+    drop_schema(&admin, "it_conv").await;
 }
 
 #[tokio::test]
 async fn killed_rescue_keeps_every_row_and_the_next_run_completes() {
     let admin = db_or_skip!("killed_rescue_keeps_every_row_and_the_next_run_completes");
-    admin
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS it_rescue CASCADE; CREATE SCHEMA it_rescue;
-             CREATE TABLE it_rescue.log (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
-             SELECT count(*) FROM saas.create_monthly_partitions('it_rescue.log', 'at', 0, p_now => '2026-11-15');
-             -- 24 future months of rows stranded in the default partition.
-             INSERT INTO it_rescue.log SELECT '2027-01-01'::timestamptz + g * interval '1 minute', g FROM generate_series(1, 24 * 43000) g;",
-        )
-        .await
-        .unwrap();
+    fresh_schema(
+        &admin,
+        "it_rescue",
+        "CREATE TABLE it_rescue.log (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
+         SELECT count(*) FROM saas.create_monthly_partitions('it_rescue.log', 'at', 0, p_now => '2026-11-15');
+         -- 24 future months of rows stranded in the default partition.
+         INSERT INTO it_rescue.log SELECT '2027-01-01'::timestamptz + g * interval '1 minute', g FROM generate_series(1, 24 * 43000) g;",
+    )
+    .await;
     let total = count(&admin, "SELECT count(*) FROM it_rescue.log").await;
     let victim = common::connect("rescue victim").await.unwrap();
     let run = tokio::spawn(async move {
@@ -130,20 +147,19 @@ async fn killed_rescue_keeps_every_row_and_the_next_run_completes() {
     admin.query("SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')", &[]).await.unwrap();
     assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log").await, total);
     assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log_default").await, 0, "nothing stranded");
-    admin.batch_execute("DROP SCHEMA it_rescue CASCADE; DELETE FROM saas.partition_config WHERE parent::text LIKE 'it_rescue.%';").await.unwrap();
+    drop_schema(&admin, "it_rescue").await;
 }
 
 #[tokio::test]
 async fn writers_lose_nothing_while_maintenance_runs() {
     let admin = db_or_skip!("writers_lose_nothing_while_maintenance_runs");
-    admin
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS it_conc CASCADE; CREATE SCHEMA it_conc;
-             CREATE TABLE it_conc.ev (at timestamptz NOT NULL, writer int, n int) PARTITION BY RANGE (at);
-             SELECT count(*) FROM saas.create_monthly_partitions('it_conc.ev', 'at', 1, p_now => '2026-11-15');",
-        )
-        .await
-        .unwrap();
+    fresh_schema(
+        &admin,
+        "it_conc",
+        "CREATE TABLE it_conc.ev (at timestamptz NOT NULL, writer int, n int) PARTITION BY RANGE (at);
+         SELECT count(*) FROM saas.create_monthly_partitions('it_conc.ev', 'at', 1, p_now => '2026-11-15');",
+    )
+    .await;
     const WRITERS: usize = 3;
     const ROWS: i32 = 600;
     let mut handles = Vec::new();
@@ -212,7 +228,7 @@ async fn writers_lose_nothing_while_maintenance_runs() {
     let distinct = count(&admin, "SELECT count(*) FROM (SELECT DISTINCT writer, n FROM it_conc.ev) d").await;
     assert_eq!(distinct, committed, "every (writer, n) exactly once");
     assert_eq!(count(&admin, "SELECT count(*) FROM it_conc.ev_default").await, 0, "nothing stranded");
-    admin.batch_execute("DROP SCHEMA it_conc CASCADE; DELETE FROM saas.partition_config WHERE parent::text LIKE 'it_conc.%';").await.unwrap();
+    drop_schema(&admin, "it_conc").await;
 }
 
 #[tokio::test]

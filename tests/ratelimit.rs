@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{random_uuid, Api};
-use serde_json::{json, Value};
+use common::{claims, random_uuid, Api};
+use serde_json::json;
 use tokio_postgres::Client;
 
 
@@ -16,16 +16,13 @@ use tokio_postgres::Client;
 /// for its path never match another test's requests), the API roles, and
 /// tenants with members.
 async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members: &[(&str, &str)]) {
-    common::ensure_api_roles(admin).await;
     let mut sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(4243);
-         DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
          CREATE TABLE {schema}.{schema}_items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              tenant_id uuid NOT NULL, body text);
          SELECT saas.enable_tenancy('{schema}.{schema}_items');
          GRANT USAGE ON SCHEMA {schema} TO anon, authenticated;
-         GRANT SELECT, INSERT ON {schema}.{schema}_items TO authenticated;
-         SELECT saas.grant_api('{{anon,authenticated}}');"
+         GRANT SELECT, INSERT ON {schema}.{schema}_items TO authenticated;"
     );
     for (id, plan) in tenants {
         sql.push_str(&format!(
@@ -38,19 +35,7 @@ async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members
             "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', 'member');"
         ));
     }
-    sql.push_str("COMMIT;");
-    admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
-}
-
-fn claims(user: &str, tenant: &str) -> Value {
-    json!({"sub": user, "role": "authenticated", "tenant_id": tenant})
-}
-
-async fn api_with_pre_request(schema: &str, test: &str) -> Option<Api> {
-    let client = common::connect(test).await?;
-    let mut api = Api::for_schema(client, schema);
-    api.config.pre_request = Some("saas.pre_request".into());
-    Some(api)
+    common::shared_setup(admin, &sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
 }
 
 #[tokio::test]
@@ -64,7 +49,8 @@ async fn get_requests_are_limited_in_shared_memory() {
         .batch_execute("SELECT saas.rate_limit_rule_set('/it_rl_get_items', 3, '1 hour', scope => 'user', method => 'GET')")
         .await
         .unwrap();
-    let Some(api) = api_with_pre_request("it_rl_get", "get_requests_are_limited_in_shared_memory").await else { return };
+    let Some(client) = common::connect("get_requests_are_limited_in_shared_memory").await else { return };
+    let api = Api::with_pre_request(client, "it_rl_get");
 
     for expected_remaining in ["2", "1", "0"] {
         let r = api.get("it_rl_get_items").claims(claims(&user, &tenant)).send().await;
@@ -106,9 +92,8 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         .execute("INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ($1, 4)", &[&plan])
         .await
         .unwrap();
-    let Some(api) = api_with_pre_request("it_rl_quota", "plan_quota_gives_402_and_usage_survives_a_flush").await else {
-        return;
-    };
+    let Some(client) = common::connect("plan_quota_gives_402_and_usage_survives_a_flush").await else { return };
+    let api = Api::with_pre_request(client, "it_rl_quota");
     // Two read-only and two read-write requests: the quota counts both kinds.
     api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
     api.insert("it_rl_quota_items", json!([{"body": "1"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();

@@ -29,14 +29,12 @@ const U_BC: &str = "bc000000-0000-4000-8000-0000000000bc";
 /// in `schema`, isolated with enable_tenancy.
 async fn fixture(client: &Client, schema: &str) {
     let t = TENANTS;
-    common::ensure_api_roles(client).await;
-    client
-        .batch_execute(&format!(
+    // Shared rows and grants: one test at a time, under the shared-setup lock.
+    // This test's own schema is created after that transaction, outside the lock.
+    common::shared_setup(
+        client,
+        &format!(
             r#"
-            -- Shared rows and grants: one test at a time.
-            BEGIN;
-            SELECT pg_advisory_xact_lock(4243);
-            SELECT saas.grant_api('{{anon,authenticated}}');
             INSERT INTO saas.tenants (id, slug, name, status) VALUES
               ('{a}', 'acme', 'Acme', 'active'), ('{b}', 'globex', 'Globex', 'active'),
               ('{c}', 'initech', 'Initech', 'active'), ('{d}', 'dormant', 'Dormant', 'suspended')
@@ -46,8 +44,23 @@ async fn fixture(client: &Client, schema: &str) {
               ('{a}', '{uab}', 'member'), ('{b}', '{uab}', 'viewer'),
               ('{b}', '{ubc}', 'member'), ('{c}', '{ubc}', 'admin'), ('{d}', '{ubc}', 'owner')
               ON CONFLICT DO NOTHING;
-            COMMIT;
-
+            "#,
+            a = t[0],
+            b = t[1],
+            c = t[2],
+            d = t[3],
+            ua = U_A,
+            ub = U_B,
+            uc = U_C,
+            uab = U_AB,
+            ubc = U_BC,
+        ),
+    )
+    .await
+    .expect("tenancy fixture");
+    client
+        .batch_execute(&format!(
+            r#"
             DROP SCHEMA IF EXISTS {s} CASCADE;
             CREATE SCHEMA {s};
             GRANT USAGE ON SCHEMA {s} TO anon, authenticated;
@@ -74,25 +87,9 @@ async fn fixture(client: &Client, schema: &str) {
             GRANT EXECUTE ON FUNCTION {s}.whoami() TO anon, authenticated;
             "#,
             s = schema,
-            a = t[0],
-            b = t[1],
-            c = t[2],
-            d = t[3],
-            ua = U_A,
-            ub = U_B,
-            uc = U_C,
-            uab = U_AB,
-            ubc = U_BC,
         ))
         .await
         .expect("tenancy fixture");
-}
-
-/// The documented deployment: saas.pre_request as PostgREST's db-pre-request.
-fn api_for(client: Client, schema: &str) -> Api {
-    let mut api = Api::for_schema(client, schema);
-    api.config.pre_request = Some("saas.pre_request".into());
-    api
 }
 
 /// How a request says who it is and which tenant it wants.
@@ -339,7 +336,7 @@ fn random_request_sequences_never_cross_tenants() {
     let api_client = rt.block_on(common::connect("random_request_sequences_never_cross_tenants")).unwrap();
     let schema = "it_tenancy_prop";
     rt.block_on(fixture(&admin, schema));
-    let api = api_for(api_client, schema);
+    let api = Api::with_pre_request(api_client, schema);
 
     let cases: u32 = std::env::var("TENANCY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
@@ -377,7 +374,7 @@ async fn anonymous_suspended_and_intruders() {
         ))
         .await
         .unwrap();
-    let mut api = api_for(common::connect("anonymous_suspended_and_intruders").await.unwrap(), schema);
+    let mut api = Api::with_pre_request(common::connect("anonymous_suspended_and_intruders").await.unwrap(), schema);
 
     // Anonymous, no claims at all: sees nothing, has no tenant.
     let r = api.get("docs").send().await;

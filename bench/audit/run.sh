@@ -17,10 +17,6 @@ SECONDS_PER_RUN=${AUDIT_SECONDS:-5}
 ROUNDS=${AUDIT_ROUNDS:-3}
 TENANT=0000000a-0000-4000-8000-00000000bec0
 
-ms() { date +%s%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
-timed() { local t0 t1; t0=$(ms); bench_psql -c "$1" >/dev/null; t1=$(ms); elapsed "$t0" "$t1"; }
-
 bench_psql >/dev/null <<SQL
 SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS b_audit CASCADE;
@@ -66,8 +62,7 @@ SELECT saas.audit_enable('b_audit.bulk_ours', mode => 'statement');
 VACUUM ANALYZE b_audit.plain, b_audit.peer, b_audit.ours;
 SQL
 
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+bench_tmpdir dir
 for t in plain peer ours; do
   cat >"$dir/insert_$t.sql" <<SQL
 \set n random(1, 1000000)
@@ -84,8 +79,7 @@ SQL
 done
 
 latency() { # op table seed
-  "$PG_BIN/pgbench" -n -M prepared --random-seed="$3" -f "$dir/$1_$2.sql" -T "$SECONDS_PER_RUN" -c 1 -j 1 2>&1 \
-    | awk '/latency average/ { print $4 }'
+  pgbench_latency_ms "$dir/$1_$2.sql" "$SECONDS_PER_RUN" 1 -M prepared --random-seed="$3"
 }
 
 echo "  1. single-row statements, pgbench, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds"
@@ -127,7 +121,7 @@ logged=$(bench_psql -At -c "SELECT (SELECT count(*) FROM b_audit.peer_log WHERE 
 echo "  bulk ms, median of $ROUNDS: no trigger $bulk_plain, PL/pgSQL row trigger $bulk_peer, ours statement mode $bulk_ours (rounds: plain${bulk[bulk_plain]}; peer${bulk[bulk_peer]}; ours${bulk[bulk_ours]}); audit rows written (peer|ours): $logged"
 echo "  bulk trigger overhead ms per round (the round's run minus its no-trigger run): peer${bulk_overhead[bulk_peer]}; ours${bulk_overhead[bulk_ours]}"
 expected=$((BULK * ROUNDS))
-[ "${logged%|*}" = "$expected" ] && [ "${logged#*|}" = "$expected" ] || { echo "  unequal work: the comparison is void" >&2; exit 1; }
+require_equal_work "$logged" "$expected"
 report "bulk insert $BULK rows: total" "$bulk_ours" "plpgsql row trigger" "$bulk_peer" "ms"
 report "bulk insert $BULK rows: trigger overhead" "$(echo "${bulk_overhead[bulk_ours]}" | median)" \
   "plpgsql row trigger" "$(echo "${bulk_overhead[bulk_peer]}" | median)" "ms"

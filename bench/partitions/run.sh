@@ -17,9 +17,10 @@ set -euo pipefail
 PARENTS=${PARTITIONS_PARENTS:-100}
 ROWS=${PARTITIONS_ROWS:-100000}
 
-ms() { date +%s%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
-timed() { local t0 t1; t0=$(ms); bench_psql -c "$1" >/dev/null; t1=$(ms); elapsed "$t0" "$t1"; }
+# Partitions under the parents of each schema (ours|pg_partman).
+partition_counts() {
+  bench_psql -At -c "SELECT (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_ours'::regnamespace), (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_partman'::regnamespace)"
+}
 
 bench_psql >/dev/null <<SQL
 SET client_min_messages = warning;
@@ -53,17 +54,17 @@ partman_setup=$(timed "DO \$\$ BEGIN FOR i IN 1..$PARENTS LOOP
 END LOOP;
 UPDATE partman.part_config SET retention = '12 months', retention_keep_table = false, infinite_time_partitions = true; END \$\$")
 
-counts=$(bench_psql -At -c "SELECT (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_ours'::regnamespace), (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_partman'::regnamespace)")
+counts=$(partition_counts)
 echo "  partitions after setup (ours|pg_partman, default included): $counts"
-[ "${counts%|*}" = "${counts#*|}" ] || { echo "  unequal work: the comparison is void" >&2; exit 1; }
+require_equal_work "$counts"
 
 echo "  2. one maintenance pass, two new months per parent"
 bench_psql -c "UPDATE saas.partition_config SET premake = 5; UPDATE partman.part_config SET premake = 4" >/dev/null
 ours_maint=$(timed "SELECT count(*) FROM saas.run_maintenance()")
 partman_maint=$(timed "SELECT partman.run_maintenance(p_jobmon := false)")
-counts=$(bench_psql -At -c "SELECT (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_ours'::regnamespace), (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relnamespace = 'b_partman'::regnamespace)")
+counts=$(partition_counts)
 echo "  partitions after maintenance (ours|pg_partman): $counts"
-[ "${counts%|*}" = "${counts#*|}" ] || { echo "  unequal work: the comparison is void" >&2; exit 1; }
+require_equal_work "$counts"
 
 echo "  3. rescuing $ROWS rows from a default partition"
 bench_psql >/dev/null <<SQL

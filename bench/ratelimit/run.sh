@@ -49,8 +49,7 @@ CREATE SEQUENCE b_rl.admitted_table;
 CREATE SEQUENCE b_rl.admitted_peer;
 SQL
 
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+bench_tmpdir dir
 # Throughput scripts: every check admitted (a billion per hour).
 for keys in hot many; do
   if [ "$keys" = hot ]; then key="'hot'"; pick=""; else key="'k' || :k"; pick="\\set k random(1, $KEYS)"; fi
@@ -111,5 +110,5 @@ for impl in shmem table peer; do
   checks=$(awk '/number of transactions actually processed/ { print $6 }' "$dir/race_$impl.out")
   admitted=$(bench_psql -At -c "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM b_rl.admitted_$impl")
   echo "  $impl: $checks checks, $admitted admitted, $((admitted - LIMIT)) over the limit"
-  echo -e "ratelimit\tover-admission $impl\t$((admitted - LIMIT))\tlimit\t$LIMIT\trequests" >>"$BENCH_RESULTS"
+  record "over-admission $impl" "$((admitted - LIMIT))" "limit" "$LIMIT" "requests"
 done

@@ -11,8 +11,7 @@ set -euo pipefail
 ROWS=${TENANCY_ROWS:-1000000}
 TENANTS=${TENANCY_TENANTS:-100}
 SECONDS_EACH=${TENANCY_SECONDS:-6}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+bench_tmpdir WORK
 
 echo "  loading $ROWS rows over $TENANTS tenants"
 bench_psql >/dev/null <<SQL
@@ -96,9 +95,8 @@ for round in 1 2 3 4 5; do
   echo "  round $round: ours $o ms, hand-written $p ms"
   ours_runs+=("$o") plain_runs+=("$p")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-ours=$(median "${ours_runs[@]}")
-plain=$(median "${plain_runs[@]}")
+ours=$(echo "${ours_runs[*]}" | median)
+plain=$(echo "${plain_runs[*]}" | median)
 # The naive policy takes seconds per request: one pgbench run is plenty.
 naive=$(pgbench_latency_ms "$WORK/naive.sql" "$SECONDS_EACH")
 report "select 1 tenant of $TENANTS (1M rows)" "$ours" "hand-written WHERE" "$plain" "ms/request"

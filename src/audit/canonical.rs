@@ -484,6 +484,11 @@ impl JsonObject {
             .map(|i| &self.members[i])
     }
 
+    /// The members in canonical key order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.key.as_str())
     }
@@ -524,25 +529,11 @@ impl JsonObject {
     }
 }
 
-/// The object's JSON text (see [`JsonObject::text`]).
-impl std::fmt::Display for JsonObject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text())
-    }
-}
-
 impl Member {
     /// The value when it is a JSON string.
     pub fn as_string(&self) -> Option<String> {
         let mut sc = Scanner { src: &self.text, b: self.text.as_bytes(), pos: 0 };
         (sc.peek() == Some(b'"')).then(|| sc.string().ok().map(|s| s.into_owned())).flatten()
-    }
-}
-
-impl JsonObject {
-    /// The members in canonical key order.
-    pub fn members(&self) -> &[Member] {
-        &self.members
     }
 }
 

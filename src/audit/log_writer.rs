@@ -58,9 +58,6 @@ pub(super) struct LogRow<'a> {
     pub actor_id: Option<[u8; 16]>,
     /// PostgreSQL timestamp (microseconds since 2000-01-01).
     pub logged_at: i64,
-    pub record_key: Option<&'a JsonObject>,
-    pub old_values: Option<&'a JsonObject>,
-    pub new_values: Option<&'a JsonObject>,
     pub row_hash: &'a [u8],
 }
 
@@ -572,9 +569,9 @@ unsafe fn store(sink: &mut Sink, row: &LogRow<'_>) -> bool {
         text(Some(&r.operation)),
         text(Some(&r.schema_name)),
         text(Some(&r.table_name)),
-        row.record_key.map(|o| jsonb(o)),
-        row.old_values.map(|o| jsonb(o)),
-        row.new_values.map(|o| jsonb(o)),
+        r.record_key.as_ref().map(|o| jsonb(o)),
+        r.old_values.as_ref().map(|o| jsonb(o)),
+        r.new_values.as_ref().map(|o| jsonb(o)),
         r.client_ip
             .as_deref()
             .map(|ip| input(builtins::inet_in, ip)),

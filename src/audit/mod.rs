@@ -18,8 +18,8 @@ mod row_image;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::tenancy;
-use crate::pgutil::{as_owner, clock_override, kept_plan, setting};
-use crate::tenancy::context::{parse_claims, subject};
+use crate::pgutil::{as_owner, clock_override, kept_plan, local_xid, parse_pg_uuid, setting, setting_is};
+use crate::tenancy::context::{parse_claims, subject, RequestHeaders};
 use canonical::{
     client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, JsonObject, RowsDigest, Seal,
     PG_EPOCH_OFFSET_MICROS,
@@ -28,7 +28,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -47,12 +47,11 @@ mod builtins {
     use pgrx::pg_sys::{Datum, FunctionCallInfo};
     unsafe extern "C-unwind" {
         pub fn nextval_oid(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn row_to_json(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn array_to_json(fcinfo: FunctionCallInfo) -> Datum;
     }
 }
 
-/// Rows per INSERT when a statement trigger flushes its transition table.
+/// Records a statement trigger builds (and holds in memory) before it
+/// writes them: memory stays bounded whatever the statement's size.
 const BULK_CHUNK: usize = 5000;
 
 pub(crate) fn init() {
@@ -102,7 +101,7 @@ struct TriggerOptions {
 }
 
 /// The request as the log records it; recomputed when a setting changes.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 struct RequestInputs {
     lxid: u32,
     user: pg_sys::Oid,
@@ -110,6 +109,17 @@ struct RequestInputs {
     headers: Option<String>,
     method: Option<String>,
     path: Option<String>,
+}
+
+impl RequestInputs {
+    /// Whether the request settings still read as cached: checked on every
+    /// row without copying them (PostgREST's headers run to kilobytes).
+    fn settings_current(&self) -> bool {
+        setting_is(c"request.jwt.claims", self.claims.as_deref())
+            && setting_is(c"request.headers", self.headers.as_deref())
+            && setting_is(c"request.method", self.method.as_deref())
+            && setting_is(c"request.path", self.path.as_deref())
+    }
 }
 
 struct RequestContext {
@@ -126,28 +136,14 @@ thread_local! {
     static LOG_TARGET: Cell<Option<LogTarget>> = const { Cell::new(None) };
     static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
     static REQUEST: RefCell<Option<(RequestInputs, Rc<RequestContext>)>> = const { RefCell::new(None) };
-    /// Prepared INSERTs, leaked on purpose: kept for the backend's life (the
-    /// plan cache re-plans them when the log's partitions change).
-    static ROW_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
-    static BULK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// The fallback INSERT, leaked on purpose: kept for the backend's life
+    /// (the plan cache re-plans it when the log's partitions change).
+    static INSERT_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
 }
 
-/// The log's columns as the INSERTs name them (the direct writer's list).
-fn log_columns() -> String {
-    log_writer::COLUMNS.map(|(name, _)| name).join(", ")
-}
-
-fn row_insert_sql() -> String {
-    format!(
-        "INSERT INTO saas.audit_log ({}) OVERRIDING SYSTEM VALUE VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-          $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13::pg_catalog.inet, \
-          $14, $15, $16, $17, $18)",
-        log_columns()
-    )
-}
-
-fn bulk_insert_sql() -> String {
+/// The fallback INSERT of any number of records, one array per column
+/// (columns named from the direct writer's list). Built once.
+static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO saas.audit_log ({}) OVERRIDING SYSTEM VALUE \
          SELECT u.t::pg_catalog.uuid, u.i, u.l, u.x, u.a::pg_catalog.uuid, u.ar, u.op, u.s, u.tb, \
@@ -155,9 +151,9 @@ fn bulk_insert_sql() -> String {
                 u.ua, u.rid, u.m, u.p, u.h \
          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.timestamptz[]), pg_catalog.unnest($4::pg_catalog.int8[]), pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), pg_catalog.unnest($7::pg_catalog.text[]), pg_catalog.unnest($8::pg_catalog.text[]), pg_catalog.unnest($9::pg_catalog.text[]), pg_catalog.unnest($10::pg_catalog.text[]), pg_catalog.unnest($11::pg_catalog.text[]), pg_catalog.unnest($12::pg_catalog.text[]), pg_catalog.unnest($13::pg_catalog.text[]), pg_catalog.unnest($14::pg_catalog.text[]), pg_catalog.unnest($15::pg_catalog.text[]), pg_catalog.unnest($16::pg_catalog.text[]), pg_catalog.unnest($17::pg_catalog.text[]), pg_catalog.unnest($18::pg_catalog.bytea[])) \
               AS u(t, i, l, x, a, ar, op, s, tb, k, o, n, ip, ua, rid, m, p, h)",
-        log_columns()
+        log_writer::COLUMNS.map(|(name, _)| name).join(", ")
     )
-}
+});
 
 fn internal(what: &str, e: impl std::fmt::Display) -> SaasError {
     SaasError::new(
@@ -209,40 +205,30 @@ fn log_target() -> SaasResult<LogTarget> {
 }
 
 
-fn local_xid() -> u32 {
-    // SAFETY: MyProc is set in every backend that runs SQL.
-    unsafe { (*pg_sys::MyProc).lxid }
-}
-
 /// Actor, client and request of the current statement, cached while the
 /// settings it comes from stay the same.
 fn request_context() -> Rc<RequestContext> {
     // SAFETY: plain read of the backend's current user.
     let user = unsafe { pg_sys::GetUserId() };
+    let lxid = local_xid();
+    if let Some(hit) = REQUEST.with(|r| {
+        r.borrow().as_ref().filter(|(i, _)| i.lxid == lxid && i.user == user && i.settings_current()).map(|(_, c)| c.clone())
+    }) {
+        return hit;
+    }
     let inputs = RequestInputs {
-        lxid: local_xid(),
+        lxid,
         user,
         claims: setting(c"request.jwt.claims"),
         headers: setting(c"request.headers"),
         method: setting(c"request.method"),
         path: setting(c"request.path"),
     };
-    if let Some(hit) = REQUEST.with(|r| {
-        r.borrow().as_ref().filter(|(i, _)| *i == inputs).map(|(_, c)| c.clone())
-    }) {
-        return hit;
-    }
     // Audit never fails a write over a malformed claim or header: what can't
     // be read is recorded as unknown (tenancy refuses bad claims on its own).
     let claims = parse_claims(inputs.claims.as_deref()).ok().flatten();
-    let headers: Option<Map<String, Value>> = inputs
-        .headers
-        .as_deref()
-        .filter(|h| !h.trim().is_empty())
-        .and_then(|h| serde_json::from_str(h).ok());
-    let header = |name: &str| -> Option<String> {
-        headers.as_ref().and_then(|h| h.get(name)).and_then(Value::as_str).map(str::to_owned)
-    };
+    let headers = RequestHeaders::parse(inputs.headers.as_deref());
+    let header = |name: &str| headers.get(name).map(str::to_owned);
     let actor_id = claims.as_ref().and_then(|c| subject(c).ok().flatten()).map(|u| u.to_string());
     let claimed_role = claims.as_ref().and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
     let actor_role = claimed_role.or_else(|| {
@@ -255,7 +241,7 @@ fn request_context() -> Rc<RequestContext> {
     let ctx = Rc::new(RequestContext {
         actor_id,
         actor_role,
-        client_ip: client_ip(header("x-forwarded-for").as_deref(), header("x-real-ip").as_deref()),
+        client_ip: client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")),
         user_agent: header("user-agent"),
         request_id: header("x-request-id"),
         method: inputs.method.clone().filter(|s| !s.is_empty()),
@@ -377,7 +363,7 @@ fn record_for(
 }
 
 fn pg_uuid(text: &str) -> SaasResult<pgrx::Uuid> {
-    crate::tenancy::context::Uuid::parse(text).map(|u| pgrx::Uuid::from_bytes(u.0)).ok_or_else(|| {
+    parse_pg_uuid(text).ok_or_else(|| {
         SaasError::new(
             ErrorKind::InvalidParameter,
             format!("tenant column value \"{text}\" is not a uuid"),
@@ -413,9 +399,6 @@ fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
                 tenant_id: *tenant_id.as_bytes(),
                 actor_id: actor_id.map(|u| *u.as_bytes()),
                 logged_at: r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS,
-                record_key: r.record_key.as_ref(),
-                old_values: r.old_values.as_ref(),
-                new_values: r.new_values.as_ref(),
                 row_hash: &hash,
             };
             if !writer.write(&row) {
@@ -433,44 +416,8 @@ fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let timestamps: Vec<pg_sys::TimestampTz> =
-        records.iter().map(|(r, _)| r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS).collect();
     Spi::connect_mut(|client| -> SaasResult<()> {
         use pg_sys::BuiltinOid as B;
-        if records.len() == 1 {
-            let (r, hash) = &records[0];
-            let ts = TimestampWithTimeZone::try_from(timestamps[0]).map_err(|e| internal("convert a timestamp", e))?;
-            let types = [
-                B::UUIDOID, B::INT8OID, B::TIMESTAMPTZOID, B::INT8OID, B::UUIDOID, B::TEXTOID, B::TEXTOID,
-                B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID, B::TEXTOID,
-                B::TEXTOID, B::TEXTOID, B::TEXTOID, B::BYTEAOID,
-            ]
-            .map(|b| b.value());
-            let stmt = kept_plan(&ROW_PLAN, client, &row_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
-            let hash: Vec<u8> = hash.to_vec();
-            let args = [
-                pg_uuid(&r.tenant_id)?.into(),
-                r.id.into(),
-                ts.into(),
-                r.txid.into(),
-                r.actor_id.as_deref().map(pg_uuid).transpose()?.into(),
-                r.actor_role.clone().into(),
-                r.operation.clone().into(),
-                r.schema_name.clone().into(),
-                r.table_name.clone().into(),
-                json_text(&r.record_key).into(),
-                json_text(&r.old_values).into(),
-                json_text(&r.new_values).into(),
-                r.client_ip.clone().into(),
-                r.user_agent.clone().into(),
-                r.request_id.clone().into(),
-                r.request_method.clone().into(),
-                r.request_path.clone().into(),
-                hash.into(),
-            ];
-            client.update(stmt, None, &args).map_err(|e| internal("write the audit row", e))?;
-            return Ok(());
-        }
         let types = [
             B::TEXTARRAYOID, B::INT8ARRAYOID, B::TIMESTAMPTZARRAYOID, B::INT8ARRAYOID, B::TEXTARRAYOID,
             B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
@@ -478,38 +425,36 @@ fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
             B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
         ]
         .map(|b| b.value());
-        let stmt = kept_plan(&BULK_PLAN, client, &bulk_insert_sql(), &types).map_err(|e| internal("prepare its INSERT", e))?;
-        for (chunk, ts_chunk) in records.chunks(BULK_CHUNK).zip(timestamps.chunks(BULK_CHUNK)) {
-            let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
-                chunk.iter().map(|(r, _)| f(r)).collect()
-            };
-            let ts: Vec<TimestampWithTimeZone> = ts_chunk
-                .iter()
-                .map(|t| TimestampWithTimeZone::try_from(*t))
-                .collect::<Result<_, _>>()
-                .map_err(|e| internal("convert a timestamp", e))?;
-            let args = [
-                col(&|r| Some(r.tenant_id.clone())).into(),
-                chunk.iter().map(|(r, _)| r.id).collect::<Vec<i64>>().into(),
-                ts.into(),
-                chunk.iter().map(|(r, _)| r.txid).collect::<Vec<i64>>().into(),
-                col(&|r| r.actor_id.clone()).into(),
-                col(&|r| r.actor_role.clone()).into(),
-                col(&|r| Some(r.operation.clone())).into(),
-                col(&|r| Some(r.schema_name.clone())).into(),
-                col(&|r| Some(r.table_name.clone())).into(),
-                col(&|r| json_text(&r.record_key)).into(),
-                col(&|r| json_text(&r.old_values)).into(),
-                col(&|r| json_text(&r.new_values)).into(),
-                col(&|r| r.client_ip.clone()).into(),
-                col(&|r| r.user_agent.clone()).into(),
-                col(&|r| r.request_id.clone()).into(),
-                col(&|r| r.request_method.clone()).into(),
-                col(&|r| r.request_path.clone()).into(),
-                chunk.iter().map(|(_, h)| h.to_vec()).collect::<Vec<Vec<u8>>>().into(),
-            ];
-            client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
-        }
+        let stmt = kept_plan(&INSERT_PLAN, client, &INSERT_SQL, &types).map_err(|e| internal("prepare its INSERT", e))?;
+        let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
+            records.iter().map(|(r, _)| f(r)).collect()
+        };
+        let ts: Vec<TimestampWithTimeZone> = records
+            .iter()
+            .map(|(r, _)| TimestampWithTimeZone::try_from(r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS))
+            .collect::<Result<_, _>>()
+            .map_err(|e| internal("convert a timestamp", e))?;
+        let args = [
+            col(&|r| Some(r.tenant_id.clone())).into(),
+            records.iter().map(|(r, _)| r.id).collect::<Vec<i64>>().into(),
+            ts.into(),
+            records.iter().map(|(r, _)| r.txid).collect::<Vec<i64>>().into(),
+            col(&|r| r.actor_id.clone()).into(),
+            col(&|r| r.actor_role.clone()).into(),
+            col(&|r| Some(r.operation.clone())).into(),
+            col(&|r| Some(r.schema_name.clone())).into(),
+            col(&|r| Some(r.table_name.clone())).into(),
+            col(&|r| json_text(&r.record_key)).into(),
+            col(&|r| json_text(&r.old_values)).into(),
+            col(&|r| json_text(&r.new_values)).into(),
+            col(&|r| r.client_ip.clone()).into(),
+            col(&|r| r.user_agent.clone()).into(),
+            col(&|r| r.request_id.clone()).into(),
+            col(&|r| r.request_method.clone()).into(),
+            col(&|r| r.request_path.clone()).into(),
+            records.iter().map(|(_, h)| h.to_vec()).collect::<Vec<Vec<u8>>>().into(),
+        ];
+        client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
         Ok(())
     })
 }
@@ -549,27 +494,21 @@ fn audit_row_trigger<'a>(
 
 fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
     let Firing { td, op, rel, desc, opts } = firing(trigger)?;
-    let operation = if op == pg_sys::TRIGGER_EVENT_INSERT {
-        "INSERT"
-    } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
-        "UPDATE"
-    } else if op == pg_sys::TRIGGER_EVENT_DELETE {
-        "DELETE"
-    } else {
-        return audit_truncate(rel, &opts);
-    };
+    // The row trigger fires for INSERT, UPDATE and DELETE only (TRUNCATE has
+    // no row trigger; audit_enable gives it a statement trigger).
     // SAFETY: the relation's descriptor; tuples are valid for the event
     // kind they are read for.
-    let (old, new) = unsafe {
+    let (operation, old, new) = unsafe {
         let mut encoder = row_image::RowEncoder::new(desc);
-        let old = if operation == "INSERT" { None } else { Some(encoder.encode(td.tg_trigtuple)?) };
-        let new = match operation {
-            "INSERT" => Some(encoder.encode(td.tg_trigtuple)?),
-            "UPDATE" => Some(encoder.encode(td.tg_newtuple)?),
-            _ => None,
+        let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
+            ("INSERT", None, Some(encoder.encode(td.tg_trigtuple)?))
+        } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+            ("UPDATE", Some(encoder.encode(td.tg_trigtuple)?), Some(encoder.encode(td.tg_newtuple)?))
+        } else {
+            ("DELETE", Some(encoder.encode(td.tg_trigtuple)?), None)
         };
         encoder.finish();
-        (old, new)
+        images
     };
     let ctx = request_context();
     let table = table_names(rel);
@@ -832,9 +771,7 @@ fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
                     ],
                 )
                 .map_err(spi_err("write a seal"))?;
-            let uuid = crate::tenancy::context::Uuid::parse(&tenant)
-                .map(|u| pgrx::Uuid::from_bytes(u.0))
-                .ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
+            let uuid = parse_pg_uuid(&tenant).ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
             out.push((uuid, seal.seal_no, seal.row_count, seal.xid_from, seal.xid_to));
         }
         Ok(out)
@@ -892,11 +829,7 @@ fn audit_verify(
         .report()
     };
     let v = verify_impl(from, to).or_raise();
-    let uuid = v
-        .tenant_id
-        .as_deref()
-        .and_then(crate::tenancy::context::Uuid::parse)
-        .map(|u| pgrx::Uuid::from_bytes(u.0));
+    let uuid = v.tenant_id.as_deref().and_then(parse_pg_uuid);
     TableIterator::once((
         v.ok,
         v.kind,
@@ -1067,33 +1000,36 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
             }
             by_tenant.last_mut().expect("pushed above").1.push(s);
         }
+        let predecessor_sql = format!("SELECT {SEAL_COLUMNS} FROM saas.audit_seals WHERE tenant_id = $1::uuid AND seal_no = $2");
         for (tenant, seals) in by_tenant {
             // Chain: each seal's hash, and its link to the one before.
-            for s in &seals {
+            for (i, s) in seals.iter().enumerate() {
                 v.seals_checked += 1;
                 if s.seal.hash() != s.stored_hash {
                     fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
                          format!("seal {} does not match its hash: it was changed", s.seal.seal_no));
                     return Ok(v);
                 }
-                let prev = if s.seal.seal_no > 1 {
-                    let mut r = client
-                        .select(
-                            &format!("SELECT {SEAL_COLUMNS} FROM saas.audit_seals WHERE tenant_id = $1::uuid AND seal_no = $2"),
-                            None,
-                            &[tenant.clone().into(), (s.seal.seal_no - 1).into()],
-                        )
-                        .map_err(spi_err("read seals"))?;
-                    let Some(row) = r.next() else {
-                        fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
-                             format!("seal {} follows a seal that is missing: seal {} was deleted", s.seal.seal_no, s.seal.seal_no - 1));
-                        return Ok(v);
-                    };
-                    Some(read_seal(&row).map_err(spi_err("read seals"))?)
-                } else {
-                    None
+                // The predecessor is usually the seal just checked; read it
+                // only when it lies outside the range.
+                let read;
+                let prev = match i.checked_sub(1).map(|j| &seals[j]) {
+                    Some(p) if p.seal.seal_no == s.seal.seal_no - 1 => Some(p),
+                    _ if s.seal.seal_no > 1 => {
+                        let mut r = client
+                            .select(&predecessor_sql, None, &[tenant.clone().into(), (s.seal.seal_no - 1).into()])
+                            .map_err(spi_err("read seals"))?;
+                        let Some(row) = r.next() else {
+                            fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
+                                 format!("seal {} follows a seal that is missing: seal {} was deleted", s.seal.seal_no, s.seal.seal_no - 1));
+                            return Ok(v);
+                        };
+                        read = read_seal(&row).map_err(spi_err("read seals"))?;
+                        Some(&read)
+                    }
+                    _ => None,
                 };
-                let (want_prev, want_from) = match &prev {
+                let (want_prev, want_from) = match prev {
                     Some(p) => (p.stored_hash, Some(p.seal.xid_to)),
                     None => ([0u8; 32], None),
                 };

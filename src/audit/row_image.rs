@@ -9,10 +9,20 @@
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
 use super::canonical::{canonical_number, canonical_value, is_json_number, json_string, JsonObject, Member};
-use super::{builtins, internal};
+use super::internal;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use pgrx::pg_sys;
 use std::ffi::CStr;
+
+/// The SQL-callable C functions `row_to_json` uses for nested values
+/// (DirectFunctionCall needs the C symbols, not pg_sys's Rust wrappers).
+mod builtins {
+    use pgrx::pg_sys::{Datum, FunctionCallInfo};
+    unsafe extern "C-unwind" {
+        pub fn row_to_json(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn array_to_json(fcinfo: FunctionCallInfo) -> Datum;
+    }
+}
 
 /// How `row_to_json` writes a column (json.c's JsonTypeCategory).
 #[derive(Clone, Copy)]

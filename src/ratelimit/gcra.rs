@@ -74,10 +74,8 @@ pub struct Decision {
     pub tat: i64,
 }
 
-/// One GCRA check of `cost` at `now` against a key whose TAT is `tat`
-/// (`None`: a key never seen or expired). Refused requests leave the TAT
-/// unchanged.
-pub fn check(limit: Limit, tat: Option<i64>, now: i64, cost: i64) -> SaasResult<Decision> {
+/// A request's cost: at least 1.
+pub fn validate_cost(cost: i64) -> SaasResult<()> {
     if cost <= 0 {
         return Err(SaasError::new(
             ErrorKind::OutOfRange,
@@ -85,6 +83,14 @@ pub fn check(limit: Limit, tat: Option<i64>, now: i64, cost: i64) -> SaasResult<
             "Pass a cost of at least 1 (the default).",
         ));
     }
+    Ok(())
+}
+
+/// One GCRA check of `cost` at `now` against a key whose TAT is `tat`
+/// (`None`: a key never seen or expired). Refused requests leave the TAT
+/// unchanged.
+pub fn check(limit: Limit, tat: Option<i64>, now: i64, cost: i64) -> SaasResult<Decision> {
+    validate_cost(cost)?;
     let base = tat.map_or(now, |t| t.max(now));
     let increment = cost.saturating_mul(limit.interval_us);
     let new_tat = base.saturating_add(increment);

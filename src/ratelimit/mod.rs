@@ -17,9 +17,9 @@ pub mod table;
 
 use crate::audit::canonical::client_ip;
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::{as_owner, clock_override, kept_plan, setting};
+use crate::pgutil::{as_owner, clock_override, kept_plan, setting, PlanCell};
 use crate::tenancy;
-use crate::tenancy::context::{find_claim, parse_claims};
+use crate::tenancy::context::{find_claim, parse_claims, RequestHeaders};
 use gcra::{Decision, Limit};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -69,6 +69,7 @@ thread_local! {
     static QUOTA_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static PEER_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static PEER_ADDRESS: std::cell::OnceCell<Option<String>> = const { std::cell::OnceCell::new() };
     static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     /// Counters this transaction's flush wrote, by the subtransaction that
     /// wrote them; subtracted from shared memory when the transaction commits.
@@ -229,12 +230,11 @@ fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64
 
 /// The table backend: an UPDATE (known key) or upsert (new key) that
 /// advances the TAT only when the request fits, so concurrent checks
-/// serialize on the key's row and none over-admits. A refusal writes
-/// nothing and reads the state for its retry time.
+/// serialize on the key's row and none over-admits. A refusal leaves the
+/// state as it was (the upsert only locks the row) and reads it for its
+/// retry time.
 fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
-    if cost <= 0 {
-        return gcra::check(limit, None, now, cost); // the error for a bad cost
-    }
+    gcra::validate_cost(cost)?;
     if read_only() {
         return Err(read_only_error("rate_limit"));
     }
@@ -247,39 +247,33 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
             if cost <= limit.burst {
                 let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
                 let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
+                // Runs one of the two admitting statements; Some when it admitted.
+                let mut admit = |cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
+                    let stmt = kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
+                    let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+                    if out.is_empty() {
+                        return Ok(None);
+                    }
+                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
+                    Ok(Some(gcra::admitted(limit, tat.unwrap_or(now + increment), now)))
+                };
                 // A key seen before: one UPDATE (a HOT update, tat_us is not
                 // indexed). Its WHERE is re-checked on the newest row version
                 // when a concurrent check got there first, so it is atomic.
-                let update = kept_plan(
-                    &UPDATE_PLAN,
-                    client,
-                    "UPDATE saas.rate_limit_state AS s SET tat_us = GREATEST(s.tat_us, $3) + $4 \
-                     WHERE s.rule_id = $1 AND s.key = $2 AND GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
-                     RETURNING s.tat_us",
-                    &types,
-                )
-                .map_err(|e| internal("prepare its check", e))?;
-                let out = client.update(update, None, &args).map_err(|e| internal("check a key", e))?;
-                if !out.is_empty() {
-                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
-                    return Ok(gcra::admitted(limit, tat.unwrap_or(now + increment), now));
+                let update = "UPDATE saas.rate_limit_state AS s SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                              WHERE s.rule_id = $1 AND s.key = $2 AND GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                              RETURNING s.tat_us";
+                if let Some(admitted) = admit(&UPDATE_PLAN, update)? {
+                    return Ok(admitted);
                 }
                 // A new key, or a refusal: the upsert creates the key, or
-                // re-checks under the row lock and writes nothing.
-                let upsert = kept_plan(
-                    &CHECK_PLAN,
-                    client,
-                    "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
-                     ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
-                     WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
-                     RETURNING tat_us",
-                    &types,
-                )
-                .map_err(|e| internal("prepare its check", e))?;
-                let out = client.update(upsert, None, &args).map_err(|e| internal("check a key", e))?;
-                if !out.is_empty() {
-                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
-                    return Ok(gcra::admitted(limit, tat.unwrap_or(now + increment), now));
+                // re-checks under the row lock and changes nothing.
+                let upsert = "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
+                              ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                              WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                              RETURNING tat_us";
+                if let Some(admitted) = admit(&CHECK_PLAN, upsert)? {
+                    return Ok(admitted);
                 }
             }
             let stmt = kept_plan(
@@ -356,7 +350,7 @@ fn rate_limit_impl(
         ));
     }
     let limit = limit_of(max_burst as i64, count as i64, &period)?;
-    gcra::check(limit, None, 0, cost as i64)?; // validates cost before any state is touched
+    gcra::validate_cost(cost as i64)?; // before any state is touched
     if cost as i64 > limit.burst {
         return Err(SaasError::new(
             ErrorKind::InvalidParameter,
@@ -407,7 +401,7 @@ fn rule_set_impl(
     Scope::parse(scope)?;
     let method = rules::normalize_method(method)?;
     let limit = limit_of(max_burst.unwrap_or(count) as i64, count as i64, &period)?;
-    gcra::check(limit, None, 0, cost as i64)?;
+    gcra::validate_cost(cost as i64)?;
     if cost as i64 > limit.burst {
         return Err(SaasError::new(
             ErrorKind::InvalidParameter,
@@ -493,17 +487,19 @@ fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    let headers: Option<Map<String, Value>> = setting(c"request.headers")
-        .filter(|h| !h.trim().is_empty())
-        .and_then(|h| serde_json::from_str(&h).ok());
-    let header = |name: &str| headers.as_ref().and_then(|h| h.get(name)).and_then(Value::as_str).map(str::to_owned);
-    let ip = client_ip(header("x-forwarded-for").as_deref(), header("x-real-ip").as_deref()).or_else(peer_address);
+    let headers = RequestHeaders::parse(setting(c"request.headers").as_deref());
+    let ip = client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")).or_else(peer_address);
     Ok(Requester { user, tenant: tenant.map(str::to_owned), ip })
 }
 
 /// The connection's peer address (PostgREST's own, behind a proxy); None
-/// over a Unix socket. Only asked when a request carries no proxy header.
+/// over a Unix socket. Only asked when a request carries no proxy header,
+/// and once per backend: it is the connection's.
 fn peer_address() -> Option<String> {
+    PEER_ADDRESS.with(|cached| cached.get_or_init(query_peer_address).clone())
+}
+
+fn query_peer_address() -> Option<String> {
     Spi::connect(|client| {
         let stmt = kept_plan(&PEER_PLAN, client, "SELECT pg_catalog.host(pg_catalog.inet_client_addr())", &[]).ok()?;
         let rows = client.select(stmt, None, &[]).ok()?;

@@ -177,12 +177,17 @@ impl Drop for Held {
 }
 
 fn segment_of(s: &Shared, key: KeyHash) -> (usize, &'static mut [RateSlot]) {
+    let index = (key[0] % RATE_LOCKS as u64) as usize;
+    (index, segment_at(s, index))
+}
+
+/// The `index`th segment of the rate slots.
+fn segment_at(s: &Shared, index: usize) -> &'static mut [RateSlot] {
     // SAFETY: the header is initialized; the segment is only used while its
     // lock is held by the caller.
     unsafe {
         let seg_len = (*s.header).rate_slots / RATE_LOCKS;
-        let index = (key[0] % RATE_LOCKS as u64) as usize;
-        (index, std::slice::from_raw_parts_mut(s.rates.add(index * seg_len), seg_len))
+        std::slice::from_raw_parts_mut(s.rates.add(index * seg_len), seg_len)
     }
 }
 
@@ -269,13 +274,9 @@ pub(crate) fn stats(now: i64) -> Option<Stats> {
     let (mut live, mut evictions) = (0usize, 0u64);
     for index in 0..RATE_LOCKS {
         let _held = Held::take(&s, index, false);
-        // SAFETY: header and segment read under the segment's lock.
-        unsafe {
-            let seg_len = (*s.header).rate_slots / RATE_LOCKS;
-            let segment = std::slice::from_raw_parts(s.rates.add(index * seg_len), seg_len);
-            live += table::live_keys(segment, now);
-            evictions += (*s.header).evictions[index];
-        }
+        live += table::live_keys(segment_at(&s, index), now);
+        // SAFETY: the header's counter is read under the segment's lock.
+        evictions += unsafe { (*s.header).evictions[index] };
     }
     let _held = Held::take(&s, COUNTER_LOCK, false);
     let c = counters(&s);

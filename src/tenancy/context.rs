@@ -7,6 +7,24 @@ use serde_json::{Map, Value};
 use std::cmp::Ordering;
 use std::fmt;
 
+/// PostgREST's `request.headers`, read leniently for what is only recorded
+/// or keyed on (audit rows, rate-limit keys): unset, empty or not a JSON
+/// object reads as no headers. (Tenant resolution reads the tenant header
+/// strictly, see [`header_tenant`].)
+#[derive(Default)]
+pub struct RequestHeaders(Map<String, Value>);
+
+impl RequestHeaders {
+    pub fn parse(raw: Option<&str>) -> RequestHeaders {
+        RequestHeaders(raw.filter(|h| !h.trim().is_empty()).and_then(|h| serde_json::from_str(h).ok()).unwrap_or_default())
+    }
+
+    /// A header's value when it is a string.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+}
+
 /// A uuid as 16 bytes, parsed the way PostgreSQL's `uuid_in` accepts it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid(pub [u8; 16]);
@@ -264,6 +282,17 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn request_headers_are_read_leniently() {
+        let h = RequestHeaders::parse(Some(r#"{"user-agent": "x/1", "x-n": 3}"#));
+        assert_eq!(h.get("user-agent"), Some("x/1"));
+        assert_eq!(h.get("x-n"), None, "only string values are headers");
+        assert_eq!(h.get("missing"), None);
+        for raw in [None, Some(""), Some("  "), Some("not json"), Some("[1]")] {
+            assert_eq!(RequestHeaders::parse(raw).get("user-agent"), None, "{raw:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::{kept_plan, setting};
+use crate::pgutil::{kept_plan, local_xid, setting, to_pg_uuid};
 use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -101,11 +101,6 @@ thread_local! {
 }
 
 /// The backend-local id of the current transaction.
-fn local_xid() -> u32 {
-    // SAFETY: MyProc is set for every backend that can run SQL.
-    unsafe { (*pg_sys::MyProc).lxid }
-}
-
 fn claim_name() -> SaasResult<String> {
     let name = TENANT_CLAIM
         .get()
@@ -137,16 +132,12 @@ fn current_inputs() -> SaasResult<Inputs> {
     })
 }
 
-fn to_pg(u: Uuid) -> pgrx::Uuid {
-    pgrx::Uuid::from_bytes(u.0)
-}
-
 /// The tenant's status and the user's role in it, read past RLS (the
 /// functions calling this are SECURITY DEFINER, owned by the superuser that
 /// installed the extension). `None`: no such tenant.
 fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option<TenantRole>)>> {
     let row: Option<(Option<String>, Option<String>)> = Spi::connect(|client| {
-        let args = [to_pg(tenant).into(), user.map(to_pg).into()];
+        let args = [to_pg_uuid(tenant).into(), user.map(to_pg_uuid).into()];
         let uuid = pg_sys::BuiltinOid::UUIDOID.value();
         // Once per request: kept, not parsed each time.
         let stmt = kept_plan(
@@ -252,7 +243,7 @@ pub(crate) fn resolved_tenant() -> SaasResult<Option<Uuid>> {
 #[pg_extern(stable, parallel_safe)]
 fn current_user_id() -> Option<pgrx::Uuid> {
     let claims = parse_claims(setting(c"request.jwt.claims").as_deref()).or_raise();
-    claims.as_ref().map(subject).transpose().or_raise().flatten().map(to_pg)
+    claims.as_ref().map(subject).transpose().or_raise().flatten().map(to_pg_uuid)
 }
 
 /// The tenant of this request (JWT claim, else `X-Tenant-Id` header for a
@@ -262,7 +253,7 @@ fn current_user_id() -> Option<pgrx::Uuid> {
 #[pg_extern(stable, parallel_restricted, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn current_tenant() -> Option<pgrx::Uuid> {
-    resolved().or_raise().0.map(to_pg)
+    resolved().or_raise().0.map(to_pg_uuid)
 }
 
 /// Whether the request's user holds at least `min_role` (owner > admin >
@@ -281,7 +272,7 @@ fn has_role(min_role: &str) -> bool {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn set_tenant(tenant: Option<pgrx::Uuid>) -> Option<pgrx::Uuid> {
-    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes()))).or_raise().map(to_pg)
+    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes()))).or_raise().map(to_pg_uuid)
 }
 
 fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {

@@ -70,6 +70,32 @@ pub async fn ensure_api_roles(client: &Client) {
         .expect("create API roles");
 }
 
+/// Serializes fixtures changing shared pg_saas state (grants, tenants, DDL) across parallel tests; ensure_api_roles uses 4242.
+pub const SHARED_SETUP_LOCK: i64 = 4243;
+
+/// Fixture setup on shared pg_saas state: ensures the API roles, then in one
+/// transaction holding [`SHARED_SETUP_LOCK`] grants them pg_saas's API
+/// (`saas.grant_api('{anon,authenticated}')`, which touches only objects in
+/// `saas`, so running it first does not depend on `sql`) and runs `sql`.
+/// The error is returned so each fixture keeps its own panic message.
+pub async fn shared_setup(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    ensure_api_roles(client).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({lock});
+             SELECT saas.grant_api('{{anon,authenticated}}');
+             {sql}
+             COMMIT;",
+            lock = SHARED_SETUP_LOCK
+        ))
+        .await
+}
+
+/// The verified JWT of `user` as `authenticated`, with `tenant` as its tenant claim.
+pub fn claims(user: &str, tenant: &str) -> Value {
+    json!({"sub": user, "role": "authenticated", "tenant_id": tenant})
+}
+
 /// Returns from the test early when there is no test database.
 #[macro_export]
 macro_rules! db_or_skip {
@@ -225,6 +251,14 @@ impl Api {
                 pre_request: None,
             },
         )
+    }
+
+    /// The documented deployment: [`Api::for_schema`] with `saas.pre_request`
+    /// as PostgREST's `db-pre-request`.
+    pub fn with_pre_request(client: Client, schema: &str) -> Self {
+        let mut api = Api::for_schema(client, schema);
+        api.config.pre_request = Some("saas.pre_request".into());
+        api
     }
 
     /// `POST /rpc/<function>` with a JSON object of named arguments.
