@@ -115,3 +115,37 @@ pub(crate) fn clock_override(
     })?;
     Ok(Some(pg_sys::TimestampTz::from(ts)))
 }
+
+/// Returns one value of the called function's composite result type, made
+/// of `values` and `nulls` (one per attribute). The row descriptor is looked
+/// up once per call site and kept in its `fn_extra`: a plain composite
+/// return costs one `heap_form_tuple`, where a `RETURNS TABLE` function
+/// rebuilds its descriptor from `pg_proc` on every call.
+///
+/// # Safety
+/// `fcinfo` is the current call's, its function is declared to return a
+/// composite type with exactly these attributes, and nothing else uses the
+/// call site's `fn_extra`.
+pub(crate) unsafe fn return_composite<'fcx>(
+    fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    values: &mut [pg_sys::Datum],
+    nulls: &mut [bool],
+) -> pgrx::datum::Datum<'fcx> {
+    unsafe {
+        let raw = fcinfo.as_mut_ptr();
+        let flinfo = (*raw).flinfo;
+        let mut desc = (*flinfo).fn_extra as pg_sys::TupleDesc;
+        if desc.is_null() {
+            // Allocated where the call site lives, so it lasts as long.
+            let old = pg_sys::MemoryContextSwitchTo((*flinfo).fn_mcxt);
+            let kind = pg_sys::get_call_result_type(raw, std::ptr::null_mut(), &mut desc);
+            pg_sys::MemoryContextSwitchTo(old);
+            if kind != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || (*desc).natts as usize != values.len() {
+                pgrx::error!("pg_saas: function declared with a result type that does not match its code");
+            }
+            (*flinfo).fn_extra = pg_sys::BlessTupleDesc(desc).cast();
+        }
+        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        fcinfo.return_raw_datum(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data))
+    }
+}

@@ -4,7 +4,12 @@
 # seeds did it (PL/pgSQL: select the key's counter, then update or insert
 # it; a fixed window), in one run:
 #   1. throughput, pgbench, 8 clients: one hot key, and 10k distinct keys;
-#      limits high enough that every check is admitted (the common case)
+#      limits high enough that every check is admitted (the common case).
+#      Twice: with PostgreSQL's default durability (fsync, synchronous_commit
+#      and full_page_writes on: every table-backend check is a durable
+#      write, as in production) and with the bench cluster's fsync off
+#      (only the CPU cost of each backend). Each round also runs `SELECT 1`
+#      the same way: the per-query floor that every check pays.
 #   2. concurrency: 8 clients hammer one fresh key with a limit of 100 per
 #      day; the requests each one admitted beyond the limit are reported
 #      (a sequence counts admissions, since it is not rolled back)
@@ -14,9 +19,18 @@ CLIENTS=${RATELIMIT_CLIENTS:-8}
 SECONDS_PER_RUN=${RATELIMIT_SECONDS:-5}
 ROUNDS=${RATELIMIT_ROUNDS:-3}
 KEYS=${RATELIMIT_KEYS:-10000}
+# pgbench threads: no more than the cores the clients and the server share
+# (more threads only add context switches to every check's cost).
+JOBS=${RATELIMIT_JOBS:-$(( $(nproc) < CLIENTS ? $(nproc) : CLIENTS ))}
 LIMIT=100
 RUN=$(date +%s%N)   # fresh race keys on every run (shared memory outlives a run)
 
+
+# pgbench connects through the server's Unix socket when it has one, as a
+# co-located PostgREST can: a check is a few microseconds of work, so the
+# client's path is a large part of what each one costs.
+socket=$(bench_psql -At -c "SELECT split_part(current_setting('unix_socket_directories'), ',', 1)")
+PGBENCH_HOST=${socket:-$PGHOST}
 
 bench_psql >/dev/null <<'SQL'
 SET client_min_messages = warning;
@@ -49,19 +63,35 @@ CREATE SEQUENCE b_rl.admitted_table;
 CREATE SEQUENCE b_rl.admitted_peer;
 SQL
 
-bench_tmpdir dir
+dir=$(mktemp -d)
 # Throughput scripts: every check admitted (a billion per hour).
 for keys in hot many; do
   if [ "$keys" = hot ]; then key="'hot'"; pick=""; else key="'k' || :k"; pick="\\set k random(1, $KEYS)"; fi
   printf '%s\nSELECT allowed FROM saas.rate_limit(%s, 1000000000, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/ours_$keys.sql"
   printf '%s\nSELECT b_rl.peer_check(%s, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/peer_$keys.sql"
 done
+echo 'SELECT 1;' >"$dir/floor.sql"
 
 tps() { # script backend
-  PGOPTIONS="-c saas.rate_limit_backend=$2" "$PG_BIN/pgbench" -n -M prepared -f "$dir/$1.sql" \
-    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$CLIENTS" >"$dir/last.out" 2>&1 || { cat "$dir/last.out" >&2; exit 1; }
+  PGHOST=$PGBENCH_HOST PGOPTIONS="-c saas.rate_limit_backend=$2" "$PG_BIN/pgbench" -n -M prepared -f "$dir/$1.sql" \
+    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$JOBS" >"$dir/last.out" 2>&1 || { cat "$dir/last.out" >&2; exit 1; }
   awk '/^tps/ { print $3 }' "$dir/last.out"
 }
+
+# durability on|off: PostgreSQL's defaults, or the bench cluster's (no
+# fsync); all three settings take a reload, and the run ends with the
+# cluster's own.
+durability() {
+  if [ "$1" = on ]; then
+    bench_psql -c "ALTER SYSTEM SET fsync = on" -c "ALTER SYSTEM SET synchronous_commit = on" -c "ALTER SYSTEM SET full_page_writes = on"
+  else
+    bench_psql -c "ALTER SYSTEM RESET fsync" -c "ALTER SYSTEM RESET synchronous_commit" -c "ALTER SYSTEM RESET full_page_writes"
+  fi
+  bench_psql -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  [ "$(bench_psql -At -c 'SHOW fsync')" = "$1" ] || { echo "  fsync did not become $1" >&2; exit 1; }
+}
+trap 'durability off >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
 # Steady state, as in production: every key exists before measuring (a
 # first check inserts the key in the table backend and in the peer).
@@ -77,22 +107,31 @@ SELECT b_rl.peer_check('hot', 1000000000, interval '1 hour');
 VACUUM ANALYZE saas.rate_limit_state, b_rl.peer_counters;
 SQL
 
-echo "  1. checks per second, pgbench, $CLIENTS clients, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds"
-for keys in hot many; do
-  declare -A got=([shmem]="" [table]="" [peer]="")
-  for _ in $(seq 1 "$ROUNDS"); do
-    got[shmem]="${got[shmem]} $(tps "ours_$keys" shmem)"
-    got[table]="${got[table]} $(tps "ours_$keys" table)"
-    got[peer]="${got[peer]} $(tps "peer_$keys" table)"
+per_check() { awk -v t="$1" 'BEGIN { printf "%.2f", 1e6 / t }'; }
+via=$([ "$PGBENCH_HOST" = "$PGHOST" ] && echo "TCP" || echo "Unix socket")
+echo "  1. checks per second, pgbench, $CLIENTS clients, $JOBS threads, $via, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds"
+for fsync in on off; do
+  durability "$fsync"
+  config=$([ "$fsync" = on ] && echo "durable" || echo "fsync off")
+  for keys in hot many; do
+    declare -A got=([floor]="" [shmem]="" [table]="" [peer]="")
+    for _ in $(seq 1 "$ROUNDS"); do
+      got[floor]="${got[floor]} $(tps floor shmem)"
+      got[shmem]="${got[shmem]} $(tps "ours_$keys" shmem)"
+      got[table]="${got[table]} $(tps "ours_$keys" table)"
+      got[peer]="${got[peer]} $(tps "peer_$keys" table)"
+    done
+    floor=$(echo "${got[floor]}" | median)
+    shmem=$(echo "${got[shmem]}" | median)
+    table=$(echo "${got[table]}" | median)
+    peer=$(echo "${got[peer]}" | median)
+    label="$config, $([ "$keys" = hot ] && echo "one hot key" || echo "$KEYS keys")"
+    echo "  $label, checks/s: floor (SELECT 1) $floor, shmem $shmem, table $table, peer $peer"
+    echo "    rounds: floor${got[floor]}; shmem${got[shmem]}; table${got[table]}; peer${got[peer]}"
+    report "$label: shmem vs table backend" "$(per_check "$shmem")" "table backend" "$(per_check "$table")" "us/check"
+    report "$label: table backend vs peer" "$(per_check "$table")" "plpgsql select+update" "$(per_check "$peer")" "us/check"
+    record "$label: floor (SELECT 1)" "$(per_check "$floor")" "shmem" "$(per_check "$shmem")" "us/query"
   done
-  shmem=$(echo "${got[shmem]}" | median)
-  table=$(echo "${got[table]}" | median)
-  peer=$(echo "${got[peer]}" | median)
-  label=$([ "$keys" = hot ] && echo "one hot key" || echo "$KEYS keys")
-  echo "  $label, checks/s: shmem $shmem, table $table, peer $peer (rounds: shmem${got[shmem]}; table${got[table]}; peer${got[peer]})"
-  per_check() { awk -v t="$1" 'BEGIN { printf "%.2f", 1e6 / t }'; }
-  report "$label: shmem vs table backend" "$(per_check "$shmem")" "table backend" "$(per_check "$table")" "us/check"
-  report "$label: table backend vs peer" "$(per_check "$table")" "plpgsql select+update" "$(per_check "$peer")" "us/check"
 done
 
 echo "  2. over-admission: $CLIENTS clients on one fresh key, limit $LIMIT per day, ${SECONDS_PER_RUN}s"
@@ -105,8 +144,8 @@ for impl in shmem table peer; do
     backend=$impl
   fi
   printf 'SELECT CASE WHEN %s THEN nextval(%s) END;\n' "$call" "'b_rl.admitted_$impl'" >"$dir/race_$impl.sql"
-  PGOPTIONS="-c saas.rate_limit_backend=$backend" "$PG_BIN/pgbench" -n -f "$dir/race_$impl.sql" \
-    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$CLIENTS" >"$dir/race_$impl.out" 2>&1
+  PGHOST=$PGBENCH_HOST PGOPTIONS="-c saas.rate_limit_backend=$backend" "$PG_BIN/pgbench" -n -f "$dir/race_$impl.sql" \
+    -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$JOBS" >"$dir/race_$impl.out" 2>&1
   checks=$(awk '/number of transactions actually processed/ { print $6 }' "$dir/race_$impl.out")
   admitted=$(bench_psql -At -c "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM b_rl.admitted_$impl")
   echo "  $impl: $checks checks, $admitted admitted, $((admitted - LIMIT)) over the limit"

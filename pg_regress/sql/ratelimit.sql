@@ -76,6 +76,10 @@ SELECT * FROM saas.rate_limit('regress:gcra', 3, 3, '1 hour');
 SELECT * FROM saas.rate_limit('regress:cost', 3, 3, '1 hour', 2);
 SELECT * FROM saas.rate_limit('regress:cost', 3, 3, '1 hour', 2);
 SELECT allowed, remaining FROM saas.rate_limit('regress:burst', 5, 1, '1 minute');
+-- One saas.rate_limit_result per call, also called from a select list,
+-- row after row (the row type is looked up once per call site).
+SELECT pg_typeof(saas.rate_limit('regress:type', 2, 2, '1 hour'));
+SELECT n, (saas.rate_limit('regress:tlist', 2, 2, '1 hour')).allowed FROM generate_series(1, 3) n ORDER BY n;
 
 SET saas.rate_limit_backend = 'table';
 SET saas.rate_limit_clock = '2026-03-01 12:00:00+00';
@@ -85,6 +89,11 @@ SELECT * FROM saas.rate_limit('regress:gcra', 3, 3, '1 hour');
 -- The state row: the key's theoretical arrival time, 12:20 + 3 x 20 minutes.
 SELECT rule_id, key, timestamptz '2000-01-01 00:00:00+00' + tat_us * interval '1 microsecond' AS tat
 FROM saas.rate_limit_state ORDER BY rule_id, key;
+-- A refusal writes nothing and takes no row lock: the key's row version
+-- is the same after it, and no locker is marked on it.
+SELECT xmin AS state_xmin FROM saas.rate_limit_state WHERE key = 'regress:gcra' \gset
+SELECT allowed, remaining, retry_after FROM saas.rate_limit('regress:gcra', 3, 3, '1 hour');
+SELECT xmin = :'state_xmin' AS same_version, xmax::text = '0' AS not_locked FROM saas.rate_limit_state WHERE key = 'regress:gcra';
 -- The table backend cannot write in a read-only transaction; shared memory can.
 BEGIN READ ONLY;
 SELECT * FROM saas.rate_limit('regress:ro', 1, 1, '1 minute');

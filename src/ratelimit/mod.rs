@@ -230,10 +230,10 @@ fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64
 
 /// The table backend: an UPDATE (known key) or upsert (new key) that
 /// advances the TAT only when the request fits, so concurrent checks
-/// serialize on the key's row and none over-admits. A refusal leaves the
-/// state as it was (the upsert only locks the row) and reads it for its
-/// retry time.
+/// serialize on the key's row and none over-admits. A refusal reads the
+/// key without locking it and writes nothing.
 fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
+    use pg_sys::BuiltinOid as B;
     gcra::validate_cost(cost)?;
     if read_only() {
         return Err(read_only_error("rate_limit"));
@@ -241,51 +241,67 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
     let owner = state_owner()?;
     let increment = cost.saturating_mul(limit.interval_us);
     let capacity = limit.burst * limit.interval_us;
+    let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
+    let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
+    // Runs one of the two admitting statements; Some when it admitted.
+    let admit = |client: &mut SpiClient<'_>, cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
+        let stmt = kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
+        let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
+        Ok(Some(gcra::admitted(limit, tat.unwrap_or(now + increment), now)))
+    };
+    // The key's TAT as the latest committed check left it; None: no state.
+    let read = |client: &mut SpiClient<'_>| -> SaasResult<Option<i64>> {
+        let stmt = kept_plan(
+            &READ_PLAN,
+            client,
+            "SELECT tat_us FROM saas.rate_limit_state WHERE rule_id = $1 AND key = $2",
+            &[B::INT8OID.value(), B::TEXTOID.value()],
+        )
+        .map_err(|e| internal("prepare its check", e))?;
+        let out = client.select(stmt, None, &args[..2]).map_err(|e| internal("read a key", e))?;
+        if out.is_empty() {
+            return Ok(None);
+        }
+        out.first().get_one::<i64>().map_err(|e| internal("read a key", e))
+    };
     as_owner(owner, || {
         Spi::connect_mut(|client| -> SaasResult<Decision> {
-            use pg_sys::BuiltinOid as B;
-            if cost <= limit.burst {
-                let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
-                let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
-                // Runs one of the two admitting statements; Some when it admitted.
-                let mut admit = |cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
-                    let stmt = kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
-                    let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
-                    if out.is_empty() {
-                        return Ok(None);
-                    }
-                    let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
-                    Ok(Some(gcra::admitted(limit, tat.unwrap_or(now + increment), now)))
-                };
-                // A key seen before: one UPDATE (a HOT update, tat_us is not
-                // indexed). Its WHERE is re-checked on the newest row version
-                // when a concurrent check got there first, so it is atomic.
-                let update = "UPDATE saas.rate_limit_state AS s SET tat_us = GREATEST(s.tat_us, $3) + $4 \
-                              WHERE s.rule_id = $1 AND s.key = $2 AND GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
-                              RETURNING s.tat_us";
-                if let Some(admitted) = admit(&UPDATE_PLAN, update)? {
-                    return Ok(admitted);
-                }
-                // A new key, or a refusal: the upsert creates the key, or
-                // re-checks under the row lock and changes nothing.
-                let upsert = "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
-                              ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
-                              WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
-                              RETURNING tat_us";
-                if let Some(admitted) = admit(&CHECK_PLAN, upsert)? {
-                    return Ok(admitted);
+            if cost > limit.burst {
+                return gcra::check(limit, read(client)?, now, cost);
+            }
+            // A key seen before: one UPDATE (a HOT update, tat_us is not
+            // indexed). Its WHERE is re-checked on the newest row version
+            // when a concurrent check got there first, so it is atomic.
+            let update = "UPDATE saas.rate_limit_state AS s SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                          WHERE s.rule_id = $1 AND s.key = $2 AND GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                          RETURNING s.tat_us";
+            if let Some(admitted) = admit(client, &UPDATE_PLAN, update)? {
+                return Ok(admitted);
+            }
+            // Not admitted: the key is new, or the request does not fit. A
+            // committed TAT that refuses is a valid refusal, decided without
+            // a lock (the common refusal: one UPDATE and one read). One that
+            // fits (a refund or rate_limit_vacuum got there in between) or
+            // no row at all goes to the upsert, which decides under the row
+            // lock.
+            if let Some(tat) = read(client)? {
+                let decision = gcra::check(limit, Some(tat), now, cost)?;
+                if !decision.allowed {
+                    return Ok(decision);
                 }
             }
-            let stmt = kept_plan(
-                &READ_PLAN,
-                client,
-                "SELECT tat_us FROM saas.rate_limit_state WHERE rule_id = $1 AND key = $2",
-                &[B::INT8OID.value(), B::TEXTOID.value()],
-            )
-            .map_err(|e| internal("prepare its check", e))?;
-            let out = client.select(stmt, None, &[namespace.into(), key.into()]).map_err(|e| internal("read a key", e))?;
-            let tat = if out.is_empty() { None } else { out.first().get_one::<i64>().map_err(|e| internal("read a key", e))? };
-            gcra::check(limit, tat, now, cost)
+            let upsert = "INSERT INTO saas.rate_limit_state AS s (rule_id, key, tat_us) VALUES ($1, $2, $3 + $4) \
+                          ON CONFLICT (rule_id, key) DO UPDATE SET tat_us = GREATEST(s.tat_us, $3) + $4 \
+                          WHERE GREATEST(s.tat_us, $3) + $4 - $3 <= $5 \
+                          RETURNING tat_us";
+            if let Some(admitted) = admit(client, &CHECK_PLAN, upsert)? {
+                return Ok(admitted);
+            }
+            gcra::check(limit, read(client)?, now, cost)
         })
     })
 }
@@ -293,34 +309,62 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
 
 /// GCRA check of `key`: `count` requests per `period`, `max_burst` of them
 /// at once from an empty state; `cost` units per call. Exact under
-/// concurrency in both backends. `retry_after` and `reset_after` are
-/// seconds.
-#[pg_extern(volatile, parallel_unsafe)]
+/// concurrency in both backends. Returns one `saas.rate_limit_result`;
+/// `retry_after` and `reset_after` are seconds.
+#[pg_extern(volatile, parallel_unsafe, requires = ["rate_limit_result"])]
 fn rate_limit(
     key: Option<&str>,
     max_burst: Option<i32>,
     count: Option<i32>,
     period: Option<Interval>,
     cost: default!(Option<i32>, 1),
-) -> TableIterator<
-    'static,
-    (
-        name!(allowed, bool),
-        name!(limit, i32),
-        name!(remaining, i32),
-        name!(retry_after, f64),
-        name!(reset_after, f64),
-    ),
-> {
-    let d = rate_limit_impl(key, max_burst, count, period, cost).or_raise();
-    let seconds = |us: i64| us as f64 / 1e6;
-    TableIterator::once((
-        d.allowed,
-        d.limit.min(i32::MAX as i64) as i32,
-        d.remaining.min(i32::MAX as i64) as i32,
-        seconds(d.retry_after_us),
-        seconds(d.reset_after_us),
-    ))
+) -> RateLimitResult {
+    RateLimitResult(rate_limit_impl(key, max_burst, count, period, cost).or_raise())
+}
+
+extension_sql!(
+    r#"
+-- The row rate_limit() returns. A plain composite rather than RETURNS
+-- TABLE: its row descriptor is looked up once per call site, where a
+-- set-returning function rebuilds it from pg_proc on every call.
+CREATE TYPE @extschema@.rate_limit_result AS (
+  allowed     boolean,
+  "limit"     integer,
+  remaining   integer,
+  retry_after double precision,
+  reset_after double precision
+);
+COMMENT ON TYPE @extschema@.rate_limit_result IS
+  'Result of saas.rate_limit: allowed; the burst limit; units left now; seconds until a refused call of the same cost would fit (0 when allowed); seconds until the key is back to its empty state.';
+"#,
+    name = "rate_limit_result",
+    requires = ["bootstrap"],
+);
+
+/// One `saas.rate_limit_result` value.
+pub struct RateLimitResult(Decision);
+
+// The SQL type is created by the `rate_limit_result` block above, which
+// `rate_limit` requires.
+pgrx::impl_sql_translatable!(RateLimitResult, "@extschema@.rate_limit_result");
+
+// SAFETY: `rate_limit` is declared to return saas.rate_limit_result, whose
+// five attributes are filled here in order.
+unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        let d = self.0;
+        let seconds = |us: i64| us as f64 / 1e6;
+        let int = |n: i64| n.min(i32::MAX as i64) as i32;
+        let mut values = [
+            pg_sys::Datum::from(d.allowed),
+            pg_sys::Datum::from(int(d.limit)),
+            pg_sys::Datum::from(int(d.remaining)),
+            seconds(d.retry_after_us).into_datum().unwrap_or(pg_sys::Datum::null()),
+            seconds(d.reset_after_us).into_datum().unwrap_or(pg_sys::Datum::null()),
+        ];
+        let mut nulls = [false; 5];
+        unsafe { crate::pgutil::return_composite(fcinfo, &mut values, &mut nulls) }
+    }
 }
 
 fn rate_limit_impl(
