@@ -17,7 +17,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 CLIENTS=${RATELIMIT_CLIENTS:-8}
 SECONDS_PER_RUN=${RATELIMIT_SECONDS:-5}
-ROUNDS=${RATELIMIT_ROUNDS:-3}
+ROUNDS=${RATELIMIT_ROUNDS:-5}
 KEYS=${RATELIMIT_KEYS:-10000}
 # pgbench threads: no more than the cores the clients and the server share
 # (more threads only add context switches to every check's cost).

@@ -3,7 +3,7 @@
 //! `rate_limit()` is GCRA (`gcra.rs`) over one of two state backends:
 //! shared memory (`shmem.rs`, when pg_saas is preloaded: not transactional,
 //! works in READ ONLY transactions) or the table `saas.rate_limit_state`
-//! (one atomic upsert per check). `_rate_limit_request()` is the core of
+//! (one atomic statement per admitted check). `_rate_limit_request()` is the core of
 //! `saas.pre_request()`: the rules matching a request, then the tenant
 //! plan's daily API quota; the PL/pgSQL wrapper turns a refusal into
 //! PostgREST's `PGRST` error with status and headers. Daily usage and
