@@ -150,21 +150,15 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v record;
-  earlier text;
+  refusal jsonb;
 BEGIN
-  SELECT * INTO v FROM @extschema@._rate_limit_request();
-  IF v.status <> 200 THEN
+  -- Admitted: NULL, and the RateLimit-* headers are already in
+  -- response.headers. Refused: PostgREST's error with its status and headers.
+  refusal := @extschema@._rate_limit_request();
+  IF refusal IS NOT NULL THEN
     RAISE SQLSTATE 'PGRST'
-      USING MESSAGE = v.body::text,
-            DETAIL = jsonb_build_object('status', v.status, 'headers', v.headers)::text;
-  END IF;
-  IF v.headers <> '{}'::jsonb THEN
-    earlier := nullif(current_setting('response.headers', true), '');
-    PERFORM set_config('response.headers',
-      (coalesce(earlier::jsonb, '[]'::jsonb)
-       || (SELECT jsonb_agg(jsonb_build_object(h.key, h.value) ORDER BY h.key) FROM jsonb_each(v.headers) h))::text,
-      true);
+      USING MESSAGE = (refusal -> 'body')::text,
+            DETAIL = jsonb_build_object('status', refusal -> 'status', 'headers', refusal -> 'headers')::text;
   END IF;
 END
 $$;

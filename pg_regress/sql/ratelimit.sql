@@ -185,6 +185,19 @@ ROLLBACK;
 -- Refusals per rule, counted though each refused request rolled back.
 SELECT day, path_pattern, scope, tenant_id = :ta AS tenant_a, refusals
 FROM saas.rate_limit_refusals_report WHERE path_pattern LIKE '/%regress%' ORDER BY path_pattern, tenant_id;
+-- pre_request appends its headers to what the request set before it; a
+-- response.headers that is not JSON is an error (22P02), not overwritten.
+SELECT saas.rate_limit_rule_set('/regress_headers', 10, '1 minute', scope => 'ip') AS headers_rule \gset
+BEGIN;
+SELECT pg_temp.request('GET', '/regress_headers', NULL, NULL);
+SELECT set_config('response.headers', '[{"Cache-Control": "no-store"}]', true);
+SELECT saas.pre_request();
+SELECT current_setting('response.headers') AS response_headers;
+SELECT set_config('response.headers', 'no-store', true);
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT saas.rate_limit_rule_drop('/regress_headers', 'ip');
 
 -- ---------------------------------------------------------------------------
 -- Plan quota: 3 API calls a day. Read-write requests count in the table,

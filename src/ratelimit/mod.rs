@@ -19,7 +19,7 @@ use crate::audit::canonical::client_ip;
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::pgutil::{as_owner, clock_override, kept_plan, setting, PlanCell};
 use crate::tenancy;
-use crate::tenancy::context::{find_claim, parse_claims, RequestHeaders};
+use crate::tenancy::context::{parse_claims, RequestHeaders};
 use gcra::{Decision, Limit};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -526,7 +526,9 @@ struct Verdict {
 
 fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
     let claims = parse_claims(setting(c"request.jwt.claims").as_deref())?;
-    let user = claims.as_ref().and_then(|c| find_claim(c, "sub")).and_then(|v| match v {
+    // The top-level `sub`, as tenancy reads it; any string or number, so
+    // subjects of other identity providers are limited too.
+    let user = claims.as_ref().and_then(|c| c.get("sub")).and_then(|v| match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -567,12 +569,60 @@ fn rate_headers(d: &Decision) -> Map<String, Value> {
 }
 
 /// The core of `saas.pre_request()`: every matching rule, then the plan's
-/// daily API quota. Returns the status (200: go on) with the headers to add,
-/// or the refusal for the wrapper to raise.
+/// daily API quota. Admitted: appends the RateLimit-* headers to
+/// `response.headers` and returns NULL. Refused: returns `status`,
+/// `headers` and `body` for the wrapper to raise as PostgREST's `PGRST`
+/// error (raised in PL/pgSQL: a SQLSTATE outside PostgreSQL's own list
+/// does not survive pgrx's error boundary). A scalar, so the wrapper calls
+/// it as a simple expression, without a query of its own.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _rate_limit_request() -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::JsonB), name!(body, Option<pgrx::JsonB>))> {
+fn _rate_limit_request() -> Option<pgrx::JsonB> {
     let v = request_verdict().or_raise();
-    TableIterator::once((v.status, pgrx::JsonB(Value::Object(v.headers)), v.body.map(pgrx::JsonB)))
+    if v.status == 200 {
+        add_response_headers(&v.headers).or_raise();
+        return None;
+    }
+    Some(pgrx::JsonB(json!({ "status": v.status, "headers": v.headers, "body": v.body })))
+}
+
+/// Appends `headers` to `response.headers` (PostgREST's JSON array of
+/// single-key objects) for this transaction, after what is already there.
+fn add_response_headers(headers: &Map<String, Value>) -> SaasResult<()> {
+    if headers.is_empty() {
+        return Ok(());
+    }
+    let mut list = match setting(c"response.headers").filter(|s| !s.trim().is_empty()) {
+        None => Vec::new(),
+        Some(earlier) => match serde_json::from_str::<Value>(&earlier) {
+            Ok(Value::Array(items)) => items,
+            Ok(other) => vec![other],
+            Err(e) => {
+                return Err(SaasError::new(
+                    ErrorKind::InvalidJson,
+                    "pre_request: response.headers is not JSON",
+                    "PostgREST reads response.headers as a JSON array of single-key objects, e.g. [{\"Cache-Control\": \"no-store\"}]; whatever sets it before pre_request() must write that.",
+                )
+                .with_detail(e.to_string()))
+            }
+        },
+    };
+    // serde_json's Map is ordered by key: the headers go out sorted.
+    list.extend(headers.iter().map(|(name, value)| json!({ name: value })));
+    let text = CString::new(Value::Array(list).to_string()).map_err(|e| internal("write response.headers", e))?;
+    // SAFETY: what set_config(name, value, true) does; the value is copied.
+    unsafe {
+        pg_sys::set_config_option(
+            c"response.headers".as_ptr(),
+            text.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+    Ok(())
 }
 
 fn request_verdict() -> SaasResult<Verdict> {
