@@ -91,6 +91,11 @@ COMMENT ON TABLE @extschema@.rate_limit_rules IS
   'Rate limits pre_request() applies: count per period (GCRA, burst max_burst or count) per user, tenant, ip or globally, for paths matching path_pattern (* = any characters).';
 ALTER TABLE @extschema@.rate_limit_rules ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.rate_limit_rules', '');
+-- pre_request keeps the rules per backend; any change to them tells every
+-- backend to read them again.
+CREATE TRIGGER rate_limit_rules_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.rate_limit_rules
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.rate_limit_rules', 'id'), '');
 
 -- GCRA state of the table backend. rule_id 0: keys of direct rate_limit()
@@ -335,6 +340,7 @@ REVOKE ALL ON FUNCTION @extschema@.rate_limit_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.usage_flush() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._usage_pending() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._rate_limit_request() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._rate_limit_rules_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._storage_tenant(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.pre_request() FROM PUBLIC;
 REVOKE ALL ON @extschema@.rate_limit_refusals_report FROM PUBLIC;

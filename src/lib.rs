@@ -73,7 +73,8 @@ extension_sql_file!(
         ratelimit::rate_limit_stats,
         ratelimit::usage_flush,
         ratelimit::_usage_pending,
-        ratelimit::_rate_limit_request
+        ratelimit::_rate_limit_request,
+        ratelimit::_rate_limit_rules_changed
     ]
 );
 // Runs last: privileges on everything the extension created.

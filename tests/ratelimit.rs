@@ -82,6 +82,37 @@ async fn get_requests_are_limited_in_shared_memory() {
 }
 
 #[tokio::test]
+async fn rule_changes_reach_a_running_backend() {
+    let admin = db_or_skip!("rule_changes_reach_a_running_backend");
+    let (tenant, user) = (random_uuid(), random_uuid());
+    fixture(&admin, "it_rl_rules", &[(&tenant, "it-rl-free")], &[(&tenant, &user)]).await;
+    let Some(client) = common::connect("rule_changes_reach_a_running_backend").await else { return };
+    // One API connection throughout: its backend keeps the rules it read.
+    let api = Api::with_pre_request(client, "it_rl_rules");
+    let limit = || async { api.get("it_rl_rules_items").claims(claims(&user, &tenant)).send().await };
+
+    let r = limit().await;
+    r.expect_ok();
+    assert_eq!(r.header("RateLimit-Limit"), None, "no rule yet");
+    admin
+        .batch_execute("SELECT saas.rate_limit_rule_set('/it_rl_rules_items', 2, '1 hour', method => 'GET')")
+        .await
+        .unwrap();
+    let r = limit().await;
+    assert_eq!((r.header("RateLimit-Limit"), r.header("RateLimit-Remaining")), (Some("2"), Some("1")), "a new rule applies");
+    admin
+        .batch_execute("UPDATE saas.rate_limit_rules SET count = 7, max_burst = 7 WHERE path_pattern = '/it_rl_rules_items'")
+        .await
+        .unwrap();
+    let r = limit().await;
+    assert_eq!(r.header("RateLimit-Limit"), Some("7"), "a rule changed by hand applies");
+    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_rules_items', 'user', 'GET')").await.unwrap();
+    let r = limit().await;
+    r.expect_ok();
+    assert_eq!(r.header("RateLimit-Limit"), None, "a dropped rule no longer applies");
+}
+
+#[tokio::test]
 async fn plan_quota_gives_402_and_usage_survives_a_flush() {
     let admin = db_or_skip!("plan_quota_gives_402_and_usage_survives_a_flush");
     let plan = format!("it-rl-{}", &random_uuid()[0..8]);

@@ -27,6 +27,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use rules::{Requester, Scope};
 use serde_json::{json, Map, Value};
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::ffi::CString;
 use table::{CounterKey, CounterSlot};
 
@@ -71,6 +72,12 @@ thread_local! {
     static PEER_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static PEER_ADDRESS: std::cell::OnceCell<Option<String>> = const { std::cell::OnceCell::new() };
     static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// The rules as last read, kept until `saas.rate_limit_rules` is
+    /// invalidated (its trigger fires a relcache invalidation on every
+    /// change, which reaches every backend at commit).
+    static RULES: RefCell<Option<Rc<Vec<Rule>>>> = const { RefCell::new(None) };
+    /// The OID of `saas.rate_limit_rules` when RULES was filled.
+    static RULES_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
     /// Counters this transaction's flush wrote, by the subtransaction that
     /// wrote them; subtracted from shared memory when the transaction commits.
     static TO_SETTLE: RefCell<Vec<(pg_sys::SubTransactionId, Vec<CounterSlot>)>> = const { RefCell::new(Vec::new()) };
@@ -104,7 +111,29 @@ pub(crate) fn init() {
             Some(on_pg_class_change),
             pg_sys::Datum::from(0usize),
         );
+        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_change), pg_sys::Datum::from(0usize));
     }
+}
+
+/// Drops the cached rules when their table is invalidated (InvalidOid: every
+/// relation, after a cache reset).
+unsafe extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || relid == RULES_RELID.with(Cell::get) {
+        RULES.with(|r| r.borrow_mut().take());
+    }
+}
+
+/// Statement trigger on `saas.rate_limit_rules` (any change, TRUNCATE too):
+/// a relcache invalidation of the table, so every backend's `pre_request`
+/// reads the rules again (this one after the statement, others after the
+/// commit).
+#[pg_trigger]
+fn _rate_limit_rules_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    // SAFETY: the trigger's relation is open while it fires.
+    unsafe { pg_sys::CacheInvalidateRelcache(trigger.relation().map_err(|e| internal("read its trigger", e))?.as_ptr()) };
+    Ok(None)
 }
 
 unsafe extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
@@ -453,23 +482,17 @@ fn rule_set_impl(
             "Give the rule a max_burst of at least its cost.",
         ));
     }
-    let id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO saas.rate_limit_rules AS r (path_pattern, method, scope, max_burst, count, period, cost) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (path_pattern, method, scope) DO UPDATE \
-           SET max_burst = EXCLUDED.max_burst, count = EXCLUDED.count, period = EXCLUDED.period, cost = EXCLUDED.cost \
-         RETURNING r.id",
-        &[
-            pattern.into(),
-            method.into(),
-            scope.into(),
-            max_burst.into(),
-            count.into(),
-            period.into(),
-            cost.into(),
-        ],
-    )
-    .map_err(|e| internal("store the rule", e))?;
+    let upsert = "INSERT INTO saas.rate_limit_rules AS r (path_pattern, method, scope, max_burst, count, period, cost) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                  ON CONFLICT (path_pattern, method, scope) DO UPDATE \
+                    SET max_burst = EXCLUDED.max_burst, count = EXCLUDED.count, period = EXCLUDED.period, cost = EXCLUDED.cost \
+                  RETURNING r.id";
+    let args = [pattern.into(), method.into(), scope.into(), max_burst.into(), count.into(), period.into(), cost.into()];
+    // No row limit (so not Spi::get_one_with_args): an INSERT ... RETURNING
+    // stopped after its first row never fires its statement triggers, and
+    // the rules' trigger is what tells every backend to read them again.
+    let id = Spi::connect_mut(|client| client.update(upsert, None, &args)?.first().get_one::<i64>())
+        .map_err(|e| internal("store the rule", e))?;
     id.ok_or_else(|| internal("store the rule", "no id returned"))
 }
 
@@ -483,6 +506,24 @@ struct Rule {
     period_us: i64,
     limit: Limit,
     cost: i64,
+}
+
+/// Every rule, from the backend's cache or read as the state owner.
+fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Vec<Rule>>> {
+    if let Some(rules) = RULES.with(|r| r.borrow().clone()) {
+        return Ok(rules);
+    }
+    // The OID first: an invalidation that arrives while reading drops what
+    // is read, as it names the table already.
+    // SAFETY: catalog lookups by name; InvalidOid when missing.
+    let relid = unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+        pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace)
+    };
+    RULES_RELID.with(|r| r.set(relid));
+    let rules = Rc::new(as_owner(owner, || Spi::connect(|client| load_rules(&client)))?);
+    RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
+    Ok(rules)
 }
 
 fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
@@ -636,14 +677,11 @@ fn request_verdict() -> SaasResult<Verdict> {
     let day = day_of(now);
     let tenant_bytes = tenant.map_or([0u8; 16], |t| t.0);
 
-    let matching: Vec<Rule> = if path.is_empty() {
-        Vec::new()
-    } else {
-        as_owner(owner, || Spi::connect(|client| load_rules(&client)))?
-            .into_iter()
-            .filter(|r| r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path))
-            .collect()
-    };
+    let all_rules = if path.is_empty() { Rc::new(Vec::new()) } else { cached_rules(owner)? };
+    let matching: Vec<&Rule> = all_rules
+        .iter()
+        .filter(|r| r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path))
+        .collect();
 
     // Rules: each admits or refuses; a refusal gives back what the rules
     // before it took (shared memory; the table's writes roll back with the
@@ -652,7 +690,7 @@ fn request_verdict() -> SaasResult<Verdict> {
     let backend = if matching.is_empty() { Backend::Table } else { backend()? };
     if !matching.is_empty() {
         let who = requester(tenant_text.as_deref())?;
-        for rule in &matching {
+        for rule in matching.iter().copied() {
             let key = rules::scope_key(rule.scope, &who);
             let d = check_key(backend, rule.id, &key, rule.limit, now, rule.cost)?;
             if d.allowed {
