@@ -390,19 +390,8 @@ $$;
 INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
 VALUES ('audit', '@extschema@._audit_partition_hook(regclass, regclass)', true);
 
-CREATE FUNCTION @extschema@._audit_on_drop()
-RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  DELETE FROM @extschema@.audit_tables
-  WHERE relid::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
-END
-$$;
-CREATE EVENT TRIGGER saas_audit_drops ON sql_drop
-  EXECUTE FUNCTION @extschema@._audit_on_drop();
+-- A dropped table leaves audit_tables with it: finalize.sql's
+-- _forget_dropped_tables.
 
 -- ---------------------------------------------------------------------------
 -- Export (the seeds' "audit export"): the current tenant's rows, for its

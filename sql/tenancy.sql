@@ -325,22 +325,8 @@ COMMENT ON FUNCTION @extschema@.disable_tenancy(regclass) IS
 -- partitions module: its event trigger runs the built-in partition hooks,
 -- tenancy's among them (_tenancy_partition_hook, in partitions.sql).
 
--- A dropped table leaves the registry with it.
-CREATE FUNCTION @extschema@._tenancy_on_drop()
-RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  DELETE FROM @extschema@.tenant_tables
-  WHERE relid::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
-END
-$$;
--- Every command that can drop a table (DROP TABLE/SCHEMA/OWNED, DROP
--- EXTENSION of an extension owning one, ...): no tag filter.
-CREATE EVENT TRIGGER saas_tenancy_drops ON sql_drop
-  EXECUTE FUNCTION @extschema@._tenancy_on_drop();
+-- A dropped table leaves the registry with it: finalize.sql's
+-- _forget_dropped_tables, shared by every module's registry.
 
 -- ---------------------------------------------------------------------------
 -- Coverage report

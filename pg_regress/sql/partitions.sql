@@ -108,8 +108,11 @@ SELECT saas.schedule_maintenance();
 SET client_min_messages = warning;
 DROP SCHEMA part_test CASCADE;
 RESET client_min_messages;
-DELETE FROM saas.partition_config;
-DELETE FROM saas.tenant_tables;
+-- Dropped parents leave the registries with them: nothing left for
+-- maintenance to trip over.
+SELECT count(*) AS configs_left FROM saas.partition_config;
+SELECT count(*) AS tenant_tables_left FROM saas.tenant_tables;
+SELECT count(*) AS maintenance_errors FROM saas.run_maintenance() WHERE action = 'error';
 
 -- convert_to_monthly: a plain table with data, keys, indexes, a trigger, a
 -- policy, grants and a serial column becomes monthly partitioned, same name.
@@ -152,4 +155,4 @@ SET client_min_messages = warning;
 DROP SCHEMA conv_test CASCADE;
 RESET client_min_messages;
 DROP ROLE regress_conv_reader;
-DELETE FROM saas.partition_config;
+SELECT count(*) AS configs_left FROM saas.partition_config;
