@@ -151,3 +151,45 @@ for impl in shmem table peer; do
   echo "  $impl: $checks checks, $admitted admitted, $((admitted - LIMIT)) over the limit"
   record "over-admission $impl" "$((admitted - LIMIT))" "limit" "$LIMIT" "requests"
 done
+
+# 3. What pre_request adds to a request: a PostgREST-shaped GET (READ ONLY
+# transaction, claims, path and headers set as PostgREST sets them) with and
+# without saas.pre_request(). The tenant has a plan with a daily quota; one
+# of three rules matches the path. Not a target: the hook's cost per request.
+tenant=b0000000-0000-4000-8000-000000000001
+user=b0000000-0000-4000-8000-000000000002
+bench_psql >/dev/null <<SQL
+SET row_security = off;
+INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ('b_rl', 1000000000000);
+INSERT INTO saas.tenants (id, slug, name, plan) VALUES ('$tenant', 'b-rl', 'bench', 'b_rl');
+INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('$tenant', '$user', 'member');
+SELECT saas.rate_limit_rule_set('/rpc/b_rl_generate', 5, '1 hour');
+SELECT saas.rate_limit_rule_set('/rpc/b_rl_chat_*', 50, '1 hour');
+SELECT saas.rate_limit_rule_set('/b_rl_*', 1000000000, '1 hour');
+SQL
+for hook in with without; do
+  call=$([ "$hook" = with ] && echo "SELECT saas.pre_request();" || echo "SELECT 1;")
+  cat >"$dir/request_$hook.sql" <<SQL
+BEGIN READ ONLY;
+SELECT set_config('request.jwt.claims', '{"sub":"$user","role":"authenticated","tenant_id":"$tenant"}', true), set_config('request.method', 'GET', true), set_config('request.path', '/b_rl_items', true), set_config('request.headers', '{"x-forwarded-for":"203.0.113.9","user-agent":"pgbench"}', true);
+$call
+COMMIT;
+SQL
+done
+echo "  3. pre_request: requests per second, $CLIENTS clients, a GET of a tenant's member (one matching rule, a daily quota), median of $ROUNDS rounds"
+declare -A req=([with]="" [without]="")
+for _ in $(seq 1 "$ROUNDS"); do
+  for hook in without with; do
+    req[$hook]="${req[$hook]} $(tps "request_$hook" shmem)"
+  done
+done
+with=$(echo "${req[with]}" | median)
+without=$(echo "${req[without]}" | median)
+echo "  requests/s: with pre_request $with, without $without (rounds: with${req[with]}; without${req[without]})"
+record "pre_request: request with the hook vs without" "$(per_check "$with")" "same request, no hook" "$(per_check "$without")" "us/request"
+bench_psql >/dev/null <<SQL
+SET row_security = off;
+SELECT saas.rate_limit_rule_drop(p) FROM unnest(ARRAY['/rpc/b_rl_generate', '/rpc/b_rl_chat_*', '/b_rl_*']) p;
+DELETE FROM saas.tenants WHERE id = '$tenant';
+DELETE FROM saas.plans WHERE plan = 'b_rl';
+SQL
