@@ -96,6 +96,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.rate_limit_rules', '');
 CREATE TRIGGER rate_limit_rules_changed
   AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.rate_limit_rules
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
+-- Also under session_replication_role = replica (logical replication,
+-- pg_restore --disable-triggers): rules changed then must reach backends too.
+ALTER TABLE @extschema@.rate_limit_rules ENABLE ALWAYS TRIGGER rate_limit_rules_changed;
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.rate_limit_rules', 'id'), '');
 
 -- GCRA state of the table backend. rule_id 0: keys of direct rate_limit()

@@ -117,17 +117,18 @@ pub(crate) fn clock_override(
 }
 
 /// Returns one value of the called function's composite result type, made
-/// of `values` and `nulls` (one per attribute). The row descriptor is looked
-/// up once per call site and kept in its `fn_extra`: a plain composite
-/// return costs one `heap_form_tuple`, where a `RETURNS TABLE` function
-/// rebuilds its descriptor from `pg_proc` on every call.
+/// of `values` and `nulls`, one per attribute of type `types`. The row
+/// descriptor is looked up (and checked against `types`) once per call site
+/// and kept in its `fn_extra`: a plain composite return costs one
+/// `heap_form_tuple`, where a `RETURNS TABLE` function rebuilds its
+/// descriptor from `pg_proc` on every call.
 ///
 /// # Safety
-/// `fcinfo` is the current call's, its function is declared to return a
-/// composite type with exactly these attributes, and nothing else uses the
-/// call site's `fn_extra`.
+/// `fcinfo` is the current call's, each value is a datum of its type in
+/// `types`, and nothing else uses the call site's `fn_extra`.
 pub(crate) unsafe fn return_composite<'fcx>(
     fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    types: &[pg_sys::Oid],
     values: &mut [pg_sys::Datum],
     nulls: &mut [bool],
 ) -> pgrx::datum::Datum<'fcx> {
@@ -140,8 +141,21 @@ pub(crate) unsafe fn return_composite<'fcx>(
             let old = pg_sys::MemoryContextSwitchTo((*flinfo).fn_mcxt);
             let kind = pg_sys::get_call_result_type(raw, std::ptr::null_mut(), &mut desc);
             pg_sys::MemoryContextSwitchTo(old);
-            if kind != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || (*desc).natts as usize != values.len() {
-                pgrx::error!("pg_saas: function declared with a result type that does not match its code");
+            // The type is the extension's, but a superuser can ALTER it: a
+            // datum built for another column type would crash the backend.
+            let matches = kind == pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+                && (*desc).natts as usize == types.len()
+                && types.iter().enumerate().all(|(i, t)| {
+                    let attr = &*(*desc).attrs.as_ptr().add(i);
+                    !attr.attisdropped && attr.atttypid == *t
+                });
+            if !matches {
+                SaasError::new(
+                    ErrorKind::ObjectNotInPrerequisiteState,
+                    "pg_saas: the result type of this function was altered",
+                    "Restore the type as the extension created it (DROP EXTENSION pg_saas and CREATE it again).",
+                )
+                .report();
             }
             (*flinfo).fn_extra = pg_sys::BlessTupleDesc(desc).cast();
         }

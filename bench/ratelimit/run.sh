@@ -7,12 +7,14 @@
 #      limits high enough that every check is admitted (the common case).
 #      Twice: with PostgreSQL's default durability (fsync, synchronous_commit
 #      and full_page_writes on: every table-backend check is a durable
-#      write, as in production) and with the bench cluster's fsync off
-#      (only the CPU cost of each backend). Each round also runs `SELECT 1`
+#      write, as in production) and with all three off, as every bench
+#      runs (only the CPU cost of each backend); the cluster's own settings
+#      are put back at the end. Each round also runs `SELECT 1`
 #      the same way: the per-query floor that every check pays.
 #   2. concurrency: 8 clients hammer one fresh key with a limit of 100 per
 #      day; the requests each one admitted beyond the limit are reported
 #      (a sequence counts admissions, since it is not rolled back)
+#   3. what saas.pre_request() adds to a PostgREST-shaped GET (not a target)
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 CLIENTS=${RATELIMIT_CLIENTS:-8}
@@ -64,6 +66,7 @@ CREATE SEQUENCE b_rl.admitted_peer;
 SQL
 
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
 # Throughput scripts: every check admitted (a billion per hour).
 for keys in hot many; do
   if [ "$keys" = hot ]; then key="'hot'"; pick=""; else key="'k' || :k"; pick="\\set k random(1, $KEYS)"; fi
@@ -78,20 +81,34 @@ tps() { # script backend
   awk '/^tps/ { print $3 }' "$dir/last.out"
 }
 
-# durability on|off: PostgreSQL's defaults, or the bench cluster's (no
-# fsync); all three settings take a reload, and the run ends with the
-# cluster's own.
+# The three settings the durability runs change, as the cluster had them
+# (from postgresql.auto.conf, or nothing), to put back at the end.
+DURABILITY_SETTINGS="fsync synchronous_commit full_page_writes"
+declare -A own_setting=()
+for name in $DURABILITY_SETTINGS; do
+  own_setting[$name]=$(bench_psql -At -c "SELECT setting FROM pg_catalog.pg_settings WHERE name = '$name' AND sourcefile LIKE '%postgresql.auto.conf'")
+done
+
+# durability on|off|restore: PostgreSQL's defaults (all three on), all three
+# off, or what the cluster had; each takes a reload.
 durability() {
-  if [ "$1" = on ]; then
-    bench_psql -c "ALTER SYSTEM SET fsync = on" -c "ALTER SYSTEM SET synchronous_commit = on" -c "ALTER SYSTEM SET full_page_writes = on"
-  else
-    bench_psql -c "ALTER SYSTEM RESET fsync" -c "ALTER SYSTEM RESET synchronous_commit" -c "ALTER SYSTEM RESET full_page_writes"
-  fi
-  bench_psql -c "SELECT pg_reload_conf()" >/dev/null
+  local name value
+  for name in $DURABILITY_SETTINGS; do
+    case $1 in
+      on | off) value=$1 ;;
+      restore) value=${own_setting[$name]} ;;
+    esac
+    if [ -n "$value" ]; then
+      bench_psql -c "ALTER SYSTEM SET $name = '$value'" || return 1
+    else
+      bench_psql -c "ALTER SYSTEM RESET $name" || return 1
+    fi
+  done
+  bench_psql -c "SELECT pg_reload_conf()" >/dev/null || return 1
   sleep 1
-  [ "$(bench_psql -At -c 'SHOW fsync')" = "$1" ] || { echo "  fsync did not become $1" >&2; exit 1; }
+  [ "$1" = restore ] || [ "$(bench_psql -At -c 'SHOW fsync')" = "$1" ] || { echo "  fsync did not become $1" >&2; return 1; }
 }
-trap 'durability off >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+trap 'durability restore >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
 # Steady state, as in production: every key exists before measuring (a
 # first check inserts the key in the table backend and in the peer).
@@ -111,7 +128,7 @@ per_check() { awk -v t="$1" 'BEGIN { printf "%.2f", 1e6 / t }'; }
 via=$([ "$PGBENCH_HOST" = "$PGHOST" ] && echo "TCP" || echo "Unix socket")
 echo "  1. checks per second, pgbench, $CLIENTS clients, $JOBS threads, $via, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds"
 for fsync in on off; do
-  durability "$fsync"
+  durability "$fsync" || exit 1
   config=$([ "$fsync" = on ] && echo "durable" || echo "fsync off")
   for keys in hot many; do
     declare -A got=([floor]="" [shmem]="" [table]="" [peer]="")
@@ -158,6 +175,15 @@ done
 # of three rules matches the path. Not a target: the hook's cost per request.
 tenant=b0000000-0000-4000-8000-000000000001
 user=b0000000-0000-4000-8000-000000000002
+part3_cleanup() {
+  bench_psql >/dev/null <<SQL
+SET row_security = off;
+SELECT saas.rate_limit_rule_drop(p) FROM unnest(ARRAY['/rpc/b_rl_generate', '/rpc/b_rl_chat_*', '/b_rl_*']) p;
+DELETE FROM saas.tenants WHERE id = '$tenant';
+DELETE FROM saas.plans WHERE plan = 'b_rl';
+SQL
+}
+part3_cleanup  # what an interrupted run left
 bench_psql >/dev/null <<SQL
 SET row_security = off;
 INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ('b_rl', 1000000000000);
@@ -187,9 +213,4 @@ with=$(echo "${req[with]}" | median)
 without=$(echo "${req[without]}" | median)
 echo "  requests/s: with pre_request $with, without $without (rounds: with${req[with]}; without${req[without]})"
 record "pre_request: request with the hook vs without" "$(per_check "$with")" "same request, no hook" "$(per_check "$without")" "us/request"
-bench_psql >/dev/null <<SQL
-SET row_security = off;
-SELECT saas.rate_limit_rule_drop(p) FROM unnest(ARRAY['/rpc/b_rl_generate', '/rpc/b_rl_chat_*', '/b_rl_*']) p;
-DELETE FROM saas.tenants WHERE id = '$tenant';
-DELETE FROM saas.plans WHERE plan = 'b_rl';
-SQL
+part3_cleanup

@@ -60,6 +60,12 @@ SET saas.rate_limit_clock = 'yesterday-ish';
 SELECT * FROM saas.rate_limit('k', 1, 1, '1 minute');
 \echo :LAST_ERROR_SQLSTATE
 SET saas.rate_limit_clock = '2026-03-01 12:00:00+00';
+-- The result type altered by hand: a clear error, not a datum of the wrong type.
+BEGIN;
+ALTER TYPE saas.rate_limit_result ALTER ATTRIBUTE remaining TYPE text;
+SELECT * FROM saas.rate_limit('regress:altered', 1, 1, '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 
 -- ---------------------------------------------------------------------------
 -- rate_limit: 3 per hour admits 3 at once, then one every 20 minutes; the
@@ -94,6 +100,11 @@ FROM saas.rate_limit_state ORDER BY rule_id, key;
 SELECT xmin AS state_xmin FROM saas.rate_limit_state WHERE key = 'regress:gcra' \gset
 SELECT allowed, remaining, retry_after FROM saas.rate_limit('regress:gcra', 3, 3, '1 hour');
 SELECT xmin = :'state_xmin' AS same_version, xmax::text = '0' AS not_locked FROM saas.rate_limit_state WHERE key = 'regress:gcra';
+-- Nor does it take a transaction id: a refused request commits nothing.
+BEGIN;
+SELECT allowed FROM saas.rate_limit('regress:gcra', 3, 3, '1 hour');
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_transaction_id;
+COMMIT;
 -- The table backend cannot write in a read-only transaction; shared memory can.
 BEGIN READ ONLY;
 SELECT * FROM saas.rate_limit('regress:ro', 1, 1, '1 minute');

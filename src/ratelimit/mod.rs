@@ -78,6 +78,9 @@ thread_local! {
     static RULES: RefCell<Option<Rc<Vec<Rule>>>> = const { RefCell::new(None) };
     /// The OID of `saas.rate_limit_rules` when RULES was filled.
     static RULES_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// Invalidations of the rules seen so far: rules read while one
+    /// arrives are used once, not kept.
+    static RULES_GENERATION: Cell<u64> = const { Cell::new(0) };
     /// Counters this transaction's flush wrote, by the subtransaction that
     /// wrote them; subtracted from shared memory when the transaction commits.
     static TO_SETTLE: RefCell<Vec<(pg_sys::SubTransactionId, Vec<CounterSlot>)>> = const { RefCell::new(Vec::new()) };
@@ -120,6 +123,7 @@ pub(crate) fn init() {
 unsafe extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == RULES_RELID.with(Cell::get) {
         RULES.with(|r| r.borrow_mut().take());
+        RULES_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     }
 }
 
@@ -272,10 +276,13 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
     let capacity = limit.burst * limit.interval_us;
     let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
     let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
-    // Runs one of the two admitting statements; Some when it admitted.
-    let admit = |client: &mut SpiClient<'_>, cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
+    // Runs one of the two admitting statements; Some when it admitted. Run
+    // with `select`, not `update`: the kept plan is a writing one either way,
+    // and `update` would take a transaction id up front, so that a refusal
+    // (which changes no row) would still commit a transaction.
+    let admit = |client: &SpiClient<'_>, cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
         let stmt = kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
-        let out = client.update(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+        let out = client.select(stmt, None, &args).map_err(|e| internal("check a key", e))?;
         if out.is_empty() {
             return Ok(None);
         }
@@ -283,7 +290,7 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
         Ok(Some(gcra::admitted(limit, tat.unwrap_or(now + increment), now)))
     };
     // The key's TAT as the latest committed check left it; None: no state.
-    let read = |client: &mut SpiClient<'_>| -> SaasResult<Option<i64>> {
+    let read = |client: &SpiClient<'_>| -> SaasResult<Option<i64>> {
         let stmt = kept_plan(
             &READ_PLAN,
             client,
@@ -313,10 +320,10 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
             }
             // Not admitted: the key is new, or the request does not fit. A
             // committed TAT that refuses is a valid refusal, decided without
-            // a lock (the common refusal: one UPDATE and one read). One that
-            // fits (a refund or rate_limit_vacuum got there in between) or
-            // no row at all goes to the upsert, which decides under the row
-            // lock.
+            // a lock (the common refusal: one UPDATE and one read, no
+            // transaction id). One that fits (rate_limit_vacuum deleted the
+            // key in between, or a rollback left it lower) or no row at all
+            // goes to the upsert, which decides under the row lock.
             if let Some(tat) = read(client)? {
                 let decision = gcra::check(limit, Some(tat), now, cost)?;
                 if !decision.allowed {
@@ -392,7 +399,9 @@ unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
             seconds(d.reset_after_us).into_datum().unwrap_or(pg_sys::Datum::null()),
         ];
         let mut nulls = [false; 5];
-        unsafe { crate::pgutil::return_composite(fcinfo, &mut values, &mut nulls) }
+        use pg_sys::BuiltinOid as B;
+        let types = [B::BOOLOID.value(), B::INT4OID.value(), B::INT4OID.value(), B::FLOAT8OID.value(), B::FLOAT8OID.value()];
+        unsafe { crate::pgutil::return_composite(fcinfo, &types, &mut values, &mut nulls) }
     }
 }
 
@@ -513,16 +522,20 @@ fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Vec<Rule>>> {
     if let Some(rules) = RULES.with(|r| r.borrow().clone()) {
         return Ok(rules);
     }
-    // The OID first: an invalidation that arrives while reading drops what
-    // is read, as it names the table already.
+    // The OID first, so that an invalidation arriving while the rules are
+    // read (a lock taken after the snapshot processes them) is recognised;
+    // rules read across one are used for this request only.
     // SAFETY: catalog lookups by name; InvalidOid when missing.
     let relid = unsafe {
         let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
         pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace)
     };
     RULES_RELID.with(|r| r.set(relid));
+    let generation = RULES_GENERATION.with(Cell::get);
     let rules = Rc::new(as_owner(owner, || Spi::connect(|client| load_rules(&client)))?);
-    RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
+    if RULES_GENERATION.with(Cell::get) == generation {
+        RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
+    }
     Ok(rules)
 }
 
