@@ -67,10 +67,12 @@ SQL
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-# Throughput scripts: every check admitted (a billion per hour).
+# Throughput scripts: every check admitted (a billion per hour). Both
+# limiters are called in the select list (ours reads one field of its row),
+# so neither pays for a function scan the other does not.
 for keys in hot many; do
   if [ "$keys" = hot ]; then key="'hot'"; pick=""; else key="'k' || :k"; pick="\\set k random(1, $KEYS)"; fi
-  printf '%s\nSELECT allowed FROM saas.rate_limit(%s, 1000000000, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/ours_$keys.sql"
+  printf '%s\nSELECT (saas.rate_limit(%s, 1000000000, 1000000000, interval %s)).allowed;\n' "$pick" "$key" "'1 hour'" >"$dir/ours_$keys.sql"
   printf '%s\nSELECT b_rl.peer_check(%s, 1000000000, interval %s);\n' "$pick" "$key" "'1 hour'" >"$dir/peer_$keys.sql"
 done
 echo 'SELECT 1;' >"$dir/floor.sql"
