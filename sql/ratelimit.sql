@@ -91,6 +91,7 @@ COMMENT ON TABLE @extschema@.rate_limit_rules IS
   'Rate limits pre_request() applies: count per period (GCRA, burst max_burst or count) per user, tenant, ip or globally, for paths matching path_pattern (* = any characters).';
 ALTER TABLE @extschema@.rate_limit_rules ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.rate_limit_rules', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.rate_limit_rules', 'id'), '');
 -- pre_request keeps the rules per backend; any change to them tells every
 -- backend to read them again.
 CREATE TRIGGER rate_limit_rules_changed
@@ -99,7 +100,6 @@ CREATE TRIGGER rate_limit_rules_changed
 -- Also under session_replication_role = replica (logical replication,
 -- pg_restore --disable-triggers): rules changed then must reach backends too.
 ALTER TABLE @extschema@.rate_limit_rules ENABLE ALWAYS TRIGGER rate_limit_rules_changed;
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.rate_limit_rules', 'id'), '');
 
 -- GCRA state of the table backend. rule_id 0: keys of direct rate_limit()
 -- calls. Ephemeral (a key past its TAT is the same as no row), so not

@@ -1,5 +1,6 @@
 //! Small backend helpers shared by the modules' pgrx glue (no logic of
-//! their own): reading a setting, running SPI as an object's owner.
+//! their own): reading a setting, running SPI as an object's owner,
+//! returning a composite value.
 
 use pgrx::pg_sys;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};

@@ -3,10 +3,11 @@
 //! `rate_limit()` is GCRA (`gcra.rs`) over one of two state backends:
 //! shared memory (`shmem.rs`, when pg_saas is preloaded: not transactional,
 //! works in READ ONLY transactions) or the table `saas.rate_limit_state`
-//! (one atomic statement per admitted check). `_rate_limit_request()` is the core of
-//! `saas.pre_request()`: the rules matching a request, then the tenant
-//! plan's daily API quota; the PL/pgSQL wrapper turns a refusal into
-//! PostgREST's `PGRST` error with status and headers. Daily usage and
+//! (one atomic statement per admitted check). `_rate_limit_request()` is
+//! the core of `saas.pre_request()`: the rules matching a request (kept per
+//! backend until they change), then the tenant plan's daily API quota; the
+//! PL/pgSQL wrapper turns a refusal into PostgREST's `PGRST` error with
+//! status and headers. Daily usage and
 //! refusal counts of read-only requests wait in shared memory until
 //! `usage_flush()` (run by `run_maintenance()`) writes them out.
 
@@ -321,9 +322,9 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
             // Not admitted: the key is new, or the request does not fit. A
             // committed TAT that refuses is a valid refusal, decided without
             // a lock (the common refusal: one UPDATE and one read, no
-            // transaction id). One that fits (rate_limit_vacuum deleted the
-            // key in between, or a rollback left it lower) or no row at all
-            // goes to the upsert, which decides under the row lock.
+            // transaction id). No row (a new key, or rate_limit_vacuum
+            // deleted it in between), or a TAT that fits after all, goes to
+            // the upsert, which decides under the row lock.
             if let Some(tat) = read(client)? {
                 let decision = gcra::check(limit, Some(tat), now, cost)?;
                 if !decision.allowed {
