@@ -205,8 +205,9 @@ BEGIN
 END
 $$;
 
--- Runs every registered hook for a new partition.
-CREATE FUNCTION @extschema@._partition_run_hooks(parent regclass, part regclass)
+-- Runs every registered hook for a new partition (only the built-in ones
+-- with builtin_only).
+CREATE FUNCTION @extschema@._partition_run_hooks(parent regclass, part regclass, builtin_only boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -214,7 +215,7 @@ AS $$
 DECLARE
   h record;
 BEGIN
-  FOR h IN SELECT hook FROM @extschema@.partition_hooks ORDER BY hook_name LOOP
+  FOR h IN SELECT hook FROM @extschema@.partition_hooks WHERE builtin OR NOT builtin_only ORDER BY hook_name LOOP
     EXECUTE format('SELECT %s($1, $2)', h.hook::oid::regproc) USING parent, part;
   END LOOP;
 END
@@ -236,15 +237,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   cmd record;
-  h record;
 BEGIN
   FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
              JOIN pg_class r ON r.oid = c.objid AND r.relispartition
              WHERE c.object_type = 'table' LOOP
-    FOR h IN SELECT hook FROM @extschema@.partition_hooks WHERE builtin ORDER BY hook_name LOOP
-      EXECUTE format('SELECT %s($1, $2)', h.hook::oid::regproc)
-        USING pg_partition_root(cmd.objid), cmd.objid::regclass;
-    END LOOP;
+    PERFORM @extschema@._partition_run_hooks(pg_partition_root(cmd.objid), cmd.objid::regclass, builtin_only => true);
   END LOOP;
 END
 $$;
@@ -797,7 +794,7 @@ REVOKE ALL ON FUNCTION @extschema@._tenancy_partition_hook(regclass, regclass) F
 REVOKE ALL ON FUNCTION @extschema@._partition_ddl(text, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_find(@extschema@.partition_config, text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_check_parent(regclass, name) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_run_hooks(regclass, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._partition_run_hooks(regclass, regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_ensure_month(@extschema@.partition_config, timestamp) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_premake(@extschema@.partition_config, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._partition_cover_rows(@extschema@.partition_config, regclass) FROM PUBLIC;

@@ -238,9 +238,7 @@ async fn hammer(backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_admit_exactly_the_limit() {
-    if common::connect("concurrent_clients_admit_exactly_the_limit").await.is_none() {
-        return;
-    }
+    let _ = db_or_skip!("concurrent_clients_admit_exactly_the_limit");
     hammer("shmem").await;
     hammer("table").await;
 }

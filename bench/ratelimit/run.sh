@@ -65,8 +65,7 @@ CREATE SEQUENCE b_rl.admitted_table;
 CREATE SEQUENCE b_rl.admitted_peer;
 SQL
 
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+bench_tmpdir dir
 # Throughput scripts: every check admitted (a billion per hour). Both
 # limiters are called in the select list (ours reads one field of its row),
 # so neither pays for a function scan the other does not.
@@ -110,6 +109,7 @@ durability() {
   sleep 1
   [ "$1" = restore ] || [ "$(bench_psql -At -c 'SHOW fsync')" = "$1" ] || { echo "  fsync did not become $1" >&2; return 1; }
 }
+# Replaces bench_tmpdir's trap, and removes the directory as it did.
 trap 'durability restore >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
 # Steady state, as in production: every key exists before measuring (a

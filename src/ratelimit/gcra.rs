@@ -54,7 +54,7 @@ impl Limit {
         Ok(Limit { burst: max_burst, interval_us })
     }
 
-    fn capacity_us(self) -> i64 {
+    pub fn capacity_us(self) -> i64 {
         self.burst * self.interval_us
     }
 }
@@ -131,13 +131,15 @@ pub fn refunded(limit: Limit, tat: i64, now: i64, cost: i64) -> Option<i64> {
     (back > now).then_some(back)
 }
 
+/// Microseconds in a day.
+pub const DAY_US: i64 = 86_400_000_000;
+
 /// Total microseconds of an interval, a month counted as 30 days (as
 /// PostgreSQL compares intervals).
 pub fn interval_us(months: i32, days: i32, micros: i64) -> Option<i64> {
-    const DAY: i64 = 86_400_000_000;
     (months as i64)
-        .checked_mul(30 * DAY)?
-        .checked_add((days as i64).checked_mul(DAY)?)?
+        .checked_mul(30 * DAY_US)?
+        .checked_add((days as i64).checked_mul(DAY_US)?)?
         .checked_add(micros)
 }
 

@@ -18,10 +18,10 @@ pub mod table;
 
 use crate::audit::canonical::client_ip;
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::{as_owner, clock_override, kept_plan, setting, PlanCell};
+use crate::pgutil::{as_owner, clock_override, kept_plan, setting, to_pg_uuid, PlanCell};
 use crate::tenancy;
 use crate::tenancy::context::{parse_claims, RequestHeaders};
-use gcra::{Decision, Limit};
+use gcra::{Decision, Limit, DAY_US};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
@@ -60,13 +60,13 @@ const DIRECT_KEYS: i64 = 0;
 const KEY_MAX: usize = 512;
 /// The usage metric `pre_request()` counts.
 const API_CALLS: &str = "api_calls";
-const DAY_US: i64 = 86_400_000_000;
 
 thread_local! {
     static STATE_OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
     static UPDATE_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static CHECK_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static OWNER_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static QUOTA_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
@@ -223,9 +223,17 @@ fn state_owner() -> SaasResult<pg_sys::Oid> {
     if let Some(o) = STATE_OWNER.with(|o| o.get()) {
         return Ok(o);
     }
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'saas.rate_limit_state'::pg_catalog.regclass",
-    )
+    // Asked again after any pg_class change (on_pg_class_change): kept, not
+    // parsed each time.
+    let owner = Spi::connect(|client| {
+        let stmt = kept_plan(
+            &OWNER_PLAN,
+            &client,
+            "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'saas.rate_limit_state'::pg_catalog.regclass",
+            &[],
+        )?;
+        client.select(stmt, None, &[])?.first().get_one::<pg_sys::Oid>()
+    })
     .map_err(|e| internal("find saas.rate_limit_state", e))?
     .ok_or_else(|| internal("find saas.rate_limit_state", "no such table"))?;
     STATE_OWNER.with(|o| o.set(Some(owner)));
@@ -268,13 +276,15 @@ fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64
 /// key without locking it and writes nothing.
 fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
     use pg_sys::BuiltinOid as B;
-    gcra::validate_cost(cost)?;
+    // Both callers validated the cost and that it fits in the burst
+    // (rate_limit's arguments; a rule when it was set, and its table's CHECK).
+    debug_assert!(cost >= 1 && cost <= limit.burst);
     if read_only() {
         return Err(read_only_error("rate_limit"));
     }
     let owner = state_owner()?;
     let increment = cost.saturating_mul(limit.interval_us);
-    let capacity = limit.burst * limit.interval_us;
+    let capacity = limit.capacity_us();
     let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
     let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
     // Runs one of the two admitting statements; Some when it admitted. Run
@@ -307,9 +317,6 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
     };
     as_owner(owner, || {
         Spi::connect_mut(|client| -> SaasResult<Decision> {
-            if cost > limit.burst {
-                return gcra::check(limit, read(client)?, now, cost);
-            }
             // A key seen before: one UPDATE (a HOT update, tat_us is not
             // indexed). Its WHERE is re-checked on the newest row version
             // when a concurrent check got there first, so it is atomic.
@@ -556,14 +563,15 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
         let period: Interval = row.get(7).map_err(get_err)?.ok_or_else(|| internal("read the rules", "NULL period"))?;
         let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
         let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
+        let period_us = period_us(&period)?;
         out.push(Rule {
             id: row.get(1).map_err(get_err)?.unwrap_or(0),
             pattern: row.get(2).map_err(get_err)?.unwrap_or_default(),
             method: row.get(3).map_err(get_err)?,
             scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
             count: count as i64,
-            period_us: period_us(&period)?,
-            limit: limit_of(burst as i64, count as i64, &period)?,
+            period_us,
+            limit: Limit::new(burst as i64, count as i64, period_us)?,
             cost: row.get::<i32>(8).map_err(get_err)?.unwrap_or(1) as i64,
         });
     }
@@ -684,7 +692,6 @@ fn request_verdict() -> SaasResult<Verdict> {
     let owner = state_owner()?;
     // Read past RLS, as current_tenant() (SECURITY DEFINER) reads it.
     let tenant = as_owner(owner, tenancy::resolved_tenant)?;
-    let tenant_text = tenant.map(|t| t.to_string());
     let method = setting(c"request.method").unwrap_or_default().to_ascii_uppercase();
     let path = setting(c"request.path").unwrap_or_default();
     let now = now_us()?;
@@ -703,7 +710,7 @@ fn request_verdict() -> SaasResult<Verdict> {
     let mut admitted: Vec<(&Rule, String, Decision)> = Vec::new();
     let backend = if matching.is_empty() { Backend::Table } else { backend()? };
     if !matching.is_empty() {
-        let who = requester(tenant_text.as_deref())?;
+        let who = requester(tenant.map(|t| t.to_string()).as_deref())?;
         for rule in matching.iter().copied() {
             let key = rules::scope_key(rule.scope, &who);
             let d = check_key(backend, rule.id, &key, rule.limit, now, rule.cost)?;
@@ -741,7 +748,7 @@ fn request_verdict() -> SaasResult<Verdict> {
 
     // The plan's daily API quota, for requests of a tenant.
     if let Some(t) = tenant {
-        if let Some(refusal) = count_api_call(owner, t.0, &t.to_string(), day, now)? {
+        if let Some(refusal) = count_api_call(owner, t, day, now)? {
             give_back(backend, &admitted, now);
             return Ok(refusal);
         }
@@ -770,13 +777,15 @@ fn give_back(backend: Backend, admitted: &[(&Rule, String, Decision)], now: i64)
 /// Counts one API call of the tenant today and refuses it (402) when the
 /// plan's daily quota is spent. Read-write requests count in the table in
 /// one upsert; read-only ones in shared memory, against the table's count
-/// plus what is pending.
-fn count_api_call(owner: pg_sys::Oid, tenant: [u8; 16], tenant_text: &str, day: i32, now: i64) -> SaasResult<Option<Verdict>> {
-    let key = CounterKey::usage(tenant, API_CALLS, day).expect("a short metric name");
-    let tenant_uuid = pgrx::Uuid::from_bytes(tenant);
+/// plus what is pending. All in one SPI session as the state owner.
+fn count_api_call(owner: pg_sys::Oid, tenant: tenancy::context::Uuid, day: i32, now: i64) -> SaasResult<Option<Verdict>> {
     use pg_sys::BuiltinOid as B;
-    let (plan, quota, stored) = as_owner(owner, || {
-        Spi::connect(|client| -> SaasResult<(String, Option<i64>, i64)> {
+    let key = CounterKey::usage(tenant.0, API_CALLS, day).expect("a short metric name");
+    let tenant_uuid = to_pg_uuid(tenant);
+    let usage_args = [B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()];
+    // The plan, its quota, and how much of it is used when the call is refused.
+    let (plan, quota, refused_at) = as_owner(owner, || {
+        Spi::connect_mut(|client| -> SaasResult<(String, Option<i64>, Option<i64>)> {
             let stmt = kept_plan(
                 &QUOTA_PLAN,
                 client,
@@ -784,59 +793,34 @@ fn count_api_call(owner: pg_sys::Oid, tenant: [u8; 16], tenant_text: &str, day: 
                         coalesce((SELECT u.count FROM saas.usage_daily u \
                                   WHERE u.tenant_id = t.id AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3), 0) \
                  FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
-                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+                &usage_args,
             )
             .map_err(|e| internal("prepare the quota lookup", e))?;
             let rows = client
                 .select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()])
                 .map_err(|e| internal("read the plan", e))?;
-            if rows.is_empty() {
-                return Ok((String::new(), None, 0));
-            }
-            let row = rows.first();
-            let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
-            Ok((
-                row.get::<String>(1).map_err(e)?.unwrap_or_default(),
-                row.get::<i64>(2).map_err(e)?,
-                row.get::<i64>(3).map_err(e)?.unwrap_or(0),
-            ))
-        })
-    })?;
-    let refuse = |used: i64, limit: i64| {
-        let next_day_us = (day as i64 + 1) * DAY_US;
-        let retry = gcra::ceil_seconds(next_day_us - now).max(1);
-        let mut headers = Map::new();
-        headers.insert("Retry-After".into(), Value::String(retry.to_string()));
-        Verdict {
-            status: 402,
-            headers,
-            body: Some(json!({
-                "code": "PT402",
-                "message": "daily API quota exhausted",
-                "details": format!("plan '{plan}' allows {limit} API calls per day; tenant {tenant_text} has used {used} today (UTC)"),
-                "hint": "Wait until 00:00 UTC or move the tenant to a larger plan.",
-            })),
-        }
-    };
-    if read_only() {
-        match quota {
-            Some(limit) => {
+            let (plan, quota, stored) = if rows.is_empty() {
+                (String::new(), None, 0)
+            } else {
+                let row = rows.first();
+                let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
+                (
+                    row.get::<String>(1).map_err(e)?.unwrap_or_default(),
+                    row.get::<i64>(2).map_err(e)?,
+                    row.get::<i64>(3).map_err(e)?.unwrap_or(0),
+                )
+            };
+            if read_only() {
+                let Some(limit) = quota else {
+                    // Unlimited plan: counted for the report when preloaded.
+                    shmem::counter_add(&key, 1);
+                    return Ok((plan, quota, None));
+                };
                 let (used, added) = shmem::counter_add_within(&key, stored, 1, limit)
                     .ok_or_else(|| read_only_error("the daily API quota"))?;
-                if !added {
-                    return Ok(Some(refuse(used, limit)));
-                }
+                return Ok((plan, quota, (!added).then_some(used)));
             }
-            None => {
-                // Unlimited plan: counted for the report when preloaded.
-                shmem::counter_add(&key, 1);
-            }
-        }
-        return Ok(None);
-    }
-    let pending = shmem::counter_pending(&key);
-    let counted = as_owner(owner, || {
-        Spi::connect_mut(|client| -> SaasResult<bool> {
+            let pending = shmem::counter_pending(&key);
             let stmt = kept_plan(
                 &USAGE_ADD_PLAN,
                 client,
@@ -851,34 +835,38 @@ fn count_api_call(owner: pg_sys::Oid, tenant: [u8; 16], tenant_text: &str, day: 
             let out = client
                 .update(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into(), quota.into(), pending.into()])
                 .map_err(|e| internal("count the API call", e))?;
-            Ok(!out.is_empty())
-        })
-    })?;
-    if counted {
-        return Ok(None);
-    }
-    let used = current_usage(owner, tenant_uuid, day)? + pending;
-    Ok(Some(refuse(used, quota.unwrap_or(0))))
-}
-
-fn current_usage(owner: pg_sys::Oid, tenant: pgrx::Uuid, day: i32) -> SaasResult<i64> {
-    use pg_sys::BuiltinOid as B;
-    as_owner(owner, || {
-        Spi::connect(|client| -> SaasResult<i64> {
+            if !out.is_empty() {
+                return Ok((plan, quota, None));
+            }
+            // Refused: read the count the upsert saw, for the message.
             let stmt = kept_plan(
                 &USAGE_READ_PLAN,
                 client,
                 "SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3",
-                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+                &usage_args,
             )
             .map_err(|e| internal("prepare the usage lookup", e))?;
-            let rows = client.select(stmt, None, &[tenant.into(), API_CALLS.into(), day.into()]).map_err(|e| internal("read usage", e))?;
-            if rows.is_empty() {
-                return Ok(0);
-            }
-            Ok(rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0))
+            let rows = client.select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()]).map_err(|e| internal("read usage", e))?;
+            let stored = if rows.is_empty() { 0 } else { rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0) };
+            Ok((plan, quota, Some(stored + pending)))
         })
-    })
+    })?;
+    let Some(used) = refused_at else { return Ok(None) };
+    let limit = quota.unwrap_or(0);
+    let next_day_us = (day as i64 + 1) * DAY_US;
+    let retry = gcra::ceil_seconds(next_day_us - now).max(1);
+    let mut headers = Map::new();
+    headers.insert("Retry-After".into(), Value::String(retry.to_string()));
+    Ok(Some(Verdict {
+        status: 402,
+        headers,
+        body: Some(json!({
+            "code": "PT402",
+            "message": "daily API quota exhausted",
+            "details": format!("plan '{plan}' allows {limit} API calls per day; tenant {tenant} has used {used} today (UTC)"),
+            "hint": "Wait until 00:00 UTC or move the tenant to a larger plan.",
+        })),
+    }))
 }
 
 /// Counts in shared memory not yet written to `usage_daily` and

@@ -122,7 +122,7 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
 /// A period for people: "1 hour", "20 minutes", "1.5 seconds"; the same
 /// whatever the session's IntervalStyle.
 pub fn describe_period(us: i64) -> String {
-    const UNITS: [(i64, &str); 4] = [(86_400_000_000, "day"), (3_600_000_000, "hour"), (60_000_000, "minute"), (1_000_000, "second")];
+    const UNITS: [(i64, &str); 4] = [(super::gcra::DAY_US, "day"), (3_600_000_000, "hour"), (60_000_000, "minute"), (1_000_000, "second")];
     for (size, name) in UNITS {
         if us >= size && us % size == 0 {
             let n = us / size;

@@ -13,7 +13,7 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::{kept_plan, local_xid, setting, to_pg_uuid};
+use crate::pgutil::{kept_plan, local_xid, setting, setting_is, to_pg_uuid};
 use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -100,7 +100,6 @@ thread_local! {
     static LOOKUP_PLAN: Cell<Option<&'static pgrx::spi::OwnedPreparedStatement>> = const { Cell::new(None) };
 }
 
-/// The backend-local id of the current transaction.
 fn claim_name() -> SaasResult<String> {
     let name = TENANT_CLAIM
         .get()
@@ -213,14 +212,30 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
     }
 }
 
+/// The cached resolution when its inputs still hold, compared in place:
+/// audit asks per row, and the request settings can be kilobytes.
+fn cached_resolution() -> Option<(Option<Uuid>, Option<TenantRole>)> {
+    let lxid = local_xid();
+    RESOLVED.with(|r| {
+        let r = r.borrow();
+        let c = r.as_ref()?;
+        let claim_name = TENANT_CLAIM.get();
+        let claim_name = claim_name.as_deref().map_or(context::DEFAULT_TENANT_CLAIM.as_bytes(), |n| n.to_bytes());
+        let same = c.inputs.lxid == lxid
+            && c.inputs.backend == backend_tenant(lxid)
+            && c.inputs.claim_name.as_bytes() == claim_name
+            && setting_is(c"request.jwt.claims", c.inputs.claims.as_deref())
+            && setting_is(c"request.headers", c.inputs.headers.as_deref());
+        same.then_some((c.tenant, c.role))
+    })
+}
+
 /// The cached resolution for this transaction and these request settings.
 fn resolved() -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
-    let inputs = current_inputs()?;
-    if let Some(hit) = RESOLVED.with(|r| {
-        r.borrow().as_ref().filter(|c| c.inputs == inputs).map(|c| (c.tenant, c.role))
-    }) {
+    if let Some(hit) = cached_resolution() {
         return Ok(hit);
     }
+    let inputs = current_inputs()?;
     if RESOLVING.with(|r| r.replace(Some(inputs.lxid))) == Some(inputs.lxid) {
         // Re-entered from a policy while resolving: fail closed.
         return Ok((None, None));
