@@ -38,8 +38,14 @@ deps:
 build: deps
 	cargo build $(PGRX_PROFILE)
 
+# cargo pgrx install writes the current version's script and copies the
+# upgrade scripts (sql/pg_saas--A--B.sql); released install scripts, kept
+# frozen as sql/pg_saas--X.Y.Z.sql, are installed beside them so that
+# `CREATE EXTENSION pg_saas VERSION 'X.Y.Z'` works (the upgrade test uses it).
 install: deps
 	cargo pgrx install $(PGRX_PROFILE) --pg-config $(PG_CONFIG)
+	@for f in sql/pg_saas--*.sql; do case "$$f" in *--*--*) ;; \
+	  *) install -m 0644 "$$f" "$$($(PG_CONFIG) --sharedir)/extension/";; esac; done
 
 run: install
 	@scripts/run.sh

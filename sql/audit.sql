@@ -100,6 +100,9 @@ COMMENT ON TABLE @extschema@.audit_tables IS
   'Tables audited by saas.audit_enable(), with their options.';
 ALTER TABLE @extschema@.audit_tables ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_tables', '');
+-- A dropped table leaves the registry (registry.sql's sql_drop trigger).
+INSERT INTO @extschema@.table_registries (registry, relid_column, module)
+VALUES ('audit_tables', 'relid', 'audit');
 
 -- ---------------------------------------------------------------------------
 -- Who reads the log: a tenant's admins and owners, their tenant's rows only.
@@ -390,8 +393,44 @@ $$;
 INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
 VALUES ('audit', '@extschema@._audit_partition_hook(regclass, regclass)', true);
 
--- A dropped table leaves audit_tables with it: finalize.sql's
--- _forget_dropped_tables.
+-- Retention retired a month of the log: audit_verify keeps a record of it, so
+-- a missing month reads as retired, not as rows deleted.
+CREATE FUNCTION @extschema@._audit_partition_retired(parent regclass, partition_name text,
+                                                     range_from text, range_to text, action text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF parent = '@extschema@.audit_log'::regclass THEN
+    INSERT INTO @extschema@.audit_retired (range_from, range_to, partition_name, action)
+    VALUES (range_from::timestamptz, range_to::timestamptz, partition_name, action);
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.retention_hooks (hook_name, module, function_name)
+VALUES ('audit', 'audit', '_audit_partition_retired');
+
+-- run_maintenance's full pass seals the log (rows of finished transactions).
+CREATE FUNCTION @extschema@._audit_maintenance(p_now timestamptz)
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  sealed_chains bigint;
+  sealed_rows numeric;
+BEGIN
+  SELECT count(*), coalesce(sum(s.row_count), 0) INTO sealed_chains, sealed_rows FROM @extschema@.audit_seal() s;
+  IF sealed_chains > 0 THEN
+    parent_table := '@extschema@.audit_log'::regclass; action := 'seal'; partition_name := NULL;
+    detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains);
+    RETURN NEXT;
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.maintenance_tasks (task, module, function_name, run_order, reports_as)
+VALUES ('audit_seal', 'audit', '_audit_maintenance', 10, 'audit_log');
 
 -- ---------------------------------------------------------------------------
 -- Export (the seeds' "audit export"): the current tenant's rows, for its
@@ -465,21 +504,11 @@ $$;
 COMMENT ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) IS
   'The current tenant''s audit rows logged in [p_from, p_to), oldest first, as JSON lines or CSV (header first). For its admins and owners.';
 
-REVOKE ALL ON FUNCTION @extschema@._audit_append_only(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_secure(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_refuse_change() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_tree(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_drop_triggers(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_trigger_args(@extschema@.audit_tables) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_statement_triggers(regclass, @extschema@.audit_tables) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_ensure_log() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._audit_partition_hook(regclass, regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_enable(regclass, text[], boolean, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_disable(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) FROM PUBLIC;
--- Only audit_enable attaches the triggers (CREATE TRIGGER needs EXECUTE), so
--- nobody can point them at a table of their own to forge log rows.
-REVOKE ALL ON FUNCTION @extschema@.audit_row_trigger() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_statement_trigger() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_seal() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.audit_verify(timestamptz, timestamptz) FROM PUBLIC;
+-- What API roles get from saas.grant_api: the export, and reading the log
+-- (RLS shows a tenant's admins their tenant's rows; nobody writes them).
+-- Only audit_enable attaches the triggers (CREATE TRIGGER needs EXECUTE,
+-- which nobody else has), so nobody can point them at a table of their own
+-- to forge log rows.
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('audit', 'function', 'audit_export(timestamptz, timestamptz, text)', 'EXECUTE'),
+  ('audit', 'table', 'audit_log', 'SELECT');

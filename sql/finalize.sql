@@ -1,46 +1,33 @@
 -- pg_saas finalize: runs last, after every table and function exists.
-
--- A dropped table leaves every registry that names it: tenant_tables
--- (tenancy), partition_config (partitions; otherwise run_maintenance
--- reports an error for the missing parent on every run) and audit_tables
--- (audit). Every command that can drop a table (DROP TABLE/SCHEMA/OWNED,
--- DROP EXTENSION of an extension owning one, ...): no tag filter.
-CREATE FUNCTION @extschema@._forget_dropped_tables()
-RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  dropped oid[];
-BEGIN
-  SELECT array_agg(objid) INTO dropped
-  FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table';
-  IF dropped IS NULL THEN
-    RETURN;
-  END IF;
-  DELETE FROM @extschema@.tenant_tables WHERE relid::oid = ANY (dropped);
-  DELETE FROM @extschema@.partition_config WHERE parent::oid = ANY (dropped);
-  DELETE FROM @extschema@.audit_tables WHERE relid::oid = ANY (dropped);
-END
-$$;
-CREATE EVENT TRIGGER saas_forget_dropped_tables ON sql_drop
-  EXECUTE FUNCTION @extschema@._forget_dropped_tables();
 --
--- Safety net for the rule "every SECURITY DEFINER function is revoked from
--- PUBLIC": whatever a module forgot, no definer function stays executable by
--- everyone. Roles that need one get an explicit GRANT.
+-- Deny by default: no routine, table, view or sequence of the schema is for
+-- PUBLIC. API roles get exactly what the modules listed in api_grants
+-- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget
+-- a REVOKE, and an upgrade script ends with the same block.
 DO $finalize$
 DECLARE
-  fn regprocedure;
+  obj text;
 BEGIN
-  FOR fn IN
-    SELECT p.oid::regprocedure
+  FOR obj IN
+    SELECT pg_catalog.format('%s %s', CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                             p.oid::regprocedure)
     FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = '@extschema@'::regnamespace
-      AND p.prosecdef
+    WHERE p.pronamespace = '@extschema@'::regnamespace AND p.prokind IN ('f', 'p')
+    ORDER BY 1
   LOOP
-    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', obj);
+  END LOOP;
+  FOR obj IN
+    SELECT c.oid::regclass::text
+    FROM pg_catalog.pg_class c
+    WHERE c.relnamespace = '@extschema@'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+      -- The extension's own; the log's monthly partitions carry their own grants.
+      AND EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e')
+    ORDER BY 1
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', obj);
   END LOOP;
 END
 $finalize$;

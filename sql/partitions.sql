@@ -30,39 +30,10 @@ COMMENT ON TABLE @extschema@.partition_config IS
 ALTER TABLE @extschema@.partition_config ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.partition_config', '');
 
--- What other modules re-apply to every new partition (tenancy policies; later
--- audit triggers). A hook is a function (parent regclass, partition regclass).
-CREATE TABLE @extschema@.partition_hooks (
-  hook_name  text         NOT NULL,
-  hook       regprocedure NOT NULL,
-  builtin    boolean      NOT NULL DEFAULT false,
-  CONSTRAINT partition_hooks_pkey PRIMARY KEY (hook_name)
-);
-COMMENT ON TABLE @extschema@.partition_hooks IS
-  'Functions (parent regclass, partition regclass) run for every partition pg_saas creates or attaches.';
-ALTER TABLE @extschema@.partition_hooks ENABLE ROW LEVEL SECURITY;
--- Built-in hooks come back with CREATE EXTENSION; only users' hooks are dumped.
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.partition_hooks', 'WHERE NOT builtin');
-
--- Tenancy's hook: a partition of an isolated table is isolated too (partitions
--- attached by maintenance are not seen by tenancy's CREATE TABLE trigger).
-CREATE FUNCTION @extschema@._tenancy_partition_hook(parent regclass, part regclass)
-RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  col name;
-BEGIN
-  SELECT r.tenant_column INTO col FROM @extschema@.tenant_tables r
-  WHERE r.relid = coalesce(pg_partition_root(parent), parent);
-  IF FOUND AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = part AND p.polname = 'saas_tenant_isolation') THEN
-    PERFORM @extschema@._tenancy_apply(part, col);
-  END IF;
-END
-$$;
-INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
-VALUES ('tenancy', '@extschema@._tenancy_partition_hook(regclass, regclass)', true);
+-- A dropped parent leaves the configuration (registry.sql's sql_drop trigger;
+-- otherwise run_maintenance would report an error for it on every run).
+INSERT INTO @extschema@.table_registries (registry, relid_column, module)
+VALUES ('partition_config', 'parent', 'partitions');
 
 -- ---------------------------------------------------------------------------
 -- Internals
@@ -440,10 +411,7 @@ DECLARE
   dflt regclass;
   cutoff text;
   newer boolean;
-  sealed_chains bigint;
-  sealed_rows numeric;
-  flushed bigint;
-  expired bigint;
+  hook name;
 BEGIN
   IF parent IS NOT NULL AND NOT EXISTS (SELECT FROM @extschema@.partition_config c WHERE c.parent = run_maintenance.parent) THEN
     RAISE EXCEPTION '"%" is not managed by pg_saas', parent
@@ -484,11 +452,11 @@ BEGIN
           IF cfg.retention_action = 'drop' THEN
             PERFORM @extschema@._partition_ddl(format('DROP TABLE %s', p.part));
           END IF;
-          -- The audit log keeps a record of each retired month (audit_verify).
-          IF cfg.parent = '@extschema@.audit_log'::regclass THEN
-            INSERT INTO @extschema@.audit_retired (range_from, range_to, partition_name, action)
-            VALUES (p.range_from::timestamptz, p.range_to::timestamptz, partition_name, cfg.retention_action);
-          END IF;
+          -- Modules that keep a record of retired months (audit_verify) hear of it.
+          FOR hook IN SELECT h.function_name FROM @extschema@.retention_hooks h ORDER BY h.hook_name LOOP
+            EXECUTE format('SELECT @extschema@.%I($1, $2, $3, $4, $5)', hook)
+              USING cfg.parent, partition_name, p.range_from, p.range_to, cfg.retention_action;
+          END LOOP;
           parent_table := cfg.parent; action := cfg.retention_action;
           detail := format('[%s, %s) is older than the cutoff %s', p.range_from, p.range_to, cutoff);
           RETURN NEXT;
@@ -500,39 +468,14 @@ BEGIN
       RETURN NEXT;
     END;
   END LOOP;
-  -- A full pass also seals the audit log (rows of finished transactions).
+  -- A full pass also runs every module's maintenance task (registry.sql).
   IF run_maintenance.parent IS NULL THEN
-    BEGIN
-      SELECT count(*), coalesce(sum(s.row_count), 0) INTO sealed_chains, sealed_rows FROM @extschema@.audit_seal() s;
-      IF sealed_chains > 0 THEN
-        parent_table := '@extschema@.audit_log'::regclass; action := 'seal'; partition_name := NULL;
-        detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains);
-        RETURN NEXT;
-      END IF;
-    EXCEPTION WHEN OTHERS THEN
-      parent_table := '@extschema@.audit_log'::regclass; action := 'error'; partition_name := NULL;
-      detail := format('audit_seal: %s: %s', SQLSTATE, SQLERRM);
-      RETURN NEXT;
-    END;
-    -- ... writes usage counted in shared memory and drops expired rate-limit keys.
-    BEGIN
-      flushed := @extschema@.usage_flush();
-      expired := @extschema@.rate_limit_vacuum();
-      IF flushed > 0 OR expired > 0 THEN
-        parent_table := '@extschema@.usage_daily'::regclass; action := 'flush'; partition_name := NULL;
-        detail := format('%s usage and refusal counters written, %s expired rate-limit keys deleted', flushed, expired);
-        RETURN NEXT;
-      END IF;
-    EXCEPTION WHEN OTHERS THEN
-      parent_table := '@extschema@.usage_daily'::regclass; action := 'error'; partition_name := NULL;
-      detail := format('usage_flush: %s: %s', SQLSTATE, SQLERRM);
-      RETURN NEXT;
-    END;
+    RETURN QUERY SELECT * FROM @extschema@._run_maintenance_tasks(p_now);
   END IF;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) IS
-  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention; a full pass also seals the audit log and flushes usage counters. One row per action.';
+  'For each managed parent (each in its own subtransaction): premake months, move rows out of the default partition, apply retention; a full pass also runs every module''s maintenance task (saas.maintenance_tasks: audit seal, usage flush). One row per action.';
 
 -- ---------------------------------------------------------------------------
 -- convert_to_monthly
@@ -696,7 +639,6 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.convert_to_monthly(regclass, name, int, interval, text, text, timestamptz) IS
   'Converts a plain table with data into a monthly partitioned table of the same name, keeping its definition, privileges and policies; one transaction.';
-REVOKE ALL ON FUNCTION @extschema@.convert_to_monthly(regclass, name, int, interval, text, text, timestamptz) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- partition_runway
@@ -789,21 +731,3 @@ BEGIN
   RETURN done;
 END
 $$;
-
-REVOKE ALL ON FUNCTION @extschema@._tenancy_partition_hook(regclass, regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_ddl(text, int) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_find(@extschema@.partition_config, text, text, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_check_parent(regclass, name) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_run_hooks(regclass, regclass, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_ensure_month(@extschema@.partition_config, timestamp) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_premake(@extschema@.partition_config, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_cover_rows(@extschema@.partition_config, regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.create_monthly_partitions(regclass, name, int, interval, text, text, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.run_maintenance(regclass, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.partition_runway(regclass, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.schedule_maintenance(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.unschedule_maintenance() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._month_of(timestamptz, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._month_bound(timestamp, regtype, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partition_default(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._partitions_of(regclass) FROM PUBLIC;

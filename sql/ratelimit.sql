@@ -333,17 +333,32 @@ $$;
 COMMENT ON FUNCTION @extschema@.usage_report(date, date) IS
   'The current tenant''s usage per UTC day and metric (written plus still pending in shared memory) with the plan''s daily limit.';
 
--- DBA and internal functions are not for PUBLIC (grant_api grants what API
--- roles need: pre_request, _rate_limit_request, usage_report).
-REVOKE ALL ON FUNCTION @extschema@.rate_limit(text, integer, integer, interval, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.rate_limit_rule_set(text, integer, interval, text, text, integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.rate_limit_rule_drop(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.rate_limit_vacuum() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.rate_limit_stats() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.usage_flush() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._usage_pending() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._rate_limit_request() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._rate_limit_rules_changed() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._storage_tenant(text, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.pre_request() FROM PUBLIC;
-REVOKE ALL ON @extschema@.rate_limit_refusals_report FROM PUBLIC;
+-- run_maintenance's full pass writes usage counted in shared memory and
+-- drops expired rate-limit keys.
+CREATE FUNCTION @extschema@._ratelimit_maintenance(p_now timestamptz)
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  flushed bigint;
+  expired bigint;
+BEGIN
+  flushed := @extschema@.usage_flush();
+  expired := @extschema@.rate_limit_vacuum();
+  IF flushed > 0 OR expired > 0 THEN
+    parent_table := '@extschema@.usage_daily'::regclass; action := 'flush'; partition_name := NULL;
+    detail := format('%s usage and refusal counters written, %s expired rate-limit keys deleted', flushed, expired);
+    RETURN NEXT;
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.maintenance_tasks (task, module, function_name, run_order, reports_as)
+VALUES ('usage_flush', 'ratelimit', '_ratelimit_maintenance', 20, 'usage_daily');
+
+-- What API roles get from saas.grant_api: the pre-request hook (and the Rust
+-- core it calls as the caller) and the tenant's usage report.
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('ratelimit', 'function', 'pre_request()', 'EXECUTE'),
+  ('ratelimit', 'function', '_rate_limit_request()', 'EXECUTE'),
+  ('ratelimit', 'function', 'usage_report(date, date)', 'EXECUTE');

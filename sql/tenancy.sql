@@ -67,6 +67,9 @@ COMMENT ON TABLE @extschema@.tenant_tables IS
 -- Internal: only the owner (and superusers) read or write it.
 ALTER TABLE @extschema@.tenant_tables ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tenant_tables', '');
+-- A dropped table leaves the registry (registry.sql's sql_drop trigger).
+INSERT INTO @extschema@.table_registries (registry, relid_column, module)
+VALUES ('tenant_tables', 'relid', 'tenancy');
 
 -- ---------------------------------------------------------------------------
 -- Helpers
@@ -422,7 +425,7 @@ COMMENT ON FUNCTION @extschema@.tenancy_report(text[], name) IS
   'One row per table of the given schemas: tenant column, RLS enabled/forced, pg_saas policies, tenant index, and the problems found.';
 
 -- ---------------------------------------------------------------------------
--- Workspace list and API grants
+-- Workspace list and what API roles get
 -- ---------------------------------------------------------------------------
 
 -- The tenants the request's user belongs to (a workspace switcher's list),
@@ -440,60 +443,36 @@ AS $$
   ORDER BY t.slug
 $$;
 
-CREATE FUNCTION @extschema@.grant_api(roles name[])
+-- What API roles get from saas.grant_api (registry.sql): what policies,
+-- column defaults and clients call.
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('tenancy', 'function', 'current_user_id()', 'EXECUTE'),
+  ('tenancy', 'function', 'current_tenant()', 'EXECUTE'),
+  ('tenancy', 'function', 'has_role(text)', 'EXECUTE'),
+  ('tenancy', 'function', 'my_memberships()', 'EXECUTE'),
+  ('tenancy', 'table', 'tenants', 'SELECT'),
+  ('tenancy', 'table', 'memberships', 'SELECT');
+
+-- ---------------------------------------------------------------------------
+-- Partitions of isolated tables
+-- ---------------------------------------------------------------------------
+-- A partition of an isolated table is isolated too: run for every partition
+-- pg_saas creates or attaches and for CREATE TABLE ... PARTITION OF (the
+-- partitions module runs the registry's partition_hooks).
+CREATE FUNCTION @extschema@._tenancy_partition_hook(parent regclass, part regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  r name;
-  fn text;
+  col name;
 BEGIN
-  IF roles IS NULL OR cardinality(roles) = 0 THEN
-    RAISE EXCEPTION 'grant_api needs at least one role'
-      USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'For Supabase: SELECT saas.grant_api(''{anon,authenticated,service_role}'');';
+  SELECT r.tenant_column INTO col FROM @extschema@.tenant_tables r
+  WHERE r.relid = coalesce(pg_partition_root(parent), parent);
+  IF FOUND AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = part AND p.polname = 'saas_tenant_isolation') THEN
+    PERFORM @extschema@._tenancy_apply(part, col);
   END IF;
-  FOREACH r IN ARRAY roles LOOP
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
-      RAISE EXCEPTION 'role "%" does not exist', r
-        USING ERRCODE = 'undefined_object',
-              HINT = format('Create it first (CREATE ROLE %I NOLOGIN;) or pass the roles PostgREST uses.', r);
-    END IF;
-  END LOOP;
-  FOREACH r IN ARRAY roles LOOP
-    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', r);
-    -- What policies and API clients call; nothing internal.
-    FOREACH fn IN ARRAY ARRAY[
-      '@extschema@.version()',
-      '@extschema@.current_user_id()',
-      '@extschema@.current_tenant()',
-      '@extschema@.has_role(text)',
-      '@extschema@.my_memberships()',
-      '@extschema@.pre_request()',
-      '@extschema@._rate_limit_request()',
-      '@extschema@.usage_report(date, date)',
-      '@extschema@.audit_export(timestamptz, timestamptz, text)'] LOOP
-      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, r);
-    END LOOP;
-    EXECUTE format('GRANT SELECT ON @extschema@.tenants, @extschema@.memberships TO %I', r);
-    -- Admins read their tenant's audit rows (RLS); nobody writes them.
-    EXECUTE format('GRANT SELECT ON @extschema@.audit_log TO %I', r);
-  END LOOP;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.grant_api(name[]) IS
-  'Gives API roles (anon, authenticated, service_role, ...) what PostgREST needs of pg_saas, and nothing on internals.';
-
--- DBA and internal functions are not for PUBLIC. API roles get what they need
--- from grant_api; finalize.sql revokes every SECURITY DEFINER function from
--- PUBLIC, current_tenant() among them, so a role nobody granted fails closed.
-REVOKE ALL ON FUNCTION @extschema@._tenancy_apply(regclass, name, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._tenancy_tree(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._tenancy_drop_policies(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._tenancy_table(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.enable_tenancy(regclass, name, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.enable_tenancy(text, name, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.disable_tenancy(regclass) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.tenancy_report(text[], name) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.grant_api(name[]) FROM PUBLIC;
+INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
+VALUES ('tenancy', '@extschema@._tenancy_partition_hook(regclass, regclass)', true);

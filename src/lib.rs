@@ -26,33 +26,41 @@ pub extern "C-unwind" fn _PG_init() {
 
 // Schema-wide set-up that every module relies on; runs before any function.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// How modules meet (api grants, table registries, maintenance tasks, partition
+// and retention hooks); every module's SQL inserts its rows here.
+extension_sql_file!("../sql/registry.sql", name = "registry", requires = ["bootstrap"]);
 // Tables, policies and SQL functions of tenancy; its policies call the Rust
 // functions, which must exist first.
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
     requires = [
+        "registry",
         tenancy::current_tenant,
         tenancy::current_user_id,
         tenancy::has_role,
         tenancy::set_tenant
     ]
 );
-// Monthly partitions; registers tenancy's partition hook, so it follows tenancy.
+// Monthly partitions; convert_to_monthly keeps a converted table's tenancy.
 extension_sql_file!(
     "../sql/partitions.sql",
     name = "partitions",
     requires = [
+        "registry",
         "tenancy",
         partitions::monthly_partition_name,
         partitions::default_partition_name_sql
     ]
 );
-// Audit trail: its log is a monthly partitioned table, so partitions first.
+// Audit trail: its log is a monthly partitioned table, so partitions first;
+// its policies read the tenant context.
 extension_sql_file!(
     "../sql/audit.sql",
     name = "audit",
     requires = [
+        "registry",
+        "tenancy",
         "partitions",
         audit::audit_row_trigger,
         audit::audit_statement_trigger,
@@ -66,7 +74,8 @@ extension_sql_file!(
     "../sql/ratelimit.sql",
     name = "ratelimit",
     requires = [
-        "audit",
+        "registry",
+        "tenancy",
         ratelimit::rate_limit,
         ratelimit::rate_limit_rule_set,
         ratelimit::rate_limit_vacuum,

@@ -1,0 +1,371 @@
+//! Upgrades: a database created at every released version, filled with data,
+//! then upgraded with `ALTER EXTENSION pg_saas UPDATE`, must end exactly as a
+//! fresh install of the current version filled the same way: the same member
+//! objects, described in full (definitions, privileges, comments, registry
+//! rows), the same schema-only dump, and its data intact and verifiable.
+//!
+//! Released versions are the frozen install scripts `sql/pg_saas--X.Y.Z.sql`;
+//! a missing or diverging upgrade script fails here.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use tokio_postgres::Client;
+
+const FILL: &str = include_str!("upgrade/fill.sql");
+
+/// Every released version, from the frozen install scripts in sql/.
+fn released_versions() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql");
+    let mut versions: Vec<String> = std::fs::read_dir(dir)
+        .expect("read sql/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| {
+            let v = f.strip_prefix("pg_saas--")?.strip_suffix(".sql")?;
+            (!v.contains("--")).then(|| v.to_string())
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
+/// A connection to `db` on the test cluster (libpq takes the last dbname).
+async fn connect_to(url: &str, db: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A server error with its SQLSTATE and message (Display shows "db error").
+fn pg_err(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {} (hint: {:?}, where: {:?})", d.code().code(), d.message(), d.hint(), d.where_()),
+        None => e.to_string(),
+    }
+}
+
+async fn recreate_db(admin: &Client, db: &str) {
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+}
+
+/// The extension's member objects, each described by everything a user or
+/// PostgreSQL sees of it, one line per fact, sorted.
+const DESCRIBE_MEMBERS: &str = r#"
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'pg_saas'),
+m AS (
+  SELECT d.classid, d.objid, d.objsubid FROM pg_depend d, ext
+  WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
+),
+rels AS (
+  SELECT c.oid FROM pg_class c JOIN m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
+  UNION
+  SELECT t.typrelid FROM pg_type t JOIN m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
+  WHERE t.typrelid <> 0
+)
+SELECT line FROM (
+  SELECT 'member ' || pg_describe_object(m.classid, m.objid, m.objsubid) AS line FROM m
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure || E'\n' || pg_get_functiondef(p.oid)
+         || E'\nacl ' || coalesce(p.proacl::text, 'default')
+         || E'\ncomment ' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+  FROM pg_proc p JOIN m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
+  WHERE p.prokind IN ('f', 'p')
+  UNION ALL
+  SELECT format('relation %s kind %s persistence %s rls %s/%s acl %s options %s partkey %s comment %s',
+                c.oid::regclass, c.relkind, c.relpersistence, c.relrowsecurity, c.relforcerowsecurity,
+                coalesce(c.relacl::text, 'default'), c.reloptions, pg_get_partkeydef(c.oid),
+                obj_description(c.oid, 'pg_class'))
+  FROM pg_class c JOIN rels r ON r.oid = c.oid
+  UNION ALL
+  SELECT format('column %s #%s %s %s notnull %s default %s identity %s generated %s acl %s comment %s',
+                a.attrelid::regclass,
+                row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum),
+                quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated, a.attacl,
+                col_description(a.attrelid, a.attnum))
+  FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid
+  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT format('constraint %s %s %s', coalesce(co.conrelid::regclass::text, co.contypid::regtype::text),
+                co.conname, pg_get_constraintdef(co.oid))
+  FROM pg_constraint co
+  WHERE co.conrelid IN (SELECT oid FROM rels)
+     OR co.contypid IN (SELECT objid FROM m WHERE classid = 'pg_type'::regclass)
+  UNION ALL
+  SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM rels)
+  UNION ALL
+  SELECT format('trigger %s enabled %s', pg_get_triggerdef(t.oid), t.tgenabled)
+  FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels) AND NOT t.tgisinternal
+  UNION ALL
+  SELECT format('policy %s on %s cmd %s permissive %s roles %s using %s check %s', po.polname,
+                po.polrelid::regclass, po.polcmd, po.polpermissive, po.polroles::regrole[],
+                pg_get_expr(po.polqual, po.polrelid), pg_get_expr(po.polwithcheck, po.polrelid))
+  FROM pg_policy po WHERE po.polrelid IN (SELECT oid FROM rels)
+  UNION ALL
+  SELECT 'view ' || c.oid::regclass || ' ' || pg_get_viewdef(c.oid)
+  FROM pg_class c JOIN rels r ON r.oid = c.oid WHERE c.relkind IN ('v', 'm')
+  UNION ALL
+  SELECT format('sequence %s %s %s %s %s %s %s', s.seqrelid::regclass, s.seqtypid::regtype, s.seqstart,
+                s.seqincrement, s.seqmax, s.seqmin, s.seqcycle)
+  FROM pg_sequence s WHERE s.seqrelid IN (SELECT oid FROM rels)
+  UNION ALL
+  SELECT format('type %s kind %s enum %s comment %s', t.oid::regtype, t.typtype,
+                (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+                obj_description(t.oid, 'pg_type'))
+  FROM pg_type t JOIN m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
+  UNION ALL
+  SELECT format('event trigger %s on %s runs %s tags %s enabled %s', e.evtname, e.evtevent,
+                e.evtfoid::regprocedure, e.evttags, e.evtenabled)
+  FROM pg_event_trigger e JOIN m ON m.classid = 'pg_event_trigger'::regclass AND m.objid = e.oid
+  UNION ALL
+  SELECT format('dumped config %s where %s', c.cfg::regclass, c.cond)
+  FROM pg_extension x, unnest(x.extconfig, x.extcondition) AS c(cfg, cond) WHERE x.extname = 'pg_saas'
+  UNION ALL
+  SELECT format('initial privileges %s %s', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.initprivs)
+  FROM pg_init_privs i JOIN m ON m.classid = i.classoid AND m.objid = i.objoid
+  UNION ALL
+  SELECT format('schema %s acl %s comment %s', n.nspname, n.nspacl, obj_description(n.oid, 'pg_namespace'))
+  FROM pg_namespace n WHERE n.nspname = 'saas'
+) facts
+ORDER BY line
+"#;
+
+/// Rows the extension's scripts write into its own tables (registries),
+/// which a fresh install and an upgrade must both hold.
+async fn registry_rows(client: &Client) -> Vec<String> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+             JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+             JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'pg_saas'
+             WHERE c.relkind = 'r' AND c.oid <> ALL (x.extconfig)
+               AND c.relname NOT IN ('rate_limit_state')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rows = Vec::new();
+    for t in tables.iter().map(String::as_str).chain(["saas.partition_hooks"]) {
+        let filter = if t == "saas.partition_hooks" { "WHERE builtin" } else { "" };
+        for r in client
+            .query(&format!("SELECT row_to_json(x)::text FROM {t} x {filter} ORDER BY 1"), &[])
+            .await
+            .unwrap()
+        {
+            rows.push(format!("{t}: {}", r.get::<_, String>(0)));
+        }
+    }
+    rows
+}
+
+/// Fills a database and seals its audit log (in a transaction of its own).
+async fn fill(client: &Client, what: &str) {
+    client.batch_execute(FILL).await.unwrap_or_else(|e| panic!("fill {what}: {}", pg_err(&e)));
+    let sealed: i64 = client
+        .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
+        .await
+        .unwrap_or_else(|e| panic!("seal {what}: {}", pg_err(&e)))
+        .get(0);
+    assert!(sealed > 0, "{what}: the fill left nothing to seal");
+}
+
+async fn describe(client: &Client) -> Vec<String> {
+    let mut lines: Vec<String> =
+        client.query(DESCRIBE_MEMBERS, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    lines.extend(registry_rows(client).await);
+    lines
+}
+
+/// `pg_dump --schema-only` of `db`, without comments, blank lines and the
+/// version-dependent header.
+fn schema_dump(url: &str, db: &str) -> Vec<String> {
+    let port = url.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap_or("5432");
+    let bindir = Command::new(std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into()))
+        .arg("--bindir")
+        .output()
+        .expect("pg_config --bindir");
+    let bindir = String::from_utf8(bindir.stdout).unwrap().trim().to_string();
+    let out = Command::new(format!("{bindir}/pg_dump"))
+        .args(["--schema-only", "--no-owner", "-h", "localhost", "-p", port, "-U", "postgres", db])
+        .output()
+        .expect("run pg_dump");
+    assert!(out.status.success(), "pg_dump {db}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        // \\restrict lines carry a random key per dump.
+        .filter(|l| !l.is_empty() && !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The differences of two descriptions, for a readable failure.
+fn differences(fresh: &[String], upgraded: &[String]) -> String {
+    let a: BTreeSet<&String> = fresh.iter().collect();
+    let b: BTreeSet<&String> = upgraded.iter().collect();
+    let mut out = String::new();
+    for l in a.difference(&b) {
+        out.push_str(&format!("only in the fresh install:\n  {l}\n"));
+    }
+    for l in b.difference(&a) {
+        out.push_str(&format!("only after the upgrade:\n  {l}\n"));
+    }
+    if out.is_empty() && fresh != upgraded {
+        out.push_str("same lines in a different order or number\n");
+    }
+    out
+}
+
+/// The contents of every table in schema saas (partitions of the log
+/// included), as a digest per table: what an upgrade must not touch.
+async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+             WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let row = client
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((t, row.get(0), row.get(1)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn upgrade_from_every_release_equals_a_fresh_install() {
+    let Some(admin) = common::connect("upgrade_from_every_release_equals_a_fresh_install").await else {
+        return;
+    };
+    let url = std::env::var(common::URL_ENV).unwrap();
+    let current: String = admin
+        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let released = released_versions();
+    assert!(released.contains(&"0.1.0".to_string()), "the frozen 0.1.0 install script is missing: {released:?}");
+
+    recreate_db(&admin, "pg_saas_upgrade_fresh").await;
+    let fresh = connect_to(&url, "pg_saas_upgrade_fresh").await;
+    fresh.batch_execute("SET client_min_messages = warning; CREATE EXTENSION pg_saas CASCADE").await.unwrap();
+    fill(&fresh, "the fresh install").await;
+    let fresh_members = describe(&fresh).await;
+    let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
+
+    for old in released.iter().filter(|v| **v != current) {
+        let db = format!("pg_saas_upgrade_{}", old.replace('.', "_"));
+        recreate_db(&admin, &db).await;
+        let client = connect_to(&url, &db).await;
+        client
+            .batch_execute(&format!("SET client_min_messages = warning; CREATE EXTENSION pg_saas VERSION '{old}' CASCADE"))
+            .await
+            .unwrap_or_else(|e| panic!("install {old} with the current library (a C symbol it names is gone?): {}", pg_err(&e)));
+        fill(&client, &format!("at {old}")).await;
+        let before = data_digest(&client).await;
+
+        client
+            .batch_execute("ALTER EXTENSION pg_saas UPDATE")
+            .await
+            .unwrap_or_else(|e| panic!("ALTER EXTENSION pg_saas UPDATE from {old}: {}", pg_err(&e)));
+        let version: String = client
+            .query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_saas'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, current, "from {old}: no upgrade path reaches {current} (sql/pg_saas--A--B.sql missing?)");
+
+        let upgraded_members = describe(&client).await;
+        assert!(
+            upgraded_members == fresh_members,
+            "from {old}: the upgraded extension differs from a fresh install of {current}:\n{}",
+            differences(&fresh_members, &upgraded_members)
+        );
+        let upgraded_dump = schema_dump(&url, &db);
+        assert!(
+            upgraded_dump == fresh_dump,
+            "from {old}: pg_dump --schema-only differs from a fresh install of {current}:\n{}",
+            differences(&fresh_dump, &upgraded_dump)
+        );
+
+        // The data is untouched (tables the upgrade added aside), and the
+        // audit trail still verifies.
+        let mut after = data_digest(&client).await;
+        after.retain(|(t, _, _)| before.iter().any(|(b, _, _)| b == t));
+        assert_eq!(before, after, "from {old}: the upgrade changed data in schema saas");
+        let bad: i64 = client
+            .query_one("SELECT count(*) FROM saas.audit_verify('2026-01-01', '2027-01-01') WHERE NOT ok", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(bad, 0, "from {old}: audit_verify finds problems after the upgrade");
+        let checked: i64 = client
+            .query_one("SELECT coalesce(sum(rows_checked), 0)::bigint FROM saas.audit_verify('2026-01-01', '2027-01-01')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(checked > 0, "from {old}: audit_verify checked no rows");
+        // And the upgraded database keeps working: a full maintenance pass
+        // runs every module's task without an error row.
+        let errors: i64 = client
+            .query_one(
+                "SELECT count(*) FROM saas.run_maintenance(p_now => '2026-10-20 00:00+00') WHERE action = 'error'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(errors, 0, "from {old}: run_maintenance reports errors after the upgrade");
+
+        drop(client);
+        admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
+    }
+    drop(fresh);
+    admin.batch_execute("DROP DATABASE pg_saas_upgrade_fresh WITH (FORCE)").await.unwrap();
+}
+
+#[tokio::test]
+async fn every_release_has_an_update_path_to_the_current_version() {
+    let Some(admin) = common::connect("every_release_has_an_update_path_to_the_current_version").await else {
+        return;
+    };
+    let current: String = admin
+        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for old in released_versions().iter().filter(|v| **v != current) {
+        let path: Option<String> = admin
+            .query_one(
+                "SELECT path FROM pg_extension_update_paths('pg_saas') WHERE source = $1 AND target = $2",
+                &[old, &current],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(path.is_some(), "no ALTER EXTENSION UPDATE path from {old} to {current}");
+    }
+}
