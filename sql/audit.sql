@@ -504,11 +504,13 @@ $$;
 COMMENT ON FUNCTION @extschema@.audit_export(timestamptz, timestamptz, text) IS
   'The current tenant''s audit rows logged in [p_from, p_to), oldest first, as JSON lines or CSV (header first). For its admins and owners.';
 
--- What API roles get from saas.grant_api: the export, and reading the log
+-- What API roles get from saas.grant_api: the export (and its CSV quoting,
+-- which it calls as the caller), and reading the log
 -- (RLS shows a tenant's admins their tenant's rows; nobody writes them).
 -- Only audit_enable attaches the triggers (CREATE TRIGGER needs EXECUTE,
 -- which nobody else has), so nobody can point them at a table of their own
 -- to forge log rows.
 INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
   ('audit', 'function', 'audit_export(timestamptz, timestamptz, text)', 'EXECUTE'),
+  ('audit', 'function', '_csv_field(text)', 'EXECUTE'),
   ('audit', 'table', 'audit_log', 'SELECT');

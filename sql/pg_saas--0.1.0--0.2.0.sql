@@ -298,6 +298,7 @@ VALUES ('audit_seal', 'audit', '_audit_maintenance', 10, 'audit_log');
 
 INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
   ('audit', 'function', 'audit_export(timestamptz, timestamptz, text)', 'EXECUTE'),
+  ('audit', 'function', '_csv_field(text)', 'EXECUTE'),
   ('audit', 'table', 'audit_log', 'SELECT');
 
 -- ratelimit's maintenance task and rows
@@ -362,6 +363,24 @@ BEGIN
   END LOOP;
 END
 $finalize$;
+
+-- _csv_field was executable by PUBLIC in 0.1.0, and audit_export calls it
+-- as the caller: roles that grant_api gave audit_export keep CSV exports.
+DO $carry$
+DECLARE
+  grantee regrole;
+BEGIN
+  FOR grantee IN
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+    WHERE p.oid = '@extschema@.audit_export(timestamptz, timestamptz, text)'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    ORDER BY 1
+  LOOP
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@._csv_field(text) TO %s', grantee);
+  END LOOP;
+END
+$carry$;
 
 -- A GRANT or REVOKE inside an extension script records the object's whole
 -- ACL as its initial privileges (pg_init_privs), including what users

@@ -56,3 +56,55 @@ SELECT c.oid::regclass AS table_without_rls
 FROM pg_class c
 WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
 ORDER BY 1;
+
+-- Rule: deny by default. PUBLIC runs no routine and uses no relation of the
+-- schema; whoever needs one gets an explicit GRANT.
+SELECT p.oid::regprocedure AS routine_executable_by_public
+FROM pg_proc p
+CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+WHERE p.pronamespace = 'saas'::regnamespace AND a.grantee = 0
+ORDER BY 1;
+SELECT c.oid::regclass AS relation_usable_by_public, a.privilege_type
+FROM pg_class c
+CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
+  (CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a
+WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND a.grantee = 0
+ORDER BY 1, 2;
+
+-- The API surface: what every module lists for grant_api, by module.
+SELECT module, object_kind, object_name, privilege
+FROM saas.api_grants ORDER BY module, object_kind, object_name, privilege;
+-- Every listed object exists.
+SELECT g.object_kind, g.object_name AS listed_but_missing
+FROM saas.api_grants g
+WHERE (g.object_kind = 'function' AND to_regprocedure('saas.' || g.object_name) IS NULL)
+   OR (g.object_kind = 'table' AND to_regclass('saas.' || quote_ident(g.object_name)) IS NULL)
+ORDER BY 1, 2;
+
+-- An API role given grant_api can use exactly what api_grants lists: every
+-- routine and every relation of the schema, checked both ways.
+CREATE ROLE regress_foundation_api NOLOGIN;
+SELECT saas.grant_api('{regress_foundation_api}');
+SELECT p.oid::regprocedure AS routine,
+       has_function_privilege('regress_foundation_api', p.oid, 'EXECUTE') AS api_can_execute
+FROM pg_proc p
+WHERE p.pronamespace = 'saas'::regnamespace
+  AND has_function_privilege('regress_foundation_api', p.oid, 'EXECUTE')
+      <> EXISTS (SELECT FROM saas.api_grants g
+                 WHERE g.object_kind = 'function' AND to_regprocedure('saas.' || g.object_name) = p.oid)
+ORDER BY 1;
+SELECT c.oid::regclass AS relation, priv,
+       has_table_privilege('regress_foundation_api', c.oid, priv) AS api_has_it
+FROM pg_class c
+CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) priv
+WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND NOT c.relispartition
+  AND has_table_privilege('regress_foundation_api', c.oid, priv)
+      <> EXISTS (SELECT FROM saas.api_grants g
+                 WHERE g.object_kind = 'table' AND to_regclass('saas.' || quote_ident(g.object_name)) = c.oid
+                   AND g.privilege = priv)
+ORDER BY 1, 2;
+DROP OWNED BY regress_foundation_api;
+DROP ROLE regress_foundation_api;
+
