@@ -18,7 +18,7 @@ export PG_MAJOR PG_CONFIG RUN_PORT TEST_PORT BENCH_PORT DEMO_DB REGRESS_DB IT_DB
 # cargo-pgrx and cargo live here when rustup installed them for root.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build install run stop test unit installcheck integration \
+.PHONY: all deps build install run stop lint test unit installcheck integration \
         regress-run integration-run bench clean help
 
 all: help
@@ -26,7 +26,8 @@ all: help
 help:
 	@echo "make run          build, install, start the demo cluster on port $(RUN_PORT)"
 	@echo "make stop         stop the demo cluster (and PostgREST if make run started one)"
-	@echo "make test         cargo test + pg_regress + integration tests"
+	@echo "make test         cargo test + pg_regress + integration tests (upgrade test included)"
+	@echo "make lint         rustfmt, clippy -D warnings, shellcheck, SQL whitespace"
 	@echo "make installcheck pg_regress only, against a fresh test cluster"
 	@echo "make integration  tokio-postgres tests only, against a fresh test cluster"
 	@echo "make bench        benchmarks against their peers (not part of make test)"
@@ -52,6 +53,11 @@ run: install
 
 stop:
 	@scripts/run.sh stop
+
+# rustfmt, clippy (warnings are errors), shellcheck, SQL whitespace; CI runs
+# it before make test.
+lint: deps
+	scripts/lint.sh
 
 # --- tests -------------------------------------------------------------------
 test: deps

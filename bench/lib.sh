@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for bench/<module>/run.sh. Sourced, not executed.
 # PGHOST/PGPORT/PGUSER/PGDATABASE and PG_BIN are set by bench/run.sh.
 
@@ -10,6 +11,8 @@ bench_tmpdir() {
   [ -z "$(trap -p EXIT)" ] || { echo "bench_tmpdir: an EXIT trap is already set" >&2; return 1; }
   _bench_tmpdir=$(mktemp -d) || return
   printf -v "$1" '%s' "$_bench_tmpdir"
+  # The variable's name ($1) goes in now, its value is read at exit.
+  # shellcheck disable=SC2064
   trap "rm -rf \"\$$1\"" EXIT
 }
 
@@ -49,7 +52,10 @@ report() {
 # unequal work means nothing.
 require_equal_work() {
   local a=${1%|*} b=${1#*|}
-  [ "$a" = "$b" ] && [ "${2-$a}" = "$a" ] || { echo "  unequal work: the comparison is void" >&2; exit 1; }
+  if [ "$a" != "$b" ] || [ "${2-$a}" != "$a" ]; then
+    echo "  unequal work: the comparison is void" >&2
+    exit 1
+  fi
 }
 
 # median: the median of whitespace-separated numbers read from stdin (empty

@@ -21,6 +21,7 @@ APT_PACKAGES=(
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}"
   "postgresql-${PG_MAJOR}-cron" "postgresql-${PG_MAJOR}-partman"
   libclang-dev clang
+  shellcheck
 )
 
 # --- 1. apt packages -------------------------------------------------------
@@ -38,6 +39,7 @@ else
 fi
 
 # --- 2. cargo-pgrx ---------------------------------------------------------
+# shellcheck source=/dev/null
 if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 if cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   log "cargo-pgrx ${PGRX_VERSION} present"

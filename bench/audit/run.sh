@@ -10,6 +10,7 @@
 #   2. one 100k-row INSERT ... SELECT: no trigger / PL/pgSQL (row) / ours in
 #      statement mode, in rounds, each run after a CHECKPOINT; medians
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 ROWS=${AUDIT_ROWS:-200000}
 BULK=${AUDIT_BULK:-100000}
@@ -62,6 +63,7 @@ SELECT saas.audit_enable('b_audit.bulk_ours', mode => 'statement');
 VACUUM ANALYZE b_audit.plain, b_audit.peer, b_audit.ours;
 SQL
 
+dir=
 bench_tmpdir dir
 for t in plain peer ours; do
   cat >"$dir/insert_$t.sql" <<SQL

@@ -13,6 +13,7 @@
 # maintenance skips parents that hold no rows yet (these do not).
 # Each step is one psql call, timed by the wall clock around it.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 PARENTS=${PARTITIONS_PARENTS:-100}
 ROWS=${PARTITIONS_ROWS:-100000}

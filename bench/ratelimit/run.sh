@@ -16,6 +16,7 @@
 #      (a sequence counts admissions, since it is not rolled back)
 #   3. what saas.pre_request() adds to a PostgREST-shaped GET (not a target)
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 CLIENTS=${RATELIMIT_CLIENTS:-8}
 SECONDS_PER_RUN=${RATELIMIT_SECONDS:-5}
@@ -65,6 +66,7 @@ CREATE SEQUENCE b_rl.admitted_table;
 CREATE SEQUENCE b_rl.admitted_peer;
 SQL
 
+dir=
 bench_tmpdir dir
 # Throughput scripts: every check admitted (a billion per hour). Both
 # limiters are called in the select list (ours reads one field of its row),

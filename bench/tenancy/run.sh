@@ -7,6 +7,7 @@
 # Every transaction does what a PostgREST request does first (set the claims,
 # switch role), so the three differ only in how the tenant filter is applied.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 ROWS=${TENANCY_ROWS:-1000000}
 TENANTS=${TENANCY_TENANTS:-100}
