@@ -106,12 +106,7 @@ pub struct SaasError {
 
 impl SaasError {
     pub fn new(kind: ErrorKind, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        SaasError {
-            kind,
-            message: message.into(),
-            detail: None,
-            hint: hint.into(),
-        }
+        SaasError { kind, message: message.into(), detail: None, hint: hint.into() }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

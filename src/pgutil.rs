@@ -2,14 +2,14 @@
 //! their own): reading a setting, running SPI as an object's owner,
 //! returning a composite value.
 
-use pgrx::pg_sys;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::datum::TimestampWithTimeZone;
-use pgrx::{GucSetting, PgOid};
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use crate::tenancy::context::Uuid;
-use std::ffi::CString;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{GucSetting, PgOid};
 use std::ffi::CStr;
+use std::ffi::CString;
 
 /// The current value of a setting (`request.headers`, `saas.*`), or None
 /// when it is not defined.
@@ -75,7 +75,8 @@ pub(crate) fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
 }
 
 /// Where a prepared statement is kept for the backend's life.
-pub(crate) type PlanCell = std::thread::LocalKey<std::cell::Cell<Option<&'static OwnedPreparedStatement>>>;
+pub(crate) type PlanCell =
+    std::thread::LocalKey<std::cell::Cell<Option<&'static OwnedPreparedStatement>>>;
 
 /// The statement kept in `cell`, prepared on first use. Leaked on purpose:
 /// the plan cache re-plans it when the tables it reads change.

@@ -82,11 +82,7 @@ async fn fixture(client: Client, schema: &str) -> Api {
 
 async fn note_count(api: &Api) -> i64 {
     let schema = &api.config.schemas[0];
-    api.client
-        .query_one(&format!("SELECT count(*) FROM {schema}.notes"), &[])
-        .await
-        .unwrap()
-        .get(0)
+    api.client.query_one(&format!("SELECT count(*) FROM {schema}.notes"), &[]).await.unwrap().get(0)
 }
 
 #[tokio::test]
@@ -100,7 +96,8 @@ async fn extension_is_installed_with_its_version() {
         )
         .await
         .expect("pg_saas is not installed in the test database");
-    let (extversion, loaded, schema): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (extversion, loaded, schema): (String, String, String) =
+        (row.get(0), row.get(1), row.get(2));
     assert_eq!(extversion, env!("CARGO_PKG_VERSION"));
     assert_eq!(loaded, extversion, "library and catalog versions differ");
     assert_eq!(schema, "saas");
@@ -124,7 +121,11 @@ async fn request_settings_are_those_postgrest_sets() {
     let b = &r.body;
     assert_eq!(b["method"], "POST");
     assert_eq!(b["path"], "/rpc/echo_request");
-    assert_eq!(b["headers"], json!({"x-tenant-id": "abc", "prefer": "return=minimal"}), "header names are lower-cased");
+    assert_eq!(
+        b["headers"],
+        json!({"x-tenant-id": "abc", "prefer": "return=minimal"}),
+        "header names are lower-cased"
+    );
     assert_eq!(b["cookies"], json!({"session": "s1"}));
     assert_eq!(b["claims"], claims);
     assert_eq!(b["role"], "authenticated");
@@ -168,16 +169,28 @@ async fn access_mode_follows_method_and_volatility() {
     assert_eq!(note_count(&api).await, 1, "failed requests wrote nothing");
 
     // Table verbs: POST inserts (201), GET reads, PATCH and DELETE give 204.
-    let r = api.insert("notes", json!([{"body": "b"}, {"body": "c"}])).claims(user.clone()).send().await;
+    let r = api
+        .insert("notes", json!([{"body": "b"}, {"body": "c"}]))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!((r.status, r.rows), (201, 2));
     let r = api.insert("notes", json!({"body": "b"})).claims(user.clone()).send().await;
     assert_eq!((r.status, r.code()), (409, Some("23505")), "unique violation is a conflict");
     let r = api.get("notes").order("id").claims(user.clone()).send().await;
-    let bodies: Vec<&str> = r.body.as_array().unwrap().iter().map(|n| n["body"].as_str().unwrap()).collect();
+    let bodies: Vec<&str> =
+        r.body.as_array().unwrap().iter().map(|n| n["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, ["first", "b", "c"]);
-    let r = api.update("notes", json!({"body": "B"})).eq("body", "b").claims(user.clone()).send().await;
+    let r =
+        api.update("notes", json!({"body": "B"})).eq("body", "b").claims(user.clone()).send().await;
     assert_eq!((r.status, r.rows), (204, 1));
-    let r = api.delete("notes").in_list("body", &["B", "c"]).claims(user.clone()).representation().send().await;
+    let r = api
+        .delete("notes")
+        .in_list("body", &["B", "c"])
+        .claims(user.clone())
+        .representation()
+        .send()
+        .await;
     assert_eq!((r.status, r.rows), (200, 2));
     assert_eq!(r.body.as_array().unwrap().len(), 2);
     let r = api.rpc("list_notes", json!({})).claims(user).send().await;
@@ -202,7 +215,10 @@ async fn custom_statuses_and_headers() {
     assert_eq!(r.header("X-Early"), None, "response.headers set before the error are rolled back");
     let e = r.error.as_ref().unwrap();
     assert_eq!((e.code.as_str(), e.message.as_str()), ("SAAS429", "rate limit exceeded"));
-    assert_eq!((e.details.as_deref(), e.hint.as_deref()), (Some("10 per minute"), Some("retry later")));
+    assert_eq!(
+        (e.details.as_deref(), e.hint.as_deref()),
+        (Some("10 per minute"), Some("retry later"))
+    );
     assert_eq!(note_count(&api).await, 0, "the error rolled back the insert");
 
     let r = api.rpc("with_headers", json!({})).claims(user).send().await;
@@ -210,7 +226,10 @@ async fn custom_statuses_and_headers() {
     assert_eq!(r.body, json!(3));
     assert_eq!(
         r.headers,
-        vec![("X-Total".to_string(), "3".to_string()), ("Cache-Control".to_string(), "no-store".to_string())]
+        vec![
+            ("X-Total".to_string(), "3".to_string()),
+            ("Cache-Control".to_string(), "no-store".to_string())
+        ]
     );
 }
 

@@ -168,7 +168,8 @@ fn write_canonical_number(text: &str, out: &mut String) {
     }
     // The digits are int_part then frac_part; strip zeros at both ends.
     let total = int_part.len() + frac_part.len();
-    let digit = |i: usize| if i < int_part.len() { int_part[i] } else { frac_part[i - int_part.len()] };
+    let digit =
+        |i: usize| if i < int_part.len() { int_part[i] } else { frac_part[i - int_part.len()] };
     let first = (0..total).find(|&i| digit(i) != b'0');
     let Some(first) = first else {
         return out.push('0');
@@ -226,7 +227,12 @@ impl AuditRecord {
     /// canonical already), the same text [`canonical_json`] gives.
     pub fn canonical(&self) -> String {
         let images = [&self.record_key, &self.old_values, &self.new_values];
-        let capacity = 400 + images.iter().filter_map(|v| v.as_ref()).map(JsonObject::canonical_len).sum::<usize>();
+        let capacity = 400
+            + images
+                .iter()
+                .filter_map(|v| v.as_ref())
+                .map(JsonObject::canonical_len)
+                .sum::<usize>();
         let mut w = ObjectWriter { out: String::with_capacity(capacity), first: true };
         // Keys in byte order, written straight into one buffer (this runs
         // per audited row); the oracle test compares it with a sorted map.
@@ -386,12 +392,8 @@ pub fn change_of(
             let same = |a: &JsonObject, b: &JsonObject, key: &str| {
                 a.get(key).map(|m| &m.text) == b.get(key).map(|m| &m.text)
             };
-            let changed: Vec<String> = n
-                .keys()
-                .chain(o.keys())
-                .filter(|k| !same(&o, &n, k))
-                .map(str::to_owned)
-                .collect();
+            let changed: Vec<String> =
+                n.keys().chain(o.keys()).filter(|k| !same(&o, &n, k)).map(str::to_owned).collect();
             if changed.is_empty() {
                 return None;
             }
@@ -499,7 +501,9 @@ impl JsonObject {
 
     /// The object as JSON text, each value spelled as it came.
     pub fn text(&self) -> String {
-        let mut out = String::with_capacity(self.members.iter().map(|m| m.key.len() + m.text.len() + 4).sum::<usize>() + 2);
+        let mut out = String::with_capacity(
+            self.members.iter().map(|m| m.key.len() + m.text.len() + 4).sum::<usize>() + 2,
+        );
         self.write(&mut out, |m| &m.text);
         out
     }
@@ -622,7 +626,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object's members: `each(key, value start, value end, canonical)`.
-    fn object(&mut self, mut each: impl FnMut(String, usize, usize, String)) -> Result<(), JsonError> {
+    fn object(
+        &mut self,
+        mut each: impl FnMut(String, usize, usize, String),
+    ) -> Result<(), JsonError> {
         self.expect(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -753,7 +760,16 @@ impl<'a> Scanner<'a> {
             Some(b't' | b'f' | b'n') => {
                 let mut word = String::new();
                 let c = self.peek();
-                self.literal(if c == Some(b't') { "true" } else if c == Some(b'f') { "false" } else { "null" }, &mut word)?;
+                self.literal(
+                    if c == Some(b't') {
+                        "true"
+                    } else if c == Some(b'f') {
+                        "false"
+                    } else {
+                        "null"
+                    },
+                    &mut word,
+                )?;
                 ev.literal(&word);
             }
             Some(b'-' | b'0'..=b'9') => {
@@ -828,7 +844,9 @@ impl<'a> Scanner<'a> {
                             } else {
                                 high
                             };
-                            out.push(char::from_u32(code).ok_or_else(|| self.error("lone surrogate"))?);
+                            out.push(
+                                char::from_u32(code).ok_or_else(|| self.error("lone surrogate"))?,
+                            );
                         }
                         _ => return Err(self.error("unknown escape")),
                     }
@@ -846,7 +864,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
-        let digits = self.src.get(self.pos..self.pos + 4).ok_or_else(|| self.error("short \\u escape"))?;
+        let digits =
+            self.src.get(self.pos..self.pos + 4).ok_or_else(|| self.error("short \\u escape"))?;
         let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("bad \\u escape"))?;
         self.pos += 4;
         Ok(v)
@@ -896,7 +915,10 @@ mod tests {
         assert_eq!(canonical_number("0"), "0");
         assert_eq!(canonical_number("-12.034"), "-12034e-3");
         assert_eq!(canonical_number("1.5e-07"), canonical_number("0.00000015"));
-        assert_eq!(canonical_number("123456789012345678901234567890"), "12345678901234567890123456789e1");
+        assert_eq!(
+            canonical_number("123456789012345678901234567890"),
+            "12345678901234567890123456789e1"
+        );
     }
 
     #[test]
@@ -926,7 +948,10 @@ mod tests {
     fn update_of_ignored_columns_only_writes_nothing() {
         let old = obj(r#"{"id": 1, "name": "a", "updated_at": "t1"}"#);
         let new = obj(r#"{"id": 1, "name": "a", "updated_at": "t2"}"#);
-        assert_eq!(change_of(Some(old.clone()), Some(new.clone()), &["updated_at".into()], true), None);
+        assert_eq!(
+            change_of(Some(old.clone()), Some(new.clone()), &["updated_at".into()], true),
+            None
+        );
         let c = change_of(Some(old), Some(new), &[], true).unwrap();
         assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"updated_at":"t1"}"#));
         assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"updated_at":"t2"}"#));
@@ -939,7 +964,9 @@ mod tests {
         let c = change_of(Some(old), Some(new), &["secret".into()], false).unwrap();
         assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"id":1,"name":"a"}"#));
         assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"id":1,"name":"b"}"#));
-        let ins = change_of(None, Some(obj(r#"{"id": 2, "secret": "x"}"#)), &["secret".into()], true).unwrap();
+        let ins =
+            change_of(None, Some(obj(r#"{"id": 2, "secret": "x"}"#)), &["secret".into()], true)
+                .unwrap();
         assert_eq!(ins.old_values, None);
         assert_eq!(text_of(&ins.new_values).as_deref(), Some(r#"{"id":2}"#));
     }
@@ -947,13 +974,19 @@ mod tests {
     #[test]
     fn a_value_changes_when_postgresql_writes_it_differently() {
         // numeric 1.5 -> 1.50 is an UPDATE of the row; json keeps its spacing.
-        let c = change_of(Some(obj(r#"{"n": 1.5, "j": {"a":1}}"#)), Some(obj(r#"{"n": 1.50, "j": {"a": 1}}"#)), &[], true)
-            .unwrap();
+        let c = change_of(
+            Some(obj(r#"{"n": 1.5, "j": {"a":1}}"#)),
+            Some(obj(r#"{"n": 1.50, "j": {"a": 1}}"#)),
+            &[],
+            true,
+        )
+        .unwrap();
         assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"j":{"a": 1},"n":1.50}"#));
         // ... and both spellings hash alike.
         assert_eq!(c.old_values.unwrap().canonical(), c.new_values.unwrap().canonical());
         // A column that disappears counts as changed.
-        let gone = change_of(Some(obj(r#"{"a": 1, "b": 2}"#)), Some(obj(r#"{"a": 1}"#)), &[], true).unwrap();
+        let gone = change_of(Some(obj(r#"{"a": 1, "b": 2}"#)), Some(obj(r#"{"a": 1}"#)), &[], true)
+            .unwrap();
         assert_eq!(text_of(&gone.old_values).as_deref(), Some(r#"{"b":2}"#));
     }
 
@@ -967,8 +1000,13 @@ mod tests {
 
     #[test]
     fn members_read_as_strings() {
-        let row = obj(r#"{"t": "0000000a-0000-4000-8000-00000000bec0", "e": "a\"b\u00e9\ud83d\ude00", "n": 1, "z": null}"#);
-        assert_eq!(row.get("t").unwrap().as_string().as_deref(), Some("0000000a-0000-4000-8000-00000000bec0"));
+        let row = obj(
+            r#"{"t": "0000000a-0000-4000-8000-00000000bec0", "e": "a\"b\u00e9\ud83d\ude00", "n": 1, "z": null}"#,
+        );
+        assert_eq!(
+            row.get("t").unwrap().as_string().as_deref(),
+            Some("0000000a-0000-4000-8000-00000000bec0")
+        );
         assert_eq!(row.get("e").unwrap().as_string().as_deref(), Some("a\"b\u{e9}\u{1f600}"));
         assert_eq!(row.get("n").unwrap().as_string(), None);
         assert_eq!(row.get("z").unwrap().as_string(), None);
@@ -977,7 +1015,16 @@ mod tests {
 
     #[test]
     fn bad_text_is_an_error_not_a_guess() {
-        for bad in [r#"[1]"#, r#"{"a" 1}"#, r#"{"a": 1"#, r#"{"a": tru}"#, r#"{"a": "\ud800"}"#, r#"{"a": 1} x"#, r#"{"a": "\q"}"#, ""] {
+        for bad in [
+            r#"[1]"#,
+            r#"{"a" 1}"#,
+            r#"{"a": 1"#,
+            r#"{"a": tru}"#,
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": 1} x"#,
+            r#"{"a": "\q"}"#,
+            "",
+        ] {
             assert!(JsonObject::parse(bad).is_err(), "{bad}");
         }
     }
@@ -1027,7 +1074,8 @@ mod tests {
 
     #[test]
     fn walk_reports_every_value_decoded() {
-        let text = r#" {"a" : [1, -2.50e+3, "x\"\u00e9", true, null, {}], "b": {"c": []}, "k\n": false} "#;
+        let text =
+            r#" {"a" : [1, -2.50e+3, "x\"\u00e9", true, null, {}], "b": {"c": []}, "k\n": false} "#;
         let mut tree = Tree::default();
         walk(text, &mut tree).unwrap();
         // Numbers keep their spelling (arbitrary_precision compares the text).
@@ -1046,7 +1094,10 @@ mod tests {
 
     #[test]
     fn client_ip_is_the_first_hop() {
-        assert_eq!(client_ip(Some("203.0.113.7, 10.0.0.1"), Some("10.9.9.9")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            client_ip(Some("203.0.113.7, 10.0.0.1"), Some("10.9.9.9")).as_deref(),
+            Some("203.0.113.7")
+        );
         assert_eq!(client_ip(Some("unknown"), Some("10.9.9.9")).as_deref(), Some("10.9.9.9"));
         assert_eq!(client_ip(None, Some("[2001:DB8::1]:443")).as_deref(), Some("2001:db8::1"));
         assert_eq!(client_ip(Some("198.51.100.2:8080"), None).as_deref(), Some("198.51.100.2"));
@@ -1081,13 +1132,27 @@ mod tests {
         let base = record();
         let h = base.hash();
         let mut edits: Vec<AuditRecord> = Vec::new();
-        let mut r = base.clone(); r.id = 8; edits.push(r);
-        let mut r = base.clone(); r.txid = 1235; edits.push(r);
-        let mut r = base.clone(); r.logged_at_unix_micros += 1; edits.push(r);
-        let mut r = base.clone(); r.new_values = Some(obj(r#"{"body": "c"}"#)); edits.push(r);
-        let mut r = base.clone(); r.actor_id = Some("x".into()); edits.push(r);
-        let mut r = base.clone(); r.client_ip = None; edits.push(r);
-        let mut r = base.clone(); r.tenant_id = "00000000-0000-0000-0000-000000000002".into(); edits.push(r);
+        let mut r = base.clone();
+        r.id = 8;
+        edits.push(r);
+        let mut r = base.clone();
+        r.txid = 1235;
+        edits.push(r);
+        let mut r = base.clone();
+        r.logged_at_unix_micros += 1;
+        edits.push(r);
+        let mut r = base.clone();
+        r.new_values = Some(obj(r#"{"body": "c"}"#));
+        edits.push(r);
+        let mut r = base.clone();
+        r.actor_id = Some("x".into());
+        edits.push(r);
+        let mut r = base.clone();
+        r.client_ip = None;
+        edits.push(r);
+        let mut r = base.clone();
+        r.tenant_id = "00000000-0000-0000-0000-000000000002".into();
+        edits.push(r);
         for e in edits {
             assert_ne!(e.hash(), h, "{e:?}");
         }
@@ -1098,7 +1163,9 @@ mod tests {
     /// serde_json values, through [`canonical_json`].
     fn oracle_canonical(r: &AuditRecord) -> String {
         let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
-        let json = |v: &Option<JsonObject>| v.as_ref().map_or(Value::Null, |o| serde_json::from_str(&o.text()).unwrap());
+        let json = |v: &Option<JsonObject>| {
+            v.as_ref().map_or(Value::Null, |o| serde_json::from_str(&o.text()).unwrap())
+        };
         let mut m = Map::new();
         m.insert("id".into(), Value::from(r.id));
         m.insert("tenant_id".into(), Value::String(r.tenant_id.clone()));
@@ -1151,11 +1218,16 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
             (-1_000_000i64..1_000_000, 0u32..6, -20i32..20).prop_map(|(m, scale, e)| {
-                let text = if scale == 0 { format!("{m}e{e}") } else { format!("{m}.{}", "0".repeat(scale as usize)) };
+                let text = if scale == 0 {
+                    format!("{m}e{e}")
+                } else {
+                    format!("{m}.{}", "0".repeat(scale as usize))
+                };
                 serde_json::from_str(&text).unwrap()
             }),
             "\\PC{0,12}".prop_map(Value::String),
-            proptest::collection::vec(any::<char>(), 0..6).prop_map(|c| Value::String(c.into_iter().collect())),
+            proptest::collection::vec(any::<char>(), 0..6)
+                .prop_map(|c| Value::String(c.into_iter().collect())),
         ];
         leaf.prop_recursive(3, 24, 5, |inner| {
             prop_oneof![
@@ -1263,7 +1335,9 @@ mod tests {
             Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
             None => (mantissa, ""),
         };
-        if int_part.is_empty() || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+        if int_part.is_empty()
+            || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+        {
             return text.to_string();
         }
         exponent -= frac_part.len() as i64;
@@ -1275,7 +1349,11 @@ mod tests {
         if digits.is_empty() {
             return "0".to_string();
         }
-        format!("{}{digits}{}", if negative { "-" } else { "" }, if exponent != 0 { format!("e{exponent}") } else { String::new() })
+        format!(
+            "{}{digits}{}",
+            if negative { "-" } else { "" },
+            if exponent != 0 { format!("e{exponent}") } else { String::new() }
+        )
     }
 
     proptest! {
@@ -1292,14 +1370,31 @@ mod tests {
         }
         // What float8out and numeric_out write for special values, and
         // spellings JSON does not allow.
-        for bad in ["NaN", "Infinity", "-Infinity", "", "-", "01", "1.", ".5", "+1", "1e", "1e+", "0x10", "1 "] {
+        for bad in [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "",
+            "-",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "0x10",
+            "1 ",
+        ] {
             assert!(!is_json_number(bad), "{bad}");
         }
     }
 
     #[test]
     fn canonical_value_rejects_what_is_not_one_value() {
-        assert_eq!(canonical_value(" {\"b\": 1.50, \"a\": [true, null]} ").unwrap(), r#"{"a":[true,null],"b":15e-1}"#);
+        assert_eq!(
+            canonical_value(" {\"b\": 1.50, \"a\": [true, null]} ").unwrap(),
+            r#"{"a":[true,null],"b":15e-1}"#
+        );
         assert!(canonical_value("1 2").is_err());
         assert!(canonical_value("{").is_err());
         assert!(canonical_value("").is_err());

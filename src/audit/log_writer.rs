@@ -88,7 +88,8 @@ impl Routes {
                 _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
             })
             .collect();
-        let indexes = std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?).to_vec();
+        let indexes =
+            std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?).to_vec();
         let partitions = (0..usize::try_from((*desc).nparts).ok()?)
             .map(|i| (*(*desc).oids.add(i), *(*desc).is_leaf.add(i)))
             .collect();
@@ -187,13 +188,7 @@ impl LogWriter {
                     8 * 1024 * 1024,
                 )
             });
-            LogWriter {
-                parent,
-                routable,
-                target: None,
-                routes: None,
-                row_memory,
-            }
+            LogWriter { parent, routable, target: None, routes: None, row_memory }
         }
     }
 
@@ -248,7 +243,8 @@ impl LogWriter {
             self.routes = Some(unsafe { Routes::of(self.parent) });
         }
         let routes = self.routes.as_ref()?.as_ref()?;
-        let part = range_partition_for(&routes.bounds, &routes.indexes, routes.default_index, logged_at)?;
+        let part =
+            range_partition_for(&routes.bounds, &routes.indexes, routes.default_index, logged_at)?;
         match routes.partitions.get(part) {
             Some(&(oid, true)) => Some(oid),
             _ => None, // a sub-partitioned partition: the INSERT routes it
@@ -341,11 +337,7 @@ unsafe fn open_target(oid: pg_sys::Oid, bulk: bool) -> Target {
     }
     let mut indexes = Vec::new();
     let list = pg_sys::RelationGetIndexList(rel);
-    let count = if list.is_null() {
-        0
-    } else {
-        (*list).length as usize
-    };
+    let count = if list.is_null() { 0 } else { (*list).length as usize };
     let mut usable = true;
     for i in 0..count {
         let index_oid = (*(*list).elements.add(i)).oid_value;
@@ -428,7 +420,12 @@ unsafe fn input(
 /// jsonb_in may judge (a NUL in a string, a string too long for jsonb) goes
 /// to jsonb_in, which reports it.
 unsafe fn jsonb(obj: &JsonObject) -> pg_sys::Datum {
-    let mut b = JsonbBuilder { state: std::ptr::null_mut(), in_object: vec![true], usable: true, last: std::ptr::null_mut() };
+    let mut b = JsonbBuilder {
+        state: std::ptr::null_mut(),
+        in_object: vec![true],
+        usable: true,
+        last: std::ptr::null_mut(),
+    };
     b.push(pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT, std::ptr::null_mut());
     for m in obj.members() {
         b.key(&m.key);
@@ -452,7 +449,11 @@ struct JsonbBuilder {
 }
 
 impl JsonbBuilder {
-    unsafe fn push(&mut self, token: pg_sys::JsonbIteratorToken::Type, value: *mut pg_sys::JsonbValue) {
+    unsafe fn push(
+        &mut self,
+        token: pg_sys::JsonbIteratorToken::Type,
+        value: *mut pg_sys::JsonbValue,
+    ) {
         self.last = pg_sys::pushJsonbValue(&mut self.state, token, value);
     }
 
@@ -473,7 +474,8 @@ unsafe fn string_value(s: &str) -> pg_sys::JsonbValue {
     std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
     let mut v: pg_sys::JsonbValue = std::mem::zeroed();
     v.type_ = pg_sys::jbvType::jbvString;
-    v.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 { len: s.len() as i32, val: p as *mut _ };
+    v.val.string =
+        pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 { len: s.len() as i32, val: p as *mut _ };
     v
 }
 
@@ -491,7 +493,11 @@ impl JsonEvents for JsonbBuilder {
 
     fn end(&mut self, object: bool) {
         self.in_object.pop();
-        let token = if object { pg_sys::JsonbIteratorToken::WJB_END_OBJECT } else { pg_sys::JsonbIteratorToken::WJB_END_ARRAY };
+        let token = if object {
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT
+        } else {
+            pg_sys::JsonbIteratorToken::WJB_END_ARRAY
+        };
         // SAFETY: closing the container opened in `begin`.
         unsafe { self.push(token, std::ptr::null_mut()) };
     }
@@ -572,20 +578,14 @@ unsafe fn store(sink: &mut Sink, row: &LogRow<'_>) -> bool {
         r.record_key.as_ref().map(|o| jsonb(o)),
         r.old_values.as_ref().map(|o| jsonb(o)),
         r.new_values.as_ref().map(|o| jsonb(o)),
-        r.client_ip
-            .as_deref()
-            .map(|ip| input(builtins::inet_in, ip)),
+        r.client_ip.as_deref().map(|ip| input(builtins::inet_in, ip)),
         text(r.user_agent.as_deref()),
         text(r.request_id.as_deref()),
         text(r.request_method.as_deref()),
         text(r.request_path.as_deref()),
         Some(varlena(row.row_hash)),
     ];
-    if values
-        .iter()
-        .zip(sink.not_null)
-        .any(|(v, nn)| nn && v.is_none())
-    {
+    if values.iter().zip(sink.not_null).any(|(v, nn)| nn && v.is_none()) {
         return false;
     }
     let slot = sink.slots[sink.pending];

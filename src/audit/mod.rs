@@ -17,15 +17,17 @@ mod log_writer;
 mod row_image;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::pgutil::{
+    as_owner, clock_override, kept_plan, local_xid, parse_pg_uuid, setting, setting_is,
+};
 use crate::tenancy;
-use crate::pgutil::{as_owner, clock_override, kept_plan, local_xid, parse_pg_uuid, setting, setting_is};
 use crate::tenancy::context::{parse_claims, subject, RequestHeaders};
 use canonical::{
-    client_ip, change_of, normalize_ip, record_key, AuditRecord, Hash, JsonObject, RowsDigest, Seal,
-    PG_EPOCH_OFFSET_MICROS,
+    change_of, client_ip, normalize_ip, record_key, AuditRecord, Hash, JsonObject, RowsDigest,
+    Seal, PG_EPOCH_OFFSET_MICROS,
 };
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement};
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde::Deserialize;
 use serde_json::Value;
@@ -204,7 +206,6 @@ fn log_target() -> SaasResult<LogTarget> {
     }
 }
 
-
 /// Actor, client and request of the current statement, cached while the
 /// settings it comes from stay the same.
 fn request_context() -> Rc<RequestContext> {
@@ -212,7 +213,10 @@ fn request_context() -> Rc<RequestContext> {
     let user = unsafe { pg_sys::GetUserId() };
     let lxid = local_xid();
     if let Some(hit) = REQUEST.with(|r| {
-        r.borrow().as_ref().filter(|(i, _)| i.lxid == lxid && i.user == user && i.settings_current()).map(|(_, c)| c.clone())
+        r.borrow()
+            .as_ref()
+            .filter(|(i, _)| i.lxid == lxid && i.user == user && i.settings_current())
+            .map(|(_, c)| c.clone())
     }) {
         return hit;
     }
@@ -230,7 +234,8 @@ fn request_context() -> Rc<RequestContext> {
     let headers = RequestHeaders::parse(inputs.headers.as_deref());
     let header = |name: &str| headers.get(name).map(str::to_owned);
     let actor_id = claims.as_ref().and_then(|c| subject(c).ok().flatten()).map(|u| u.to_string());
-    let claimed_role = claims.as_ref().and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
+    let claimed_role =
+        claims.as_ref().and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
     let actor_role = claimed_role.or_else(|| {
         // SAFETY: the name of an existing role (missing_ok = true).
         unsafe {
@@ -265,7 +270,6 @@ fn top_xid() -> i64 {
     // trigger runs inside a writing transaction anyway.
     unsafe { pg_sys::GetTopFullTransactionId().value as i64 }
 }
-
 
 fn next_id(seq: pg_sys::Oid) -> i64 {
     // SAFETY: nextval on the log's own sequence, as its owner.
@@ -306,9 +310,14 @@ fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
 fn table_names(rel: pg_sys::Relation) -> (String, String) {
     // SAFETY: the trigger's relation is open; names are copied.
     unsafe {
-        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned();
+        let name =
+            CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned();
         let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-        let schema = if nsp.is_null() { String::new() } else { CStr::from_ptr(nsp).to_string_lossy().into_owned() };
+        let schema = if nsp.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(nsp).to_string_lossy().into_owned()
+        };
         (schema, name)
     }
 }
@@ -376,7 +385,6 @@ fn json_text(v: &Option<JsonObject>) -> Option<String> {
     v.as_ref().map(JsonObject::text)
 }
 
-
 /// Assigns ids, hashes and writes `records` (as the log's owner): straight
 /// into their partitions where [`log_writer`] can, the rest with an INSERT.
 fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
@@ -419,19 +427,36 @@ fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
     Spi::connect_mut(|client| -> SaasResult<()> {
         use pg_sys::BuiltinOid as B;
         let types = [
-            B::TEXTARRAYOID, B::INT8ARRAYOID, B::TIMESTAMPTZARRAYOID, B::INT8ARRAYOID, B::TEXTARRAYOID,
-            B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
-            B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID, B::TEXTARRAYOID,
-            B::TEXTARRAYOID, B::TEXTARRAYOID, B::BYTEAARRAYOID,
+            B::TEXTARRAYOID,
+            B::INT8ARRAYOID,
+            B::TIMESTAMPTZARRAYOID,
+            B::INT8ARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::TEXTARRAYOID,
+            B::BYTEAARRAYOID,
         ]
         .map(|b| b.value());
-        let stmt = kept_plan(&INSERT_PLAN, client, &INSERT_SQL, &types).map_err(|e| internal("prepare its INSERT", e))?;
+        let stmt = kept_plan(&INSERT_PLAN, client, &INSERT_SQL, &types)
+            .map_err(|e| internal("prepare its INSERT", e))?;
         let col = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> Vec<Option<String>> {
             records.iter().map(|(r, _)| f(r)).collect()
         };
         let ts: Vec<TimestampWithTimeZone> = records
             .iter()
-            .map(|(r, _)| TimestampWithTimeZone::try_from(r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS))
+            .map(|(r, _)| {
+                TimestampWithTimeZone::try_from(r.logged_at_unix_micros - PG_EPOCH_OFFSET_MICROS)
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| internal("convert a timestamp", e))?;
         let args = [
@@ -503,7 +528,11 @@ fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
         let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
             ("INSERT", None, Some(encoder.encode(td.tg_trigtuple)?))
         } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
-            ("UPDATE", Some(encoder.encode(td.tg_trigtuple)?), Some(encoder.encode(td.tg_newtuple)?))
+            (
+                "UPDATE",
+                Some(encoder.encode(td.tg_trigtuple)?),
+                Some(encoder.encode(td.tg_newtuple)?),
+            )
         } else {
             ("DELETE", Some(encoder.encode(td.tg_trigtuple)?), None)
         };
@@ -512,7 +541,8 @@ fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
     };
     let ctx = request_context();
     let table = table_names(rel);
-    if let Some(r) = record_for(operation, old, new, &opts, &table, &ctx, audit_now()?, top_xid())? {
+    if let Some(r) = record_for(operation, old, new, &opts, &table, &ctx, audit_now()?, top_xid())?
+    {
         write_records(vec![r])?;
     }
     Ok(())
@@ -521,7 +551,8 @@ fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
 fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
     // No row images: the record carries the request's tenant and no key.
     let ctx = request_context();
-    let r = record_for("TRUNCATE", None, None, opts, &table_names(rel), &ctx, audit_now()?, top_xid())?;
+    let r =
+        record_for("TRUNCATE", None, None, opts, &table_names(rel), &ctx, audit_now()?, top_xid())?;
     write_records(r.into_iter().collect())
 }
 
@@ -536,7 +567,10 @@ struct TransitionReader {
 impl TransitionReader {
     /// SAFETY: `store` is NULL or a transition table of the current trigger
     /// event with tuples of `desc`.
-    unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Option<TransitionReader> {
+    unsafe fn new(
+        store: *mut pg_sys::Tuplestorestate,
+        desc: pg_sys::TupleDesc,
+    ) -> Option<TransitionReader> {
         if store.is_null() {
             return None;
         }
@@ -569,7 +603,6 @@ impl TransitionReader {
     }
 }
 
-
 /// Statement-level audit trigger with transition tables (audit_enable's
 /// `mode => 'statement'`), and the TRUNCATE trigger of both modes.
 #[pg_trigger]
@@ -593,7 +626,9 @@ fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
         "DELETE"
     };
     // SAFETY: the transition tables of this event, NULL when not captured.
-    let (mut olds, mut news) = unsafe { (TransitionReader::new(td.tg_oldtable, desc), TransitionReader::new(td.tg_newtable, desc)) };
+    let (mut olds, mut news) = unsafe {
+        (TransitionReader::new(td.tg_oldtable, desc), TransitionReader::new(td.tg_newtable, desc))
+    };
     let ctx = request_context();
     let table = table_names(rel);
     let (now, txid) = (audit_now()?, top_xid());
@@ -613,7 +648,10 @@ fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
                 break;
             }
             if operation == "UPDATE" && (old.is_none() || new.is_none()) {
-                return Err(internal("pair old and new rows", "transition tables differ in length"));
+                return Err(internal(
+                    "pair old and new rows",
+                    "transition tables differ in length",
+                ));
             }
             records.extend(record_for(operation, old, new, &opts, &table, &ctx, now, txid)?);
         }
@@ -672,12 +710,20 @@ fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
     Spi::connect_mut(|client| {
         // One sealer at a time: each extends every chain from where the last ended.
         client
-            .update("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('saas.audit_seal'))", None, &[])
+            .update(
+                "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('saas.audit_seal'))",
+                None,
+                &[],
+            )
             .map_err(spi_err("take the seal lock"))?;
         // Every transaction below the snapshot's xmin has finished: its rows
         // are all visible now and no row with such an id can still arrive.
         let horizon: i64 = client
-            .select("SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::int8", None, &[])
+            .select(
+                "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::int8",
+                None,
+                &[],
+            )
             .map_err(spi_err("read the snapshot horizon"))?
             .first()
             .get_one::<i64>()
@@ -704,12 +750,16 @@ fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
             .map_err(spi_err("read rows to seal"))?;
         let mut per_tenant: Vec<(String, TenantRows)> = Vec::new();
         for row in rows {
-            let tenant: String = row.get(1).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            let tenant: String =
+                row.get(1).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
             let id: i64 = row.get(2).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
             let hash: Option<Vec<u8>> = row.get(3).map_err(spi_err("read rows to seal"))?;
             let at: i64 = row.get(4).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
             if per_tenant.last().map(|(t, _)| t != &tenant).unwrap_or(true) {
-                per_tenant.push((tenant, TenantRows { digest: RowsDigest::default(), first: at, last: at }));
+                per_tenant.push((
+                    tenant,
+                    TenantRows { digest: RowsDigest::default(), first: at, last: at },
+                ));
             }
             let entry = &mut per_tenant.last_mut().expect("pushed above").1;
             entry.digest.push(id, &to_hash(hash));
@@ -771,7 +821,8 @@ fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
                     ],
                 )
                 .map_err(spi_err("write a seal"))?;
-            let uuid = parse_pg_uuid(&tenant).ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
+            let uuid = parse_pg_uuid(&tenant)
+                .ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
             out.push((uuid, seal.seal_no, seal.row_count, seal.xid_from, seal.xid_to));
         }
         Ok(out)
@@ -871,7 +922,8 @@ const SEAL_COLUMNS: &str = "tenant_id::text, seal_no, xid_from, xid_to, row_coun
      rows_digest, prev_hash, seal_hash, (extract(epoch FROM sealed_at) * 1000000)::int8";
 
 fn parse_json(text: Option<String>) -> SaasResult<Option<JsonObject>> {
-    text.map(|t| JsonObject::parse(&t).map_err(|e| internal("read a logged JSON value", e))).transpose()
+    text.map(|t| JsonObject::parse(&t).map_err(|e| internal("read a logged JSON value", e)))
+        .transpose()
 }
 
 fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasResult<Verdict> {
@@ -884,7 +936,12 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
     }
     Spi::connect(|client| {
         let mut v = Verdict { ok: true, ..Default::default() };
-        let fail = |v: &mut Verdict, kind: &str, tenant: &str, log_id: Option<i64>, seal_no: Option<i64>, detail: String| {
+        let fail = |v: &mut Verdict,
+                    kind: &str,
+                    tenant: &str,
+                    log_id: Option<i64>,
+                    seal_no: Option<i64>,
+                    detail: String| {
             v.ok = false;
             v.kind = Some(kind.into());
             v.tenant_id = Some(tenant.into());
@@ -947,15 +1004,26 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
             let stored = row.get::<Vec<u8>>(18).map_err(&e)?;
             v.rows_checked += 1;
             if stored.as_deref() != Some(&rec.hash()[..]) {
-                fail(&mut v, "row", &rec.tenant_id, Some(rec.id), None,
-                     format!("row {} does not match its hash: it was changed after it was written", rec.id));
+                fail(
+                    &mut v,
+                    "row",
+                    &rec.tenant_id,
+                    Some(rec.id),
+                    None,
+                    format!(
+                        "row {} does not match its hash: it was changed after it was written",
+                        rec.id
+                    ),
+                );
                 return Ok(v);
             }
             if rec.txid >= global_horizon {
                 v.unsealed_rows += 1;
                 continue;
             }
-            let covered = sealed_to.get(&rec.tenant_id).is_some_and(|(lo, hi)| rec.txid >= *lo && rec.txid < *hi);
+            let covered = sealed_to
+                .get(&rec.tenant_id)
+                .is_some_and(|(lo, hi)| rec.txid >= *lo && rec.txid < *hi);
             if !covered {
                 fail(&mut v, "row", &rec.tenant_id, Some(rec.id), None, format!(
                     "row {} carries transaction {}, older than the seal horizon, which its tenant's seals do not cover: the row was inserted after sealing or a seal was deleted",
@@ -1006,8 +1074,14 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
             for (i, s) in seals.iter().enumerate() {
                 v.seals_checked += 1;
                 if s.seal.hash() != s.stored_hash {
-                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
-                         format!("seal {} does not match its hash: it was changed", s.seal.seal_no));
+                    fail(
+                        &mut v,
+                        "seal",
+                        &tenant,
+                        None,
+                        Some(s.seal.seal_no),
+                        format!("seal {} does not match its hash: it was changed", s.seal.seal_no),
+                    );
                     return Ok(v);
                 }
                 // The predecessor is usually the seal just checked; read it
@@ -1017,11 +1091,25 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
                     Some(p) if p.seal.seal_no == s.seal.seal_no - 1 => Some(p),
                     _ if s.seal.seal_no > 1 => {
                         let mut r = client
-                            .select(&predecessor_sql, None, &[tenant.clone().into(), (s.seal.seal_no - 1).into()])
+                            .select(
+                                &predecessor_sql,
+                                None,
+                                &[tenant.clone().into(), (s.seal.seal_no - 1).into()],
+                            )
                             .map_err(spi_err("read seals"))?;
                         let Some(row) = r.next() else {
-                            fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
-                                 format!("seal {} follows a seal that is missing: seal {} was deleted", s.seal.seal_no, s.seal.seal_no - 1));
+                            fail(
+                                &mut v,
+                                "seal",
+                                &tenant,
+                                None,
+                                Some(s.seal.seal_no),
+                                format!(
+                                    "seal {} follows a seal that is missing: seal {} was deleted",
+                                    s.seal.seal_no,
+                                    s.seal.seal_no - 1
+                                ),
+                            );
                             return Ok(v);
                         };
                         read = read_seal(&row).map_err(spi_err("read seals"))?;
@@ -1033,9 +1121,20 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
                     Some(p) => (p.stored_hash, Some(p.seal.xid_to)),
                     None => ([0u8; 32], None),
                 };
-                if s.seal.prev_hash != want_prev || want_from.is_some_and(|f| f != s.seal.xid_from) {
-                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no),
-                         format!("seal {} does not continue the chain of seal {}", s.seal.seal_no, s.seal.seal_no - 1));
+                if s.seal.prev_hash != want_prev || want_from.is_some_and(|f| f != s.seal.xid_from)
+                {
+                    fail(
+                        &mut v,
+                        "seal",
+                        &tenant,
+                        None,
+                        Some(s.seal.seal_no),
+                        format!(
+                            "seal {} does not continue the chain of seal {}",
+                            s.seal.seal_no,
+                            s.seal.seal_no - 1
+                        ),
+                    );
                     return Ok(v);
                 }
             }
@@ -1043,7 +1142,11 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
             // retired the months they were in.
             let live: Vec<&StoredSeal> = seals
                 .iter()
-                .filter(|s| !retired.iter().any(|(lo, hi)| s.seal.first_logged_at >= *lo && s.seal.first_logged_at < *hi))
+                .filter(|s| {
+                    !retired.iter().any(|(lo, hi)| {
+                        s.seal.first_logged_at >= *lo && s.seal.first_logged_at < *hi
+                    })
+                })
                 .collect();
             v.retired_seals += (seals.len() - live.len()) as i64;
             if live.is_empty() {
@@ -1065,20 +1168,37 @@ fn verify_impl(from: TimestampWithTimeZone, to: TimestampWithTimeZone) -> SaasRe
                 let id = row.get::<i64>(1).map_err(&e)?.unwrap_or_default();
                 let txid = row.get::<i64>(2).map_err(&e)?.unwrap_or_default();
                 let hash = to_hash(row.get::<Vec<u8>>(3).map_err(&e)?);
-                if let Some(i) = live.iter().position(|s| txid >= s.seal.xid_from && txid < s.seal.xid_to) {
+                if let Some(i) =
+                    live.iter().position(|s| txid >= s.seal.xid_from && txid < s.seal.xid_to)
+                {
                     digests[i].push(id, &hash);
                 }
             }
             for (s, d) in live.iter().zip(digests) {
                 if d.count != s.seal.row_count || d.digest != s.seal.rows_digest {
                     let how = if d.count < s.seal.row_count {
-                        format!("{} of its {} rows are missing: deleted after sealing", s.seal.row_count - d.count, s.seal.row_count)
+                        format!(
+                            "{} of its {} rows are missing: deleted after sealing",
+                            s.seal.row_count - d.count,
+                            s.seal.row_count
+                        )
                     } else if d.count > s.seal.row_count {
-                        format!("{} rows more than the {} it sealed: inserted after sealing", d.count - s.seal.row_count, s.seal.row_count)
+                        format!(
+                            "{} rows more than the {} it sealed: inserted after sealing",
+                            d.count - s.seal.row_count,
+                            s.seal.row_count
+                        )
                     } else {
                         format!("its {} rows no longer digest to the sealed value: a row or its hash was replaced", d.count)
                     };
-                    fail(&mut v, "seal", &tenant, None, Some(s.seal.seal_no), format!("seal {}: {how}", s.seal.seal_no));
+                    fail(
+                        &mut v,
+                        "seal",
+                        &tenant,
+                        None,
+                        Some(s.seal.seal_no),
+                        format!("seal {}: {how}", s.seal.seal_no),
+                    );
                     return Ok(v);
                 }
             }

@@ -8,7 +8,9 @@
 //! functions allocate. Arrays, nested rows and types with a cast to json go
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
-use super::canonical::{canonical_number, canonical_value, is_json_number, json_string, JsonObject, Member};
+use super::canonical::{
+    canonical_number, canonical_value, is_json_number, json_string, JsonObject, Member,
+};
 use super::internal;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use pgrx::pg_sys;
@@ -85,13 +87,24 @@ impl RowEncoder {
             pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
             pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
         );
-        RowEncoder { desc, columns, values: vec![pg_sys::Datum::from(0); natts], nulls: vec![true; natts], row_memory }
+        RowEncoder {
+            desc,
+            columns,
+            values: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![true; natts],
+            row_memory,
+        }
     }
 
     /// The row as a JSON object: the members `row_to_json` would write.
     /// SAFETY: `tuple` is a valid tuple of the encoder's descriptor.
     pub(super) unsafe fn encode(&mut self, tuple: pg_sys::HeapTuple) -> SaasResult<JsonObject> {
-        pg_sys::heap_deform_tuple(tuple, self.desc, self.values.as_mut_ptr(), self.nulls.as_mut_ptr());
+        pg_sys::heap_deform_tuple(
+            tuple,
+            self.desc,
+            self.values.as_mut_ptr(),
+            self.nulls.as_mut_ptr(),
+        );
         let (values, nulls) = (std::mem::take(&mut self.values), std::mem::take(&mut self.nulls));
         let object = self.object(&values, &nulls);
         (self.values, self.nulls) = (values, nulls);
@@ -100,7 +113,10 @@ impl RowEncoder {
 
     /// The same for a slot's row (a transition table's), read in place.
     /// SAFETY: `slot` holds a row of the encoder's descriptor.
-    pub(super) unsafe fn encode_slot(&mut self, slot: *mut pg_sys::TupleTableSlot) -> SaasResult<JsonObject> {
+    pub(super) unsafe fn encode_slot(
+        &mut self,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> SaasResult<JsonObject> {
         pg_sys::slot_getallattrs(slot);
         let natts = self.columns.len();
         let values = std::slice::from_raw_parts((*slot).tts_values, natts);
@@ -108,7 +124,11 @@ impl RowEncoder {
         self.object(values, nulls)
     }
 
-    unsafe fn object(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<JsonObject> {
+    unsafe fn object(
+        &mut self,
+        values: &[pg_sys::Datum],
+        nulls: &[bool],
+    ) -> SaasResult<JsonObject> {
         let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
         let members = self.members(values, nulls);
         pg_sys::MemoryContextSwitchTo(old);
@@ -116,7 +136,11 @@ impl RowEncoder {
         members.map(JsonObject::from_members)
     }
 
-    unsafe fn members(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<Vec<Member>> {
+    unsafe fn members(
+        &mut self,
+        values: &[pg_sys::Datum],
+        nulls: &[bool],
+    ) -> SaasResult<Vec<Member>> {
         let mut members = Vec::with_capacity(self.columns.len());
         for (i, column) in self.columns.iter_mut().enumerate() {
             let Some(column) = column else { continue };
@@ -149,20 +173,31 @@ unsafe fn categorize(typid: pg_sys::Oid) -> (Category, pg_sys::Oid) {
     };
     match base {
         pg_sys::BOOLOID => (Category::Bool, pg_sys::InvalidOid),
-        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID
+        pg_sys::INT2OID
+        | pg_sys::INT4OID
+        | pg_sys::INT8OID
+        | pg_sys::FLOAT4OID
+        | pg_sys::FLOAT8OID
         | pg_sys::NUMERICOID => (Category::Number, output(base)),
-        pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => (Category::DateTime(base), pg_sys::InvalidOid),
+        pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => {
+            (Category::DateTime(base), pg_sys::InvalidOid)
+        }
         pg_sys::JSONOID | pg_sys::JSONBOID => (Category::Json, output(base)),
         _ if pg_sys::get_element_type(base) != pg_sys::InvalidOid
-            || [pg_sys::ANYARRAYOID, pg_sys::ANYCOMPATIBLEARRAYOID, pg_sys::RECORDARRAYOID].contains(&base) =>
+            || [pg_sys::ANYARRAYOID, pg_sys::ANYCOMPATIBLEARRAYOID, pg_sys::RECORDARRAYOID]
+                .contains(&base) =>
         {
             (Category::Array, pg_sys::InvalidOid)
         }
         _ if pg_sys::type_is_rowtype(base) => (Category::Composite, pg_sys::InvalidOid),
         _ if u32::from(base) >= pg_sys::FirstNormalObjectId => {
             let mut cast = pg_sys::InvalidOid;
-            let path =
-                pg_sys::find_coercion_pathway(pg_sys::JSONOID, base, pg_sys::CoercionContext::COERCION_EXPLICIT, &mut cast);
+            let path = pg_sys::find_coercion_pathway(
+                pg_sys::JSONOID,
+                base,
+                pg_sys::CoercionContext::COERCION_EXPLICIT,
+                &mut cast,
+            );
             if path == pg_sys::CoercionPathType::COERCION_PATH_FUNC && cast != pg_sys::InvalidOid {
                 (Category::Cast, cast)
             } else {
@@ -180,7 +215,9 @@ unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(S
         (text.clone(), text)
     };
     let nested = |text: &str| {
-        canonical_value(text).map(|c| (text.to_string(), c)).map_err(|e| internal("read a column's JSON", e))
+        canonical_value(text)
+            .map(|c| (text.to_string(), c))
+            .map_err(|e| internal("read a column's JSON", e))
     };
     Ok(match column.category {
         Category::Bool => {
@@ -201,15 +238,30 @@ unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(S
             string(utf8(CStr::from_ptr(buf.as_ptr()))?)
         }
         Category::Json => nested(output_text(&mut column.call, value)?)?,
-        Category::Array => nested(text_datum(pg_sys::DirectFunctionCall1Coll(Some(builtins::array_to_json), pg_sys::InvalidOid, value))?)?,
-        Category::Composite => nested(text_datum(pg_sys::DirectFunctionCall1Coll(Some(builtins::row_to_json), pg_sys::InvalidOid, value))?)?,
-        Category::Cast => nested(text_datum(pg_sys::FunctionCall1Coll(&mut column.call, pg_sys::InvalidOid, value))?)?,
+        Category::Array => nested(text_datum(pg_sys::DirectFunctionCall1Coll(
+            Some(builtins::array_to_json),
+            pg_sys::InvalidOid,
+            value,
+        ))?)?,
+        Category::Composite => nested(text_datum(pg_sys::DirectFunctionCall1Coll(
+            Some(builtins::row_to_json),
+            pg_sys::InvalidOid,
+            value,
+        ))?)?,
+        Category::Cast => nested(text_datum(pg_sys::FunctionCall1Coll(
+            &mut column.call,
+            pg_sys::InvalidOid,
+            value,
+        ))?)?,
         Category::Other => string(output_text(&mut column.call, value)?),
     })
 }
 
 /// The text an output function writes (in the row memory context).
-unsafe fn output_text<'a>(call: &mut pg_sys::FmgrInfo, value: pg_sys::Datum) -> SaasResult<&'a str> {
+unsafe fn output_text<'a>(
+    call: &mut pg_sys::FmgrInfo,
+    value: pg_sys::Datum,
+) -> SaasResult<&'a str> {
     utf8(CStr::from_ptr(pg_sys::OutputFunctionCall(call, value)))
 }
 

@@ -28,8 +28,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use rules::{Requester, Scope};
 use serde_json::{json, Map, Value};
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::ffi::CString;
+use std::rc::Rc;
 use table::{CounterKey, CounterSlot};
 
 /// Which state `rate_limit()` and the rules use.
@@ -50,7 +50,8 @@ enum Backend {
     Table,
 }
 
-static BACKEND: GucSetting<BackendSetting> = GucSetting::<BackendSetting>::new(BackendSetting::Auto);
+static BACKEND: GucSetting<BackendSetting> =
+    GucSetting::<BackendSetting>::new(BackendSetting::Auto);
 static CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Namespace of keys passed to `rate_limit()` directly; rules use their id,
@@ -115,7 +116,10 @@ pub(crate) fn init() {
             Some(on_pg_class_change),
             pg_sys::Datum::from(0usize),
         );
-        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_change), pg_sys::Datum::from(0usize));
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_change),
+            pg_sys::Datum::from(0usize),
+        );
     }
 }
 
@@ -137,7 +141,11 @@ fn _rate_limit_rules_changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
     // SAFETY: the trigger's relation is open while it fires.
-    unsafe { pg_sys::CacheInvalidateRelcache(trigger.relation().map_err(|e| internal("read its trigger", e))?.as_ptr()) };
+    unsafe {
+        pg_sys::CacheInvalidateRelcache(
+            trigger.relation().map_err(|e| internal("read its trigger", e))?.as_ptr(),
+        )
+    };
     Ok(None)
 }
 
@@ -154,7 +162,9 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         for (_, counters) in &flushed {
             shmem::counters_settle(counters);
         }
-    } else if event != pg_sys::XactEvent::XACT_EVENT_ABORT && event != pg_sys::XactEvent::XACT_EVENT_PREPARE {
+    } else if event != pg_sys::XactEvent::XACT_EVENT_ABORT
+        && event != pg_sys::XactEvent::XACT_EVENT_PREPARE
+    {
         // Not the end of the transaction yet (pre-commit and the like).
         TO_SETTLE.with(|s| *s.borrow_mut() = flushed);
     }
@@ -250,7 +260,11 @@ fn null_error(what: &str) -> SaasError {
 
 fn period_us(period: &Interval) -> SaasResult<i64> {
     gcra::interval_us(period.months(), period.days(), period.micros()).ok_or_else(|| {
-        SaasError::new(ErrorKind::OutOfRange, "rate limit period is out of range", "Use a period of at most a few years.")
+        SaasError::new(
+            ErrorKind::OutOfRange,
+            "rate limit period is out of range",
+            "Use a period of at most a few years.",
+        )
     })
 }
 
@@ -259,7 +273,14 @@ fn limit_of(max_burst: i64, count: i64, period: &Interval) -> SaasResult<Limit> 
 }
 
 /// One check of `key` in `namespace` against `limit`, in the backend given.
-fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
+fn check_key(
+    backend: Backend,
+    namespace: i64,
+    key: &str,
+    limit: Limit,
+    now: i64,
+    cost: i64,
+) -> SaasResult<Decision> {
     match backend {
         Backend::Shared => {
             let d = shmem::rate_check(table::key_hash(namespace, key), limit, now, cost)
@@ -274,7 +295,13 @@ fn check_key(backend: Backend, namespace: i64, key: &str, limit: Limit, now: i64
 /// advances the TAT only when the request fits, so concurrent checks
 /// serialize on the key's row and none over-admits. A refusal reads the
 /// key without locking it and writes nothing.
-fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> SaasResult<Decision> {
+fn table_check(
+    namespace: i64,
+    key: &str,
+    limit: Limit,
+    now: i64,
+    cost: i64,
+) -> SaasResult<Decision> {
     use pg_sys::BuiltinOid as B;
     // Both callers validated the cost and that it fits in the burst
     // (rate_limit's arguments; a rule when it was set, and its table's CHECK).
@@ -286,13 +313,23 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
     let increment = cost.saturating_mul(limit.interval_us);
     let capacity = limit.capacity_us();
     let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
-    let types = [B::INT8OID.value(), B::TEXTOID.value(), B::INT8OID.value(), B::INT8OID.value(), B::INT8OID.value()];
+    let types = [
+        B::INT8OID.value(),
+        B::TEXTOID.value(),
+        B::INT8OID.value(),
+        B::INT8OID.value(),
+        B::INT8OID.value(),
+    ];
     // Runs one of the two admitting statements; Some when it admitted. Run
     // with `select`, not `update`: the kept plan is a writing one either way,
     // and `update` would take a transaction id up front, so that a refusal
     // (which changes no row) would still commit a transaction.
-    let admit = |client: &SpiClient<'_>, cell: &'static PlanCell, sql: &str| -> SaasResult<Option<Decision>> {
-        let stmt = kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
+    let admit = |client: &SpiClient<'_>,
+                 cell: &'static PlanCell,
+                 sql: &str|
+     -> SaasResult<Option<Decision>> {
+        let stmt =
+            kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
         let out = client.select(stmt, None, &args).map_err(|e| internal("check a key", e))?;
         if out.is_empty() {
             return Ok(None);
@@ -350,7 +387,6 @@ fn table_check(namespace: i64, key: &str, limit: Limit, now: i64, cost: i64) -> 
     })
 }
 
-
 /// GCRA check of `key`: `count` requests per `period`, `max_burst` of them
 /// at once from an empty state; `cost` units per call. Exact under
 /// concurrency in both backends. Returns one `saas.rate_limit_result`;
@@ -395,7 +431,10 @@ pgrx::impl_sql_translatable!(RateLimitResult, "@extschema@.rate_limit_result");
 // SAFETY: `rate_limit` is declared to return saas.rate_limit_result, whose
 // five attributes are filled here in order.
 unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
         let d = self.0;
         let seconds = |us: i64| us as f64 / 1e6;
         let int = |n: i64| n.min(i32::MAX as i64) as i32;
@@ -408,7 +447,13 @@ unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
         ];
         let mut nulls = [false; 5];
         use pg_sys::BuiltinOid as B;
-        let types = [B::BOOLOID.value(), B::INT4OID.value(), B::INT4OID.value(), B::FLOAT8OID.value(), B::FLOAT8OID.value()];
+        let types = [
+            B::BOOLOID.value(),
+            B::INT4OID.value(),
+            B::INT4OID.value(),
+            B::FLOAT8OID.value(),
+            B::FLOAT8OID.value(),
+        ];
         unsafe { crate::pgutil::return_composite(fcinfo, &types, &mut values, &mut nulls) }
     }
 }
@@ -495,7 +540,10 @@ fn rule_set_impl(
     if cost as i64 > limit.burst {
         return Err(SaasError::new(
             ErrorKind::InvalidParameter,
-            format!("a rule with cost {cost} and a burst of {} would refuse every request", limit.burst),
+            format!(
+                "a rule with cost {cost} and a burst of {} would refuse every request",
+                limit.burst
+            ),
             "Give the rule a max_burst of at least its cost.",
         ));
     }
@@ -504,12 +552,21 @@ fn rule_set_impl(
                   ON CONFLICT (path_pattern, method, scope) DO UPDATE \
                     SET max_burst = EXCLUDED.max_burst, count = EXCLUDED.count, period = EXCLUDED.period, cost = EXCLUDED.cost \
                   RETURNING r.id";
-    let args = [pattern.into(), method.into(), scope.into(), max_burst.into(), count.into(), period.into(), cost.into()];
+    let args = [
+        pattern.into(),
+        method.into(),
+        scope.into(),
+        max_burst.into(),
+        count.into(),
+        period.into(),
+        cost.into(),
+    ];
     // No row limit (so not Spi::get_one_with_args): an INSERT ... RETURNING
     // stopped after its first row never fires its statement triggers, and
     // the rules' trigger is what tells every backend to read them again.
-    let id = Spi::connect_mut(|client| client.update(upsert, None, &args)?.first().get_one::<i64>())
-        .map_err(|e| internal("store the rule", e))?;
+    let id =
+        Spi::connect_mut(|client| client.update(upsert, None, &args)?.first().get_one::<i64>())
+            .map_err(|e| internal("store the rule", e))?;
     id.ok_or_else(|| internal("store the rule", "no id returned"))
 }
 
@@ -560,7 +617,10 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let get_err = |e: pgrx::spi::SpiError| internal("read the rules", e);
-        let period: Interval = row.get(7).map_err(get_err)?.ok_or_else(|| internal("read the rules", "NULL period"))?;
+        let period: Interval = row
+            .get(7)
+            .map_err(get_err)?
+            .ok_or_else(|| internal("read the rules", "NULL period"))?;
         let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
         let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
         let period_us = period_us(&period)?;
@@ -597,7 +657,8 @@ fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
         _ => None,
     });
     let headers = RequestHeaders::parse(setting(c"request.headers").as_deref());
-    let ip = client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")).or_else(peer_address);
+    let ip =
+        client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")).or_else(peer_address);
     Ok(Requester { user, tenant: tenant.map(str::to_owned), ip })
 }
 
@@ -610,7 +671,13 @@ fn peer_address() -> Option<String> {
 
 fn query_peer_address() -> Option<String> {
     Spi::connect(|client| {
-        let stmt = kept_plan(&PEER_PLAN, client, "SELECT pg_catalog.host(pg_catalog.inet_client_addr())", &[]).ok()?;
+        let stmt = kept_plan(
+            &PEER_PLAN,
+            client,
+            "SELECT pg_catalog.host(pg_catalog.inet_client_addr())",
+            &[],
+        )
+        .ok()?;
         let rows = client.select(stmt, None, &[]).ok()?;
         if rows.is_empty() {
             return None;
@@ -627,7 +694,10 @@ fn rate_headers(d: &Decision) -> Map<String, Value> {
     let mut h = Map::new();
     h.insert("RateLimit-Limit".into(), Value::String(d.limit.to_string()));
     h.insert("RateLimit-Remaining".into(), Value::String(d.remaining.to_string()));
-    h.insert("RateLimit-Reset".into(), Value::String(gcra::ceil_seconds(d.reset_after_us).to_string()));
+    h.insert(
+        "RateLimit-Reset".into(),
+        Value::String(gcra::ceil_seconds(d.reset_after_us).to_string()),
+    );
     h
 }
 
@@ -671,7 +741,8 @@ fn add_response_headers(headers: &Map<String, Value>) -> SaasResult<()> {
     };
     // serde_json's Map is ordered by key: the headers go out sorted.
     list.extend(headers.iter().map(|(name, value)| json!({ name: value })));
-    let text = CString::new(Value::Array(list).to_string()).map_err(|e| internal("write response.headers", e))?;
+    let text = CString::new(Value::Array(list).to_string())
+        .map_err(|e| internal("write response.headers", e))?;
     // SAFETY: what set_config(name, value, true) does; the value is copied.
     unsafe {
         pg_sys::set_config_option(
@@ -701,7 +772,9 @@ fn request_verdict() -> SaasResult<Verdict> {
     let all_rules = if path.is_empty() { Rc::new(Vec::new()) } else { cached_rules(owner)? };
     let matching: Vec<&Rule> = all_rules
         .iter()
-        .filter(|r| r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path))
+        .filter(|r| {
+            r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path)
+        })
         .collect();
 
     // Rules: each admits or refuses; a refusal gives back what the rules
@@ -778,7 +851,12 @@ fn give_back(backend: Backend, admitted: &[(&Rule, String, Decision)], now: i64)
 /// plan's daily quota is spent. Read-write requests count in the table in
 /// one upsert; read-only ones in shared memory, against the table's count
 /// plus what is pending. All in one SPI session as the state owner.
-fn count_api_call(owner: pg_sys::Oid, tenant: tenancy::context::Uuid, day: i32, now: i64) -> SaasResult<Option<Verdict>> {
+fn count_api_call(
+    owner: pg_sys::Oid,
+    tenant: tenancy::context::Uuid,
+    day: i32,
+    now: i64,
+) -> SaasResult<Option<Verdict>> {
     use pg_sys::BuiltinOid as B;
     let key = CounterKey::usage(tenant.0, API_CALLS, day).expect("a short metric name");
     let tenant_uuid = to_pg_uuid(tenant);
@@ -829,11 +907,27 @@ fn count_api_call(owner: pg_sys::Oid, tenant: tenancy::context::Uuid, day: i32, 
                  ON CONFLICT (tenant_id, metric, day) DO UPDATE SET count = u.count + 1 \
                  WHERE $4::int8 IS NULL OR u.count + 1 + $5 <= $4 \
                  RETURNING u.count",
-                &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value(), B::INT8OID.value(), B::INT8OID.value()],
+                &[
+                    B::UUIDOID.value(),
+                    B::TEXTOID.value(),
+                    B::INT4OID.value(),
+                    B::INT8OID.value(),
+                    B::INT8OID.value(),
+                ],
             )
             .map_err(|e| internal("prepare the usage counter", e))?;
             let out = client
-                .update(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into(), quota.into(), pending.into()])
+                .update(
+                    stmt,
+                    None,
+                    &[
+                        tenant_uuid.into(),
+                        API_CALLS.into(),
+                        day.into(),
+                        quota.into(),
+                        pending.into(),
+                    ],
+                )
                 .map_err(|e| internal("count the API call", e))?;
             if !out.is_empty() {
                 return Ok((plan, quota, None));
@@ -846,8 +940,14 @@ fn count_api_call(owner: pg_sys::Oid, tenant: tenancy::context::Uuid, day: i32, 
                 &usage_args,
             )
             .map_err(|e| internal("prepare the usage lookup", e))?;
-            let rows = client.select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()]).map_err(|e| internal("read usage", e))?;
-            let stored = if rows.is_empty() { 0 } else { rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0) };
+            let rows = client
+                .select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()])
+                .map_err(|e| internal("read usage", e))?;
+            let stored = if rows.is_empty() {
+                0
+            } else {
+                rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0)
+            };
             Ok((plan, quota, Some(stored + pending)))
         })
     })?;
@@ -924,11 +1024,15 @@ fn usage_flush_impl() -> SaasResult<i64> {
             let snap = shmem::counters_snapshot();
             let (usage, refusals): (Vec<&CounterSlot>, Vec<&CounterSlot>) =
                 snap.iter().partition(|c| c.key.kind == table::KIND_USAGE);
-            let tenants = |v: &[&CounterSlot]| -> Vec<pgrx::Uuid> { v.iter().map(|c| pgrx::Uuid::from_bytes(c.key.tenant)).collect() };
+            let tenants = |v: &[&CounterSlot]| -> Vec<pgrx::Uuid> {
+                v.iter().map(|c| pgrx::Uuid::from_bytes(c.key.tenant)).collect()
+            };
             let days = |v: &[&CounterSlot]| -> Vec<i32> { v.iter().map(|c| c.key.day).collect() };
-            let amounts = |v: &[&CounterSlot]| -> Vec<i64> { v.iter().map(|c| c.pending).collect() };
+            let amounts =
+                |v: &[&CounterSlot]| -> Vec<i64> { v.iter().map(|c| c.pending).collect() };
             if !usage.is_empty() {
-                let metrics: Vec<String> = usage.iter().map(|c| c.key.metric_name().to_string()).collect();
+                let metrics: Vec<String> =
+                    usage.iter().map(|c| c.key.metric_name().to_string()).collect();
                 client
                     .update(
                         "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \

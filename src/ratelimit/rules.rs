@@ -22,9 +22,8 @@ pub fn validate_pattern(pattern: &str) -> SaasResult<()> {
     if pattern.len() > PATTERN_MAX {
         return Err(bad(&format!("it is longer than {PATTERN_MAX} bytes")));
     }
-    if let Some(c) = pattern
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-._~/*:@!$&'()+,;=%".contains(*c)))
+    if let Some(c) =
+        pattern.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~/*:@!$&'()+,;=%".contains(*c)))
     {
         return Err(bad(&format!("'{c}' is not a URL path character")));
     }
@@ -122,7 +121,12 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
 /// A period for people: "1 hour", "20 minutes", "1.5 seconds"; the same
 /// whatever the session's IntervalStyle.
 pub fn describe_period(us: i64) -> String {
-    const UNITS: [(i64, &str); 4] = [(super::gcra::DAY_US, "day"), (3_600_000_000, "hour"), (60_000_000, "minute"), (1_000_000, "second")];
+    const UNITS: [(i64, &str); 4] = [
+        (super::gcra::DAY_US, "day"),
+        (3_600_000_000, "hour"),
+        (60_000_000, "minute"),
+        (1_000_000, "second"),
+    ];
     for (size, name) in UNITS {
         if us >= size && us % size == 0 {
             let n = us / size;
@@ -152,7 +156,11 @@ mod tests {
     #[test]
     fn bad_patterns_and_methods_are_refused() {
         for bad in ["rpc/x", "", "/a b", "/a?b", "/é"] {
-            assert_eq!(validate_pattern(bad).unwrap_err().kind, ErrorKind::InvalidParameter, "{bad}");
+            assert_eq!(
+                validate_pattern(bad).unwrap_err().kind,
+                ErrorKind::InvalidParameter,
+                "{bad}"
+            );
         }
         assert!(validate_pattern(&format!("/{}", "a".repeat(PATTERN_MAX))).is_err());
         validate_pattern("/rpc/chat_*").unwrap();

@@ -153,7 +153,11 @@ struct Held(*mut pg_sys::LWLock);
 
 impl Held {
     fn take(s: &Shared, index: usize, exclusive: bool) -> Held {
-        let mode = if exclusive { pg_sys::LWLockMode::LW_EXCLUSIVE } else { pg_sys::LWLockMode::LW_SHARED };
+        let mode = if exclusive {
+            pg_sys::LWLockMode::LW_EXCLUSIVE
+        } else {
+            pg_sys::LWLockMode::LW_SHARED
+        };
         // SAFETY: index < RATE_LOCKS + 1, the tranche's size.
         unsafe {
             let lock = &raw mut (*s.locks.add(index)).lock;
@@ -199,7 +203,12 @@ fn counters(s: &Shared) -> &'static mut [CounterSlot] {
 const COUNTER_LOCK: usize = RATE_LOCKS;
 
 /// An atomic GCRA check of one key. None when not preloaded.
-pub(crate) fn rate_check(key: KeyHash, limit: Limit, now: i64, cost: i64) -> Option<SaasResult<SharedDecision>> {
+pub(crate) fn rate_check(
+    key: KeyHash,
+    limit: Limit,
+    now: i64,
+    cost: i64,
+) -> Option<SaasResult<SharedDecision>> {
     let s = shared()?;
     let (index, segment) = segment_of(&s, key);
     let _held = Held::take(&s, index, true);
@@ -234,7 +243,12 @@ pub(crate) fn counter_add(key: &CounterKey, amount: i64) -> bool {
 }
 
 /// `table::add_within` under the counter lock.
-pub(crate) fn counter_add_within(key: &CounterKey, stored: i64, amount: i64, limit: i64) -> Option<(i64, bool)> {
+pub(crate) fn counter_add_within(
+    key: &CounterKey,
+    stored: i64,
+    amount: i64,
+    limit: i64,
+) -> Option<(i64, bool)> {
     let s = shared()?;
     let _held = Held::take(&s, COUNTER_LOCK, true);
     Some(table::add_within(counters(&s), key, stored, amount, limit))

@@ -16,7 +16,11 @@ pub struct RequestHeaders(Map<String, Value>);
 
 impl RequestHeaders {
     pub fn parse(raw: Option<&str>) -> RequestHeaders {
-        RequestHeaders(raw.filter(|h| !h.trim().is_empty()).and_then(|h| serde_json::from_str(h).ok()).unwrap_or_default())
+        RequestHeaders(
+            raw.filter(|h| !h.trim().is_empty())
+                .and_then(|h| serde_json::from_str(h).ok())
+                .unwrap_or_default(),
+        )
     }
 
     /// A header's value when it is a string.
@@ -164,7 +168,11 @@ fn uuid_value(value: &Value, what: &str, hint: &str) -> SaasResult<Uuid> {
             .with_detail(format!("found {value}"))
     })?;
     Uuid::parse(text).ok_or_else(|| {
-        SaasError::new(ErrorKind::InvalidParameter, format!("{what} is not a uuid: \"{text}\""), hint)
+        SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("{what} is not a uuid: \"{text}\""),
+            hint,
+        )
     })
 }
 
@@ -263,7 +271,11 @@ pub fn tenant_source(
 
 /// A claim name must be a plain JSON key we can look up; keep it sane.
 pub fn validate_claim_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == ':' || c == '/')
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == ':' || c == '/'
+        })
 }
 
 #[cfg(test)]
@@ -307,9 +319,18 @@ mod tests {
         ] {
             assert_eq!(Uuid::parse(form).map(|x| x.to_string()).as_deref(), Some(canon), "{form}");
         }
-        for bad in ["", "a0eebc99", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
-            "-a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0eebc999c0b4ef8bb6d6bb9bd380a11-", "a0e-ebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11", "{a0eebc999c0b4ef8bb6d6bb9bd380a11", "g0eebc999c0b4ef8bb6d6bb9bd380a11"] {
+        for bad in [
+            "",
+            "a0eebc99",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "-a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11-",
+            "a0e-ebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "g0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
             assert_eq!(Uuid::parse(bad), None, "{bad}");
         }
     }
@@ -330,7 +351,10 @@ mod tests {
     fn claims_parse_or_fail_with_22p02() {
         assert_eq!(parse_claims(None).unwrap(), None);
         assert_eq!(parse_claims(Some("")).unwrap(), None);
-        assert!(parse_claims(Some("{}")).unwrap().is_some(), "an empty object is still a request with claims");
+        assert!(
+            parse_claims(Some("{}")).unwrap().is_some(),
+            "an empty object is still a request with claims"
+        );
         assert_eq!(parse_claims(Some("{not json")).unwrap_err().sqlstate(), "22P02");
         assert_eq!(parse_claims(Some("[1]")).unwrap_err().sqlstate(), "22P02");
     }
@@ -342,9 +366,17 @@ mod tests {
         let c = obj(json!({"app_metadata": {"tenant_id": B}}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), Some(u(B)));
         let c = obj(json!({"user_metadata": {"tenant_id": B}}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), None, "user_metadata is user-editable");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap(),
+            None,
+            "user_metadata is user-editable"
+        );
         let c = obj(json!({"org": A}));
-        assert_eq!(claimed_tenant(&c, "org").unwrap(), Some(u(A)), "the claim name is configurable");
+        assert_eq!(
+            claimed_tenant(&c, "org").unwrap(),
+            Some(u(A)),
+            "the claim name is configurable"
+        );
         let c = obj(json!({"tenant_id": "acme"}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(), "22023");
         let c = obj(json!({"tenant_id": 7}));
@@ -370,18 +402,35 @@ mod tests {
             TenantSource::Header { tenant: u(B), user: u(U) }
         );
         // an anonymous header is refused
-        assert_eq!(tenant_source(Some(&anon), Some(&headers), "tenant_id", None).unwrap_err().sqlstate(), "42501");
+        assert_eq!(
+            tenant_source(Some(&anon), Some(&headers), "tenant_id", None).unwrap_err().sqlstate(),
+            "42501"
+        );
         // 3. set_tenant only without claims; a request with claims is never re-scoped
-        assert_eq!(tenant_source(None, None, "tenant_id", Some(u(B))).unwrap(), TenantSource::Backend(u(B)));
-        assert_eq!(tenant_source(Some(&no_claim), Some("{}"), "tenant_id", Some(u(B))).unwrap(), TenantSource::Unresolved);
-        assert_eq!(tenant_source(Some(&anon), None, "tenant_id", Some(u(B))).unwrap(), TenantSource::Unresolved);
+        assert_eq!(
+            tenant_source(None, None, "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Backend(u(B))
+        );
+        assert_eq!(
+            tenant_source(Some(&no_claim), Some("{}"), "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Unresolved
+        );
+        assert_eq!(
+            tenant_source(Some(&anon), None, "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Unresolved
+        );
         assert_eq!(tenant_source(None, None, "tenant_id", None).unwrap(), TenantSource::Unresolved);
         // bad header values are errors, not silently ignored
         assert_eq!(
-            tenant_source(Some(&no_claim), Some(r#"{"x-tenant-id": "acme"}"#), "tenant_id", None).unwrap_err().sqlstate(),
+            tenant_source(Some(&no_claim), Some(r#"{"x-tenant-id": "acme"}"#), "tenant_id", None)
+                .unwrap_err()
+                .sqlstate(),
             "22023"
         );
-        assert_eq!(tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(
+            tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None).unwrap_err().sqlstate(),
+            "22P02"
+        );
     }
 
     proptest! {

@@ -220,7 +220,9 @@ fn cached_resolution() -> Option<(Option<Uuid>, Option<TenantRole>)> {
         let r = r.borrow();
         let c = r.as_ref()?;
         let claim_name = TENANT_CLAIM.get();
-        let claim_name = claim_name.as_deref().map_or(context::DEFAULT_TENANT_CLAIM.as_bytes(), |n| n.to_bytes());
+        let claim_name = claim_name
+            .as_deref()
+            .map_or(context::DEFAULT_TENANT_CLAIM.as_bytes(), |n| n.to_bytes());
         let same = c.inputs.lxid == lxid
             && c.inputs.backend == backend_tenant(lxid)
             && c.inputs.claim_name.as_bytes() == claim_name
@@ -327,7 +329,8 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
                     "set_tenant: the calling role bypasses row level security, so only tenant column defaults follow tenant {t}; its queries see every tenant. Run tenant jobs as a NOBYPASSRLS role."
                 );
             }
-            BACKEND_TENANT.with(|b| b.set(Some(BackendTenant { lxid: local_xid(), subid, tenant: t })));
+            BACKEND_TENANT
+                .with(|b| b.set(Some(BackendTenant { lxid: local_xid(), subid, tenant: t })));
             Ok(Some(t))
         }
     }

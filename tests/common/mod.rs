@@ -212,10 +212,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn is_success(&self) -> bool {
@@ -475,10 +472,9 @@ impl<'a> RequestBuilder<'a> {
             )
             .await?;
         let headers = parse_response_headers(guc.get::<_, Option<String>>(0).as_deref());
-        let status = guc
-            .get::<_, Option<String>>(1)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim().parse::<u16>().expect("response.status must be an integer (PGRST112)"));
+        let status = guc.get::<_, Option<String>>(1).filter(|s| !s.is_empty()).map(|s| {
+            s.trim().parse::<u16>().expect("response.status must be an integer (PGRST112)")
+        });
         Ok((body.unwrap_or(Value::Null), rows as u64, headers, status))
     }
 
@@ -507,7 +503,9 @@ impl<'a> RequestBuilder<'a> {
                     return Err(pgrst_error(
                         404,
                         "PGRST202",
-                        &format!("Could not find the function {schema}.{function} in the schema cache"),
+                        &format!(
+                            "Could not find the function {schema}.{function} in the schema cache"
+                        ),
                     ));
                 }
                 let r = &rows[0];
@@ -531,11 +529,19 @@ impl<'a> RequestBuilder<'a> {
                     defs.push(format!("{} {}", quote_ident(key), types[pos]));
                     call.push(format!("{k} := pgrst_args.{k}", k = quote_ident(key)));
                 }
-                let fcall = format!("{}.{}({})", quote_ident(schema), quote_ident(function), call.join(", "));
+                let fcall = format!(
+                    "{}.{}({})",
+                    quote_ident(schema),
+                    quote_ident(function),
+                    call.join(", ")
+                );
                 let from = if defs.is_empty() {
                     String::new()
                 } else {
-                    format!(" FROM json_to_record($1::text::json) AS pgrst_args({})", defs.join(", "))
+                    format!(
+                        " FROM json_to_record($1::text::json) AS pgrst_args({})",
+                        defs.join(", ")
+                    )
                 };
                 let main = if retset || composite {
                     let src = if defs.is_empty() {
@@ -555,16 +561,25 @@ impl<'a> RequestBuilder<'a> {
                     format!("WITH pgrst_source AS ({src}) SELECT {agg}, count(*) FROM pgrst_source")
                 } else if void {
                     let src = format!("SELECT {fcall}{from}");
-                    let src = if defs.is_empty() { format!("{src} WHERE $1::text IS NOT NULL") } else { src };
+                    let src = if defs.is_empty() {
+                        format!("{src} WHERE $1::text IS NOT NULL")
+                    } else {
+                        src
+                    };
                     format!("WITH pgrst_source AS ({src}) SELECT NULL::jsonb, count(*) FROM pgrst_source")
                 } else {
                     let src = format!("SELECT {fcall} AS pgrst_scalar{from}");
-                    let src = if defs.is_empty() { format!("{src} WHERE $1::text IS NOT NULL") } else { src };
+                    let src = if defs.is_empty() {
+                        format!("{src} WHERE $1::text IS NOT NULL")
+                    } else {
+                        src
+                    };
                     format!(
                         "WITH pgrst_source AS ({src}) SELECT to_jsonb((array_agg(pgrst_scalar))[1]), count(*) FROM pgrst_source"
                     )
                 };
-                let read_only = matches!(self.method, Method::Get | Method::Head) || volatility != "v";
+                let read_only =
+                    matches!(self.method, Method::Get | Method::Head) || volatility != "v";
                 Ok((read_only, main, Value::Object(args).to_string()))
             }
             Target::Table { table } => {
@@ -579,7 +594,11 @@ impl<'a> RequestBuilder<'a> {
                         } else {
                             format!(
                                 " ORDER BY {}",
-                                self.order.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+                                self.order
+                                    .iter()
+                                    .map(|c| quote_ident(c))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         };
                         format!(
@@ -619,7 +638,11 @@ impl<'a> RequestBuilder<'a> {
                             .map(|c| format!("{c} = pgrst_body.{c}"))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        let filter = if filter.is_empty() { String::new() } else { filter.replacen(" WHERE ", " AND ", 1) };
+                        let filter = if filter.is_empty() {
+                            String::new()
+                        } else {
+                            filter.replacen(" WHERE ", " AND ", 1)
+                        };
                         let sel = self.ret_alias(ret);
                         format!(
                             "WITH pgrst_source AS (UPDATE {qt} AS pgrst_t SET {set} \
@@ -650,7 +673,11 @@ impl<'a> RequestBuilder<'a> {
     }
 
     fn ret_alias(&self, ret: &str) -> String {
-        if self.representation { ret.to_string() } else { "1 AS pgrst_one".to_string() }
+        if self.representation {
+            ret.to_string()
+        } else {
+            "1 AS pgrst_one".to_string()
+        }
     }
 
     fn ret_agg(&self) -> &'static str {
@@ -715,7 +742,9 @@ pub fn parse_response_headers(raw: Option<&str>) -> Vec<(String, String)> {
             o.as_object()
                 .expect("response.headers entries must be objects (PGRST111)")
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -741,8 +770,8 @@ pub fn http_status(sqlstate: &str, anonymous: bool) -> u16 {
     match &sqlstate[..2.min(sqlstate.len())] {
         "08" | "53" => 503,
         "0L" | "0P" | "28" => 403,
-        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0"
-        | "XX" => 500,
+        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
+        | "HV" | "P0" | "XX" => 500,
         _ => 400,
     }
 }
@@ -758,7 +787,10 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
             .unwrap_or_else(|_| panic!("PGRST error whose MESSAGE is not JSON: {}", db.message()));
         let detail: Value = db
             .detail()
-            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| panic!("PGRST error whose DETAIL is not JSON: {d}")))
+            .map(|d| {
+                serde_json::from_str(d)
+                    .unwrap_or_else(|_| panic!("PGRST error whose DETAIL is not JSON: {d}"))
+            })
             .unwrap_or(Value::Null);
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let error = ApiError {
@@ -767,13 +799,17 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
             details: s(&msg, "details"),
             hint: s(&msg, "hint"),
         };
-        let status = detail.get("status").and_then(Value::as_u64).expect("PGRST DETAIL needs a status") as u16;
+        let status =
+            detail.get("status").and_then(Value::as_u64).expect("PGRST DETAIL needs a status")
+                as u16;
         let headers = detail
             .get("headers")
             .and_then(Value::as_object)
             .map(|h| {
                 h.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -800,7 +836,9 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
 pub fn random_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+    );
     let a = h.finish();
     h.write_u64(a);
     let b = h.finish();
