@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 pub mod audit;
 pub mod error;
+mod gucs;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
@@ -15,10 +16,12 @@ pub mod tenancy;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Runs when a backend loads the library: registers the `saas.*` settings.
+/// Runs when a backend loads the library: registers the `saas.*` settings
+/// (and reserves the prefix), then each module's callbacks and hooks.
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
     tenancy::init();
     audit::init();
     ratelimit::init();

@@ -10,9 +10,11 @@
 //! (`write` returns false): a partition with CHECK constraints, insert
 //! triggers, expression, partial, exclusion or deferred indexes, columns
 //! the log does not have, a foreign-table partition, an insert trigger on
-//! the log itself, or a row that a hand-added NOT NULL refuses.
+//! the log itself, or a row that a hand-added NOT NULL refuses. With
+//! `saas.audit_direct_writer` off it declines every row.
 
 use super::canonical::{walk, AuditRecord, JsonEvents, JsonObject};
+use crate::gucs::AUDIT_DIRECT_WRITER;
 use crate::partitions::routing::{range_partition_for, RangeBound};
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -157,8 +159,10 @@ enum Target {
 /// Open for one trigger call (its relations and memory belong to it).
 pub(super) struct LogWriter {
     parent: pg_sys::Relation,
-    /// The parent can route rows by its one timestamptz key (checked once
-    /// per backend from the catalog, see `log_target`).
+    /// Rows may be written directly: `saas.audit_direct_writer` is on, the
+    /// log has no insert trigger, and it routes rows by its one timestamptz
+    /// key (checked once per backend from the catalog, see `log_target`).
+    /// When false, every row is declined.
     routable: bool,
     target: Option<Target>,
     /// Read on the first row.
@@ -177,8 +181,9 @@ impl LogWriter {
         unsafe {
             let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as i32);
             let parent_triggers = (*parent).trigdesc;
-            let routable =
-                routable && (parent_triggers.is_null() || !has_insert_triggers(&*parent_triggers));
+            let routable = routable
+                && AUDIT_DIRECT_WRITER.get()
+                && (parent_triggers.is_null() || !has_insert_triggers(&*parent_triggers));
             let row_memory = (rows > 1).then(|| {
                 pg_sys::AllocSetContextCreateInternal(
                     pg_sys::CurrentMemoryContext,

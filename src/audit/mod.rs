@@ -17,6 +17,7 @@ mod log_writer;
 mod row_image;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::gucs::AUDIT_CLOCK;
 use crate::pgutil::{
     as_owner, clock_override, kept_plan, local_xid, parse_pg_uuid, setting, setting_is,
 };
@@ -28,17 +29,12 @@ use canonical::{
 };
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde::Deserialize;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::rc::Rc;
-
-/// `saas.audit_clock`: test hook, the timestamp every audit row and seal gets
-/// instead of the transaction's start. Superuser-only.
-static AUDIT_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Tenant id of rows that belong to no tenant (changes made outside any
 /// tenant context, TRUNCATE by an operator): the log's key needs a value.
@@ -57,14 +53,6 @@ mod builtins {
 const BULK_CHUNK: usize = 5000;
 
 pub(crate) fn init() {
-    GucRegistry::define_string_guc(
-        c"saas.audit_clock",
-        c"Test hook: timestamp given to audit rows and seals instead of the transaction start.",
-        c"Empty means the transaction start time. For deterministic regression tests only.",
-        &AUDIT_CLOCK,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
     // SAFETY: a static callback without argument; it only clears a Cell.
     unsafe {
         pg_sys::CacheRegisterSyscacheCallback(

@@ -18,13 +18,13 @@ pub mod table;
 
 use crate::audit::canonical::client_ip;
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::gucs::{RateLimitBackend, RATE_LIMIT_BACKEND, RATE_LIMIT_CLOCK};
 use crate::pgutil::{as_owner, clock_override, kept_plan, setting, to_pg_uuid, PlanCell};
 use crate::tenancy;
 use crate::tenancy::context::{parse_claims, RequestHeaders};
 use gcra::{Decision, Limit, DAY_US};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use rules::{Requester, Scope};
 use serde_json::{json, Map, Value};
 use std::cell::{Cell, RefCell};
@@ -32,27 +32,11 @@ use std::ffi::CString;
 use std::rc::Rc;
 use table::{CounterKey, CounterSlot};
 
-/// Which state `rate_limit()` and the rules use.
-#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum BackendSetting {
-    /// Shared memory when preloaded, else the table.
-    #[name = c"auto"]
-    Auto,
-    #[name = c"shmem"]
-    Shmem,
-    #[name = c"table"]
-    Table,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backend {
     Shared,
     Table,
 }
-
-static BACKEND: GucSetting<BackendSetting> =
-    GucSetting::<BackendSetting>::new(BackendSetting::Auto);
-static CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Namespace of keys passed to `rate_limit()` directly; rules use their id,
 /// so no caller of `rate_limit()` can spend a rule's counter.
@@ -90,22 +74,6 @@ thread_local! {
 
 pub(crate) fn init() {
     shmem::init();
-    GucRegistry::define_enum_guc(
-        c"saas.rate_limit_backend",
-        c"Where rate-limit state lives: auto (shared memory when pg_saas is preloaded, else a table), shmem or table.",
-        c"The table backend is transactional and fails in READ ONLY transactions; shared memory is not and does not.",
-        &BACKEND,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"saas.rate_limit_clock",
-        c"Test hook: the time rate limits and usage counters use instead of the clock.",
-        c"Empty means the real clock. For deterministic regression tests only.",
-        &CLOCK,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
     // SAFETY: static callbacks without argument; they touch thread-locals
     // and, on commit, shared memory under its lock, and never raise.
     unsafe {
@@ -201,11 +169,11 @@ fn read_only_error(what: &str) -> SaasError {
 }
 
 fn backend() -> SaasResult<Backend> {
-    match BACKEND.get() {
-        BackendSetting::Auto if shmem::available() => Ok(Backend::Shared),
-        BackendSetting::Auto | BackendSetting::Table => Ok(Backend::Table),
-        BackendSetting::Shmem if shmem::available() => Ok(Backend::Shared),
-        BackendSetting::Shmem => Err(SaasError::new(
+    match RATE_LIMIT_BACKEND.get() {
+        RateLimitBackend::Auto if shmem::available() => Ok(Backend::Shared),
+        RateLimitBackend::Auto | RateLimitBackend::Table => Ok(Backend::Table),
+        RateLimitBackend::Shmem if shmem::available() => Ok(Backend::Shared),
+        RateLimitBackend::Shmem => Err(SaasError::new(
             ErrorKind::ObjectNotInPrerequisiteState,
             "saas.rate_limit_backend is 'shmem' but pg_saas is not in shared_preload_libraries",
             "Add pg_saas to shared_preload_libraries and restart PostgreSQL, or set saas.rate_limit_backend to 'auto'.",
@@ -214,7 +182,7 @@ fn backend() -> SaasResult<Backend> {
 }
 
 fn now_us() -> SaasResult<i64> {
-    match clock_override(c"saas.rate_limit_clock", &CLOCK)? {
+    match clock_override(c"saas.rate_limit_clock", &RATE_LIMIT_CLOCK)? {
         Some(fixed) => Ok(fixed),
         // SAFETY: reads the wall clock; rate limits follow real time, not
         // the transaction's start.

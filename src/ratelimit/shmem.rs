@@ -10,16 +10,13 @@
 use super::gcra::Limit;
 use super::table::{self, CounterKey, CounterSlot, KeyHash, RateSlot, SharedDecision};
 use crate::error::SaasResult;
+use crate::gucs::{RATE_LIMIT_SLOTS, USAGE_COUNTER_SLOTS};
 use pgrx::pg_sys;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CStr;
 
 const RATE_LOCKS: usize = 16;
 const TRANCHE: &CStr = c"pg_saas";
 const SEGMENT_NAME: &CStr = c"pg_saas rate limits";
-
-static RATE_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
-static COUNTER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 
 #[repr(C)]
 struct Header {
@@ -46,8 +43,9 @@ static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 fn sizes() -> (usize, usize) {
-    let rate = (RATE_SLOTS.get().max(RATE_LOCKS as i32) as usize).div_ceil(RATE_LOCKS) * RATE_LOCKS;
-    (rate, COUNTER_SLOTS.get().max(64) as usize)
+    let rate =
+        (RATE_LIMIT_SLOTS.get().max(RATE_LOCKS as i32) as usize).div_ceil(RATE_LOCKS) * RATE_LOCKS;
+    (rate, USAGE_COUNTER_SLOTS.get().max(64) as usize)
 }
 
 fn layout(rate: usize, counters: usize) -> (usize, usize, usize) {
@@ -57,29 +55,9 @@ fn layout(rate: usize, counters: usize) -> (usize, usize, usize) {
     (rates_at, counters_at, counters_at + counters * size_of::<CounterSlot>())
 }
 
-/// Registers the settings; when loaded through shared_preload_libraries,
-/// also requests the memory and locks.
+/// When loaded through shared_preload_libraries, requests the memory and
+/// locks (sized by settings `gucs::init` registered before).
 pub(crate) fn init() {
-    GucRegistry::define_int_guc(
-        c"saas.rate_limit_slots",
-        c"Keys the shared-memory rate limiter holds (pg_saas in shared_preload_libraries).",
-        c"24 bytes each. When every slot a key may use holds a live key, the key nearest to its empty state is evicted.",
-        &RATE_SLOTS,
-        1_024,
-        16 * 1024 * 1024,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"saas.usage_counter_slots",
-        c"Daily usage and refusal counters held in shared memory between flushes.",
-        c"72 bytes each; run_maintenance() writes them to tables and frees the slots.",
-        &COUNTER_SLOTS,
-        256,
-        4 * 1024 * 1024,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     // SAFETY: reading a flag the postmaster sets while preloading, and
     // chaining hooks the way every preloaded extension does.
     unsafe {

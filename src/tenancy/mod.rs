@@ -13,29 +13,15 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use crate::gucs::TENANT_CLAIM;
 use crate::pgutil::{kept_plan, local_xid, setting, setting_is, to_pg_uuid};
 use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::{Cell, RefCell};
-use std::ffi::CString;
-
-/// `saas.tenant_claim`: the JWT claim naming the tenant. Superuser-only, so a
-/// session cannot point it at a claim it controls.
-static TENANT_CLAIM: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
 pub(crate) fn init() {
     // SAFETY: registering a callback with a static function and no argument.
     unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
-    GucRegistry::define_string_guc(
-        c"saas.tenant_claim",
-        c"JWT claim that names the tenant of a request.",
-        c"Looked up at the top level of request.jwt.claims, then under app_metadata.",
-        &TENANT_CLAIM,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
 }
 
 /// What `current_tenant()` resolved, and the inputs it resolved it from: a
