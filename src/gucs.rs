@@ -6,7 +6,7 @@
 //! stays with the module that uses it.
 
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 /// `saas.tenant_claim`: the JWT claim naming the tenant (tenancy).
 /// Superuser-only, so a session cannot point it at a claim it controls.
@@ -125,4 +125,22 @@ escape hatch should a PostgreSQL minor release break the direct writer's assumpt
     // drops unknown placeholders under the prefix (with a WARNING) and marks
     // the prefix reserved.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"saas".as_ptr()) };
+}
+
+/// Whether string `setting` currently reads `value` (an unset value reads
+/// as `default`), compared in place: a cache check per row must not copy
+/// the value as [`GucSetting::get`] does.
+pub(crate) fn string_setting_is(
+    setting: &GucSetting<Option<CString>>,
+    default: &str,
+    value: &str,
+) -> bool {
+    // SAFETY: the setting's variable holds NULL or the NUL-terminated value
+    // the GUC machinery assigned, which stays allocated until the setting is
+    // assigned again; it is only read here, before anything can assign it.
+    let current = unsafe {
+        let raw = *setting.as_ptr();
+        (!raw.is_null()).then(|| CStr::from_ptr(raw))
+    };
+    current.map_or(default.as_bytes(), CStr::to_bytes) == value.as_bytes()
 }

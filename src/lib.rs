@@ -12,7 +12,10 @@ mod gucs;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
+pub mod request;
+mod request_settings;
 pub mod tenancy;
+pub mod uuid;
 
 ::pgrx::pg_module_magic!(name, version);
 

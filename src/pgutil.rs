@@ -3,7 +3,7 @@
 //! returning a composite value.
 
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::tenancy::context::Uuid;
+use crate::uuid::Uuid;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};

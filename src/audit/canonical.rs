@@ -1,5 +1,5 @@
-//! Pure logic of the audit trail: canonical JSON, row and seal hashes, the
-//! changed-columns diff and the request's client address. No pgrx types, so
+//! Pure logic of the audit trail: canonical JSON, row and seal hashes and
+//! the changed-columns diff. No pgrx types, so
 //! `cargo test` and proptest cover all of it.
 //!
 //! Canonical JSON (what a row hash is taken over): objects with keys sorted by
@@ -11,7 +11,6 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
-use std::net::IpAddr;
 
 pub type Hash = [u8; 32];
 
@@ -872,32 +871,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The client address of a request: the first hop of `x-forwarded-for`, else
-/// `x-real-ip`, normalised; `None` when neither holds an IP address (a proxy
-/// may send `unknown` or an obfuscated node name, RFC 7239).
-pub fn client_ip(forwarded_for: Option<&str>, real_ip: Option<&str>) -> Option<String> {
-    let first_hop = forwarded_for.and_then(|v| v.split(',').next());
-    [first_hop, real_ip].into_iter().flatten().find_map(normalize_ip)
-}
-
-/// An IP address in one canonical text form (what inet input accepts and the
-/// hash uses), from a header value: `[v6]:port` and `v4:port` forms accepted.
-pub fn normalize_ip(text: &str) -> Option<String> {
-    let t = text.trim();
-    if let Ok(ip) = t.parse::<IpAddr>() {
-        return Some(ip.to_string());
-    }
-    if let Some(inner) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
-        return inner.parse::<IpAddr>().ok().map(|ip| ip.to_string());
-    }
-    if let Some((host, port)) = t.rsplit_once(':') {
-        if port.bytes().all(|b| b.is_ascii_digit()) && !host.contains(':') {
-            return host.parse::<IpAddr>().ok().map(|ip| ip.to_string());
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,19 +1063,6 @@ mod tests {
         let oracle: Value = serde_json::from_str(r#"{"j": {"a": 1, "b": 0, "a": 2}}"#).unwrap();
         assert_eq!(row.canonical(), canonical_json(&oracle));
         assert_eq!(row.canonical(), r#"{"j":{"a":2,"b":0}}"#);
-    }
-
-    #[test]
-    fn client_ip_is_the_first_hop() {
-        assert_eq!(
-            client_ip(Some("203.0.113.7, 10.0.0.1"), Some("10.9.9.9")).as_deref(),
-            Some("203.0.113.7")
-        );
-        assert_eq!(client_ip(Some("unknown"), Some("10.9.9.9")).as_deref(), Some("10.9.9.9"));
-        assert_eq!(client_ip(None, Some("[2001:DB8::1]:443")).as_deref(), Some("2001:db8::1"));
-        assert_eq!(client_ip(Some("198.51.100.2:8080"), None).as_deref(), Some("198.51.100.2"));
-        assert_eq!(client_ip(Some("garbage"), None), None);
-        assert_eq!(client_ip(None, None), None);
     }
 
     fn record() -> AuditRecord {

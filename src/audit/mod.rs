@@ -14,23 +14,21 @@
 
 pub mod canonical;
 mod log_writer;
+mod request_context;
 mod row_image;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::AUDIT_CLOCK;
-use crate::pgutil::{
-    as_owner, clock_override, kept_plan, local_xid, parse_pg_uuid, setting, setting_is,
-};
+use crate::pgutil::{as_owner, clock_override, kept_plan, parse_pg_uuid};
+use crate::request::normalize_ip;
 use crate::tenancy;
-use crate::tenancy::context::{parse_claims, subject, RequestHeaders};
 use canonical::{
-    change_of, client_ip, normalize_ip, record_key, AuditRecord, Hash, JsonObject, RowsDigest,
-    Seal, PG_EPOCH_OFFSET_MICROS,
+    change_of, record_key, AuditRecord, Hash, JsonObject, RowsDigest, Seal, PG_EPOCH_OFFSET_MICROS,
 };
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
+use request_context::{request_context, RequestContext};
 use serde::Deserialize;
-use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -90,42 +88,9 @@ struct TriggerOptions {
     ignored: Vec<String>,
 }
 
-/// The request as the log records it; recomputed when a setting changes.
-#[derive(Clone)]
-struct RequestInputs {
-    lxid: u32,
-    user: pg_sys::Oid,
-    claims: Option<String>,
-    headers: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-}
-
-impl RequestInputs {
-    /// Whether the request settings still read as cached: checked on every
-    /// row without copying them (PostgREST's headers run to kilobytes).
-    fn settings_current(&self) -> bool {
-        setting_is(c"request.jwt.claims", self.claims.as_deref())
-            && setting_is(c"request.headers", self.headers.as_deref())
-            && setting_is(c"request.method", self.method.as_deref())
-            && setting_is(c"request.path", self.path.as_deref())
-    }
-}
-
-struct RequestContext {
-    actor_id: Option<String>,
-    actor_role: Option<String>,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-    request_id: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-}
-
 thread_local! {
     static LOG_TARGET: Cell<Option<LogTarget>> = const { Cell::new(None) };
     static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
-    static REQUEST: RefCell<Option<(RequestInputs, Rc<RequestContext>)>> = const { RefCell::new(None) };
     /// The fallback INSERT, leaked on purpose: kept for the backend's life
     /// (the plan cache re-plans it when the log's partitions change).
     static INSERT_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
@@ -192,56 +157,6 @@ fn log_target() -> SaasResult<LogTarget> {
         }
         _ => Err(internal("find saas.audit_log", "no such table")),
     }
-}
-
-/// Actor, client and request of the current statement, cached while the
-/// settings it comes from stay the same.
-fn request_context() -> Rc<RequestContext> {
-    // SAFETY: plain read of the backend's current user.
-    let user = unsafe { pg_sys::GetUserId() };
-    let lxid = local_xid();
-    if let Some(hit) = REQUEST.with(|r| {
-        r.borrow()
-            .as_ref()
-            .filter(|(i, _)| i.lxid == lxid && i.user == user && i.settings_current())
-            .map(|(_, c)| c.clone())
-    }) {
-        return hit;
-    }
-    let inputs = RequestInputs {
-        lxid,
-        user,
-        claims: setting(c"request.jwt.claims"),
-        headers: setting(c"request.headers"),
-        method: setting(c"request.method"),
-        path: setting(c"request.path"),
-    };
-    // Audit never fails a write over a malformed claim or header: what can't
-    // be read is recorded as unknown (tenancy refuses bad claims on its own).
-    let claims = parse_claims(inputs.claims.as_deref()).ok().flatten();
-    let headers = RequestHeaders::parse(inputs.headers.as_deref());
-    let header = |name: &str| headers.get(name).map(str::to_owned);
-    let actor_id = claims.as_ref().and_then(|c| subject(c).ok().flatten()).map(|u| u.to_string());
-    let claimed_role =
-        claims.as_ref().and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
-    let actor_role = claimed_role.or_else(|| {
-        // SAFETY: the name of an existing role (missing_ok = true).
-        unsafe {
-            let p = pg_sys::GetUserNameFromId(user, true);
-            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-        }
-    });
-    let ctx = Rc::new(RequestContext {
-        actor_id,
-        actor_role,
-        client_ip: client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")),
-        user_agent: header("user-agent"),
-        request_id: header("x-request-id"),
-        method: inputs.method.clone().filter(|s| !s.is_empty()),
-        path: inputs.path.clone().filter(|s| !s.is_empty()),
-    });
-    REQUEST.with(|r| *r.borrow_mut() = Some((inputs, ctx.clone())));
-    ctx
 }
 
 /// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz) for new rows.

@@ -16,12 +16,13 @@ pub mod rules;
 mod shmem;
 pub mod table;
 
-use crate::audit::canonical::client_ip;
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::{RateLimitBackend, RATE_LIMIT_BACKEND, RATE_LIMIT_CLOCK};
 use crate::pgutil::{as_owner, clock_override, kept_plan, setting, to_pg_uuid, PlanCell};
+use crate::request::sub_text;
+use crate::request_settings::{self, RequestSettings};
 use crate::tenancy;
-use crate::tenancy::context::{parse_claims, RequestHeaders};
+use crate::uuid::Uuid;
 use gcra::{Decision, Limit, DAY_US};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -615,18 +616,11 @@ struct Verdict {
     body: Option<Value>,
 }
 
-fn requester(tenant: Option<&str>) -> SaasResult<Requester> {
-    let claims = parse_claims(setting(c"request.jwt.claims").as_deref())?;
-    // The top-level `sub`, as tenancy reads it; any string or number, so
-    // subjects of other identity providers are limited too.
-    let user = claims.as_ref().and_then(|c| c.get("sub")).and_then(|v| match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
-    let headers = RequestHeaders::parse(setting(c"request.headers").as_deref());
-    let ip =
-        client_ip(headers.get("x-forwarded-for"), headers.get("x-real-ip")).or_else(peer_address);
+fn requester(request: &RequestSettings, tenant: Option<&str>) -> SaasResult<Requester> {
+    // The top-level `sub`, as every module reads it; as text (any string or
+    // number), so subjects of other identity providers are limited too.
+    let user = request.claims()?.and_then(sub_text);
+    let ip = request.headers().client_ip().or_else(peer_address);
     Ok(Requester { user, tenant: tenant.map(str::to_owned), ip })
 }
 
@@ -731,8 +725,9 @@ fn request_verdict() -> SaasResult<Verdict> {
     let owner = state_owner()?;
     // Read past RLS, as current_tenant() (SECURITY DEFINER) reads it.
     let tenant = as_owner(owner, tenancy::resolved_tenant)?;
-    let method = setting(c"request.method").unwrap_or_default().to_ascii_uppercase();
-    let path = setting(c"request.path").unwrap_or_default();
+    let request = request_settings::current();
+    let method = request.method().unwrap_or_default().to_ascii_uppercase();
+    let path = request.path().unwrap_or_default();
     let now = now_us()?;
     let day = day_of(now);
     let tenant_bytes = tenant.map_or([0u8; 16], |t| t.0);
@@ -751,7 +746,7 @@ fn request_verdict() -> SaasResult<Verdict> {
     let mut admitted: Vec<(&Rule, String, Decision)> = Vec::new();
     let backend = if matching.is_empty() { Backend::Table } else { backend()? };
     if !matching.is_empty() {
-        let who = requester(tenant.map(|t| t.to_string()).as_deref())?;
+        let who = requester(&request, tenant.map(|t| t.to_string()).as_deref())?;
         for rule in matching.iter().copied() {
             let key = rules::scope_key(rule.scope, &who);
             let d = check_key(backend, rule.id, &key, rule.limit, now, rule.cost)?;
@@ -821,7 +816,7 @@ fn give_back(backend: Backend, admitted: &[(&Rule, String, Decision)], now: i64)
 /// plus what is pending. All in one SPI session as the state owner.
 fn count_api_call(
     owner: pg_sys::Oid,
-    tenant: tenancy::context::Uuid,
+    tenant: Uuid,
     day: i32,
     now: i64,
 ) -> SaasResult<Option<Verdict>> {
