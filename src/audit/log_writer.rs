@@ -13,7 +13,9 @@
 //! the log itself, or a row that a hand-added NOT NULL refuses. With
 //! `saas.audit_direct_writer` off it declines every row.
 
-use super::canonical::{walk, AuditRecord, JsonEvents, JsonObject};
+use super::json_object::JsonObject;
+use super::json_scan::{walk, JsonEvents};
+use super::record::AuditRecord;
 use crate::gucs::AUDIT_DIRECT_WRITER;
 use crate::partitions::routing::{range_partition_for, RangeBound};
 use pgrx::pg_sys;

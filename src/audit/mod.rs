@@ -13,7 +13,12 @@
 //! privilege on the log and cannot write it directly.
 
 pub mod canonical;
+mod canonical_number;
+mod diff;
+mod json_object;
+mod json_scan;
 mod log_writer;
+mod record;
 mod request_context;
 mod row_image;
 
@@ -22,11 +27,11 @@ use crate::gucs::AUDIT_CLOCK;
 use crate::pgutil::{as_owner, clock_override, kept_plan, parse_pg_uuid};
 use crate::request::normalize_ip;
 use crate::tenancy;
-use canonical::{
-    change_of, record_key, AuditRecord, Hash, JsonObject, RowsDigest, Seal, PG_EPOCH_OFFSET_MICROS,
-};
+use diff::{change_of, record_key};
+use json_object::JsonObject;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
+use record::{AuditRecord, Hash, RowsDigest, Seal, PG_EPOCH_OFFSET_MICROS};
 use request_context::{request_context, RequestContext};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};

@@ -8,10 +8,11 @@
 //! functions allocate. Arrays, nested rows and types with a cast to json go
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
-use super::canonical::{
-    canonical_number, canonical_value, is_json_number, json_string, JsonObject, Member,
-};
+use super::canonical::json_string;
+use super::canonical_number::{canonical_number, is_json_number};
 use super::internal;
+use super::json_object::{JsonObject, Member};
+use super::json_scan::canonical_value;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use pgrx::pg_sys;
 use std::ffi::CStr;
