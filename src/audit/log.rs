@@ -130,7 +130,7 @@ fn json_text(v: &Option<JsonObject>) -> Option<String> {
 }
 
 /// Assigns ids, hashes and writes `records` (as the log's owner): straight
-/// into their partitions where [`log_writer`] can, the rest with an INSERT.
+/// into their partitions where [`direct_writer`] can, the rest with an INSERT.
 pub(super) fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
     if records.is_empty() {
         return Ok(());

@@ -1,4 +1,4 @@
-//! The shared-memory home of `table.rs`'s slices, present only when
+//! The shared-memory home of `slots.rs`'s slot tables, present only when
 //! pg_saas is in `shared_preload_libraries`.
 //!
 //! Sized at server start from `saas.rate_limit_slots` and
@@ -8,7 +8,7 @@
 //! share one lock. Nothing here survives a restart.
 
 use super::gcra::Limit;
-use super::table::{self, CounterKey, CounterSlot, KeyHash, RateSlot, SharedDecision};
+use super::slots::{self, CounterKey, CounterSlot, KeyHash, RateSlot, SharedDecision};
 use crate::error::SaasResult;
 use crate::gucs::{RATE_LIMIT_SLOTS, USAGE_COUNTER_SLOTS};
 use pgrx::pg_sys;
@@ -190,7 +190,7 @@ pub(crate) fn rate_check(
     let s = shared()?;
     let (index, segment) = segment_of(&s, key);
     let _held = Held::take(&s, index, true);
-    let out = table::check(segment, key, limit, now, cost);
+    let out = slots::check(segment, key, limit, now, cost);
     if let Ok(d) = &out {
         if d.evicted {
             // SAFETY: under this segment's lock.
@@ -204,7 +204,7 @@ pub(crate) fn rate_refund(key: KeyHash, limit: Limit, now: i64, cost: i64) {
     if let Some(s) = shared() {
         let (index, segment) = segment_of(&s, key);
         let _held = Held::take(&s, index, true);
-        table::refund(segment, key, limit, now, cost);
+        slots::refund(segment, key, limit, now, cost);
     }
 }
 
@@ -212,7 +212,7 @@ pub(crate) fn rate_refund(key: KeyHash, limit: Limit, now: i64, cost: i64) {
 pub(crate) fn counter_add(key: &CounterKey, amount: i64) -> bool {
     let Some(s) = shared() else { return false };
     let _held = Held::take(&s, COUNTER_LOCK, true);
-    let ok = table::add(counters(&s), key, amount);
+    let ok = slots::add(counters(&s), key, amount);
     if !ok {
         // SAFETY: under the counter lock.
         unsafe { (*s.header).dropped += amount as u64 };
@@ -220,7 +220,7 @@ pub(crate) fn counter_add(key: &CounterKey, amount: i64) -> bool {
     ok
 }
 
-/// `table::add_within` under the counter lock.
+/// `slots::add_within` under the counter lock.
 pub(crate) fn counter_add_within(
     key: &CounterKey,
     stored: i64,
@@ -229,25 +229,25 @@ pub(crate) fn counter_add_within(
 ) -> Option<(i64, bool)> {
     let s = shared()?;
     let _held = Held::take(&s, COUNTER_LOCK, true);
-    Some(table::add_within(counters(&s), key, stored, amount, limit))
+    Some(slots::add_within(counters(&s), key, stored, amount, limit))
 }
 
 pub(crate) fn counter_pending(key: &CounterKey) -> i64 {
     let Some(s) = shared() else { return 0 };
     let _held = Held::take(&s, COUNTER_LOCK, false);
-    table::pending(counters(&s), key)
+    slots::pending(counters(&s), key)
 }
 
 pub(crate) fn counters_snapshot() -> Vec<CounterSlot> {
     let Some(s) = shared() else { return Vec::new() };
     let _held = Held::take(&s, COUNTER_LOCK, false);
-    table::snapshot(counters(&s))
+    slots::snapshot(counters(&s))
 }
 
 pub(crate) fn counters_settle(flushed: &[CounterSlot]) {
     if let Some(s) = shared() {
         let _held = Held::take(&s, COUNTER_LOCK, true);
-        table::settle(counters(&s), flushed);
+        slots::settle(counters(&s), flushed);
     }
 }
 
@@ -266,7 +266,7 @@ pub(crate) fn stats(now: i64) -> Option<Stats> {
     let (mut live, mut evictions) = (0usize, 0u64);
     for index in 0..RATE_LOCKS {
         let _held = Held::take(&s, index, false);
-        live += table::live_keys(segment_at(&s, index), now);
+        live += slots::live_keys(segment_at(&s, index), now);
         // SAFETY: the header's counter is read under the segment's lock.
         evictions += unsafe { (*s.header).evictions[index] };
     }

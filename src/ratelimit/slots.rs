@@ -1,4 +1,5 @@
-//! The fixed-size tables kept in shared memory, as plain Rust over slices:
+//! The fixed-size slot tables kept in shared memory, as plain Rust over
+//! slices:
 //! GCRA state per key and pending usage counters. The pgrx glue
 //! (`shmem.rs`) only places these slices in shared memory and locks them.
 //!
