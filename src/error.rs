@@ -230,6 +230,8 @@ mod tests {
     #[test]
     fn make_sqlstate_matches_postgres_packing() {
         // MAKE_SQLSTATE packs each character's low 6 bits, first character lowest.
+        #[allow(clippy::identity_op)]
+        // every character spelt out, the 0 too, as MAKE_SQLSTATE packs it
         let expect = (2) | (3 << 6) | (5 << 12) | (0 << 18) | (5 << 24);
         assert_eq!(make_sqlstate("23505"), expect);
         assert_eq!(make_sqlstate("23505"), pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32);

@@ -4,6 +4,9 @@
 //! pgrx types so `cargo test` covers it, and a thin `#[pg_extern]` layer.
 //! Hand-written SQL lives in `sql/` and is pulled in below in a fixed order.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use pgrx::prelude::*;
 
 pub mod audit;

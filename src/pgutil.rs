@@ -134,6 +134,9 @@ pub(crate) unsafe fn return_composite<'fcx>(
     values: &mut [pg_sys::Datum],
     nulls: &mut [bool],
 ) -> pgrx::datum::Datum<'fcx> {
+    // SAFETY: the caller's contract above; the descriptor is read from the
+    // call's own flinfo and checked against `types` before any datum is
+    // formed into a tuple with it.
     unsafe {
         let raw = fcinfo.as_mut_ptr();
         let flinfo = (*raw).flinfo;

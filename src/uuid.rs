@@ -23,7 +23,7 @@ impl Uuid {
         let mut prev_hyphen = true; // no hyphen allowed at the start
         for c in s.chars() {
             if c == '-' {
-                if prev_hyphen || digits % 4 != 0 || digits == 32 {
+                if prev_hyphen || !digits.is_multiple_of(4) || digits == 32 {
                     return None;
                 }
                 prev_hyphen = true;
@@ -33,7 +33,7 @@ impl Uuid {
             if digits == 32 {
                 return None;
             }
-            bytes[digits / 2] |= if digits % 2 == 0 { v << 4 } else { v };
+            bytes[digits / 2] |= if digits.is_multiple_of(2) { v << 4 } else { v };
             digits += 1;
             prev_hyphen = false;
         }

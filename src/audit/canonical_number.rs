@@ -72,7 +72,7 @@ pub(super) fn write_canonical_number(text: &str, out: &mut String) {
         None => 0,
     };
     let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (mantissa[..i].as_bytes(), mantissa[i + 1..].as_bytes()),
+        Some(i) => (&mantissa.as_bytes()[..i], &mantissa.as_bytes()[i + 1..]),
         None => (mantissa.as_bytes(), &b""[..]),
     };
     if int_part.is_empty() || !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {

@@ -63,29 +63,39 @@ struct Routes {
 }
 
 impl Routes {
-    /// SAFETY: `parent` is open and locked.
+    ///
+    /// # Safety
+    ///
+    /// `parent` is open and locked.
     unsafe fn of(parent: pg_sys::Relation) -> Option<Routes> {
-        let desc = pg_sys::RelationGetPartitionDesc(parent, true);
-        if desc.is_null() || (*desc).boundinfo.is_null() {
-            return None;
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            let desc = pg_sys::RelationGetPartitionDesc(parent, true);
+            if desc.is_null() || (*desc).boundinfo.is_null() {
+                return None;
+            }
+            let b = &*(*desc).boundinfo;
+            if b.strategy as u8 != pg_sys::PARTITION_STRATEGY_RANGE || b.kind.is_null() {
+                return None;
+            }
+            let bounds = (0..usize::try_from(b.ndatums).ok()?)
+                .map(|i| match **b.kind.add(i) {
+                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MINVALUE => {
+                        RangeBound::Min
+                    }
+                    pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MAXVALUE => {
+                        RangeBound::Max
+                    }
+                    _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
+                })
+                .collect();
+            let indexes =
+                std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?).to_vec();
+            let partitions = (0..usize::try_from((*desc).nparts).ok()?)
+                .map(|i| (*(*desc).oids.add(i), *(*desc).is_leaf.add(i)))
+                .collect();
+            Some(Routes { bounds, indexes, default_index: b.default_index, partitions })
         }
-        let b = &*(*desc).boundinfo;
-        if b.strategy as u8 != pg_sys::PARTITION_STRATEGY_RANGE || b.kind.is_null() {
-            return None;
-        }
-        let bounds = (0..usize::try_from(b.ndatums).ok()?)
-            .map(|i| match **b.kind.add(i) {
-                pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MINVALUE => RangeBound::Min,
-                pg_sys::PartitionRangeDatumKind::PARTITION_RANGE_DATUM_MAXVALUE => RangeBound::Max,
-                _ => RangeBound::Value((**b.datums.add(i)).value() as i64),
-            })
-            .collect();
-        let indexes =
-            std::slice::from_raw_parts(b.indexes, usize::try_from(b.nindexes).ok()?).to_vec();
-        let partitions = (0..usize::try_from((*desc).nparts).ok()?)
-            .map(|i| (*(*desc).oids.add(i), *(*desc).is_leaf.add(i)))
-            .collect();
-        Some(Routes { bounds, indexes, default_index: b.default_index, partitions })
     }
 }
 
@@ -117,29 +127,37 @@ impl Sink {
     }
 
     /// Writes the pending rows and their index entries.
-    /// SAFETY: the sink is open; pending slots hold rows of its partition.
+    ///
+    /// # Safety
+    ///
+    /// the sink is open; pending slots hold rows of its partition.
     unsafe fn flush(&mut self) {
-        if self.pending == 0 {
-            return;
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            if self.pending == 0 {
+                return;
+            }
+            // table_tuple_insert / table_multi_insert are inline functions in
+            // C: the partition's table AM.
+            let am = &*(*self.rel).rd_tableam;
+            let cid = pg_sys::GetCurrentCommandId(true);
+            if self.batched() {
+                let insert = am.multi_insert.expect("every table AM inserts");
+                insert(self.rel, self.slots.as_mut_ptr(), self.pending as i32, cid, 0, self.bulk);
+            } else {
+                let insert = am.tuple_insert.expect("every table AM inserts");
+                insert(self.rel, self.slots[0], cid, 0, std::ptr::null_mut());
+            }
+            for &slot in &self.slots[..self.pending] {
+                insert_index_entries(self, slot);
+            }
+            self.pending = 0;
         }
-        // table_tuple_insert / table_multi_insert are inline functions in
-        // C: the partition's table AM.
-        let am = &*(*self.rel).rd_tableam;
-        let cid = pg_sys::GetCurrentCommandId(true);
-        if self.batched() {
-            let insert = am.multi_insert.expect("every table AM inserts");
-            insert(self.rel, self.slots.as_mut_ptr(), self.pending as i32, cid, 0, self.bulk);
-        } else {
-            let insert = am.tuple_insert.expect("every table AM inserts");
-            insert(self.rel, self.slots[0], cid, 0, std::ptr::null_mut());
-        }
-        for &slot in &self.slots[..self.pending] {
-            insert_index_entries(self, slot);
-        }
-        self.pending = 0;
     }
 }
 
+// One per writer, on the stack: boxing the sink would allocate per call.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Direct(Sink),
     /// A partition this writer leaves to the caller's INSERT.
@@ -293,160 +311,182 @@ fn has_insert_triggers(t: &pg_sys::TriggerDesc) -> bool {
 }
 
 /// Opens a partition for direct writes, or declines it (see the module doc).
+///
+/// # Safety
+///
+/// `oid` is a leaf partition of the log, whose parent is open and locked.
 unsafe fn open_target(oid: pg_sys::Oid, bulk: bool) -> Target {
-    let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
-    let declined = |rel: pg_sys::Relation| {
-        pg_sys::table_close(rel, pg_sys::NoLock as i32);
-        Target::Declined(oid)
-    };
-    let form = &*(*rel).rd_rel;
-    if form.relkind as u8 != pg_sys::RELKIND_RELATION
-        || (!(*rel).trigdesc.is_null() && has_insert_triggers(&*(*rel).trigdesc))
-    {
-        return declined(rel);
-    }
-    let desc = (*rel).rd_att;
-    if !(*desc).constr.is_null()
-        && ((*(*desc).constr).num_check > 0 || (*(*desc).constr).has_generated_stored)
-    {
-        return declined(rel);
-    }
-    let mut attr_of = [usize::MAX; 18];
-    let mut not_null = [false; 18];
-    let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
-    for (i, a) in attrs.iter().enumerate() {
-        if a.attisdropped {
-            continue;
-        }
-        let name = CStr::from_ptr(a.attname.data.as_ptr()).to_bytes();
-        match COLUMNS.iter().position(|(c, _)| c.as_bytes() == name) {
-            Some(c) if COLUMNS[c].1 == a.atttypid && a.attgenerated == 0 => {
-                attr_of[c] = i;
-                not_null[c] = a.attnotnull;
-            }
-            _ => return declined(rel),
-        }
-    }
-    if attr_of.contains(&usize::MAX) {
-        return declined(rel);
-    }
-    let mut indexes = Vec::new();
-    let list = pg_sys::RelationGetIndexList(rel);
-    let count = if list.is_null() { 0 } else { (*list).length as usize };
-    let mut usable = true;
-    for i in 0..count {
-        let index_oid = (*(*list).elements.add(i)).oid_value;
-        let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
-        let info = pg_sys::BuildIndexInfo(index);
-        let deferred = !(*(*index).rd_index).indimmediate;
-        if !(*info).ii_Expressions.is_null()
-            || !(*info).ii_Predicate.is_null()
-            || !(*info).ii_ExclusionOps.is_null()
-            || deferred
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
+        let declined = |rel: pg_sys::Relation| {
+            pg_sys::table_close(rel, pg_sys::NoLock as i32);
+            Target::Declined(oid)
+        };
+        let form = &*(*rel).rd_rel;
+        if form.relkind as u8 != pg_sys::RELKIND_RELATION
+            || (!(*rel).trigdesc.is_null() && has_insert_triggers(&*(*rel).trigdesc))
         {
-            usable = false;
+            return declined(rel);
         }
-        indexes.push((index, info));
-    }
-    if !list.is_null() {
-        pg_sys::list_free(list);
-    }
-    if !usable {
-        for (index, _) in indexes {
-            pg_sys::index_close(index, pg_sys::NoLock as i32);
+        let desc = (*rel).rd_att;
+        if !(*desc).constr.is_null()
+            && ((*(*desc).constr).num_check > 0 || (*(*desc).constr).has_generated_stored)
+        {
+            return declined(rel);
         }
-        return declined(rel);
+        let mut attr_of = [usize::MAX; 18];
+        let mut not_null = [false; 18];
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        for (i, a) in attrs.iter().enumerate() {
+            if a.attisdropped {
+                continue;
+            }
+            let name = CStr::from_ptr(a.attname.data.as_ptr()).to_bytes();
+            match COLUMNS.iter().position(|(c, _)| c.as_bytes() == name) {
+                Some(c) if COLUMNS[c].1 == a.atttypid && a.attgenerated == 0 => {
+                    attr_of[c] = i;
+                    not_null[c] = a.attnotnull;
+                }
+                _ => return declined(rel),
+            }
+        }
+        if attr_of.contains(&usize::MAX) {
+            return declined(rel);
+        }
+        let mut indexes = Vec::new();
+        let list = pg_sys::RelationGetIndexList(rel);
+        let count = if list.is_null() { 0 } else { (*list).length as usize };
+        let mut usable = true;
+        for i in 0..count {
+            let index_oid = (*(*list).elements.add(i)).oid_value;
+            let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
+            let info = pg_sys::BuildIndexInfo(index);
+            let deferred = !(*(*index).rd_index).indimmediate;
+            if !(*info).ii_Expressions.is_null()
+                || !(*info).ii_Predicate.is_null()
+                || !(*info).ii_ExclusionOps.is_null()
+                || deferred
+            {
+                usable = false;
+            }
+            indexes.push((index, info));
+        }
+        if !list.is_null() {
+            pg_sys::list_free(list);
+        }
+        if !usable {
+            for (index, _) in indexes {
+                pg_sys::index_close(index, pg_sys::NoLock as i32);
+            }
+            return declined(rel);
+        }
+        let slots = (0..if bulk { BATCH_ROWS } else { 1 })
+            .map(|_| pg_sys::table_slot_create(rel, std::ptr::null_mut()))
+            .collect();
+        Target::Direct(Sink {
+            oid,
+            rel,
+            slots,
+            pending: 0,
+            indexes,
+            attr_of,
+            not_null,
+            bulk: if bulk { pg_sys::GetBulkInsertState() } else { std::ptr::null_mut() },
+        })
     }
-    let slots = (0..if bulk { BATCH_ROWS } else { 1 })
-        .map(|_| pg_sys::table_slot_create(rel, std::ptr::null_mut()))
-        .collect();
-    Target::Direct(Sink {
-        oid,
-        rel,
-        slots,
-        pending: 0,
-        indexes,
-        attr_of,
-        not_null,
-        bulk: if bulk { pg_sys::GetBulkInsertState() } else { std::ptr::null_mut() },
-    })
 }
 
 /// Puts one row in the sink's next slot (written by [`Sink::flush`]);
 /// false (nothing kept) when a NULL meets a NOT NULL column, so the
 /// caller's INSERT reports it.
+///
+/// # Safety
+///
+/// The sink is open (`open_target`) and has a free slot (`pending <
+/// slots.len()`); the row's datums are built in the current memory context.
 unsafe fn store(sink: &mut Sink, row: &LogRow<'_>) -> bool {
-    let r = row.record;
-    let text = |v: Option<&str>| v.map(|s| varlena(s.as_bytes()));
-    let values: [Option<pg_sys::Datum>; 18] = [
-        Some(uuid(&row.tenant_id)),
-        Some(pg_sys::Datum::from(r.id)),
-        Some(pg_sys::Datum::from(row.logged_at)),
-        Some(pg_sys::Datum::from(r.txid)),
-        row.actor_id.as_ref().map(|u| uuid(u)),
-        text(r.actor_role.as_deref()),
-        text(Some(&r.operation)),
-        text(Some(&r.schema_name)),
-        text(Some(&r.table_name)),
-        r.record_key.as_ref().map(|o| jsonb(o)),
-        r.old_values.as_ref().map(|o| jsonb(o)),
-        r.new_values.as_ref().map(|o| jsonb(o)),
-        r.client_ip.as_deref().map(|ip| inet(ip)),
-        text(r.user_agent.as_deref()),
-        text(r.request_id.as_deref()),
-        text(r.request_method.as_deref()),
-        text(r.request_path.as_deref()),
-        Some(varlena(row.row_hash)),
-    ];
-    if values.iter().zip(sink.not_null).any(|(v, nn)| nn && v.is_none()) {
-        return false;
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let r = row.record;
+        let text = |v: Option<&str>| v.map(|s| varlena(s.as_bytes()));
+        let values: [Option<pg_sys::Datum>; 18] = [
+            Some(uuid(&row.tenant_id)),
+            Some(pg_sys::Datum::from(r.id)),
+            Some(pg_sys::Datum::from(row.logged_at)),
+            Some(pg_sys::Datum::from(r.txid)),
+            row.actor_id.as_ref().map(|u| uuid(u)),
+            text(r.actor_role.as_deref()),
+            text(Some(&r.operation)),
+            text(Some(&r.schema_name)),
+            text(Some(&r.table_name)),
+            r.record_key.as_ref().map(|o| jsonb(o)),
+            r.old_values.as_ref().map(|o| jsonb(o)),
+            r.new_values.as_ref().map(|o| jsonb(o)),
+            r.client_ip.as_deref().map(|ip| inet(ip)),
+            text(r.user_agent.as_deref()),
+            text(r.request_id.as_deref()),
+            text(r.request_method.as_deref()),
+            text(r.request_path.as_deref()),
+            Some(varlena(row.row_hash)),
+        ];
+        if values.iter().zip(sink.not_null).any(|(v, nn)| nn && v.is_none()) {
+            return false;
+        }
+        let slot = sink.slots[sink.pending];
+        pg_sys::ExecClearTuple(slot);
+        let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let datums = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        // Dropped columns stay NULL.
+        nulls.fill(true);
+        for (c, v) in values.into_iter().enumerate() {
+            let a = sink.attr_of[c];
+            nulls[a] = v.is_none();
+            datums[a] = v.unwrap_or(pg_sys::Datum::from(0));
+        }
+        pg_sys::ExecStoreVirtualTuple(slot);
+        sink.pending += 1;
+        true
     }
-    let slot = sink.slots[sink.pending];
-    pg_sys::ExecClearTuple(slot);
-    let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
-    let datums = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
-    let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-    // Dropped columns stay NULL.
-    nulls.fill(true);
-    for (c, v) in values.into_iter().enumerate() {
-        let a = sink.attr_of[c];
-        nulls[a] = v.is_none();
-        datums[a] = v.unwrap_or(pg_sys::Datum::from(0));
-    }
-    pg_sys::ExecStoreVirtualTuple(slot);
-    sink.pending += 1;
-    true
 }
 
 /// Adds a written row's entries to the partition's indexes.
+///
+/// # Safety
+///
+/// The sink is open and `slot` holds a row just stored into its partition.
 unsafe fn insert_index_entries(sink: &Sink, slot: *mut pg_sys::TupleTableSlot) {
-    let mut key_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
-    let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-    for &(index, info) in &sink.indexes {
-        if !(*info).ii_ReadyForInserts {
-            continue; // being built concurrently: it will index the row itself
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let mut key_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        for &(index, info) in &sink.indexes {
+            if !(*info).ii_ReadyForInserts {
+                continue; // being built concurrently: it will index the row itself
+            }
+            pg_sys::FormIndexDatum(
+                info,
+                slot,
+                std::ptr::null_mut(),
+                key_values.as_mut_ptr(),
+                key_nulls.as_mut_ptr(),
+            );
+            let unique = if (*(*index).rd_index).indisunique {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+            } else {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+            };
+            pg_sys::index_insert(
+                index,
+                key_values.as_mut_ptr(),
+                key_nulls.as_mut_ptr(),
+                &mut (*slot).tts_tid,
+                sink.rel,
+                unique,
+                false,
+                info,
+            );
         }
-        pg_sys::FormIndexDatum(
-            info,
-            slot,
-            std::ptr::null_mut(),
-            key_values.as_mut_ptr(),
-            key_nulls.as_mut_ptr(),
-        );
-        let unique = if (*(*index).rd_index).indisunique {
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-        } else {
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-        };
-        pg_sys::index_insert(
-            index,
-            key_values.as_mut_ptr(),
-            key_nulls.as_mut_ptr(),
-            &mut (*slot).tts_tid,
-            sink.rel,
-            unique,
-            false,
-            info,
-        );
     }
 }

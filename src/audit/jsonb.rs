@@ -18,24 +18,43 @@ mod builtins {
 }
 
 /// Copies bytes into a palloc'd C string (what type input functions take).
+///
+/// # Safety
+///
+/// In a backend: the copy is palloc'd in the current memory context.
 unsafe fn cstring(text: &str) -> pg_sys::Datum {
-    let p = pg_sys::palloc(text.len() + 1) as *mut u8;
-    std::ptr::copy_nonoverlapping(text.as_ptr(), p, text.len());
-    *p.add(text.len()) = 0;
-    pg_sys::Datum::from(p)
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let p = pg_sys::palloc(text.len() + 1) as *mut u8;
+        std::ptr::copy_nonoverlapping(text.as_ptr(), p, text.len());
+        *p.add(text.len()) = 0;
+        pg_sys::Datum::from(p)
+    }
 }
 
+/// # Safety
+///
+/// In a backend: the text datum is palloc'd in the current memory context.
 pub(super) unsafe fn varlena(bytes: &[u8]) -> pg_sys::Datum {
-    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-        bytes.as_ptr() as *const _,
-        bytes.len() as i32,
-    ))
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            bytes.as_ptr() as *const _,
+            bytes.len() as i32,
+        ))
+    }
 }
 
+/// # Safety
+///
+/// In a backend: the uuid datum is palloc'd in the current memory context.
 pub(super) unsafe fn uuid(bytes: &[u8; 16]) -> pg_sys::Datum {
-    let p = pg_sys::palloc(16) as *mut u8;
-    std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
-    pg_sys::Datum::from(p)
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let p = pg_sys::palloc(16) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
+        pg_sys::Datum::from(p)
+    }
 }
 
 /// `text` as an i64 when it is written as a plain integer (`-?[0-9]+`,
@@ -49,37 +68,55 @@ fn plain_integer(text: &str) -> Option<i64> {
 }
 
 /// An inet datum of `text` (inet_in reports text that is not an address).
+///
+/// # Safety
+///
+/// In a backend; inet_in raises an ERROR for text that is not an address.
 pub(super) unsafe fn inet(text: &str) -> pg_sys::Datum {
-    input(builtins::inet_in, text)
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe { input(builtins::inet_in, text) }
 }
 
+/// # Safety
+///
+/// `f` is a type input function that takes a C string (and raises an ERROR
+/// for text it does not accept); the datum lives in the current memory context.
 unsafe fn input(
     f: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
     text: &str,
 ) -> pg_sys::Datum {
-    pg_sys::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, cstring(text))
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe { pg_sys::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, cstring(text)) }
 }
 
 /// The jsonb of a row image, built from its members with pushJsonbValue:
 /// jsonb_in would lex the text a character at a time once more. What only
 /// jsonb_in may judge (a NUL in a string, a string too long for jsonb) goes
 /// to jsonb_in, which reports it.
+///
+/// # Safety
+///
+/// In a backend: the jsonb datum and what it is built from are palloc'd
+/// in the current memory context.
 pub(super) unsafe fn jsonb(obj: &JsonObject) -> pg_sys::Datum {
-    let mut b = JsonbBuilder {
-        state: std::ptr::null_mut(),
-        in_object: vec![true],
-        usable: true,
-        last: std::ptr::null_mut(),
-    };
-    b.push(pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT, std::ptr::null_mut());
-    for m in obj.members() {
-        b.key(&m.key);
-        if walk(&m.text, &mut b).is_err() || !b.usable {
-            return input(builtins::jsonb_in, &obj.text());
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let mut b = JsonbBuilder {
+            state: std::ptr::null_mut(),
+            in_object: vec![true],
+            usable: true,
+            last: std::ptr::null_mut(),
+        };
+        b.push(pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT, std::ptr::null_mut());
+        for m in obj.members() {
+            b.key(&m.key);
+            if walk(&m.text, &mut b).is_err() || !b.usable {
+                return input(builtins::jsonb_in, &obj.text());
+            }
         }
+        b.push(pg_sys::JsonbIteratorToken::WJB_END_OBJECT, std::ptr::null_mut());
+        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(b.last))
     }
-    b.push(pg_sys::JsonbIteratorToken::WJB_END_OBJECT, std::ptr::null_mut());
-    pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(b.last))
 }
 
 /// Longest string a jsonb value can hold (JENTRY_OFFLENMASK).
@@ -94,12 +131,20 @@ struct JsonbBuilder {
 }
 
 impl JsonbBuilder {
+    /// # Safety
+    ///
+    /// `value` is NULL (for tokens without a value) or points to a JsonbValue
+    /// whose pointers stay valid until the builder's result is built, and
+    /// `token` continues the builder's containers.
     unsafe fn push(
         &mut self,
         token: pg_sys::JsonbIteratorToken::Type,
         value: *mut pg_sys::JsonbValue,
     ) {
-        self.last = pg_sys::pushJsonbValue(&mut self.state, token, value);
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            self.last = pg_sys::pushJsonbValue(&mut self.state, token, value);
+        }
     }
 
     fn scalar(&mut self, mut value: pg_sys::JsonbValue) {
@@ -114,14 +159,23 @@ impl JsonbBuilder {
 }
 
 /// A jsonb string value holding a palloc'd copy of `s`.
+///
+/// # Safety
+///
+/// In a backend: the copy is palloc'd in the current memory context.
 unsafe fn string_value(s: &str) -> pg_sys::JsonbValue {
-    let p = pg_sys::palloc(s.len().max(1)) as *mut u8;
-    std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
-    let mut v: pg_sys::JsonbValue = std::mem::zeroed();
-    v.type_ = pg_sys::jbvType::jbvString;
-    v.val.string =
-        pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 { len: s.len() as i32, val: p as *mut _ };
-    v
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let p = pg_sys::palloc(s.len().max(1)) as *mut u8;
+        std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+        let mut v: pg_sys::JsonbValue = std::mem::zeroed();
+        v.type_ = pg_sys::jbvType::jbvString;
+        v.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
+            len: s.len() as i32,
+            val: p as *mut _,
+        };
+        v
+    }
 }
 
 impl JsonEvents for JsonbBuilder {

@@ -41,11 +41,7 @@ thread_local! {
 
 /// Forgets the log's oid and owner on any pg_class change (registered by
 /// `audit::init`).
-pub(super) unsafe extern "C-unwind" fn on_pg_class_change(
-    _arg: pg_sys::Datum,
-    _cache: i32,
-    _hash: u32,
-) {
+pub(super) extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     LOG_TARGET.with(|t| t.set(None));
 }
 

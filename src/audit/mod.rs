@@ -115,6 +115,8 @@ fn audit_statement_trigger<'a>(
 /// Appends one chained seal per tenant covering the tenant's rows written by
 /// transactions that had finished when the seal was taken. One row per new
 /// seal.
+// pgrx reads the column names from this signature: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn audit_seal() -> TableIterator<
@@ -133,6 +135,8 @@ fn audit_seal() -> TableIterator<
 /// Recomputes the hash of every row logged in `[p_from, p_to)` and every seal
 /// covering such rows (its chain link, its hash, its rows' count and digest).
 /// One row: the first row or seal that does not match, or ok with counts.
+// pgrx reads the column names from this signature: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn audit_verify(

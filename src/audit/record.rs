@@ -128,16 +128,10 @@ impl ObjectWriter {
 
 /// The running digest of a seal over its rows in id order:
 /// `d' = sha256(d || id as 8 big-endian bytes || row_hash)`, from 32 zero bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RowsDigest {
     pub digest: Hash,
     pub count: i64,
-}
-
-impl Default for RowsDigest {
-    fn default() -> Self {
-        RowsDigest { digest: [0; 32], count: 0 }
-    }
 }
 
 impl RowsDigest {

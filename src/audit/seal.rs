@@ -13,7 +13,11 @@ struct TenantRows {
     last: i64,
 }
 
-pub(super) fn seal_impl() -> SaasResult<Vec<(pgrx::Uuid, i64, i64, i64, i64)>> {
+/// One new seal as `audit_seal()` returns it: tenant, seal number, rows,
+/// and its transaction id range.
+pub(super) type NewSeal = (pgrx::Uuid, i64, i64, i64, i64);
+
+pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
     let sealed_at = audit_now()?;
     Spi::connect_mut(|client| {
         // One sealer at a time: each extends every chain from where the last ended.

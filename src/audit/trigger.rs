@@ -93,16 +93,23 @@ fn tenant_of(row: Option<&JsonObject>, opts: &TriggerOptions) -> SaasResult<Stri
 }
 
 /// Builds the record for one change, or `None` when nothing audited changed.
+/// What every record of one trigger call shares.
+#[derive(Clone, Copy)]
+struct Common<'a> {
+    opts: &'a TriggerOptions,
+    table: &'a (String, String),
+    ctx: &'a RequestContext,
+    now: i64,
+    txid: i64,
+}
+
 fn record_for(
     operation: &str,
     old: Option<JsonObject>,
     new: Option<JsonObject>,
-    opts: &TriggerOptions,
-    table: &(String, String),
-    ctx: &RequestContext,
-    now: i64,
-    txid: i64,
+    common: &Common<'_>,
 ) -> SaasResult<Option<AuditRecord>> {
+    let Common { opts, table, ctx, now, txid } = *common;
     let key_row = old.as_ref().or(new.as_ref());
     let tenant_id = tenant_of(new.as_ref().or(old.as_ref()), opts)?;
     let key = key_row.map(|r| record_key(r, &opts.key));
@@ -178,8 +185,12 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
     };
     let ctx = request_context();
     let table = table_names(rel);
-    if let Some(r) = record_for(operation, old, new, &opts, &table, &ctx, audit_now()?, top_xid())?
-    {
+    if let Some(r) = record_for(
+        operation,
+        old,
+        new,
+        &Common { opts: &opts, table: &table, ctx: &ctx, now: audit_now()?, txid: top_xid() },
+    )? {
         write_records(vec![r])?;
     }
     Ok(())
@@ -188,8 +199,12 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
 fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
     // No row images: the record carries the request's tenant and no key.
     let ctx = request_context();
-    let r =
-        record_for("TRUNCATE", None, None, opts, &table_names(rel), &ctx, audit_now()?, top_xid())?;
+    let r = record_for(
+        "TRUNCATE",
+        None,
+        None,
+        &Common { opts, table: &table_names(rel), ctx: &ctx, now: audit_now()?, txid: top_xid() },
+    )?;
     write_records(r.into_iter().collect())
 }
 
@@ -202,19 +217,25 @@ struct TransitionReader {
 }
 
 impl TransitionReader {
-    /// SAFETY: `store` is NULL or a transition table of the current trigger
+    ///
+    /// # Safety
+    ///
+    /// `store` is NULL or a transition table of the current trigger
     /// event with tuples of `desc`.
     unsafe fn new(
         store: *mut pg_sys::Tuplestorestate,
         desc: pg_sys::TupleDesc,
     ) -> Option<TransitionReader> {
-        if store.is_null() {
-            return None;
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            if store.is_null() {
+                return None;
+            }
+            pg_sys::tuplestore_select_read_pointer(store, 0);
+            pg_sys::tuplestore_rescan(store);
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+            Some(TransitionReader { store, slot, encoder: row_image::RowEncoder::new(desc) })
         }
-        pg_sys::tuplestore_select_read_pointer(store, 0);
-        pg_sys::tuplestore_rescan(store);
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-        Some(TransitionReader { store, slot, encoder: row_image::RowEncoder::new(desc) })
     }
 
     fn next_row(&mut self) -> SaasResult<Option<JsonObject>> {
@@ -258,7 +279,8 @@ pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResul
     };
     let ctx = request_context();
     let table = table_names(rel);
-    let (now, txid) = (audit_now()?, top_xid());
+    let common =
+        Common { opts: &opts, table: &table, ctx: &ctx, now: audit_now()?, txid: top_xid() };
     // In chunks: memory stays bounded whatever the statement's size.
     loop {
         let mut records = Vec::with_capacity(BULK_CHUNK);
@@ -280,7 +302,7 @@ pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResul
                     "transition tables differ in length",
                 ));
             }
-            records.extend(record_for(operation, old, new, &opts, &table, &ctx, now, txid)?);
+            records.extend(record_for(operation, old, new, &common)?);
         }
         if records.is_empty() {
             olds.into_iter().chain(news).for_each(TransitionReader::finish);

@@ -44,6 +44,9 @@ pgrx::impl_sql_translatable!(RateLimitResult, "@extschema@.rate_limit_result");
 // SAFETY: `rate_limit` is declared to return saas.rate_limit_result, whose
 // five attributes are filled here in order.
 unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
+    /// # Safety
+    ///
+    /// As for [`pgrx::callconv::BoxRet::box_into`]: `fcinfo` is the call's.
     unsafe fn box_into<'fcx>(
         self,
         fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
@@ -67,6 +70,9 @@ unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
             B::FLOAT8OID.value(),
             B::FLOAT8OID.value(),
         ];
+        // SAFETY: `fcinfo` is this call's; the five values are datums of the
+        // five types given, which return_composite checks against the
+        // declared result type; nothing else uses this call site's fn_extra.
         unsafe { crate::pgutil::return_composite(fcinfo, &types, &mut values, &mut nulls) }
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn init() {
     }
 }
 
-unsafe extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     STATE_OWNER.with(|o| o.set(None));
 }
 
@@ -108,7 +108,7 @@ fn state_owner() -> SaasResult<pg_sys::Oid> {
     let owner = Spi::connect(|client| {
         let stmt = kept_plan(
             &OWNER_PLAN,
-            &client,
+            client,
             "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'saas.rate_limit_state'::pg_catalog.regclass",
             &[],
         )?;
@@ -210,6 +210,8 @@ fn _rate_limit_request() -> Option<pgrx::JsonB> {
 
 /// Counts in shared memory not yet written to `usage_daily` and
 /// `rate_limit_refusals`. `day` is days since 2000-01-01.
+// pgrx reads the column names from this signature: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn _usage_pending() -> TableIterator<
     'static,
@@ -269,6 +271,8 @@ fn rate_limit_vacuum() -> i64 {
 }
 
 /// Occupancy of the shared-memory backend, for monitoring.
+// pgrx reads the column names from this signature: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn rate_limit_stats() -> TableIterator<
     'static,

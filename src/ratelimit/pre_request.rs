@@ -134,7 +134,7 @@ pub(super) fn admission() -> SaasResult<Admission> {
     let matching: Vec<&Rule> = all_rules
         .iter()
         .filter(|r| {
-            r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, &path)
+            r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, path)
         })
         .collect();
 

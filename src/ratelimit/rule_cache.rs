@@ -28,7 +28,7 @@ thread_local! {
 
 /// Drops the cached rules when their table is invalidated (InvalidOid: every
 /// relation, after a cache reset).
-pub(super) unsafe extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+pub(super) extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || relid == RULES_RELID.with(Cell::get) {
         RULES.with(|r| r.borrow_mut().take());
         RULES_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
@@ -121,7 +121,7 @@ pub(super) fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Vec<Rule>>> {
     };
     RULES_RELID.with(|r| r.set(relid));
     let generation = RULES_GENERATION.with(Cell::get);
-    let rules = Rc::new(as_owner(owner, || Spi::connect(|client| load_rules(&client)))?);
+    let rules = Rc::new(as_owner(owner, || Spi::connect(load_rules))?);
     if RULES_GENERATION.with(Cell::get) == generation {
         RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
     }

@@ -65,7 +65,7 @@ fn place(segment: &[RateSlot], key: KeyHash, now: i64) -> Place {
         }
         if slot.key == [0, 0] || slot.tat <= now {
             free.get_or_insert(i);
-        } else if oldest.map_or(true, |o| slot.tat < segment[o].tat) {
+        } else if oldest.is_none_or(|o| slot.tat < segment[o].tat) {
             oldest = Some(i);
         }
     }

@@ -25,7 +25,7 @@ thread_local! {
     static TO_SETTLE: RefCell<Vec<(pg_sys::SubTransactionId, Vec<CounterSlot>)>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(super) unsafe extern "C-unwind" fn on_xact(
+pub(super) extern "C-unwind" fn on_xact(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
 ) {
@@ -45,7 +45,7 @@ pub(super) unsafe extern "C-unwind" fn on_xact(
     }
 }
 
-pub(super) unsafe extern "C-unwind" fn on_subxact(
+pub(super) extern "C-unwind" fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     my_subid: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,

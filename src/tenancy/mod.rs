@@ -42,7 +42,7 @@ struct Inputs {
 /// A subtransaction that aborts (ROLLBACK TO SAVEPOINT, a plpgsql EXCEPTION
 /// block) may have changed what resolution read, or called set_tenant: forget
 /// the cached resolution, and a tenant set inside it (fail closed).
-unsafe extern "C-unwind" fn on_subxact(
+extern "C-unwind" fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     my_subid: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,

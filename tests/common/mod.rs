@@ -342,6 +342,8 @@ impl<'a> RequestBuilder<'a> {
         self.filter(column, "<", Some(value.to_string()))
     }
 
+    // A builder step named for the SQL it adds (IS NULL), not a predicate.
+    #[allow(clippy::wrong_self_convention)]
     pub fn is_null(self, column: &str) -> Self {
         self.filter(column, "IS NULL", None)
     }
