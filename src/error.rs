@@ -106,7 +106,12 @@ pub struct SaasError {
 
 impl SaasError {
     pub fn new(kind: ErrorKind, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        SaasError { kind, message: message.into(), detail: None, hint: hint.into() }
+        SaasError {
+            kind,
+            message: message.into(),
+            detail: None,
+            hint: hint.into(),
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -207,7 +212,11 @@ mod tests {
         for kind in ErrorKind::ALL {
             let s = kind.sqlstate();
             assert_eq!(s.len(), 5, "{kind:?}");
-            assert!(s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()), "{kind:?}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+                "{kind:?}"
+            );
             assert!(seen.insert(s), "{kind:?} reuses {s}");
             // Class 00/01/02 are not errors; XX000 is what we promise never to raise.
             assert!(!s.starts_with("00") && !s.starts_with("01") && !s.starts_with("02"));
@@ -234,13 +243,20 @@ mod tests {
         // every character spelt out, the 0 too, as MAKE_SQLSTATE packs it
         let expect = (2) | (3 << 6) | (5 << 12) | (0 << 18) | (5 << 24);
         assert_eq!(make_sqlstate("23505"), expect);
-        assert_eq!(make_sqlstate("23505"), pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32);
+        assert_eq!(
+            make_sqlstate("23505"),
+            pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32
+        );
     }
 
     #[test]
     fn display_carries_sqlstate() {
-        let e = SaasError::new(ErrorKind::InvalidJson, "claims are not JSON", "send a JSON object")
-            .with_detail("at byte 3");
+        let e = SaasError::new(
+            ErrorKind::InvalidJson,
+            "claims are not JSON",
+            "send a JSON object",
+        )
+        .with_detail("at byte 3");
         assert_eq!(e.to_string(), "claims are not JSON (SQLSTATE 22P02)");
         assert_eq!(e.detail.as_deref(), Some("at byte 3"));
     }

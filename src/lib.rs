@@ -40,15 +40,22 @@ extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
-    requires =
-        [tenancy::current_tenant, tenancy::current_user_id, tenancy::has_role, tenancy::set_tenant]
+    requires = [
+        tenancy::current_tenant,
+        tenancy::current_user_id,
+        tenancy::has_role,
+        tenancy::set_tenant
+    ]
 );
 // Monthly partitions; registers tenancy's partition hook, so it follows tenancy.
 extension_sql_file!(
     "../sql/partitions.sql",
     name = "partitions",
-    requires =
-        ["tenancy", partitions::monthly_partition_name, partitions::default_partition_name_sql]
+    requires = [
+        "tenancy",
+        partitions::monthly_partition_name,
+        partitions::default_partition_name_sql
+    ]
 );
 // Audit trail: its log is a monthly partitioned table, so partitions first.
 extension_sql_file!(

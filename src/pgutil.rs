@@ -103,7 +103,9 @@ pub(crate) fn clock_override(
     name: &CStr,
     setting: &GucSetting<Option<CString>>,
 ) -> SaasResult<Option<pg_sys::TimestampTz>> {
-    let Some(fixed) = setting.get() else { return Ok(None) };
+    let Some(fixed) = setting.get() else {
+        return Ok(None);
+    };
     let text = fixed.to_string_lossy();
     if text.trim().is_empty() {
         return Ok(None);

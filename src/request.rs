@@ -66,7 +66,12 @@ pub fn parse_claims(raw: Option<&str>) -> SaasResult<Option<Claims>> {
 pub fn find_claim<'a>(claims: &'a Claims, name: &str) -> Option<&'a Value> {
     claims
         .get(name)
-        .or_else(|| claims.get("app_metadata").and_then(Value::as_object).and_then(|m| m.get(name)))
+        .or_else(|| {
+            claims
+                .get("app_metadata")
+                .and_then(Value::as_object)
+                .and_then(|m| m.get(name))
+        })
         .filter(|v| !v.is_null())
 }
 
@@ -74,8 +79,12 @@ pub fn find_claim<'a>(claims: &'a Claims, name: &str) -> Option<&'a Value> {
 /// the error (22023), `hint` says what to send.
 pub fn uuid_value(value: &Value, what: &str, hint: &str) -> SaasResult<Uuid> {
     let text = value.as_str().ok_or_else(|| {
-        SaasError::new(ErrorKind::InvalidParameter, format!("{what} is not a uuid string"), hint)
-            .with_detail(format!("found {value}"))
+        SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("{what} is not a uuid string"),
+            hint,
+        )
+        .with_detail(format!("found {value}"))
     })?;
     Uuid::parse(text).ok_or_else(|| {
         SaasError::new(
@@ -122,7 +131,10 @@ pub fn sub_text(claims: &Claims) -> Option<String> {
 /// may send `unknown` or an obfuscated node name, RFC 7239).
 pub fn client_ip(forwarded_for: Option<&str>, real_ip: Option<&str>) -> Option<String> {
     let first_hop = forwarded_for.and_then(|v| v.split(',').next());
-    [first_hop, real_ip].into_iter().flatten().find_map(normalize_ip)
+    [first_hop, real_ip]
+        .into_iter()
+        .flatten()
+        .find_map(normalize_ip)
 }
 
 /// An IP address in one canonical text form (what inet input accepts and the
@@ -162,7 +174,11 @@ mod tests {
         assert_eq!(h.get("x-n"), None, "only string values are headers");
         assert_eq!(h.get("missing"), None);
         for raw in [None, Some(""), Some("  "), Some("not json"), Some("[1]")] {
-            assert_eq!(RequestHeaders::parse(raw).get("user-agent"), None, "{raw:?}");
+            assert_eq!(
+                RequestHeaders::parse(raw).get("user-agent"),
+                None,
+                "{raw:?}"
+            );
         }
     }
 
@@ -174,7 +190,10 @@ mod tests {
             parse_claims(Some("{}")).unwrap().is_some(),
             "an empty object is still a request with claims"
         );
-        assert_eq!(parse_claims(Some("{not json")).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(
+            parse_claims(Some("{not json")).unwrap_err().sqlstate(),
+            "22P02"
+        );
         assert_eq!(parse_claims(Some("[1]")).unwrap_err().sqlstate(), "22P02");
     }
 
@@ -190,7 +209,10 @@ mod tests {
         assert_eq!(sub_text(&nested), None);
         // null is no subject.
         let null = obj(json!({"sub": null}));
-        assert_eq!((sub(&null), sub_uuid(&null).unwrap(), sub_text(&null)), (None, None, None));
+        assert_eq!(
+            (sub(&null), sub_uuid(&null).unwrap(), sub_text(&null)),
+            (None, None, None)
+        );
         // Other identity providers: not a uuid (an error the caller may
         // ignore), but still a key for rate limits.
         let other = obj(json!({"sub": "auth0|42"}));
@@ -199,7 +221,11 @@ mod tests {
         let number = obj(json!({"sub": 42}));
         assert_eq!(sub_uuid(&number).unwrap_err().sqlstate(), "22023");
         assert_eq!(sub_text(&number).as_deref(), Some("42"));
-        for empty in [json!({"sub": ""}), json!({"sub": true}), json!({"sub": [U]})] {
+        for empty in [
+            json!({"sub": ""}),
+            json!({"sub": true}),
+            json!({"sub": [U]}),
+        ] {
             assert_eq!(sub_text(&obj(empty.clone())), None, "{empty}");
         }
     }
@@ -210,9 +236,18 @@ mod tests {
             client_ip(Some("203.0.113.7, 10.0.0.1"), Some("10.9.9.9")).as_deref(),
             Some("203.0.113.7")
         );
-        assert_eq!(client_ip(Some("unknown"), Some("10.9.9.9")).as_deref(), Some("10.9.9.9"));
-        assert_eq!(client_ip(None, Some("[2001:DB8::1]:443")).as_deref(), Some("2001:db8::1"));
-        assert_eq!(client_ip(Some("198.51.100.2:8080"), None).as_deref(), Some("198.51.100.2"));
+        assert_eq!(
+            client_ip(Some("unknown"), Some("10.9.9.9")).as_deref(),
+            Some("10.9.9.9")
+        );
+        assert_eq!(
+            client_ip(None, Some("[2001:DB8::1]:443")).as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(Some("198.51.100.2:8080"), None).as_deref(),
+            Some("198.51.100.2")
+        );
         assert_eq!(client_ip(Some("garbage"), None), None);
         assert_eq!(client_ip(None, None), None);
         let h = RequestHeaders::parse(Some(r#"{"x-forwarded-for": "203.0.113.7, 10.0.0.1"}"#));

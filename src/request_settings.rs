@@ -81,7 +81,10 @@ impl RequestSettings {
     /// The claims, parsed once ([`parse_claims`]: None without claims, an
     /// error (22P02) when they are not a JSON object).
     pub(crate) fn claims(&self) -> SaasResult<Option<&Claims>> {
-        match self.claims.get_or_init(|| parse_claims(self.claims_text.as_deref())) {
+        match self
+            .claims
+            .get_or_init(|| parse_claims(self.claims_text.as_deref()))
+        {
             Ok(claims) => Ok(claims.as_ref()),
             Err(e) => Err(e.clone()),
         }
@@ -89,7 +92,8 @@ impl RequestSettings {
 
     /// The headers, parsed once, leniently ([`RequestHeaders::parse`]).
     pub(crate) fn headers(&self) -> &RequestHeaders {
-        self.headers.get_or_init(|| RequestHeaders::parse(self.headers_text.as_deref()))
+        self.headers
+            .get_or_init(|| RequestHeaders::parse(self.headers_text.as_deref()))
     }
 }
 

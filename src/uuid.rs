@@ -78,7 +78,11 @@ mod tests {
             "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
             "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
         ] {
-            assert_eq!(Uuid::parse(form).map(|x| x.to_string()).as_deref(), Some(canon), "{form}");
+            assert_eq!(
+                Uuid::parse(form).map(|x| x.to_string()).as_deref(),
+                Some(canon),
+                "{form}"
+            );
         }
         for bad in [
             "",

@@ -52,7 +52,9 @@ async fn fixture(
             "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', '{role}');"
         ));
     }
-    common::shared_setup(admin, &sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
 }
 
 #[tokio::test]
@@ -113,7 +115,11 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(get(0, 1).as_deref(), Some(tenant_a));
     assert_eq!(get(0, 2).as_deref(), Some(member_a), "actor is the JWT sub");
     assert_eq!(get(0, 3).as_deref(), Some("authenticated"));
-    assert_eq!(get(0, 4).as_deref(), Some("198.51.100.23"), "first hop of X-Forwarded-For");
+    assert_eq!(
+        get(0, 4).as_deref(),
+        Some("198.51.100.23"),
+        "first hop of X-Forwarded-For"
+    );
     assert_eq!(get(0, 5).as_deref(), Some("it-audit/2.0"));
     assert_eq!(get(0, 6).as_deref(), Some("req-insert-1"));
     assert_eq!(get(0, 7).as_deref(), Some("POST"));
@@ -127,7 +133,11 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(get(1, 6).as_deref(), Some("req-update-1"));
     assert_eq!(get(1, 7).as_deref(), Some("PATCH"));
     let new_values: Value = rows[1].get(9);
-    assert_eq!(new_values, json!({"body": "second"}), "changed columns only");
+    assert_eq!(
+        new_values,
+        json!({"body": "second"}),
+        "changed columns only"
+    );
     assert_eq!(get(2, 1).as_deref(), Some(tenant_b));
 
     // The log through the API: a tenant's admins read its rows, nobody else any.
@@ -156,9 +166,17 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
         .send()
         .await;
     assert_eq!(seen(&as_owner_b), vec![tenant_b.to_string()]);
-    let as_member = log.get("audit_log").claims(claims(member_a, tenant_a)).send().await;
+    let as_member = log
+        .get("audit_log")
+        .claims(claims(member_a, tenant_a))
+        .send()
+        .await;
     as_member.expect_ok();
-    assert_eq!(seen(&as_member), Vec::<String>::new(), "members read no audit rows");
+    assert_eq!(
+        seen(&as_member),
+        Vec::<String>::new(),
+        "members read no audit rows"
+    );
     let anonymous = log.get("audit_log").send().await;
     assert!(
         anonymous.body.as_array().is_none_or(|a| a.is_empty()),
@@ -171,7 +189,11 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
         .claims(claims(admin_a, tenant_a))
         .send()
         .await;
-    assert!(!forged.is_success(), "update of the log must fail: {:?}", forged.body);
+    assert!(
+        !forged.is_success(),
+        "update of the log must fail: {:?}",
+        forged.body
+    );
 
     // Export as an RPC (GET: a read-only transaction).
     let export = log
@@ -221,15 +243,24 @@ async fn verify<C: GenericClient + Sync>(client: &C, from: &str, to: &str) -> Ve
         )
         .await
         .unwrap();
-    Verdict { ok: r.get(0), kind: r.get(1), log_id: r.get(2), detail: r.get(3) }
+    Verdict {
+        ok: r.get(0),
+        kind: r.get(1),
+        log_id: r.get(2),
+        detail: r.get(3),
+    }
 }
 
 /// Runs `tamper` as a superuser with triggers off, checks what verify says,
 /// and rolls back.
 async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Verdict {
     let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL session_replication_role = replica").await.unwrap();
-    tx.batch_execute(tamper).await.unwrap_or_else(|e| panic!("{tamper}: {e}"));
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .unwrap();
+    tx.batch_execute(tamper)
+        .await
+        .unwrap_or_else(|e| panic!("{tamper}: {e}"));
     let verdict = verify(&tx, window.0, window.1).await;
     tx.rollback().await.unwrap();
     verdict
@@ -241,7 +272,10 @@ async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Ve
 async fn seal_until_covered(client: &Client, window: (&str, &str)) -> i64 {
     let mut unsealed = -1i64;
     for _ in 0..600 {
-        client.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap();
+        client
+            .query("SELECT * FROM saas.audit_seal()", &[])
+            .await
+            .unwrap();
         unsealed = client
             .query_one("SELECT unsealed_rows FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)", &[&window.0, &window.1])
             .await
@@ -260,7 +294,13 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
     let mut admin = db_or_skip!("verify_finds_edited_deleted_and_inserted_rows");
     let tenant = random_uuid();
     let tenant = tenant.as_str();
-    fixture(&admin, "it_audit_tamper", &[(tenant, "it-audit-tamper")], &[]).await;
+    fixture(
+        &admin,
+        "it_audit_tamper",
+        &[(tenant, "it-audit-tamper")],
+        &[],
+    )
+    .await;
     // This test's rows live in their own (past) window, so verification of
     // the window sees only them, whatever other tests write meanwhile.
     let (day, next_day, noon) = random_day();
@@ -349,14 +389,23 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         window,
     )
     .await;
-    assert!(!rehashed.ok && rehashed.kind.as_deref() == Some("seal"), "{rehashed:?}");
+    assert!(
+        !rehashed.ok && rehashed.kind.as_deref() == Some("seal"),
+        "{rehashed:?}"
+    );
     assert!(rehashed.detail.contains("no longer digest"), "{rehashed:?}");
 
     // Deleted: the seal counts one row less.
-    let deleted =
-        tampered(&mut admin, &format!("DELETE FROM saas.audit_log WHERE id = {}", ids[1]), window)
-            .await;
-    assert!(!deleted.ok && deleted.kind.as_deref() == Some("seal"), "{deleted:?}");
+    let deleted = tampered(
+        &mut admin,
+        &format!("DELETE FROM saas.audit_log WHERE id = {}", ids[1]),
+        window,
+    )
+    .await;
+    assert!(
+        !deleted.ok && deleted.kind.as_deref() == Some("seal"),
+        "{deleted:?}"
+    );
     assert!(deleted.detail.contains("missing"), "{deleted:?}");
 
     // Inserted with a valid hash and a sealed transaction id: one row too many.
@@ -382,8 +431,14 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         window,
     )
     .await;
-    assert!(!inserted.ok && inserted.kind.as_deref() == Some("seal"), "{inserted:?}");
-    assert!(inserted.detail.contains("inserted after sealing"), "{inserted:?}");
+    assert!(
+        !inserted.ok && inserted.kind.as_deref() == Some("seal"),
+        "{inserted:?}"
+    );
+    assert!(
+        inserted.detail.contains("inserted after sealing"),
+        "{inserted:?}"
+    );
 
     // Nothing stuck: the log is whole again.
     let after = verify(&admin, window.0, window.1).await;
@@ -402,7 +457,13 @@ fn hex(bytes: &[u8]) -> String {
 async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let admin = db_or_skip!("seals_taken_during_open_transactions_never_raise_a_false_alarm");
     let tenant = random_uuid();
-    fixture(&admin, "it_audit_seal", &[(tenant.as_str(), "it-audit-seal")], &[]).await;
+    fixture(
+        &admin,
+        "it_audit_seal",
+        &[(tenant.as_str(), "it-audit-seal")],
+        &[],
+    )
+    .await;
     let (day, next_day, noon) = random_day();
     let window = (day.as_str(), next_day.as_str());
     let clock = format!("SET saas.audit_clock = '{noon}'");
@@ -454,7 +515,11 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
         let mut seals = 0usize;
         let mut checks = 0usize;
         while !sealer_done.load(std::sync::atomic::Ordering::Relaxed) {
-            seals += sealer.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap().len();
+            seals += sealer
+                .query("SELECT * FROM saas.audit_seal()", &[])
+                .await
+                .unwrap()
+                .len();
             let v = verify(&sealer, &w_from, &w_to).await;
             assert!(v.ok, "false alarm while transactions were in flight: {v:?}");
             checks += 1;
@@ -491,5 +556,8 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let (rows, sealed, chain): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     assert_eq!(rows, written);
     assert_eq!(sealed, written, "every row in exactly one seal");
-    assert!(chain >= 2, "the chain grew while writers ran ({chain} seals)");
+    assert!(
+        chain >= 2,
+        "the chain grew while writers ran ({chain} seals)"
+    );
 }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 async fn count(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// Drops `schema` if a previous run left it, creates it again and runs `sql`
@@ -25,7 +29,10 @@ async fn fresh_schema(admin: &Client, schema: &str, sql: &str) {
 /// Drops `schema`; its tables leave partition_config with it (the
 /// extension's sql_drop trigger).
 async fn drop_schema(admin: &Client, schema: &str) {
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// Says (past the test harness's capture) whether the kill landed mid-run.
@@ -92,9 +99,15 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
     let outcome = run.await.unwrap();
     report("conversion", killed);
     if killed {
-        assert!(outcome.is_err(), "the killed conversion must not report success");
+        assert!(
+            outcome.is_err(),
+            "the killed conversion must not report success"
+        );
         // Nothing half-done: still the plain table with every row, no config.
-        assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits").await, 400000);
+        assert_eq!(
+            count(&admin, "SELECT count(*) FROM it_conv.hits").await,
+            400000
+        );
         let plain: bool = admin
             .query_one(
                 "SELECT relkind = 'r' FROM pg_class WHERE oid = 'it_conv.hits'::regclass",
@@ -125,7 +138,10 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
     } else {
         outcome.unwrap();
     }
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits").await, 400000);
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_conv.hits").await,
+        400000
+    );
     assert_eq!(
         count(
             &admin,
@@ -134,7 +150,10 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
         .await,
         1
     );
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits_default").await, 0);
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_conv.hits_default").await,
+        0
+    );
     drop_schema(&admin, "it_conv").await;
 }
 
@@ -160,19 +179,32 @@ async fn killed_rescue_keeps_every_row_and_the_next_run_completes() {
             )
             .await
     });
-    let killed =
-        kill_when_running(&admin, "%run_maintenance('it_rescue.log'%", Duration::from_millis(400))
-            .await;
+    let killed = kill_when_running(
+        &admin,
+        "%run_maintenance('it_rescue.log'%",
+        Duration::from_millis(400),
+    )
+    .await;
     let _ = run.await.unwrap();
     report("rescue", killed);
     // Whatever was done is whole: every row is still there, nothing doubled.
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log").await, total, "killed={killed}");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_rescue.log").await,
+        total,
+        "killed={killed}"
+    );
     // The next run finishes the rescue.
     admin
-        .query("SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')", &[])
+        .query(
+            "SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log").await, total);
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_rescue.log").await,
+        total
+    );
     assert_eq!(
         count(&admin, "SELECT count(*) FROM it_rescue.log_default").await,
         0,
@@ -253,14 +285,23 @@ async fn writers_lose_nothing_while_maintenance_runs() {
     }
     // A final pass with the writers gone rescues whatever arrived last.
     maint
-        .query("SELECT * FROM saas.run_maintenance('it_conc.ev', p_now => '2027-06-15')", &[])
+        .query(
+            "SELECT * FROM saas.run_maintenance('it_conc.ev', p_now => '2027-06-15')",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(committed, (WRITERS as i64) * i64::from(ROWS));
     let stored = count(&admin, "SELECT count(*) FROM it_conc.ev").await;
-    assert_eq!(stored, committed, "rows lost or doubled; maintenance errors: {errors:?}");
-    let distinct =
-        count(&admin, "SELECT count(*) FROM (SELECT DISTINCT writer, n FROM it_conc.ev) d").await;
+    assert_eq!(
+        stored, committed,
+        "rows lost or doubled; maintenance errors: {errors:?}"
+    );
+    let distinct = count(
+        &admin,
+        "SELECT count(*) FROM (SELECT DISTINCT writer, n FROM it_conc.ev) d",
+    )
+    .await;
     assert_eq!(distinct, committed, "every (writer, n) exactly once");
     assert_eq!(
         count(&admin, "SELECT count(*) FROM it_conc.ev_default").await,
@@ -280,21 +321,37 @@ async fn maintenance_is_scheduled_with_pg_cron() {
         .unwrap()
         .get(0);
     let row = admin
-        .query_one("SELECT schedule, command FROM cron.job WHERE jobid = $1", &[&job])
+        .query_one(
+            "SELECT schedule, command FROM cron.job WHERE jobid = $1",
+            &[&job],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "*/5 * * * *");
     assert!(row.get::<_, String>(1).contains("saas.run_maintenance()"));
     // Scheduling again replaces the job of the same name rather than adding one.
-    admin.query_one("SELECT saas.schedule_maintenance()", &[]).await.unwrap();
+    admin
+        .query_one("SELECT saas.schedule_maintenance()", &[])
+        .await
+        .unwrap();
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM cron.job WHERE jobname = 'pg_saas maintenance'").await,
+        count(
+            &admin,
+            "SELECT count(*) FROM cron.job WHERE jobname = 'pg_saas maintenance'"
+        )
+        .await,
         1
     );
-    let removed: bool =
-        admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    let removed: bool = admin
+        .query_one("SELECT saas.unschedule_maintenance()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(removed);
-    let again: bool =
-        admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    let again: bool = admin
+        .query_one("SELECT saas.unschedule_maintenance()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(!again, "nothing left to unschedule");
 }

@@ -106,14 +106,38 @@ enum Via {
 }
 
 const ACTORS: [Via; 9] = [
-    Via::Claim { user: U_A, tenant: 0 },
-    Via::Claim { user: U_B, tenant: 1 },
-    Via::Claim { user: U_C, tenant: 2 },
-    Via::Header { user: U_AB, tenant: 0 },
-    Via::Header { user: U_AB, tenant: 1 },
-    Via::Header { user: U_BC, tenant: 1 },
-    Via::Header { user: U_BC, tenant: 2 },
-    Via::Intruder { user: U_AB, tenant: 2 },
+    Via::Claim {
+        user: U_A,
+        tenant: 0,
+    },
+    Via::Claim {
+        user: U_B,
+        tenant: 1,
+    },
+    Via::Claim {
+        user: U_C,
+        tenant: 2,
+    },
+    Via::Header {
+        user: U_AB,
+        tenant: 0,
+    },
+    Via::Header {
+        user: U_AB,
+        tenant: 1,
+    },
+    Via::Header {
+        user: U_BC,
+        tenant: 1,
+    },
+    Via::Header {
+        user: U_BC,
+        tenant: 2,
+    },
+    Via::Intruder {
+        user: U_AB,
+        tenant: 2,
+    },
     Via::Anon,
 ];
 
@@ -206,7 +230,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 type Model = BTreeMap<(Table, i64), (usize, String)>;
 
 fn tenant_index(uuid: &str) -> usize {
-    TENANTS.iter().position(|t| *t == uuid).unwrap_or_else(|| panic!("unknown tenant {uuid}"))
+    TENANTS
+        .iter()
+        .position(|t| *t == uuid)
+        .unwrap_or_else(|| panic!("unknown tenant {uuid}"))
 }
 
 /// The status an actor without a usable tenant gets.
@@ -267,7 +294,12 @@ async fn run_op(
                 .collect();
             prop_assert_eq!(got, want, "{:?} saw the wrong rows", via);
         }
-        Op::Insert { actor, table, claimed, december } => {
+        Op::Insert {
+            actor,
+            table,
+            claimed,
+            december,
+        } => {
             let via = ACTORS[actor];
             *counter += 1;
             let body = format!("row-{counter}");
@@ -276,10 +308,16 @@ async fn run_op(
                 row["tenant_id"] = json!(TENANTS[t]);
             }
             if table == Table::Logs {
-                row["at"] =
-                    json!(if december { "2026-12-10T10:00:00Z" } else { "2026-11-10T10:00:00Z" });
+                row["at"] = json!(if december {
+                    "2026-12-10T10:00:00Z"
+                } else {
+                    "2026-11-10T10:00:00Z"
+                });
             }
-            let r = via.sign(api.insert(table.name(), row).representation()).send().await;
+            let r = via
+                .sign(api.insert(table.name(), row).representation())
+                .send()
+                .await;
             match (via.tenant(), claimed) {
                 (None, _) if matches!(via, Via::Intruder { .. }) => {
                     return expect_denied(via, &r, "insert")
@@ -310,7 +348,16 @@ async fn run_op(
                 }
             }
         }
-        Op::Update { actor, table, target } | Op::Delete { actor, table, target } => {
+        Op::Update {
+            actor,
+            table,
+            target,
+        }
+        | Op::Delete {
+            actor,
+            table,
+            target,
+        } => {
             let via = ACTORS[actor];
             let rows = rows_of(model, table);
             let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else {
@@ -322,7 +369,8 @@ async fn run_op(
             let req = if is_delete {
                 api.delete(table.name()).eq("id", id)
             } else {
-                api.update(table.name(), json!({"body": new_body})).eq("id", id)
+                api.update(table.name(), json!({"body": new_body}))
+                    .eq("id", id)
             };
             let r = via.sign(req).send().await;
             if matches!(via, Via::Intruder { .. }) {
@@ -346,14 +394,22 @@ async fn run_op(
                 }
             }
         }
-        Op::MoveToTenant { actor, table, target, to } => {
+        Op::MoveToTenant {
+            actor,
+            table,
+            target,
+            to,
+        } => {
             let via = ACTORS[actor];
             let rows = rows_of(model, table);
             let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else {
                 return Ok(());
             };
             let r = via
-                .sign(api.update(table.name(), json!({"tenant_id": TENANTS[to]})).eq("id", id))
+                .sign(
+                    api.update(table.name(), json!({"tenant_id": TENANTS[to]}))
+                        .eq("id", id),
+                )
                 .send()
                 .await;
             if matches!(via, Via::Intruder { .. }) {
@@ -386,7 +442,10 @@ async fn actual(admin: &Client, schema: &str) -> Model {
     for table in [Table::Docs, Table::Logs] {
         for row in admin
             .query(
-                &format!("SELECT id, tenant_id::text, body FROM {schema}.{} ", table.name()),
+                &format!(
+                    "SELECT id, tenant_id::text, body FROM {schema}.{} ",
+                    table.name()
+                ),
                 &[],
             )
             .await
@@ -400,32 +459,46 @@ async fn actual(admin: &Client, schema: &str) -> Model {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn random_request_sequences_never_cross_tenants() {
     let rt = runtime();
-    let Some(admin) = rt.block_on(common::connect("random_request_sequences_never_cross_tenants"))
-    else {
+    let Some(admin) = rt.block_on(common::connect(
+        "random_request_sequences_never_cross_tenants",
+    )) else {
         return;
     };
-    let api_client =
-        rt.block_on(common::connect("random_request_sequences_never_cross_tenants")).unwrap();
+    let api_client = rt
+        .block_on(common::connect(
+            "random_request_sequences_never_cross_tenants",
+        ))
+        .unwrap();
     let schema = "it_tenancy_prop";
     rt.block_on(fixture(&admin, schema));
     let api = Api::with_pre_request(api_client, schema);
 
-    let cases: u32 =
-        std::env::var("TENANCY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let mut runner =
-        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases: u32 = std::env::var("TENANCY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let requests = std::cell::Cell::new(0u64);
     runner
         .run(&proptest::collection::vec(op_strategy(), 1..12), |ops| {
             rt.block_on(async {
                 admin
-                    .batch_execute(&format!("DELETE FROM {schema}.docs; DELETE FROM {schema}.logs"))
+                    .batch_execute(&format!(
+                        "DELETE FROM {schema}.docs; DELETE FROM {schema}.logs"
+                    ))
                     .await
                     .unwrap();
                 let mut model = Model::new();
@@ -462,15 +535,24 @@ async fn anonymous_suspended_and_intruders() {
         .await
         .unwrap();
     let mut api = Api::with_pre_request(
-        common::connect("anonymous_suspended_and_intruders").await.unwrap(),
+        common::connect("anonymous_suspended_and_intruders")
+            .await
+            .unwrap(),
         schema,
     );
 
     // Anonymous, no claims at all: sees nothing, has no tenant.
     let r = api.get("docs").send().await;
-    assert_eq!((r.status, r.body.clone()), (200, json!([])), "anon must see nothing");
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!([])),
+        "anon must see nothing"
+    );
     let r = api.rpc("whoami", json!({})).send().await;
-    assert_eq!(r.body, json!({"tenant": null, "user": null, "admin": false}));
+    assert_eq!(
+        r.body,
+        json!({"tenant": null, "user": null, "admin": false})
+    );
 
     // The tenant claim: GET /rpc/whoami in a READ ONLY transaction resolves it.
     let r = api
@@ -478,7 +560,12 @@ async fn anonymous_suspended_and_intruders() {
         .claims(json!({"role": "authenticated", "sub": U_A, "tenant_id": TENANTS[0]}))
         .send()
         .await;
-    assert_eq!(r.body, json!({"tenant": TENANTS[0], "user": U_A, "admin": true}), "{:?}", r.error);
+    assert_eq!(
+        r.body,
+        json!({"tenant": TENANTS[0], "user": U_A, "admin": true}),
+        "{:?}",
+        r.error
+    );
     let r = api
         .get("docs")
         .claims(json!({"role": "authenticated", "sub": U_A, "tenant_id": TENANTS[0]}))
@@ -512,7 +599,10 @@ async fn anonymous_suspended_and_intruders() {
         .header("X-Tenant-Id", TENANTS[0])
         .send()
         .await;
-    assert!(r.status == 403 || r.body == json!([]), "never rows of a tenant the user is not in");
+    assert!(
+        r.status == 403 || r.body == json!([]),
+        "never rows of a tenant the user is not in"
+    );
     api.config.pre_request = Some("saas.pre_request".into());
 
     // A header for a tenant the user is not in: 403 with a hint.
@@ -523,7 +613,14 @@ async fn anonymous_suspended_and_intruders() {
         .send()
         .await;
     assert_eq!((r.status, r.code()), (403, Some("42501")));
-    assert!(r.error.as_ref().unwrap().hint.as_deref().unwrap().contains("my_memberships"));
+    assert!(r
+        .error
+        .as_ref()
+        .unwrap()
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("my_memberships"));
 
     // A malformed header: 400 with the SQLSTATE of bad input.
     let r = api
@@ -559,5 +656,12 @@ async fn anonymous_suspended_and_intruders() {
         .iter()
         .map(|m| (m["slug"].as_str().unwrap(), m["role"].as_str().unwrap()))
         .collect();
-    assert_eq!(list, [("dormant", "owner"), ("globex", "member"), ("initech", "admin")]);
+    assert_eq!(
+        list,
+        [
+            ("dormant", "owner"),
+            ("globex", "member"),
+            ("initech", "admin")
+        ]
+    );
 }

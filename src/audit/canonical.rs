@@ -87,7 +87,10 @@ pub(super) mod tests {
     #[test]
     fn keys_are_sorted_and_nested() {
         let v = json!({"b": 1, "a": {"z": [1, 2.50, null], "y": "x\"y"}, "ab": true});
-        assert_eq!(canonical_json(&v), r#"{"a":{"y":"x\"y","z":[1,25e-1,null]},"ab":true,"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"y":"x\"y","z":[1,25e-1,null]},"ab":true,"b":1}"#
+        );
     }
 
     #[test]

@@ -80,13 +80,21 @@ pub(super) fn write_canonical_number(text: &str, out: &mut String) {
     }
     // The digits are int_part then frac_part; strip zeros at both ends.
     let total = int_part.len() + frac_part.len();
-    let digit =
-        |i: usize| if i < int_part.len() { int_part[i] } else { frac_part[i - int_part.len()] };
+    let digit = |i: usize| {
+        if i < int_part.len() {
+            int_part[i]
+        } else {
+            frac_part[i - int_part.len()]
+        }
+    };
     let first = (0..total).find(|&i| digit(i) != b'0');
     let Some(first) = first else {
         return out.push('0');
     };
-    let last = (first..total).rev().find(|&i| digit(i) != b'0').unwrap_or(first);
+    let last = (first..total)
+        .rev()
+        .find(|&i| digit(i) != b'0')
+        .unwrap_or(first);
     exponent += (total - 1 - last) as i64 - frac_part.len() as i64;
     if negative {
         out.push('-');
@@ -108,7 +116,10 @@ mod tests {
         assert_eq!(canonical_number("1.5"), "15e-1");
         assert_eq!(canonical_number("15e-1"), "15e-1");
         assert_eq!(canonical_number("100"), "1e2");
-        assert_eq!(canonical_number("1e+100"), canonical_number(&format!("1{}", "0".repeat(100))));
+        assert_eq!(
+            canonical_number("1e+100"),
+            canonical_number(&format!("1{}", "0".repeat(100)))
+        );
         assert_eq!(canonical_number("-0.000"), "0");
         assert_eq!(canonical_number("0"), "0");
         assert_eq!(canonical_number("-12.034"), "-12034e-3");
@@ -173,7 +184,10 @@ mod tests {
             None => (mantissa, ""),
         };
         if int_part.is_empty()
-            || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+            || !int_part
+                .bytes()
+                .chain(frac_part.bytes())
+                .all(|b| b.is_ascii_digit())
         {
             return text.to_string();
         }
@@ -189,7 +203,11 @@ mod tests {
         format!(
             "{}{digits}{}",
             if negative { "-" } else { "" },
-            if exponent != 0 { format!("e{exponent}") } else { String::new() }
+            if exponent != 0 {
+                format!("e{exponent}")
+            } else {
+                String::new()
+            }
         )
     }
 

@@ -33,8 +33,12 @@ pub fn change_of(
             let same = |a: &JsonObject, b: &JsonObject, key: &str| {
                 a.get(key).map(|m| &m.text) == b.get(key).map(|m| &m.text)
             };
-            let changed: Vec<String> =
-                n.keys().chain(o.keys()).filter(|k| !same(&o, &n, k)).map(str::to_owned).collect();
+            let changed: Vec<String> = n
+                .keys()
+                .chain(o.keys())
+                .filter(|k| !same(&o, &n, k))
+                .map(str::to_owned)
+                .collect();
             if changed.is_empty() {
                 return None;
             }
@@ -42,9 +46,15 @@ pub fn change_of(
                 o.retain(|k| changed.iter().any(|c| c == k));
                 n.retain(|k| changed.iter().any(|c| c == k));
             }
-            Some(Change { old_values: Some(o), new_values: Some(n) })
+            Some(Change {
+                old_values: Some(o),
+                new_values: Some(n),
+            })
         }
-        (o, n) => Some(Change { old_values: o, new_values: n }),
+        (o, n) => Some(Change {
+            old_values: o,
+            new_values: n,
+        }),
     }
 }
 
@@ -86,12 +96,23 @@ mod tests {
         let old = obj(r#"{"id": 1, "name": "a", "updated_at": "t1"}"#);
         let new = obj(r#"{"id": 1, "name": "a", "updated_at": "t2"}"#);
         assert_eq!(
-            change_of(Some(old.clone()), Some(new.clone()), &["updated_at".into()], true),
+            change_of(
+                Some(old.clone()),
+                Some(new.clone()),
+                &["updated_at".into()],
+                true
+            ),
             None
         );
         let c = change_of(Some(old), Some(new), &[], true).unwrap();
-        assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"updated_at":"t1"}"#));
-        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"updated_at":"t2"}"#));
+        assert_eq!(
+            text_of(&c.old_values).as_deref(),
+            Some(r#"{"updated_at":"t1"}"#)
+        );
+        assert_eq!(
+            text_of(&c.new_values).as_deref(),
+            Some(r#"{"updated_at":"t2"}"#)
+        );
     }
 
     #[test]
@@ -99,11 +120,21 @@ mod tests {
         let old = obj(r#"{"id": 1, "name": "a", "secret": "s"}"#);
         let new = obj(r#"{"id": 1, "name": "b", "secret": "s2"}"#);
         let c = change_of(Some(old), Some(new), &["secret".into()], false).unwrap();
-        assert_eq!(text_of(&c.old_values).as_deref(), Some(r#"{"id":1,"name":"a"}"#));
-        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"id":1,"name":"b"}"#));
-        let ins =
-            change_of(None, Some(obj(r#"{"id": 2, "secret": "x"}"#)), &["secret".into()], true)
-                .unwrap();
+        assert_eq!(
+            text_of(&c.old_values).as_deref(),
+            Some(r#"{"id":1,"name":"a"}"#)
+        );
+        assert_eq!(
+            text_of(&c.new_values).as_deref(),
+            Some(r#"{"id":1,"name":"b"}"#)
+        );
+        let ins = change_of(
+            None,
+            Some(obj(r#"{"id": 2, "secret": "x"}"#)),
+            &["secret".into()],
+            true,
+        )
+        .unwrap();
         assert_eq!(ins.old_values, None);
         assert_eq!(text_of(&ins.new_values).as_deref(), Some(r#"{"id":2}"#));
     }
@@ -118,12 +149,23 @@ mod tests {
             true,
         )
         .unwrap();
-        assert_eq!(text_of(&c.new_values).as_deref(), Some(r#"{"j":{"a": 1},"n":1.50}"#));
+        assert_eq!(
+            text_of(&c.new_values).as_deref(),
+            Some(r#"{"j":{"a": 1},"n":1.50}"#)
+        );
         // ... and both spellings hash alike.
-        assert_eq!(c.old_values.unwrap().canonical(), c.new_values.unwrap().canonical());
+        assert_eq!(
+            c.old_values.unwrap().canonical(),
+            c.new_values.unwrap().canonical()
+        );
         // A column that disappears counts as changed.
-        let gone = change_of(Some(obj(r#"{"a": 1, "b": 2}"#)), Some(obj(r#"{"a": 1}"#)), &[], true)
-            .unwrap();
+        let gone = change_of(
+            Some(obj(r#"{"a": 1, "b": 2}"#)),
+            Some(obj(r#"{"a": 1}"#)),
+            &[],
+            true,
+        )
+        .unwrap();
         assert_eq!(text_of(&gone.old_values).as_deref(), Some(r#"{"b":2}"#));
     }
 
@@ -131,7 +173,10 @@ mod tests {
     fn record_key_falls_back_to_the_row() {
         let row = obj(r#"{"a": 1, "b": 2}"#);
         assert_eq!(record_key(&row, &["b".into()]).text(), r#"{"b":2}"#);
-        assert_eq!(record_key(&row, &["b".into(), "zz".into()]).text(), r#"{"b":2,"zz":null}"#);
+        assert_eq!(
+            record_key(&row, &["b".into(), "zz".into()]).text(),
+            r#"{"b":2,"zz":null}"#
+        );
         assert_eq!(record_key(&row, &[]).text(), r#"{"a":1,"b":2}"#);
     }
 }

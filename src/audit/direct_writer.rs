@@ -94,7 +94,12 @@ impl Routes {
             let partitions = (0..usize::try_from((*desc).nparts).ok()?)
                 .map(|i| (*(*desc).oids.add(i), *(*desc).is_leaf.add(i)))
                 .collect();
-            Some(Routes { bounds, indexes, default_index: b.default_index, partitions })
+            Some(Routes {
+                bounds,
+                indexes,
+                default_index: b.default_index,
+                partitions,
+            })
         }
     }
 }
@@ -143,7 +148,14 @@ impl Sink {
             let cid = pg_sys::GetCurrentCommandId(true);
             if self.batched() {
                 let insert = am.multi_insert.expect("every table AM inserts");
-                insert(self.rel, self.slots.as_mut_ptr(), self.pending as i32, cid, 0, self.bulk);
+                insert(
+                    self.rel,
+                    self.slots.as_mut_ptr(),
+                    self.pending as i32,
+                    cid,
+                    0,
+                    self.bulk,
+                );
             } else {
                 let insert = am.tuple_insert.expect("every table AM inserts");
                 insert(self.rel, self.slots[0], cid, 0, std::ptr::null_mut());
@@ -201,7 +213,13 @@ impl LogWriter {
                     8 * 1024 * 1024,
                 )
             });
-            LogWriter { parent, routable, target: None, routes: None, row_memory }
+            LogWriter {
+                parent,
+                routable,
+                target: None,
+                routes: None,
+                row_memory,
+            }
         }
     }
 
@@ -256,8 +274,12 @@ impl LogWriter {
             self.routes = Some(unsafe { Routes::of(self.parent) });
         }
         let routes = self.routes.as_ref()?.as_ref()?;
-        let part =
-            range_partition_for(&routes.bounds, &routes.indexes, routes.default_index, logged_at)?;
+        let part = range_partition_for(
+            &routes.bounds,
+            &routes.indexes,
+            routes.default_index,
+            logged_at,
+        )?;
         match routes.partitions.get(part) {
             Some(&(oid, true)) => Some(oid),
             _ => None, // a sub-partitioned partition: the INSERT routes it
@@ -356,7 +378,11 @@ unsafe fn open_target(oid: pg_sys::Oid, bulk: bool) -> Target {
         }
         let mut indexes = Vec::new();
         let list = pg_sys::RelationGetIndexList(rel);
-        let count = if list.is_null() { 0 } else { (*list).length as usize };
+        let count = if list.is_null() {
+            0
+        } else {
+            (*list).length as usize
+        };
         let mut usable = true;
         for i in 0..count {
             let index_oid = (*(*list).elements.add(i)).oid_value;
@@ -392,7 +418,11 @@ unsafe fn open_target(oid: pg_sys::Oid, bulk: bool) -> Target {
             indexes,
             attr_of,
             not_null,
-            bulk: if bulk { pg_sys::GetBulkInsertState() } else { std::ptr::null_mut() },
+            bulk: if bulk {
+                pg_sys::GetBulkInsertState()
+            } else {
+                std::ptr::null_mut()
+            },
         })
     }
 }
@@ -430,7 +460,11 @@ unsafe fn store(sink: &mut Sink, row: &LogRow<'_>) -> bool {
             text(r.request_path.as_deref()),
             Some(varlena(row.row_hash)),
         ];
-        if values.iter().zip(sink.not_null).any(|(v, nn)| nn && v.is_none()) {
+        if values
+            .iter()
+            .zip(sink.not_null)
+            .any(|(v, nn)| nn && v.is_none())
+        {
             return false;
         }
         let slot = sink.slots[sink.pending];

@@ -27,18 +27,26 @@ impl JsonObject {
         sc.ws();
         let mut members = Vec::new();
         sc.object(|key, start, end, canonical| {
-            members.push(Member { key, text: text[start..end].to_string(), canonical });
+            members.push(Member {
+                key,
+                text: text[start..end].to_string(),
+                canonical,
+            });
         })?;
         sc.ws();
         if !sc.at_end() {
             return Err(sc.error("text after the object"));
         }
-        Ok(JsonObject { members: canonical_order(members) })
+        Ok(JsonObject {
+            members: canonical_order(members),
+        })
     }
 
     /// An object of `members` (any order; of equal keys the last stays).
     pub fn from_members(members: Vec<Member>) -> JsonObject {
-        JsonObject { members: canonical_order(members) }
+        JsonObject {
+            members: canonical_order(members),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Member> {
@@ -64,7 +72,11 @@ impl JsonObject {
     /// The object as JSON text, each value spelled as it came.
     pub fn text(&self) -> String {
         let mut out = String::with_capacity(
-            self.members.iter().map(|m| m.key.len() + m.text.len() + 4).sum::<usize>() + 2,
+            self.members
+                .iter()
+                .map(|m| m.key.len() + m.text.len() + 4)
+                .sum::<usize>()
+                + 2,
         );
         self.write(&mut out, |m| &m.text);
         out
@@ -78,7 +90,11 @@ impl JsonObject {
 
     /// About the length of [`JsonObject::canonical`] (a capacity hint).
     pub(super) fn canonical_len(&self) -> usize {
-        self.members.iter().map(|m| m.key.len() + m.canonical.len() + 4).sum::<usize>() + 2
+        self.members
+            .iter()
+            .map(|m| m.key.len() + m.canonical.len() + 4)
+            .sum::<usize>()
+            + 2
     }
 
     pub(super) fn write(&self, out: &mut String, value: impl Fn(&Member) -> &String) {
@@ -99,7 +115,9 @@ impl Member {
     /// The value when it is a JSON string.
     pub fn as_string(&self) -> Option<String> {
         let mut sc = Scanner::new(&self.text);
-        (sc.peek() == Some(b'"')).then(|| sc.string().ok().map(|s| s.into_owned())).flatten()
+        (sc.peek() == Some(b'"'))
+            .then(|| sc.string().ok().map(|s| s.into_owned()))
+            .flatten()
     }
 }
 
@@ -131,7 +149,10 @@ mod tests {
             row.get("t").unwrap().as_string().as_deref(),
             Some("0000000a-0000-4000-8000-00000000bec0")
         );
-        assert_eq!(row.get("e").unwrap().as_string().as_deref(), Some("a\"b\u{e9}\u{1f600}"));
+        assert_eq!(
+            row.get("e").unwrap().as_string().as_deref(),
+            Some("a\"b\u{e9}\u{1f600}")
+        );
         assert_eq!(row.get("n").unwrap().as_string(), None);
         assert_eq!(row.get("z").unwrap().as_string(), None);
         assert!(row.get("missing").is_none());

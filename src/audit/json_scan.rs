@@ -87,7 +87,11 @@ pub(super) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(super) fn new(text: &'a str) -> Scanner<'a> {
-        Scanner { src: text, b: text.as_bytes(), pos: 0 }
+        Scanner {
+            src: text,
+            b: text.as_bytes(),
+            pos: 0,
+        }
     }
 
     /// Whether all of the text has been read.
@@ -202,7 +206,10 @@ impl<'a> Scanner<'a> {
             Some(b'n') => self.literal("null", out)?,
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
-                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
                     self.pos += 1;
                 }
                 write_canonical_number(&self.src[start..self.pos], out);
@@ -267,7 +274,10 @@ impl<'a> Scanner<'a> {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
-                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
                     self.pos += 1;
                 }
                 ev.number(&self.src[start..self.pos]);
@@ -311,7 +321,9 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    let c = self.peek().ok_or_else(|| self.error("unterminated escape"))?;
+                    let c = self
+                        .peek()
+                        .ok_or_else(|| self.error("unterminated escape"))?;
                     self.pos += 1;
                     match c {
                         b'"' => out.push('"'),
@@ -357,8 +369,10 @@ impl<'a> Scanner<'a> {
     }
 
     pub(super) fn hex4(&mut self) -> Result<u32, JsonError> {
-        let digits =
-            self.src.get(self.pos..self.pos + 4).ok_or_else(|| self.error("short \\u escape"))?;
+        let digits = self
+            .src
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.error("short \\u escape"))?;
         let v = u32::from_str_radix(digits, 16).map_err(|_| self.error("bad \\u escape"))?;
         self.pos += 4;
         Ok(v)
@@ -391,7 +405,11 @@ mod tests {
     }
     impl JsonEvents for Tree {
         fn begin(&mut self, object: bool) {
-            let c = if object { Value::Object(Map::new()) } else { Value::Array(Vec::new()) };
+            let c = if object {
+                Value::Object(Map::new())
+            } else {
+                Value::Array(Vec::new())
+            };
             self.stack.push((c, self.key.take()));
         }
         fn end(&mut self, _object: bool) {
@@ -420,7 +438,10 @@ mod tests {
         let mut tree = Tree::default();
         walk(text, &mut tree).unwrap();
         // Numbers keep their spelling (arbitrary_precision compares the text).
-        assert_eq!(tree.root.unwrap(), serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(
+            tree.root.unwrap(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
         assert!(walk("[1,]", &mut Tree::default()).is_err());
         assert!(walk("1 2", &mut Tree::default()).is_err());
     }

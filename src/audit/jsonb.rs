@@ -107,14 +107,20 @@ pub(super) unsafe fn jsonb(obj: &JsonObject) -> pg_sys::Datum {
             usable: true,
             last: std::ptr::null_mut(),
         };
-        b.push(pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT, std::ptr::null_mut());
+        b.push(
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+            std::ptr::null_mut(),
+        );
         for m in obj.members() {
             b.key(&m.key);
             if walk(&m.text, &mut b).is_err() || !b.usable {
                 return input(builtins::jsonb_in, &obj.text());
             }
         }
-        b.push(pg_sys::JsonbIteratorToken::WJB_END_OBJECT, std::ptr::null_mut());
+        b.push(
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+            std::ptr::null_mut(),
+        );
         pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(b.last))
     }
 }

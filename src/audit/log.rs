@@ -91,7 +91,12 @@ fn log_target() -> SaasResult<LogTarget> {
     .map_err(|e| internal("find saas.audit_log", e))?;
     match found {
         (Some(log), Some(owner), Some(id_seq), routable) => {
-            let t = LogTarget { log, owner, id_seq, routable: routable.unwrap_or(false) };
+            let t = LogTarget {
+                log,
+                owner,
+                id_seq,
+                routable: routable.unwrap_or(false),
+            };
             LOG_TARGET.with(|c| c.set(Some(t)));
             Ok(t)
         }
@@ -201,9 +206,17 @@ fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
             .map_err(|e| internal("convert a timestamp", e))?;
         let args = [
             col(&|r| Some(r.tenant_id.clone())).into(),
-            records.iter().map(|(r, _)| r.id).collect::<Vec<i64>>().into(),
+            records
+                .iter()
+                .map(|(r, _)| r.id)
+                .collect::<Vec<i64>>()
+                .into(),
             ts.into(),
-            records.iter().map(|(r, _)| r.txid).collect::<Vec<i64>>().into(),
+            records
+                .iter()
+                .map(|(r, _)| r.txid)
+                .collect::<Vec<i64>>()
+                .into(),
             col(&|r| r.actor_id.clone()).into(),
             col(&|r| r.actor_role.clone()).into(),
             col(&|r| Some(r.operation.clone())).into(),
@@ -217,9 +230,15 @@ fn insert_records(records: &[(AuditRecord, Hash)]) -> SaasResult<()> {
             col(&|r| r.request_id.clone()).into(),
             col(&|r| r.request_method.clone()).into(),
             col(&|r| r.request_path.clone()).into(),
-            records.iter().map(|(_, h)| h.to_vec()).collect::<Vec<Vec<u8>>>().into(),
+            records
+                .iter()
+                .map(|(_, h)| h.to_vec())
+                .collect::<Vec<Vec<u8>>>()
+                .into(),
         ];
-        client.update(stmt, None, &args).map_err(|e| internal("write audit rows", e))?;
+        client
+            .update(stmt, None, &args)
+            .map_err(|e| internal("write audit rows", e))?;
         Ok(())
     })
 }

@@ -61,7 +61,10 @@ impl AuditRecord {
                 .filter_map(|v| v.as_ref())
                 .map(JsonObject::canonical_len)
                 .sum::<usize>();
-        let mut w = ObjectWriter { out: String::with_capacity(capacity), first: true };
+        let mut w = ObjectWriter {
+            out: String::with_capacity(capacity),
+            first: true,
+        };
         // Keys in byte order, written straight into one buffer (this runs
         // per audited row); the oracle test compares it with a sorted map.
         w.text("actor_id", self.actor_id.as_deref());
@@ -252,7 +255,8 @@ mod tests {
     fn oracle_canonical(r: &AuditRecord) -> String {
         let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
         let json = |v: &Option<JsonObject>| {
-            v.as_ref().map_or(Value::Null, |o| serde_json::from_str(&o.text()).unwrap())
+            v.as_ref()
+                .map_or(Value::Null, |o| serde_json::from_str(&o.text()).unwrap())
         };
         let mut m = Map::new();
         m.insert("id".into(), Value::from(r.id));

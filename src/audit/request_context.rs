@@ -48,7 +48,13 @@ pub(super) fn request_context() -> Rc<RequestContext> {
         return hit;
     }
     let context = Rc::new(derive(&request, user));
-    CACHED.with(|c| *c.borrow_mut() = Some(Derived { request, user, context: context.clone() }));
+    CACHED.with(|c| {
+        *c.borrow_mut() = Some(Derived {
+            request,
+            user,
+            context: context.clone(),
+        })
+    });
     context
 }
 
@@ -58,9 +64,13 @@ fn derive(request: &RequestSettings, user: pg_sys::Oid) -> RequestContext {
     let claims = request.claims().ok().flatten();
     let headers = request.headers();
     let header = |name: &str| headers.get(name).map(str::to_owned);
-    let actor_id = claims.and_then(|c| sub_uuid(c).ok().flatten()).map(|u| u.to_string());
-    let claimed_role =
-        claims.and_then(|c| c.get("role")).and_then(Value::as_str).map(str::to_owned);
+    let actor_id = claims
+        .and_then(|c| sub_uuid(c).ok().flatten())
+        .map(|u| u.to_string());
+    let claimed_role = claims
+        .and_then(|c| c.get("role"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let actor_role = claimed_role.or_else(|| {
         // SAFETY: the name of an existing role (missing_ok = true), copied.
         unsafe {

@@ -78,13 +78,19 @@ impl RowEncoder {
                     columns.push(None);
                     continue;
                 }
-                let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy().into_owned();
+                let name = CStr::from_ptr(att.attname.data.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
                 let (category, func) = categorize(att.atttypid);
                 let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
                 if func != pg_sys::InvalidOid {
                     pg_sys::fmgr_info(func, &mut call);
                 }
-                columns.push(Some(Column { name, category, call }));
+                columns.push(Some(Column {
+                    name,
+                    category,
+                    call,
+                }));
             }
             let row_memory = pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CurrentMemoryContext,
@@ -117,8 +123,10 @@ impl RowEncoder {
                 self.values.as_mut_ptr(),
                 self.nulls.as_mut_ptr(),
             );
-            let (values, nulls) =
-                (std::mem::take(&mut self.values), std::mem::take(&mut self.nulls));
+            let (values, nulls) = (
+                std::mem::take(&mut self.values),
+                std::mem::take(&mut self.nulls),
+            );
             let object = self.object(&values, &nulls);
             (self.values, self.nulls) = (values, nulls);
             object
@@ -181,7 +189,11 @@ impl RowEncoder {
                 } else {
                     value_json(column, values[i])?
                 };
-                members.push(Member { key: column.name.clone(), text, canonical });
+                members.push(Member {
+                    key: column.name.clone(),
+                    text,
+                    canonical,
+                });
             }
             Ok(members)
         }
@@ -223,8 +235,12 @@ unsafe fn categorize(typid: pg_sys::Oid) -> (Category, pg_sys::Oid) {
             }
             pg_sys::JSONOID | pg_sys::JSONBOID => (Category::Json, output(base)),
             _ if pg_sys::get_element_type(base) != pg_sys::InvalidOid
-                || [pg_sys::ANYARRAYOID, pg_sys::ANYCOMPATIBLEARRAYOID, pg_sys::RECORDARRAYOID]
-                    .contains(&base) =>
+                || [
+                    pg_sys::ANYARRAYOID,
+                    pg_sys::ANYCOMPATIBLEARRAYOID,
+                    pg_sys::RECORDARRAYOID,
+                ]
+                .contains(&base) =>
             {
                 (Category::Array, pg_sys::InvalidOid)
             }

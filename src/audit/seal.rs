@@ -42,7 +42,11 @@ pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
             .map_err(spi_err("read the snapshot horizon"))?
             .unwrap_or(0);
         let from: i64 = client
-            .select("SELECT coalesce(max(xid_to), 0) FROM saas.audit_seals", None, &[])
+            .select(
+                "SELECT coalesce(max(xid_to), 0) FROM saas.audit_seals",
+                None,
+                &[],
+            )
             .map_err(spi_err("read the last seal"))?
             .first()
             .get_one::<i64>()
@@ -62,15 +66,27 @@ pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
             .map_err(spi_err("read rows to seal"))?;
         let mut per_tenant: Vec<(String, TenantRows)> = Vec::new();
         for row in rows {
-            let tenant: String =
-                row.get(1).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
-            let id: i64 = row.get(2).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            let tenant: String = row
+                .get(1)
+                .map_err(spi_err("read rows to seal"))?
+                .unwrap_or_default();
+            let id: i64 = row
+                .get(2)
+                .map_err(spi_err("read rows to seal"))?
+                .unwrap_or_default();
             let hash: Option<Vec<u8>> = row.get(3).map_err(spi_err("read rows to seal"))?;
-            let at: i64 = row.get(4).map_err(spi_err("read rows to seal"))?.unwrap_or_default();
+            let at: i64 = row
+                .get(4)
+                .map_err(spi_err("read rows to seal"))?
+                .unwrap_or_default();
             if per_tenant.last().map(|(t, _)| t != &tenant).unwrap_or(true) {
                 per_tenant.push((
                     tenant,
-                    TenantRows { digest: RowsDigest::default(), first: at, last: at },
+                    TenantRows {
+                        digest: RowsDigest::default(),
+                        first: at,
+                        last: at,
+                    },
                 ));
             }
             let entry = &mut per_tenant.last_mut().expect("pushed above").1;
@@ -93,9 +109,16 @@ pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
             } else {
                 let r = prev.first();
                 (
-                    r.get::<i64>(1).map_err(spi_err("read the previous seal"))?.unwrap_or(0),
-                    to_hash(r.get::<Vec<u8>>(2).map_err(spi_err("read the previous seal"))?),
-                    r.get::<i64>(3).map_err(spi_err("read the previous seal"))?.unwrap_or(from),
+                    r.get::<i64>(1)
+                        .map_err(spi_err("read the previous seal"))?
+                        .unwrap_or(0),
+                    to_hash(
+                        r.get::<Vec<u8>>(2)
+                            .map_err(spi_err("read the previous seal"))?,
+                    ),
+                    r.get::<i64>(3)
+                        .map_err(spi_err("read the previous seal"))?
+                        .unwrap_or(from),
                 )
             };
             let seal = Seal {
@@ -135,7 +158,13 @@ pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
                 .map_err(spi_err("write a seal"))?;
             let uuid = parse_pg_uuid(&tenant)
                 .ok_or_else(|| internal("read a tenant id", tenant.clone()))?;
-            out.push((uuid, seal.seal_no, seal.row_count, seal.xid_from, seal.xid_to));
+            out.push((
+                uuid,
+                seal.seal_no,
+                seal.row_count,
+                seal.xid_from,
+                seal.xid_to,
+            ));
         }
         Ok(out)
     })

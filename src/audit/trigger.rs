@@ -69,8 +69,9 @@ fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
 fn table_names(rel: pg_sys::Relation) -> (String, String) {
     // SAFETY: the trigger's relation is open; names are copied.
     unsafe {
-        let name =
-            CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned();
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
         let schema = if nsp.is_null() {
             String::new()
@@ -109,7 +110,13 @@ fn record_for(
     new: Option<JsonObject>,
     common: &Common<'_>,
 ) -> SaasResult<Option<AuditRecord>> {
-    let Common { opts, table, ctx, now, txid } = *common;
+    let Common {
+        opts,
+        table,
+        ctx,
+        now,
+        txid,
+    } = *common;
     let key_row = old.as_ref().or(new.as_ref());
     let tenant_id = tenant_of(new.as_ref().or(old.as_ref()), opts)?;
     let key = key_row.map(|r| record_key(r, &opts.key));
@@ -162,7 +169,13 @@ fn firing<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<Firing<'a>> {
 }
 
 pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
-    let Firing { td, op, rel, desc, opts } = firing(trigger)?;
+    let Firing {
+        td,
+        op,
+        rel,
+        desc,
+        opts,
+    } = firing(trigger)?;
     // The row trigger fires for INSERT, UPDATE and DELETE only (TRUNCATE has
     // no row trigger; audit_enable gives it a statement trigger).
     // SAFETY: the relation's descriptor; tuples are valid for the event
@@ -189,7 +202,13 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
         operation,
         old,
         new,
-        &Common { opts: &opts, table: &table, ctx: &ctx, now: audit_now()?, txid: top_xid() },
+        &Common {
+            opts: &opts,
+            table: &table,
+            ctx: &ctx,
+            now: audit_now()?,
+            txid: top_xid(),
+        },
     )? {
         write_records(vec![r])?;
     }
@@ -203,7 +222,13 @@ fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()
         "TRUNCATE",
         None,
         None,
-        &Common { opts, table: &table_names(rel), ctx: &ctx, now: audit_now()?, txid: top_xid() },
+        &Common {
+            opts,
+            table: &table_names(rel),
+            ctx: &ctx,
+            now: audit_now()?,
+            txid: top_xid(),
+        },
     )?;
     write_records(r.into_iter().collect())
 }
@@ -234,7 +259,11 @@ impl TransitionReader {
             pg_sys::tuplestore_select_read_pointer(store, 0);
             pg_sys::tuplestore_rescan(store);
             let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-            Some(TransitionReader { store, slot, encoder: row_image::RowEncoder::new(desc) })
+            Some(TransitionReader {
+                store,
+                slot,
+                encoder: row_image::RowEncoder::new(desc),
+            })
         }
     }
 
@@ -262,7 +291,13 @@ impl TransitionReader {
 }
 
 pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
-    let Firing { td, op, rel, desc, opts } = firing(trigger)?;
+    let Firing {
+        td,
+        op,
+        rel,
+        desc,
+        opts,
+    } = firing(trigger)?;
     if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
         return audit_truncate(rel, &opts);
     }
@@ -275,12 +310,20 @@ pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResul
     };
     // SAFETY: the transition tables of this event, NULL when not captured.
     let (mut olds, mut news) = unsafe {
-        (TransitionReader::new(td.tg_oldtable, desc), TransitionReader::new(td.tg_newtable, desc))
+        (
+            TransitionReader::new(td.tg_oldtable, desc),
+            TransitionReader::new(td.tg_newtable, desc),
+        )
     };
     let ctx = request_context();
     let table = table_names(rel);
-    let common =
-        Common { opts: &opts, table: &table, ctx: &ctx, now: audit_now()?, txid: top_xid() };
+    let common = Common {
+        opts: &opts,
+        table: &table,
+        ctx: &ctx,
+        now: audit_now()?,
+        txid: top_xid(),
+    };
     // In chunks: memory stays bounded whatever the statement's size.
     loop {
         let mut records = Vec::with_capacity(BULK_CHUNK);
@@ -305,7 +348,9 @@ pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResul
             records.extend(record_for(operation, old, new, &common)?);
         }
         if records.is_empty() {
-            olds.into_iter().chain(news).for_each(TransitionReader::finish);
+            olds.into_iter()
+                .chain(news)
+                .for_each(TransitionReader::finish);
             return Ok(());
         }
         write_records(records)?;

@@ -45,7 +45,10 @@ fn read_seal(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<StoredSeal, pgrx::
         prev_hash: to_hash(row.get::<Vec<u8>>(9)?),
         sealed_at_unix_micros: row.get::<i64>(11)?.unwrap_or_default(),
     };
-    Ok(StoredSeal { seal, stored_hash: to_hash(row.get::<Vec<u8>>(10)?) })
+    Ok(StoredSeal {
+        seal,
+        stored_hash: to_hash(row.get::<Vec<u8>>(10)?),
+    })
 }
 
 const SEAL_COLUMNS: &str = "tenant_id::text, seal_no, xid_from, xid_to, row_count, \
@@ -69,7 +72,10 @@ pub(super) fn verify_impl(
         ));
     }
     Spi::connect(|client| {
-        let mut v = VerifyReport { ok: true, ..Default::default() };
+        let mut v = VerifyReport {
+            ok: true,
+            ..Default::default()
+        };
         let fail = |v: &mut VerifyReport,
                     kind: &str,
                     tenant: &str,
@@ -129,7 +135,11 @@ pub(super) fn verify_impl(
                 record_key: parse_json(row.get::<String>(10).map_err(&e)?)?,
                 old_values: parse_json(row.get::<String>(11).map_err(&e)?)?,
                 new_values: parse_json(row.get::<String>(12).map_err(&e)?)?,
-                client_ip: row.get::<String>(13).map_err(&e)?.as_deref().and_then(normalize_ip),
+                client_ip: row
+                    .get::<String>(13)
+                    .map_err(&e)?
+                    .as_deref()
+                    .and_then(normalize_ip),
                 user_agent: row.get::<String>(14).map_err(&e)?,
                 request_id: row.get::<String>(15).map_err(&e)?,
                 request_method: row.get::<String>(16).map_err(&e)?,
@@ -197,7 +207,11 @@ pub(super) fn verify_impl(
         }
         let mut by_tenant: Vec<(String, Vec<StoredSeal>)> = Vec::new();
         for s in in_scope {
-            if by_tenant.last().map(|(t, _)| t != &s.seal.tenant_id).unwrap_or(true) {
+            if by_tenant
+                .last()
+                .map(|(t, _)| t != &s.seal.tenant_id)
+                .unwrap_or(true)
+            {
                 by_tenant.push((s.seal.tenant_id.clone(), Vec::new()));
             }
             by_tenant.last_mut().expect("pushed above").1.push(s);
@@ -214,7 +228,10 @@ pub(super) fn verify_impl(
                         &tenant,
                         None,
                         Some(s.seal.seal_no),
-                        format!("seal {} does not match its hash: it was changed", s.seal.seal_no),
+                        format!(
+                            "seal {} does not match its hash: it was changed",
+                            s.seal.seal_no
+                        ),
                     );
                     return Ok(v);
                 }
@@ -302,8 +319,9 @@ pub(super) fn verify_impl(
                 let id = row.get::<i64>(1).map_err(&e)?.unwrap_or_default();
                 let txid = row.get::<i64>(2).map_err(&e)?.unwrap_or_default();
                 let hash = to_hash(row.get::<Vec<u8>>(3).map_err(&e)?);
-                if let Some(i) =
-                    live.iter().position(|s| txid >= s.seal.xid_from && txid < s.seal.xid_to)
+                if let Some(i) = live
+                    .iter()
+                    .position(|s| txid >= s.seal.xid_from && txid < s.seal.xid_to)
                 {
                     digests[i].push(id, &hash);
                 }

@@ -58,8 +58,12 @@ unsafe impl pgrx::callconv::BoxRet for RateLimitResult {
             pg_sys::Datum::from(d.allowed),
             pg_sys::Datum::from(int(d.limit)),
             pg_sys::Datum::from(int(d.remaining)),
-            seconds(d.retry_after_us).into_datum().unwrap_or(pg_sys::Datum::null()),
-            seconds(d.reset_after_us).into_datum().unwrap_or(pg_sys::Datum::null()),
+            seconds(d.retry_after_us)
+                .into_datum()
+                .unwrap_or(pg_sys::Datum::null()),
+            seconds(d.reset_after_us)
+                .into_datum()
+                .unwrap_or(pg_sys::Datum::null()),
         ];
         let mut nulls = [false; 5];
         use pg_sys::BuiltinOid as B;
@@ -99,7 +103,10 @@ pub(super) fn rate_limit_impl(
     if key.len() > KEY_MAX {
         return Err(SaasError::new(
             ErrorKind::StringTooLong,
-            format!("rate_limit: the key is {} bytes, longer than {KEY_MAX}", key.len()),
+            format!(
+                "rate_limit: the key is {} bytes, longer than {KEY_MAX}",
+                key.len()
+            ),
             "Use a shorter key, e.g. a hash of the long one.",
         ));
     }

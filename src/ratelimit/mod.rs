@@ -135,7 +135,10 @@ fn _rate_limit_rules_changed<'a>(
     // SAFETY: the trigger's relation is open while it fires.
     unsafe {
         pg_sys::CacheInvalidateRelcache(
-            trigger.relation().map_err(|e| internal("read its trigger", e))?.as_ptr(),
+            trigger
+                .relation()
+                .map_err(|e| internal("read its trigger", e))?
+                .as_ptr(),
         )
     };
     Ok(None)
@@ -205,7 +208,9 @@ fn _rate_limit_request() -> Option<pgrx::JsonB> {
         pre_request::add_response_headers(&v.headers).or_raise();
         return None;
     }
-    Some(pgrx::JsonB(json!({ "status": v.status, "headers": v.headers, "body": v.body })))
+    Some(pgrx::JsonB(
+        json!({ "status": v.status, "headers": v.headers, "body": v.body }),
+    ))
 }
 
 /// Counts in shared memory not yet written to `usage_daily` and
@@ -227,7 +232,11 @@ fn _usage_pending() -> TableIterator<
     let rows: Vec<_> = shmem::counters_snapshot()
         .into_iter()
         .map(|c| {
-            let kind = if c.key.kind == slots::KIND_USAGE { "usage" } else { "refusal" };
+            let kind = if c.key.kind == slots::KIND_USAGE {
+                "usage"
+            } else {
+                "refusal"
+            };
             (
                 kind.to_string(),
                 pgrx::Uuid::from_bytes(c.key.tenant),

@@ -40,7 +40,11 @@ fn requester(request: &RequestSettings, tenant: Option<&str>) -> SaasResult<Requ
     // number), so subjects of other identity providers are limited too.
     let user = request.claims()?.and_then(sub_text);
     let ip = request.headers().client_ip().or_else(peer_address);
-    Ok(Requester { user, tenant: tenant.map(str::to_owned), ip })
+    Ok(Requester {
+        user,
+        tenant: tenant.map(str::to_owned),
+        ip,
+    })
 }
 
 /// The connection's peer address (PostgREST's own, behind a proxy); None
@@ -70,7 +74,10 @@ fn query_peer_address() -> Option<String> {
 fn rate_headers(d: &Decision) -> Map<String, Value> {
     let mut h = Map::new();
     h.insert("RateLimit-Limit".into(), Value::String(d.limit.to_string()));
-    h.insert("RateLimit-Remaining".into(), Value::String(d.remaining.to_string()));
+    h.insert(
+        "RateLimit-Remaining".into(),
+        Value::String(d.remaining.to_string()),
+    );
     h.insert(
         "RateLimit-Reset".into(),
         Value::String(gcra::ceil_seconds(d.reset_after_us).to_string()),
@@ -130,7 +137,11 @@ pub(super) fn admission() -> SaasResult<Admission> {
     let day = day_of(now);
     let tenant_bytes = tenant.map_or([0u8; 16], |t| t.0);
 
-    let all_rules = if path.is_empty() { Rc::new(Vec::new()) } else { cached_rules(owner)? };
+    let all_rules = if path.is_empty() {
+        Rc::new(Vec::new())
+    } else {
+        cached_rules(owner)?
+    };
     let matching: Vec<&Rule> = all_rules
         .iter()
         .filter(|r| {
@@ -142,7 +153,11 @@ pub(super) fn admission() -> SaasResult<Admission> {
     // before it took (shared memory; the table's writes roll back with the
     // request).
     let mut admitted: Vec<(&Rule, String, Decision)> = Vec::new();
-    let backend = if matching.is_empty() { Backend::Table } else { backend::backend()? };
+    let backend = if matching.is_empty() {
+        Backend::Table
+    } else {
+        backend::backend()?
+    };
     if !matching.is_empty() {
         let who = requester(&request, tenant.map(|t| t.to_string()).as_deref())?;
         for rule in matching.iter().copied() {
@@ -185,7 +200,10 @@ pub(super) fn admission() -> SaasResult<Admission> {
         if let Some(q) = count_api_call(owner, t, day, now)? {
             give_back(backend, &admitted, now);
             let mut headers = Map::new();
-            headers.insert("Retry-After".into(), Value::String(q.retry_after_s.to_string()));
+            headers.insert(
+                "Retry-After".into(),
+                Value::String(q.retry_after_s.to_string()),
+            );
             return Ok(Admission {
                 status: 402,
                 headers,
@@ -207,7 +225,11 @@ pub(super) fn admission() -> SaasResult<Admission> {
         .min_by_key(|(_, _, d)| d.remaining)
         .map(|(_, _, d)| rate_headers(d))
         .unwrap_or_default();
-    Ok(Admission { status: 200, headers, body: None })
+    Ok(Admission {
+        status: 200,
+        headers,
+        body: None,
+    })
 }
 
 fn key_kind(key: &str) -> &str {

@@ -137,7 +137,9 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
         &[],
     )
     .map_err(|e| internal("prepare the rule lookup", e))?;
-    let rows = client.select(stmt, None, &[]).map_err(|e| internal("read the rules", e))?;
+    let rows = client
+        .select(stmt, None, &[])
+        .map_err(|e| internal("read the rules", e))?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let get_err = |e: pgrx::spi::SpiError| internal("read the rules", e);

@@ -22,8 +22,9 @@ pub fn validate_pattern(pattern: &str) -> SaasResult<()> {
     if pattern.len() > PATTERN_MAX {
         return Err(bad(&format!("it is longer than {PATTERN_MAX} bytes")));
     }
-    if let Some(c) =
-        pattern.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~/*:@!$&'()+,;=%".contains(*c)))
+    if let Some(c) = pattern
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~/*:@!$&'()+,;=%".contains(*c)))
     {
         return Err(bad(&format!("'{c}' is not a URL path character")));
     }
@@ -112,7 +113,10 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
     let ip = || format!("ip:{}", who.ip.as_deref().unwrap_or("unknown"));
     match scope {
         Scope::User => who.user.as_ref().map_or_else(ip, |u| format!("user:{u}")),
-        Scope::Tenant => who.tenant.as_ref().map_or_else(ip, |t| format!("tenant:{t}")),
+        Scope::Tenant => who
+            .tenant
+            .as_ref()
+            .map_or_else(ip, |t| format!("tenant:{t}")),
         Scope::Ip => ip(),
         Scope::Global => "global".to_string(),
     }
@@ -164,7 +168,10 @@ mod tests {
         }
         assert!(validate_pattern(&format!("/{}", "a".repeat(PATTERN_MAX))).is_err());
         validate_pattern("/rpc/chat_*").unwrap();
-        assert_eq!(normalize_method(Some("get")).unwrap().as_deref(), Some("GET"));
+        assert_eq!(
+            normalize_method(Some("get")).unwrap().as_deref(),
+            Some("GET")
+        );
         assert_eq!(normalize_method(None).unwrap(), None);
         assert!(normalize_method(Some("BREW")).is_err());
         assert!(Scope::parse("users").is_err());
@@ -172,10 +179,17 @@ mod tests {
 
     #[test]
     fn user_and_tenant_scopes_fall_back_to_the_ip() {
-        let anon = Requester { ip: Some("203.0.113.9".into()), ..Default::default() };
+        let anon = Requester {
+            ip: Some("203.0.113.9".into()),
+            ..Default::default()
+        };
         assert_eq!(scope_key(Scope::User, &anon), "ip:203.0.113.9");
         assert_eq!(scope_key(Scope::Tenant, &anon), "ip:203.0.113.9");
-        let who = Requester { user: Some("u1".into()), tenant: Some("t1".into()), ip: None };
+        let who = Requester {
+            user: Some("u1".into()),
+            tenant: Some("t1".into()),
+            ip: None,
+        };
         assert_eq!(scope_key(Scope::User, &who), "user:u1");
         assert_eq!(scope_key(Scope::Tenant, &who), "tenant:t1");
         assert_eq!(scope_key(Scope::Ip, &who), "ip:unknown");

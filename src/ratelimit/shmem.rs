@@ -54,7 +54,11 @@ fn layout(rate: usize, counters: usize) -> (usize, usize, usize) {
     let align = |n: usize| n.div_ceil(64) * 64;
     let rates_at = align(size_of::<Header>());
     let counters_at = rates_at + align(rate * size_of::<RateSlot>());
-    (rates_at, counters_at, counters_at + counters * size_of::<CounterSlot>())
+    (
+        rates_at,
+        counters_at,
+        counters_at + counters * size_of::<CounterSlot>(),
+    )
 }
 
 /// When loaded through shared_preload_libraries, requests the memory and
@@ -183,7 +187,12 @@ impl Held {
         unsafe {
             let lock = &raw mut (*shared.locks.add(index)).lock;
             pg_sys::LWLockAcquire(lock, mode);
-            Held { shared, what, lock, exclusive }
+            Held {
+                shared,
+                what,
+                lock,
+                exclusive,
+            }
         }
     }
 
@@ -313,7 +322,13 @@ pub(crate) fn counter_add_within(
     limit: i64,
 ) -> Option<(i64, bool)> {
     let mut held = Held::take(shared()?, Guarded::Counters, true);
-    Some(slots::add_within(held.counters_mut(), key, stored, amount, limit))
+    Some(slots::add_within(
+        held.counters_mut(),
+        key,
+        stored,
+        amount,
+        limit,
+    ))
 }
 
 pub(crate) fn counter_pending(key: &CounterKey) -> i64 {

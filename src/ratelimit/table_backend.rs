@@ -37,7 +37,13 @@ pub(super) fn table_check(
     let owner = state_owner()?;
     let increment = cost.saturating_mul(limit.interval_us);
     let capacity = limit.capacity_us();
-    let args = [namespace.into(), key.into(), now.into(), increment.into(), capacity.into()];
+    let args = [
+        namespace.into(),
+        key.into(),
+        now.into(),
+        increment.into(),
+        capacity.into(),
+    ];
     let types = [
         B::INT8OID.value(),
         B::TEXTOID.value(),
@@ -55,12 +61,21 @@ pub(super) fn table_check(
      -> SaasResult<Option<Decision>> {
         let stmt =
             kept_plan(cell, client, sql, &types).map_err(|e| internal("prepare its check", e))?;
-        let out = client.select(stmt, None, &args).map_err(|e| internal("check a key", e))?;
+        let out = client
+            .select(stmt, None, &args)
+            .map_err(|e| internal("check a key", e))?;
         if out.is_empty() {
             return Ok(None);
         }
-        let tat = out.first().get_one::<i64>().map_err(|e| internal("read a key", e))?;
-        Ok(Some(gcra::admitted(limit, tat.unwrap_or(now + increment), now)))
+        let tat = out
+            .first()
+            .get_one::<i64>()
+            .map_err(|e| internal("read a key", e))?;
+        Ok(Some(gcra::admitted(
+            limit,
+            tat.unwrap_or(now + increment),
+            now,
+        )))
     };
     // The key's TAT as the latest committed check left it; None: no state.
     let read = |client: &SpiClient<'_>| -> SaasResult<Option<i64>> {
@@ -71,11 +86,15 @@ pub(super) fn table_check(
             &[B::INT8OID.value(), B::TEXTOID.value()],
         )
         .map_err(|e| internal("prepare its check", e))?;
-        let out = client.select(stmt, None, &args[..2]).map_err(|e| internal("read a key", e))?;
+        let out = client
+            .select(stmt, None, &args[..2])
+            .map_err(|e| internal("read a key", e))?;
         if out.is_empty() {
             return Ok(None);
         }
-        out.first().get_one::<i64>().map_err(|e| internal("read a key", e))
+        out.first()
+            .get_one::<i64>()
+            .map_err(|e| internal("read a key", e))
     };
     as_owner(owner, || {
         Spi::connect_mut(|client| -> SaasResult<Decision> {

@@ -97,7 +97,11 @@ pub(super) fn count_api_call(
             )
             .map_err(|e| internal("prepare the quota lookup", e))?;
             let rows = client
-                .select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()])
+                .select(
+                    stmt,
+                    None,
+                    &[tenant_uuid.into(), API_CALLS.into(), day.into()],
+                )
                 .map_err(|e| internal("read the plan", e))?;
             let (plan, quota, stored) = if rows.is_empty() {
                 (String::new(), None, 0)
@@ -163,17 +167,26 @@ pub(super) fn count_api_call(
             )
             .map_err(|e| internal("prepare the usage lookup", e))?;
             let rows = client
-                .select(stmt, None, &[tenant_uuid.into(), API_CALLS.into(), day.into()])
+                .select(
+                    stmt,
+                    None,
+                    &[tenant_uuid.into(), API_CALLS.into(), day.into()],
+                )
                 .map_err(|e| internal("read usage", e))?;
             let stored = if rows.is_empty() {
                 0
             } else {
-                rows.first().get::<i64>(1).map_err(|e| internal("read usage", e))?.unwrap_or(0)
+                rows.first()
+                    .get::<i64>(1)
+                    .map_err(|e| internal("read usage", e))?
+                    .unwrap_or(0)
             };
             Ok((plan, quota, Some(stored + pending)))
         })
     })?;
-    let Some(used) = refused_at else { return Ok(None) };
+    let Some(used) = refused_at else {
+        return Ok(None);
+    };
     let next_day_us = (day as i64 + 1) * DAY_US;
     Ok(Some(QuotaRefused {
         plan,
@@ -199,14 +212,18 @@ pub(super) fn usage_flush_impl() -> SaasResult<i64> {
             let (usage, refusals): (Vec<&CounterSlot>, Vec<&CounterSlot>) =
                 snap.iter().partition(|c| c.key.kind == slots::KIND_USAGE);
             let tenants = |v: &[&CounterSlot]| -> Vec<pgrx::Uuid> {
-                v.iter().map(|c| pgrx::Uuid::from_bytes(c.key.tenant)).collect()
+                v.iter()
+                    .map(|c| pgrx::Uuid::from_bytes(c.key.tenant))
+                    .collect()
             };
             let days = |v: &[&CounterSlot]| -> Vec<i32> { v.iter().map(|c| c.key.day).collect() };
             let amounts =
                 |v: &[&CounterSlot]| -> Vec<i64> { v.iter().map(|c| c.pending).collect() };
             if !usage.is_empty() {
-                let metrics: Vec<String> =
-                    usage.iter().map(|c| c.key.metric_name().to_string()).collect();
+                let metrics: Vec<String> = usage
+                    .iter()
+                    .map(|c| c.key.metric_name().to_string())
+                    .collect();
                 client
                     .update(
                         "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \

@@ -18,8 +18,12 @@ pub enum TenantRole {
 }
 
 impl TenantRole {
-    pub const ALL: [TenantRole; 4] =
-        [TenantRole::Viewer, TenantRole::Member, TenantRole::Admin, TenantRole::Owner];
+    pub const ALL: [TenantRole; 4] = [
+        TenantRole::Viewer,
+        TenantRole::Member,
+        TenantRole::Admin,
+        TenantRole::Owner,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,13 +35,16 @@ impl TenantRole {
     }
 
     pub fn parse(text: &str) -> SaasResult<TenantRole> {
-        TenantRole::ALL.into_iter().find(|r| r.as_str() == text).ok_or_else(|| {
-            SaasError::new(
-                ErrorKind::InvalidParameter,
-                format!("\"{text}\" is not a tenant role"),
-                "Use one of owner, admin, member, viewer (strongest first).",
-            )
-        })
+        TenantRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .ok_or_else(|| {
+                SaasError::new(
+                    ErrorKind::InvalidParameter,
+                    format!("\"{text}\" is not a tenant role"),
+                    "Use one of owner, admin, member, viewer (strongest first).",
+                )
+            })
     }
 
     /// Does this role satisfy a requirement of `min`?
@@ -188,9 +195,15 @@ mod tests {
             "the claim name is configurable"
         );
         let c = obj(json!({"tenant_id": "acme"}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(),
+            "22023"
+        );
         let c = obj(json!({"tenant_id": 7}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(),
+            "22023"
+        );
         let c = obj(json!({"tenant_id": null}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), None);
     }
@@ -209,11 +222,16 @@ mod tests {
         // 2. the header, for a user
         assert_eq!(
             tenant_source(Some(&no_claim), Some(&headers), "tenant_id", None).unwrap(),
-            TenantSource::Header { tenant: u(B), user: u(U) }
+            TenantSource::Header {
+                tenant: u(B),
+                user: u(U)
+            }
         );
         // an anonymous header is refused
         assert_eq!(
-            tenant_source(Some(&anon), Some(&headers), "tenant_id", None).unwrap_err().sqlstate(),
+            tenant_source(Some(&anon), Some(&headers), "tenant_id", None)
+                .unwrap_err()
+                .sqlstate(),
             "42501"
         );
         // 3. set_tenant only without claims; a request with claims is never re-scoped
@@ -229,16 +247,26 @@ mod tests {
             tenant_source(Some(&anon), None, "tenant_id", Some(u(B))).unwrap(),
             TenantSource::Unresolved
         );
-        assert_eq!(tenant_source(None, None, "tenant_id", None).unwrap(), TenantSource::Unresolved);
+        assert_eq!(
+            tenant_source(None, None, "tenant_id", None).unwrap(),
+            TenantSource::Unresolved
+        );
         // bad header values are errors, not silently ignored
         assert_eq!(
-            tenant_source(Some(&no_claim), Some(r#"{"x-tenant-id": "acme"}"#), "tenant_id", None)
-                .unwrap_err()
-                .sqlstate(),
+            tenant_source(
+                Some(&no_claim),
+                Some(r#"{"x-tenant-id": "acme"}"#),
+                "tenant_id",
+                None
+            )
+            .unwrap_err()
+            .sqlstate(),
             "22023"
         );
         assert_eq!(
-            tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None).unwrap_err().sqlstate(),
+            tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None)
+                .unwrap_err()
+                .sqlstate(),
             "22P02"
         );
     }

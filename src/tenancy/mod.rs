@@ -112,7 +112,11 @@ fn backend_tenant(lxid: u32) -> Option<Uuid> {
 
 fn current_inputs(request: Rc<RequestSettings>) -> SaasResult<Inputs> {
     let backend = backend_tenant(request.lxid());
-    Ok(Inputs { request, claim_name: claim_name()?, backend })
+    Ok(Inputs {
+        request,
+        claim_name: claim_name()?,
+        backend,
+    })
 }
 
 /// The tenant's status and the user's role in it, read past RLS (the
@@ -147,7 +151,10 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option
         .with_detail(e.to_string())
     })?;
     Ok(row.map(|(status, role)| {
-        (status.unwrap_or_default(), role.and_then(|r| TenantRole::parse(&r).ok()))
+        (
+            status.unwrap_or_default(),
+            role.and_then(|r| TenantRole::parse(&r).ok()),
+        )
     }))
 }
 
@@ -166,8 +173,12 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
     // request scoped by its tenant claim; it only has no role in the tenant.
     // The header path needs the user and reports the bad sub.
     let user = claims.and_then(|c| sub_uuid(c).ok()).flatten();
-    let source =
-        tenant_source(claims, inputs.request.headers_text(), &inputs.claim_name, inputs.backend)?;
+    let source = tenant_source(
+        claims,
+        inputs.request.headers_text(),
+        &inputs.claim_name,
+        inputs.backend,
+    )?;
     let (tenant, member_required) = match source {
         TenantSource::Unresolved => return Ok((None, None)),
         TenantSource::Claim(t) | TenantSource::Backend(t) => (t, false),
@@ -208,7 +219,11 @@ fn cached_resolution(request: &Rc<RequestSettings>) -> Option<(Option<Uuid>, Opt
                 && inputs.request.headers_text() == request.headers_text());
         let same = same_request
             && inputs.backend == backend_tenant(request.lxid())
-            && string_setting_is(&TENANT_CLAIM, context::DEFAULT_TENANT_CLAIM, &inputs.claim_name);
+            && string_setting_is(
+                &TENANT_CLAIM,
+                context::DEFAULT_TENANT_CLAIM,
+                &inputs.claim_name,
+            );
         if !same {
             return None;
         }
@@ -235,7 +250,13 @@ fn resolved() -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
     let result = resolve(&inputs);
     RESOLVING.with(|r| r.set(None));
     let (tenant, role) = result?;
-    RESOLVED.with(|r| *r.borrow_mut() = Some(Resolved { inputs, tenant, role }));
+    RESOLVED.with(|r| {
+        *r.borrow_mut() = Some(Resolved {
+            inputs,
+            tenant,
+            role,
+        })
+    });
     Ok((tenant, role))
 }
 
@@ -251,7 +272,12 @@ pub(crate) fn resolved_tenant() -> SaasResult<Option<Uuid>> {
 fn current_user_id() -> Option<pgrx::Uuid> {
     let request = request_settings::current();
     let claims = request.claims().or_raise();
-    claims.map(sub_uuid).transpose().or_raise().flatten().map(to_pg_uuid)
+    claims
+        .map(sub_uuid)
+        .transpose()
+        .or_raise()
+        .flatten()
+        .map(to_pg_uuid)
 }
 
 /// The tenant of this request (JWT claim, else `X-Tenant-Id` header for a
@@ -280,7 +306,9 @@ fn has_role(min_role: &str) -> bool {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn set_tenant(tenant: Option<pgrx::Uuid>) -> Option<pgrx::Uuid> {
-    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes()))).or_raise().map(to_pg_uuid)
+    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes())))
+        .or_raise()
+        .map(to_pg_uuid)
 }
 
 fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
@@ -320,8 +348,13 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
                     "set_tenant: the calling role bypasses row level security, so only tenant column defaults follow tenant {t}; its queries see every tenant. Run tenant jobs as a NOBYPASSRLS role."
                 );
             }
-            BACKEND_TENANT
-                .with(|b| b.set(Some(BackendTenant { lxid: local_xid(), subid, tenant: t })));
+            BACKEND_TENANT.with(|b| {
+                b.set(Some(BackendTenant {
+                    lxid: local_xid(),
+                    subid,
+                    tenant: t,
+                }))
+            });
             Ok(Some(t))
         }
     }

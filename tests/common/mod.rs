@@ -212,7 +212,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_success(&self) -> bool {
@@ -226,7 +229,12 @@ impl Response {
 
     #[track_caller]
     pub fn expect_ok(&self) -> &Self {
-        assert!(self.is_success(), "expected success, got {} {:?}", self.status, self.error);
+        assert!(
+            self.is_success(),
+            "expected success, got {} {:?}",
+            self.status,
+            self.error
+        );
         self
     }
 }
@@ -260,32 +268,64 @@ impl Api {
 
     /// `POST /rpc/<function>` with a JSON object of named arguments.
     pub fn rpc(&self, function: &str, args: Value) -> RequestBuilder<'_> {
-        self.request(Method::Post, Target::Rpc { function: function.into(), args })
+        self.request(
+            Method::Post,
+            Target::Rpc {
+                function: function.into(),
+                args,
+            },
+        )
     }
 
     /// `GET /rpc/<function>?args`: always a read-only transaction.
     pub fn rpc_get(&self, function: &str, args: Value) -> RequestBuilder<'_> {
-        self.request(Method::Get, Target::Rpc { function: function.into(), args })
+        self.request(
+            Method::Get,
+            Target::Rpc {
+                function: function.into(),
+                args,
+            },
+        )
     }
 
     pub fn get(&self, table: &str) -> RequestBuilder<'_> {
-        self.request(Method::Get, Target::Table { table: table.into() })
+        self.request(
+            Method::Get,
+            Target::Table {
+                table: table.into(),
+            },
+        )
     }
 
     pub fn insert(&self, table: &str, rows: Value) -> RequestBuilder<'_> {
-        let mut r = self.request(Method::Post, Target::Table { table: table.into() });
+        let mut r = self.request(
+            Method::Post,
+            Target::Table {
+                table: table.into(),
+            },
+        );
         r.body = Some(rows);
         r
     }
 
     pub fn update(&self, table: &str, set: Value) -> RequestBuilder<'_> {
-        let mut r = self.request(Method::Patch, Target::Table { table: table.into() });
+        let mut r = self.request(
+            Method::Patch,
+            Target::Table {
+                table: table.into(),
+            },
+        );
         r.body = Some(set);
         r
     }
 
     pub fn delete(&self, table: &str) -> RequestBuilder<'_> {
-        self.request(Method::Delete, Target::Table { table: table.into() })
+        self.request(
+            Method::Delete,
+            Target::Table {
+                table: table.into(),
+            },
+        )
     }
 
     fn request(&self, method: Method, target: Target) -> RequestBuilder<'_> {
@@ -322,7 +362,12 @@ impl<'a> RequestBuilder<'a> {
     }
 
     fn filter(mut self, column: &str, op: &'static str, value: Option<String>) -> Self {
-        self.filters.push(Filter { column: column.into(), op, value, values: vec![] });
+        self.filters.push(Filter {
+            column: column.into(),
+            op,
+            value,
+            values: vec![],
+        });
         self
     }
 
@@ -435,10 +480,16 @@ impl<'a> RequestBuilder<'a> {
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
             .collect();
-        let cookies: Map<String, Value> =
-            self.cookies.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let cookies: Map<String, Value> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         // Anonymous requests carry the anon role as their only claim, as PostgREST does.
-        let claims = self.claims.clone().unwrap_or_else(|| json!({ "role": role }));
+        let claims = self
+            .claims
+            .clone()
+            .unwrap_or_else(|| json!({ "role": role }));
         let search_path = std::iter::once(&api.config.schemas[0])
             .chain(api.config.extra_search_path.iter())
             .map(|s| quote_ident(s))
@@ -474,9 +525,14 @@ impl<'a> RequestBuilder<'a> {
             )
             .await?;
         let headers = parse_response_headers(guc.get::<_, Option<String>>(0).as_deref());
-        let status = guc.get::<_, Option<String>>(1).filter(|s| !s.is_empty()).map(|s| {
-            s.trim().parse::<u16>().expect("response.status must be an integer (PGRST112)")
-        });
+        let status = guc
+            .get::<_, Option<String>>(1)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.trim()
+                    .parse::<u16>()
+                    .expect("response.status must be an integer (PGRST112)")
+            });
         Ok((body.unwrap_or(Value::Null), rows as u64, headers, status))
     }
 
@@ -587,7 +643,11 @@ impl<'a> RequestBuilder<'a> {
             Target::Table { table } => {
                 let qt = format!("{}.{}", quote_ident(schema), quote_ident(table));
                 let filter = self.where_clause();
-                let ret = if self.representation { "pgrst_t.*" } else { "1" };
+                let ret = if self.representation {
+                    "pgrst_t.*"
+                } else {
+                    "1"
+                };
                 let body = self.body.clone().unwrap_or(Value::Null);
                 let main = match self.method {
                     Method::Get | Method::Head => {
@@ -703,7 +763,11 @@ impl<'a> RequestBuilder<'a> {
                     ("IS NULL", _) => format!("{col} IS NULL"),
                     ("IN", _) => format!(
                         "{col} IN ({})",
-                        f.values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ")
+                        f.values
+                            .iter()
+                            .map(|v| quote_literal(v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     (op, Some(v)) => format!("{col} {op} {}", quote_literal(v)),
                     (op, None) => panic!("filter {op} needs a value"),
@@ -725,8 +789,19 @@ pub fn quote_literal(s: &str) -> String {
 }
 
 fn pgrst_error(status: u16, code: &str, message: &str) -> Response {
-    let error = ApiError { code: code.into(), message: message.into(), details: None, hint: None };
-    Response { status, headers: vec![], body: error_body(&error), error: Some(error), rows: 0 }
+    let error = ApiError {
+        code: code.into(),
+        message: message.into(),
+        details: None,
+        hint: None,
+    };
+    Response {
+        status,
+        headers: vec![],
+        body: error_body(&error),
+        error: Some(error),
+        rows: 0,
+    }
 }
 
 fn error_body(e: &ApiError) -> Value {
@@ -735,7 +810,9 @@ fn error_body(e: &ApiError) -> Value {
 
 /// `response.headers`: a JSON array of single-key objects.
 pub fn parse_response_headers(raw: Option<&str>) -> Vec<(String, String)> {
-    let Some(raw) = raw.filter(|s| !s.is_empty()) else { return vec![] };
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return vec![];
+    };
     let v: Value = serde_json::from_str(raw).expect("response.headers must be JSON (PGRST111)");
     v.as_array()
         .expect("response.headers must be a JSON array (PGRST111)")
@@ -745,7 +822,12 @@ pub fn parse_response_headers(raw: Option<&str>) -> Vec<(String, String)> {
                 .expect("response.headers entries must be objects (PGRST111)")
                 .iter()
                 .map(|(k, v)| {
-                    (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
                 })
                 .collect::<Vec<_>>()
         })
@@ -801,21 +883,33 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
             details: s(&msg, "details"),
             hint: s(&msg, "hint"),
         };
-        let status =
-            detail.get("status").and_then(Value::as_u64).expect("PGRST DETAIL needs a status")
-                as u16;
+        let status = detail
+            .get("status")
+            .and_then(Value::as_u64)
+            .expect("PGRST DETAIL needs a status") as u16;
         let headers = detail
             .get("headers")
             .and_then(Value::as_object)
             .map(|h| {
                 h.iter()
                     .map(|(k, v)| {
-                        (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
                     })
                     .collect()
             })
             .unwrap_or_default();
-        return Response { status, headers, body: error_body(&error), error: Some(error), rows: 0 };
+        return Response {
+            status,
+            headers,
+            body: error_body(&error),
+            error: Some(error),
+            rows: 0,
+        };
     }
     let error = ApiError {
         code: code.clone(),
@@ -839,12 +933,22 @@ pub fn random_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
     );
     let a = h.finish();
     h.write_u64(a);
     let b = h.finish();
     let x = ((a as u128) << 64) | b as u128;
     let s = format!("{x:032x}");
-    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[13..16],
+        &s[17..20],
+        &s[20..32]
+    )
 }
