@@ -212,7 +212,11 @@ mod tests {
         for kind in ErrorKind::ALL {
             let s = kind.sqlstate();
             assert_eq!(s.len(), 5, "{kind:?}");
-            assert!(s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()), "{kind:?}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+                "{kind:?}"
+            );
             assert!(seen.insert(s), "{kind:?} reuses {s}");
             // Class 00/01/02 are not errors; XX000 is what we promise never to raise.
             assert!(!s.starts_with("00") && !s.starts_with("01") && !s.starts_with("02"));
@@ -235,15 +239,24 @@ mod tests {
     #[test]
     fn make_sqlstate_matches_postgres_packing() {
         // MAKE_SQLSTATE packs each character's low 6 bits, first character lowest.
+        #[allow(clippy::identity_op)]
+        // every character spelt out, the 0 too, as MAKE_SQLSTATE packs it
         let expect = (2) | (3 << 6) | (5 << 12) | (0 << 18) | (5 << 24);
         assert_eq!(make_sqlstate("23505"), expect);
-        assert_eq!(make_sqlstate("23505"), pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32);
+        assert_eq!(
+            make_sqlstate("23505"),
+            pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32
+        );
     }
 
     #[test]
     fn display_carries_sqlstate() {
-        let e = SaasError::new(ErrorKind::InvalidJson, "claims are not JSON", "send a JSON object")
-            .with_detail("at byte 3");
+        let e = SaasError::new(
+            ErrorKind::InvalidJson,
+            "claims are not JSON",
+            "send a JSON object",
+        )
+        .with_detail("at byte 3");
         assert_eq!(e.to_string(), "claims are not JSON (SQLSTATE 22P02)");
         assert_eq!(e.detail.as_deref(), Some("at byte 3"));
     }

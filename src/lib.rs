@@ -4,21 +4,30 @@
 //! pgrx types so `cargo test` covers it, and a thin `#[pg_extern]` layer.
 //! Hand-written SQL lives in `sql/` and is pulled in below in a fixed order.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use pgrx::prelude::*;
 
 pub mod audit;
 pub mod error;
+mod gucs;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
+pub mod request;
+mod request_settings;
 pub mod tenancy;
+pub mod uuid;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Runs when a backend loads the library: registers the `saas.*` settings.
+/// Runs when a backend loads the library: registers the `saas.*` settings
+/// (and reserves the prefix), then each module's callbacks and hooks.
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
     tenancy::init();
     audit::init();
     ratelimit::init();

@@ -2,14 +2,14 @@
 //! their own): reading a setting, running SPI as an object's owner,
 //! returning a composite value.
 
+use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::uuid::Uuid;
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::{GucSetting, PgOid};
-use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::tenancy::context::Uuid;
-use std::ffi::CString;
 use std::ffi::CStr;
+use std::ffi::CString;
 
 /// The current value of a setting (`request.headers`, `saas.*`), or None
 /// when it is not defined.
@@ -75,7 +75,8 @@ pub(crate) fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
 }
 
 /// Where a prepared statement is kept for the backend's life.
-pub(crate) type PlanCell = std::thread::LocalKey<std::cell::Cell<Option<&'static OwnedPreparedStatement>>>;
+pub(crate) type PlanCell =
+    std::thread::LocalKey<std::cell::Cell<Option<&'static OwnedPreparedStatement>>>;
 
 /// The statement kept in `cell`, prepared on first use. Leaked on purpose:
 /// the plan cache re-plans it when the tables it reads change.
@@ -102,7 +103,9 @@ pub(crate) fn clock_override(
     name: &CStr,
     setting: &GucSetting<Option<CString>>,
 ) -> SaasResult<Option<pg_sys::TimestampTz>> {
-    let Some(fixed) = setting.get() else { return Ok(None) };
+    let Some(fixed) = setting.get() else {
+        return Ok(None);
+    };
     let text = fixed.to_string_lossy();
     if text.trim().is_empty() {
         return Ok(None);
@@ -133,6 +136,9 @@ pub(crate) unsafe fn return_composite<'fcx>(
     values: &mut [pg_sys::Datum],
     nulls: &mut [bool],
 ) -> pgrx::datum::Datum<'fcx> {
+    // SAFETY: the caller's contract above; the descriptor is read from the
+    // call's own flinfo and checked against `types` before any datum is
+    // formed into a tuple with it.
     unsafe {
         let raw = fcinfo.as_mut_ptr();
         let flinfo = (*raw).flinfo;

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
-
 /// A day of its own for a test's rows (pinned with saas.audit_clock), so
 /// verifying that window sees only this run's rows: (day, next day, noon).
 fn random_day() -> (String, String, String) {
@@ -25,7 +24,12 @@ fn random_day() -> (String, String, String) {
     )
 }
 
-async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members: &[(&str, &str, &str)]) {
+async fn fixture(
+    admin: &Client,
+    schema: &str,
+    tenants: &[(&str, &str)],
+    members: &[(&str, &str, &str)],
+) {
     // All of it under the shared-setup lock: tests run in parallel and DDL on
     // shared objects would otherwise collide.
     let mut sql = format!(
@@ -39,14 +43,18 @@ async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members
     );
     for (id, slug) in tenants {
         let slug = format!("{slug}-{}", &id[0..8]);
-        sql.push_str(&format!("INSERT INTO saas.tenants (id, slug, name) VALUES ('{id}', '{slug}', '{slug}');"));
+        sql.push_str(&format!(
+            "INSERT INTO saas.tenants (id, slug, name) VALUES ('{id}', '{slug}', '{slug}');"
+        ));
     }
     for (tenant, user, role) in members {
         sql.push_str(&format!(
             "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', '{role}');"
         ));
     }
-    common::shared_setup(admin, &sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
 }
 
 #[tokio::test]
@@ -60,7 +68,11 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
         &admin,
         "it_audit_req",
         &[(tenant_a, "it-audit-a"), (tenant_b, "it-audit-b")],
-        &[(tenant_a, admin_a, "admin"), (tenant_a, member_a, "member"), (tenant_b, owner_b, "owner")],
+        &[
+            (tenant_a, admin_a, "admin"),
+            (tenant_a, member_a, "member"),
+            (tenant_b, owner_b, "owner"),
+        ],
     )
     .await;
     let api_client = db_or_skip!("requests_are_recorded_with_actor_client_and_request_id");
@@ -82,7 +94,11 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
         .send()
         .await
         .expect_ok();
-    api.insert("notes", json!([{"body": "b's"}])).claims(claims(owner_b, tenant_b)).send().await.expect_ok();
+    api.insert("notes", json!([{"body": "b's"}]))
+        .claims(claims(owner_b, tenant_b))
+        .send()
+        .await
+        .expect_ok();
 
     let rows = admin
         .query(
@@ -99,46 +115,92 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(get(0, 1).as_deref(), Some(tenant_a));
     assert_eq!(get(0, 2).as_deref(), Some(member_a), "actor is the JWT sub");
     assert_eq!(get(0, 3).as_deref(), Some("authenticated"));
-    assert_eq!(get(0, 4).as_deref(), Some("198.51.100.23"), "first hop of X-Forwarded-For");
+    assert_eq!(
+        get(0, 4).as_deref(),
+        Some("198.51.100.23"),
+        "first hop of X-Forwarded-For"
+    );
     assert_eq!(get(0, 5).as_deref(), Some("it-audit/2.0"));
     assert_eq!(get(0, 6).as_deref(), Some("req-insert-1"));
     assert_eq!(get(0, 7).as_deref(), Some("POST"));
     assert_eq!(get(0, 8).as_deref(), Some("/notes"));
     assert_eq!(get(1, 0).as_deref(), Some("UPDATE"));
-    assert_eq!(get(1, 4).as_deref(), Some("2001:db8::7"), "X-Real-IP when there is no X-Forwarded-For");
+    assert_eq!(
+        get(1, 4).as_deref(),
+        Some("2001:db8::7"),
+        "X-Real-IP when there is no X-Forwarded-For"
+    );
     assert_eq!(get(1, 6).as_deref(), Some("req-update-1"));
     assert_eq!(get(1, 7).as_deref(), Some("PATCH"));
     let new_values: Value = rows[1].get(9);
-    assert_eq!(new_values, json!({"body": "second"}), "changed columns only");
+    assert_eq!(
+        new_values,
+        json!({"body": "second"}),
+        "changed columns only"
+    );
     assert_eq!(get(2, 1).as_deref(), Some(tenant_b));
 
     // The log through the API: a tenant's admins read its rows, nobody else any.
     let log = Api::for_schema(db_or_skip!("requests_are_recorded"), "saas");
     let seen = |r: &common::Response| -> Vec<String> {
-        r.body.as_array().unwrap().iter().map(|row| row["tenant_id"].as_str().unwrap().to_string()).collect()
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["tenant_id"].as_str().unwrap().to_string())
+            .collect()
     };
-    let as_admin = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(admin_a, tenant_a)).send().await;
+    let as_admin = log
+        .get("audit_log")
+        .eq("schema_name", "it_audit_req")
+        .claims(claims(admin_a, tenant_a))
+        .send()
+        .await;
     as_admin.expect_ok();
     assert!(as_admin.body.is_array(), "{:?}", as_admin.body);
     assert_eq!(seen(&as_admin), vec![tenant_a.to_string(); 2]);
-    let as_owner_b = log.get("audit_log").eq("schema_name", "it_audit_req").claims(claims(owner_b, tenant_b)).send().await;
+    let as_owner_b = log
+        .get("audit_log")
+        .eq("schema_name", "it_audit_req")
+        .claims(claims(owner_b, tenant_b))
+        .send()
+        .await;
     assert_eq!(seen(&as_owner_b), vec![tenant_b.to_string()]);
-    let as_member = log.get("audit_log").claims(claims(member_a, tenant_a)).send().await;
+    let as_member = log
+        .get("audit_log")
+        .claims(claims(member_a, tenant_a))
+        .send()
+        .await;
     as_member.expect_ok();
-    assert_eq!(seen(&as_member), Vec::<String>::new(), "members read no audit rows");
+    assert_eq!(
+        seen(&as_member),
+        Vec::<String>::new(),
+        "members read no audit rows"
+    );
     let anonymous = log.get("audit_log").send().await;
-    assert!(anonymous.body.as_array().map_or(true, |a| a.is_empty()), "anon reads nothing: {:?}", anonymous.body);
+    assert!(
+        anonymous.body.as_array().is_none_or(|a| a.is_empty()),
+        "anon reads nothing: {:?}",
+        anonymous.body
+    );
     // Changing the log through the API is refused.
     let forged = log
         .update("audit_log", json!({"actor_role": "forged"}))
         .claims(claims(admin_a, tenant_a))
         .send()
         .await;
-    assert!(!forged.is_success(), "update of the log must fail: {:?}", forged.body);
+    assert!(
+        !forged.is_success(),
+        "update of the log must fail: {:?}",
+        forged.body
+    );
 
     // Export as an RPC (GET: a read-only transaction).
     let export = log
-        .rpc_get("audit_export", json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}))
+        .rpc_get(
+            "audit_export",
+            json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}),
+        )
         .claims(claims(admin_a, tenant_a))
         .send()
         .await;
@@ -154,7 +216,10 @@ async fn requests_are_recorded_with_actor_client_and_request_id() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["request_id"], "req-insert-1");
     let member_export = log
-        .rpc_get("audit_export", json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}))
+        .rpc_get(
+            "audit_export",
+            json!({"p_from": "2000-01-01T00:00:00Z", "p_to": "2100-01-01T00:00:00Z"}),
+        )
         .claims(claims(member_a, tenant_a))
         .send()
         .await;
@@ -178,15 +243,24 @@ async fn verify<C: GenericClient + Sync>(client: &C, from: &str, to: &str) -> Ve
         )
         .await
         .unwrap();
-    Verdict { ok: r.get(0), kind: r.get(1), log_id: r.get(2), detail: r.get(3) }
+    Verdict {
+        ok: r.get(0),
+        kind: r.get(1),
+        log_id: r.get(2),
+        detail: r.get(3),
+    }
 }
 
 /// Runs `tamper` as a superuser with triggers off, checks what verify says,
 /// and rolls back.
 async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Verdict {
     let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL session_replication_role = replica").await.unwrap();
-    tx.batch_execute(tamper).await.unwrap_or_else(|e| panic!("{tamper}: {e}"));
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .unwrap();
+    tx.batch_execute(tamper)
+        .await
+        .unwrap_or_else(|e| panic!("{tamper}: {e}"));
     let verdict = verify(&tx, window.0, window.1).await;
     tx.rollback().await.unwrap();
     verdict
@@ -198,7 +272,10 @@ async fn tampered(client: &mut Client, tamper: &str, window: (&str, &str)) -> Ve
 async fn seal_until_covered(client: &Client, window: (&str, &str)) -> i64 {
     let mut unsealed = -1i64;
     for _ in 0..600 {
-        client.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap();
+        client
+            .query("SELECT * FROM saas.audit_seal()", &[])
+            .await
+            .unwrap();
         unsealed = client
             .query_one("SELECT unsealed_rows FROM saas.audit_verify($1::text::timestamptz, $2::text::timestamptz)", &[&window.0, &window.1])
             .await
@@ -217,7 +294,13 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
     let mut admin = db_or_skip!("verify_finds_edited_deleted_and_inserted_rows");
     let tenant = random_uuid();
     let tenant = tenant.as_str();
-    fixture(&admin, "it_audit_tamper", &[(tenant, "it-audit-tamper")], &[]).await;
+    fixture(
+        &admin,
+        "it_audit_tamper",
+        &[(tenant, "it-audit-tamper")],
+        &[],
+    )
+    .await;
     // This test's rows live in their own (past) window, so verification of
     // the window sees only them, whatever other tests write meanwhile.
     let (day, next_day, noon) = random_day();
@@ -238,7 +321,10 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
     assert!(clean.detail.contains("5 rows"), "{clean:?}");
 
     let ids: Vec<i64> = admin
-        .query("SELECT id FROM saas.audit_log WHERE tenant_id = $1::text::uuid ORDER BY id", &[&tenant])
+        .query(
+            "SELECT id FROM saas.audit_log WHERE tenant_id = $1::text::uuid ORDER BY id",
+            &[&tenant],
+        )
         .await
         .unwrap()
         .iter()
@@ -249,11 +335,17 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
     // Edited: the row's hash no longer matches its content.
     let edit = tampered(
         &mut admin,
-        &format!("UPDATE saas.audit_log SET new_values = '{{\"body\": \"forged\"}}' WHERE id = {}", ids[2]),
+        &format!(
+            "UPDATE saas.audit_log SET new_values = '{{\"body\": \"forged\"}}' WHERE id = {}",
+            ids[2]
+        ),
         window,
     )
     .await;
-    assert!(!edit.ok && edit.kind.as_deref() == Some("row") && edit.log_id == Some(ids[2]), "{edit:?}");
+    assert!(
+        !edit.ok && edit.kind.as_deref() == Some("row") && edit.log_id == Some(ids[2]),
+        "{edit:?}"
+    );
 
     // Edited with a recomputed row hash: the seal's digest catches it.
     let row = admin
@@ -297,12 +389,23 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         window,
     )
     .await;
-    assert!(!rehashed.ok && rehashed.kind.as_deref() == Some("seal"), "{rehashed:?}");
+    assert!(
+        !rehashed.ok && rehashed.kind.as_deref() == Some("seal"),
+        "{rehashed:?}"
+    );
     assert!(rehashed.detail.contains("no longer digest"), "{rehashed:?}");
 
     // Deleted: the seal counts one row less.
-    let deleted = tampered(&mut admin, &format!("DELETE FROM saas.audit_log WHERE id = {}", ids[1]), window).await;
-    assert!(!deleted.ok && deleted.kind.as_deref() == Some("seal"), "{deleted:?}");
+    let deleted = tampered(
+        &mut admin,
+        &format!("DELETE FROM saas.audit_log WHERE id = {}", ids[1]),
+        window,
+    )
+    .await;
+    assert!(
+        !deleted.ok && deleted.kind.as_deref() == Some("seal"),
+        "{deleted:?}"
+    );
     assert!(deleted.detail.contains("missing"), "{deleted:?}");
 
     // Inserted with a valid hash and a sealed transaction id: one row too many.
@@ -328,8 +431,14 @@ async fn verify_finds_edited_deleted_and_inserted_rows() {
         window,
     )
     .await;
-    assert!(!inserted.ok && inserted.kind.as_deref() == Some("seal"), "{inserted:?}");
-    assert!(inserted.detail.contains("inserted after sealing"), "{inserted:?}");
+    assert!(
+        !inserted.ok && inserted.kind.as_deref() == Some("seal"),
+        "{inserted:?}"
+    );
+    assert!(
+        inserted.detail.contains("inserted after sealing"),
+        "{inserted:?}"
+    );
 
     // Nothing stuck: the log is whole again.
     let after = verify(&admin, window.0, window.1).await;
@@ -348,7 +457,13 @@ fn hex(bytes: &[u8]) -> String {
 async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let admin = db_or_skip!("seals_taken_during_open_transactions_never_raise_a_false_alarm");
     let tenant = random_uuid();
-    fixture(&admin, "it_audit_seal", &[(tenant.as_str(), "it-audit-seal")], &[]).await;
+    fixture(
+        &admin,
+        "it_audit_seal",
+        &[(tenant.as_str(), "it-audit-seal")],
+        &[],
+    )
+    .await;
     let (day, next_day, noon) = random_day();
     let window = (day.as_str(), next_day.as_str());
     let clock = format!("SET saas.audit_clock = '{noon}'");
@@ -400,7 +515,11 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
         let mut seals = 0usize;
         let mut checks = 0usize;
         while !sealer_done.load(std::sync::atomic::Ordering::Relaxed) {
-            seals += sealer.query("SELECT * FROM saas.audit_seal()", &[]).await.unwrap().len();
+            seals += sealer
+                .query("SELECT * FROM saas.audit_seal()", &[])
+                .await
+                .unwrap()
+                .len();
             let v = verify(&sealer, &w_from, &w_to).await;
             assert!(v.ok, "false alarm while transactions were in flight: {v:?}");
             checks += 1;
@@ -414,7 +533,10 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let (seals, checks) = sealing.await.unwrap();
-    assert!(seals >= 3 && checks >= 3, "the sealer ran during the writes: {seals} seals, {checks} checks");
+    assert!(
+        seals >= 3 && checks >= 3,
+        "the sealer ran during the writes: {seals} seals, {checks} checks"
+    );
 
     // Everything committed: seal until the horizon passes the last writer.
     let unsealed = seal_until_covered(&admin, window).await;
@@ -434,5 +556,8 @@ async fn seals_taken_during_open_transactions_never_raise_a_false_alarm() {
     let (rows, sealed, chain): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     assert_eq!(rows, written);
     assert_eq!(sealed, written, "every row in exactly one seal");
-    assert!(chain >= 2, "the chain grew while writers ran ({chain} seals)");
+    assert!(
+        chain >= 2,
+        "the chain grew while writers ran ({chain} seals)"
+    );
 }

@@ -100,7 +100,8 @@ async fn extension_is_installed_with_its_version() {
         )
         .await
         .expect("pg_saas is not installed in the test database");
-    let (extversion, loaded, schema): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (extversion, loaded, schema): (String, String, String) =
+        (row.get(0), row.get(1), row.get(2));
     assert_eq!(extversion, env!("CARGO_PKG_VERSION"));
     assert_eq!(loaded, extversion, "library and catalog versions differ");
     assert_eq!(schema, "saas");
@@ -124,12 +125,19 @@ async fn request_settings_are_those_postgrest_sets() {
     let b = &r.body;
     assert_eq!(b["method"], "POST");
     assert_eq!(b["path"], "/rpc/echo_request");
-    assert_eq!(b["headers"], json!({"x-tenant-id": "abc", "prefer": "return=minimal"}), "header names are lower-cased");
+    assert_eq!(
+        b["headers"],
+        json!({"x-tenant-id": "abc", "prefer": "return=minimal"}),
+        "header names are lower-cased"
+    );
     assert_eq!(b["cookies"], json!({"session": "s1"}));
     assert_eq!(b["claims"], claims);
     assert_eq!(b["role"], "authenticated");
     assert_eq!(b["search_path"], "\"h_settings\", \"saas\"");
-    assert_eq!(b["read_only"], "on", "a STABLE function is called in a READ ONLY transaction");
+    assert_eq!(
+        b["read_only"], "on",
+        "a STABLE function is called in a READ ONLY transaction"
+    );
 
     // Without a JWT: the anon role, whose only claim is its role.
     let r = api.rpc("echo_request", json!({})).send().await;
@@ -138,7 +146,10 @@ async fn request_settings_are_those_postgrest_sets() {
     // Settings are transaction-local: nothing leaks onto the pooled connection.
     let leaked: Option<String> = api
         .client
-        .query_one("SELECT nullif(current_setting('request.jwt.claims', true), '')", &[])
+        .query_one(
+            "SELECT nullif(current_setting('request.jwt.claims', true), '')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -152,32 +163,78 @@ async fn access_mode_follows_method_and_volatility() {
     let user = json!({"role": "authenticated"});
 
     // VOLATILE function over POST: read-write, the write commits.
-    let r = api.rpc("add_note", json!({"body": "first"})).claims(user.clone()).send().await;
+    let r = api
+        .rpc("add_note", json!({"body": "first"}))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.error);
     assert!(r.body.as_i64().is_some());
     assert_eq!(note_count(&api).await, 1);
 
     // The same function over GET: READ ONLY, so the write fails with 405.
-    let r = api.rpc_get("add_note", json!({"body": "second"})).claims(user.clone()).send().await;
+    let r = api
+        .rpc_get("add_note", json!({"body": "second"}))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.code(), Some("25006"));
 
     // A STABLE function that writes, over POST: READ ONLY too.
-    let r = api.rpc("add_note_stable", json!({"body": "third"})).claims(user.clone()).send().await;
+    let r = api
+        .rpc("add_note_stable", json!({"body": "third"}))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!((r.status, r.code()), (405, Some("25006")), "{:?}", r.error);
     assert_eq!(note_count(&api).await, 1, "failed requests wrote nothing");
 
     // Table verbs: POST inserts (201), GET reads, PATCH and DELETE give 204.
-    let r = api.insert("notes", json!([{"body": "b"}, {"body": "c"}])).claims(user.clone()).send().await;
+    let r = api
+        .insert("notes", json!([{"body": "b"}, {"body": "c"}]))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!((r.status, r.rows), (201, 2));
-    let r = api.insert("notes", json!({"body": "b"})).claims(user.clone()).send().await;
-    assert_eq!((r.status, r.code()), (409, Some("23505")), "unique violation is a conflict");
-    let r = api.get("notes").order("id").claims(user.clone()).send().await;
-    let bodies: Vec<&str> = r.body.as_array().unwrap().iter().map(|n| n["body"].as_str().unwrap()).collect();
+    let r = api
+        .insert("notes", json!({"body": "b"}))
+        .claims(user.clone())
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, Some("23505")),
+        "unique violation is a conflict"
+    );
+    let r = api
+        .get("notes")
+        .order("id")
+        .claims(user.clone())
+        .send()
+        .await;
+    let bodies: Vec<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["body"].as_str().unwrap())
+        .collect();
     assert_eq!(bodies, ["first", "b", "c"]);
-    let r = api.update("notes", json!({"body": "B"})).eq("body", "b").claims(user.clone()).send().await;
+    let r = api
+        .update("notes", json!({"body": "B"}))
+        .eq("body", "b")
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!((r.status, r.rows), (204, 1));
-    let r = api.delete("notes").in_list("body", &["B", "c"]).claims(user.clone()).representation().send().await;
+    let r = api
+        .delete("notes")
+        .in_list("body", &["B", "c"])
+        .claims(user.clone())
+        .representation()
+        .send()
+        .await;
     assert_eq!((r.status, r.rows), (200, 2));
     assert_eq!(r.body.as_array().unwrap().len(), 2);
     let r = api.rpc("list_notes", json!({})).claims(user).send().await;
@@ -191,26 +248,54 @@ async fn custom_statuses_and_headers() {
     let api = fixture(client, "h_status").await;
     let user = json!({"role": "authenticated"});
 
-    let r = api.rpc("need_payment", json!({})).claims(user.clone()).send().await;
+    let r = api
+        .rpc("need_payment", json!({}))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!(r.status, 402, "PTnnn gives status nnn");
     assert_eq!(r.code(), Some("PT402"));
-    assert_eq!(r.error.as_ref().unwrap().hint.as_deref(), Some("upgrade the plan"));
+    assert_eq!(
+        r.error.as_ref().unwrap().hint.as_deref(),
+        Some("upgrade the plan")
+    );
 
-    let r = api.rpc("slow_down", json!({"body": "x"})).claims(user.clone()).send().await;
+    let r = api
+        .rpc("slow_down", json!({"body": "x"}))
+        .claims(user.clone())
+        .send()
+        .await;
     assert_eq!(r.status, 429, "PGRST DETAIL sets the status");
     assert_eq!(r.header("Retry-After"), Some("30"));
-    assert_eq!(r.header("X-Early"), None, "response.headers set before the error are rolled back");
+    assert_eq!(
+        r.header("X-Early"),
+        None,
+        "response.headers set before the error are rolled back"
+    );
     let e = r.error.as_ref().unwrap();
-    assert_eq!((e.code.as_str(), e.message.as_str()), ("SAAS429", "rate limit exceeded"));
-    assert_eq!((e.details.as_deref(), e.hint.as_deref()), (Some("10 per minute"), Some("retry later")));
-    assert_eq!(note_count(&api).await, 0, "the error rolled back the insert");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("SAAS429", "rate limit exceeded")
+    );
+    assert_eq!(
+        (e.details.as_deref(), e.hint.as_deref()),
+        (Some("10 per minute"), Some("retry later"))
+    );
+    assert_eq!(
+        note_count(&api).await,
+        0,
+        "the error rolled back the insert"
+    );
 
     let r = api.rpc("with_headers", json!({})).claims(user).send().await;
     assert_eq!(r.status, 202, "response.status overrides the status");
     assert_eq!(r.body, json!(3));
     assert_eq!(
         r.headers,
-        vec![("X-Total".to_string(), "3".to_string()), ("Cache-Control".to_string(), "no-store".to_string())]
+        vec![
+            ("X-Total".to_string(), "3".to_string()),
+            ("Cache-Control".to_string(), "no-store".to_string())
+        ]
     );
 }
 
@@ -221,16 +306,35 @@ async fn privileges_and_pre_request() {
 
     let r = api.rpc("secret", json!({})).send().await;
     assert_eq!((r.status, r.code()), (401, Some("42501")), "anonymous: 401");
-    let r = api.rpc("secret", json!({})).claims(json!({"role": "authenticated"})).send().await;
-    assert_eq!((r.status, r.code()), (403, Some("42501")), "authenticated: 403");
+    let r = api
+        .rpc("secret", json!({}))
+        .claims(json!({"role": "authenticated"}))
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("42501")),
+        "authenticated: 403"
+    );
     let r = api.rpc("no_such_function", json!({})).send().await;
     assert_eq!((r.status, r.code()), (404, Some("PGRST202")));
 
     api.config.pre_request = Some("h_priv.pre_request".into());
     let r = api.rpc("echo_request", json!({})).send().await;
-    assert_eq!(r.body["pre_request"], "ran", "pre-request ran in the request's transaction");
-    let r = api.rpc("echo_request", json!({})).header("X-Block", "1").send().await;
-    assert_eq!((r.status, r.code()), (403, Some("PT403")), "a pre-request error ends the request");
+    assert_eq!(
+        r.body["pre_request"], "ran",
+        "pre-request ran in the request's transaction"
+    );
+    let r = api
+        .rpc("echo_request", json!({}))
+        .header("X-Block", "1")
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("PT403")),
+        "a pre-request error ends the request"
+    );
 }
 
 #[test]

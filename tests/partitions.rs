@@ -8,14 +8,20 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 async fn count(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// Drops `schema` if a previous run left it, creates it again and runs `sql`
 /// (the test's tables and rows) in the same batch.
 async fn fresh_schema(admin: &Client, schema: &str, sql: &str) {
     admin
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};\n{sql}"))
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};\n{sql}"
+        ))
         .await
         .unwrap();
 }
@@ -23,13 +29,19 @@ async fn fresh_schema(admin: &Client, schema: &str, sql: &str) {
 /// Drops `schema`; its tables leave partition_config with it (the
 /// extension's sql_drop trigger).
 async fn drop_schema(admin: &Client, schema: &str) {
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// Says (past the test harness's capture) whether the kill landed mid-run.
 fn report(what: &str, killed: bool) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "partitions fault test: {what} backend killed mid-run: {killed}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "partitions fault test: {what} backend killed mid-run: {killed}"
+    );
 }
 
 /// Kills the backend running a statement that matches `pattern` once it has
@@ -78,21 +90,39 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
             .query("SELECT * FROM saas.convert_to_monthly('it_conv.hits', 'at', 1, p_now => '2026-11-15')", &[])
             .await
     });
-    let killed = kill_when_running(&admin, "%convert_to_monthly('it_conv.hits'%", Duration::from_millis(300)).await;
+    let killed = kill_when_running(
+        &admin,
+        "%convert_to_monthly('it_conv.hits'%",
+        Duration::from_millis(300),
+    )
+    .await;
     let outcome = run.await.unwrap();
     report("conversion", killed);
     if killed {
-        assert!(outcome.is_err(), "the killed conversion must not report success");
+        assert!(
+            outcome.is_err(),
+            "the killed conversion must not report success"
+        );
         // Nothing half-done: still the plain table with every row, no config.
-        assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits").await, 400000);
+        assert_eq!(
+            count(&admin, "SELECT count(*) FROM it_conv.hits").await,
+            400000
+        );
         let plain: bool = admin
-            .query_one("SELECT relkind = 'r' FROM pg_class WHERE oid = 'it_conv.hits'::regclass", &[])
+            .query_one(
+                "SELECT relkind = 'r' FROM pg_class WHERE oid = 'it_conv.hits'::regclass",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
         assert!(plain, "still a plain table");
         assert_eq!(
-            count(&admin, "SELECT count(*) FROM saas.partition_config WHERE parent::text = 'it_conv.hits'").await,
+            count(
+                &admin,
+                "SELECT count(*) FROM saas.partition_config WHERE parent::text = 'it_conv.hits'"
+            )
+            .await,
             0
         );
         assert_eq!(
@@ -108,12 +138,22 @@ async fn killed_conversion_rolls_back_and_the_next_run_completes() {
     } else {
         outcome.unwrap();
     }
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits").await, 400000);
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = 'it_conv.hits'::regclass").await,
+        count(&admin, "SELECT count(*) FROM it_conv.hits").await,
+        400000
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = 'it_conv.hits'::regclass"
+        )
+        .await,
         1
     );
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_conv.hits_default").await, 0);
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_conv.hits_default").await,
+        0
+    );
     drop_schema(&admin, "it_conv").await;
 }
 
@@ -132,17 +172,44 @@ async fn killed_rescue_keeps_every_row_and_the_next_run_completes() {
     let total = count(&admin, "SELECT count(*) FROM it_rescue.log").await;
     let victim = common::connect("rescue victim").await.unwrap();
     let run = tokio::spawn(async move {
-        victim.query("SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')", &[]).await
+        victim
+            .query(
+                "SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')",
+                &[],
+            )
+            .await
     });
-    let killed = kill_when_running(&admin, "%run_maintenance('it_rescue.log'%", Duration::from_millis(400)).await;
+    let killed = kill_when_running(
+        &admin,
+        "%run_maintenance('it_rescue.log'%",
+        Duration::from_millis(400),
+    )
+    .await;
     let _ = run.await.unwrap();
     report("rescue", killed);
     // Whatever was done is whole: every row is still there, nothing doubled.
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log").await, total, "killed={killed}");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_rescue.log").await,
+        total,
+        "killed={killed}"
+    );
     // The next run finishes the rescue.
-    admin.query("SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')", &[]).await.unwrap();
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log").await, total);
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_rescue.log_default").await, 0, "nothing stranded");
+    admin
+        .query(
+            "SELECT * FROM saas.run_maintenance('it_rescue.log', p_now => '2026-11-15')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_rescue.log").await,
+        total
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_rescue.log_default").await,
+        0,
+        "nothing stranded"
+    );
     drop_schema(&admin, "it_rescue").await;
 }
 
@@ -217,13 +284,30 @@ async fn writers_lose_nothing_while_maintenance_runs() {
         committed += h.await.unwrap();
     }
     // A final pass with the writers gone rescues whatever arrived last.
-    maint.query("SELECT * FROM saas.run_maintenance('it_conc.ev', p_now => '2027-06-15')", &[]).await.unwrap();
+    maint
+        .query(
+            "SELECT * FROM saas.run_maintenance('it_conc.ev', p_now => '2027-06-15')",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(committed, (WRITERS as i64) * i64::from(ROWS));
     let stored = count(&admin, "SELECT count(*) FROM it_conc.ev").await;
-    assert_eq!(stored, committed, "rows lost or doubled; maintenance errors: {errors:?}");
-    let distinct = count(&admin, "SELECT count(*) FROM (SELECT DISTINCT writer, n FROM it_conc.ev) d").await;
+    assert_eq!(
+        stored, committed,
+        "rows lost or doubled; maintenance errors: {errors:?}"
+    );
+    let distinct = count(
+        &admin,
+        "SELECT count(*) FROM (SELECT DISTINCT writer, n FROM it_conc.ev) d",
+    )
+    .await;
     assert_eq!(distinct, committed, "every (writer, n) exactly once");
-    assert_eq!(count(&admin, "SELECT count(*) FROM it_conc.ev_default").await, 0, "nothing stranded");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM it_conc.ev_default").await,
+        0,
+        "nothing stranded"
+    );
     drop_schema(&admin, "it_conc").await;
 }
 
@@ -231,18 +315,43 @@ async fn writers_lose_nothing_while_maintenance_runs() {
 async fn maintenance_is_scheduled_with_pg_cron() {
     let admin = db_or_skip!("maintenance_is_scheduled_with_pg_cron");
     // make test installs pg_cron in this database (cron.database_name).
-    let job: i64 = admin.query_one("SELECT saas.schedule_maintenance('*/5 * * * *')", &[]).await.unwrap().get(0);
+    let job: i64 = admin
+        .query_one("SELECT saas.schedule_maintenance('*/5 * * * *')", &[])
+        .await
+        .unwrap()
+        .get(0);
     let row = admin
-        .query_one("SELECT schedule, command FROM cron.job WHERE jobid = $1", &[&job])
+        .query_one(
+            "SELECT schedule, command FROM cron.job WHERE jobid = $1",
+            &[&job],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "*/5 * * * *");
     assert!(row.get::<_, String>(1).contains("saas.run_maintenance()"));
     // Scheduling again replaces the job of the same name rather than adding one.
-    admin.query_one("SELECT saas.schedule_maintenance()", &[]).await.unwrap();
-    assert_eq!(count(&admin, "SELECT count(*) FROM cron.job WHERE jobname = 'pg_saas maintenance'").await, 1);
-    let removed: bool = admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    admin
+        .query_one("SELECT saas.schedule_maintenance()", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM cron.job WHERE jobname = 'pg_saas maintenance'"
+        )
+        .await,
+        1
+    );
+    let removed: bool = admin
+        .query_one("SELECT saas.unschedule_maintenance()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(removed);
-    let again: bool = admin.query_one("SELECT saas.unschedule_maintenance()", &[]).await.unwrap().get(0);
+    let again: bool = admin
+        .query_one("SELECT saas.unschedule_maintenance()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(!again, "nothing left to unschedule");
 }

@@ -11,7 +11,6 @@ use common::{claims, random_uuid, Api};
 use serde_json::json;
 use tokio_postgres::Client;
 
-
 /// A schema with one tenant table (named after the schema, so that rules
 /// for its path never match another test's requests), the API roles, and
 /// tenants with members.
@@ -35,38 +34,75 @@ async fn fixture(admin: &Client, schema: &str, tenants: &[(&str, &str)], members
             "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{user}', 'member');"
         ));
     }
-    common::shared_setup(admin, &sql).await.unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("fixture {schema}: {e:?}"));
 }
 
 #[tokio::test]
 async fn get_requests_are_limited_in_shared_memory() {
     let admin = db_or_skip!("get_requests_are_limited_in_shared_memory");
-    let preloaded: bool = admin.query_one("SELECT preloaded FROM saas.rate_limit_stats()", &[]).await.unwrap().get(0);
+    let preloaded: bool = admin
+        .query_one("SELECT preloaded FROM saas.rate_limit_stats()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(preloaded, "the test cluster preloads pg_saas");
     let (tenant, user, other) = (random_uuid(), random_uuid(), random_uuid());
-    fixture(&admin, "it_rl_get", &[(&tenant, "it-rl-free")], &[(&tenant, &user), (&tenant, &other)]).await;
+    fixture(
+        &admin,
+        "it_rl_get",
+        &[(&tenant, "it-rl-free")],
+        &[(&tenant, &user), (&tenant, &other)],
+    )
+    .await;
     admin
         .batch_execute("SELECT saas.rate_limit_rule_set('/it_rl_get_items', 3, '1 hour', scope => 'user', method => 'GET')")
         .await
         .unwrap();
-    let Some(client) = common::connect("get_requests_are_limited_in_shared_memory").await else { return };
+    let Some(client) = common::connect("get_requests_are_limited_in_shared_memory").await else {
+        return;
+    };
     let api = Api::with_pre_request(client, "it_rl_get");
 
     for expected_remaining in ["2", "1", "0"] {
-        let r = api.get("it_rl_get_items").claims(claims(&user, &tenant)).send().await;
+        let r = api
+            .get("it_rl_get_items")
+            .claims(claims(&user, &tenant))
+            .send()
+            .await;
         r.expect_ok();
         assert_eq!(r.header("RateLimit-Limit"), Some("3"));
         assert_eq!(r.header("RateLimit-Remaining"), Some(expected_remaining));
     }
-    let refused = api.get("it_rl_get_items").claims(claims(&user, &tenant)).send().await;
+    let refused = api
+        .get("it_rl_get_items")
+        .claims(claims(&user, &tenant))
+        .send()
+        .await;
     assert_eq!(refused.status, 429, "{refused:?}");
     assert_eq!(refused.code(), Some("PT429"));
-    let retry: i64 = refused.header("Retry-After").expect("Retry-After").parse().unwrap();
-    assert!((1..=1200).contains(&retry), "one more every 20 minutes: Retry-After {retry}");
+    let retry: i64 = refused
+        .header("Retry-After")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=1200).contains(&retry),
+        "one more every 20 minutes: Retry-After {retry}"
+    );
     assert_eq!(refused.header("RateLimit-Remaining"), Some("0"));
     // Another user has a counter of their own; POST is not limited by a GET rule.
-    api.get("it_rl_get_items").claims(claims(&other, &tenant)).send().await.expect_ok();
-    api.insert("it_rl_get_items", json!([{"body": "x"}])).claims(claims(&user, &tenant)).send().await.expect_ok();
+    api.get("it_rl_get_items")
+        .claims(claims(&other, &tenant))
+        .send()
+        .await
+        .expect_ok();
+    api.insert("it_rl_get_items", json!([{"body": "x"}]))
+        .claims(claims(&user, &tenant))
+        .send()
+        .await
+        .expect_ok();
     // The refusal was counted although the request rolled back.
     let refusals: i64 = admin
         .query_one(
@@ -78,38 +114,71 @@ async fn get_requests_are_limited_in_shared_memory() {
         .unwrap()
         .get(0);
     assert_eq!(refusals, 1);
-    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_get_items', 'user', 'GET')").await.unwrap();
+    admin
+        .batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_get_items', 'user', 'GET')")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn rule_changes_reach_a_running_backend() {
     let admin = db_or_skip!("rule_changes_reach_a_running_backend");
     let (tenant, user) = (random_uuid(), random_uuid());
-    fixture(&admin, "it_rl_rules", &[(&tenant, "it-rl-free")], &[(&tenant, &user)]).await;
-    let Some(client) = common::connect("rule_changes_reach_a_running_backend").await else { return };
+    fixture(
+        &admin,
+        "it_rl_rules",
+        &[(&tenant, "it-rl-free")],
+        &[(&tenant, &user)],
+    )
+    .await;
+    let Some(client) = common::connect("rule_changes_reach_a_running_backend").await else {
+        return;
+    };
     // One API connection throughout: its backend keeps the rules it read.
     let api = Api::with_pre_request(client, "it_rl_rules");
-    let limit = || async { api.get("it_rl_rules_items").claims(claims(&user, &tenant)).send().await };
+    let limit = || async {
+        api.get("it_rl_rules_items")
+            .claims(claims(&user, &tenant))
+            .send()
+            .await
+    };
 
     let r = limit().await;
     r.expect_ok();
     assert_eq!(r.header("RateLimit-Limit"), None, "no rule yet");
     admin
-        .batch_execute("SELECT saas.rate_limit_rule_set('/it_rl_rules_items', 2, '1 hour', method => 'GET')")
+        .batch_execute(
+            "SELECT saas.rate_limit_rule_set('/it_rl_rules_items', 2, '1 hour', method => 'GET')",
+        )
         .await
         .unwrap();
     let r = limit().await;
-    assert_eq!((r.header("RateLimit-Limit"), r.header("RateLimit-Remaining")), (Some("2"), Some("1")), "a new rule applies");
+    assert_eq!(
+        (r.header("RateLimit-Limit"), r.header("RateLimit-Remaining")),
+        (Some("2"), Some("1")),
+        "a new rule applies"
+    );
     admin
         .batch_execute("UPDATE saas.rate_limit_rules SET count = 7, max_burst = 7 WHERE path_pattern = '/it_rl_rules_items'")
         .await
         .unwrap();
     let r = limit().await;
-    assert_eq!(r.header("RateLimit-Limit"), Some("7"), "a rule changed by hand applies");
-    admin.batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_rules_items', 'user', 'GET')").await.unwrap();
+    assert_eq!(
+        r.header("RateLimit-Limit"),
+        Some("7"),
+        "a rule changed by hand applies"
+    );
+    admin
+        .batch_execute("SELECT saas.rate_limit_rule_drop('/it_rl_rules_items', 'user', 'GET')")
+        .await
+        .unwrap();
     let r = limit().await;
     r.expect_ok();
-    assert_eq!(r.header("RateLimit-Limit"), None, "a dropped rule no longer applies");
+    assert_eq!(
+        r.header("RateLimit-Limit"),
+        None,
+        "a dropped rule no longer applies"
+    );
 }
 
 #[tokio::test]
@@ -117,38 +186,85 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
     let admin = db_or_skip!("plan_quota_gives_402_and_usage_survives_a_flush");
     let plan = format!("it-rl-{}", &random_uuid()[0..8]);
     let (tenant_a, tenant_b, user) = (random_uuid(), random_uuid(), random_uuid());
-    fixture(&admin, "it_rl_quota", &[(&tenant_a, &plan), (&tenant_b, "it-rl-unlimited")], &[(&tenant_a, &user), (&tenant_b, &user)])
-        .await;
+    fixture(
+        &admin,
+        "it_rl_quota",
+        &[(&tenant_a, &plan), (&tenant_b, "it-rl-unlimited")],
+        &[(&tenant_a, &user), (&tenant_b, &user)],
+    )
+    .await;
     admin
-        .execute("INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ($1, 4)", &[&plan])
+        .execute(
+            "INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ($1, 4)",
+            &[&plan],
+        )
         .await
         .unwrap();
-    let Some(client) = common::connect("plan_quota_gives_402_and_usage_survives_a_flush").await else { return };
+    let Some(client) = common::connect("plan_quota_gives_402_and_usage_survives_a_flush").await
+    else {
+        return;
+    };
     let api = Api::with_pre_request(client, "it_rl_quota");
     // Two read-only and two read-write requests: the quota counts both kinds.
-    api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.insert("it_rl_quota_items", json!([{"body": "1"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await.expect_ok();
-    api.insert("it_rl_quota_items", json!([{"body": "2"}])).claims(claims(&user, &tenant_a)).send().await.expect_ok();
+    api.get("it_rl_quota_items")
+        .claims(claims(&user, &tenant_a))
+        .send()
+        .await
+        .expect_ok();
+    api.insert("it_rl_quota_items", json!([{"body": "1"}]))
+        .claims(claims(&user, &tenant_a))
+        .send()
+        .await
+        .expect_ok();
+    api.get("it_rl_quota_items")
+        .claims(claims(&user, &tenant_a))
+        .send()
+        .await
+        .expect_ok();
+    api.insert("it_rl_quota_items", json!([{"body": "2"}]))
+        .claims(claims(&user, &tenant_a))
+        .send()
+        .await
+        .expect_ok();
     for refused in [
-        api.get("it_rl_quota_items").claims(claims(&user, &tenant_a)).send().await,
-        api.insert("it_rl_quota_items", json!([{"body": "3"}])).claims(claims(&user, &tenant_a)).send().await,
+        api.get("it_rl_quota_items")
+            .claims(claims(&user, &tenant_a))
+            .send()
+            .await,
+        api.insert("it_rl_quota_items", json!([{"body": "3"}]))
+            .claims(claims(&user, &tenant_a))
+            .send()
+            .await,
     ] {
         assert_eq!(refused.status, 402, "{refused:?}");
         assert_eq!(refused.code(), Some("PT402"));
-        assert!(refused.error.as_ref().unwrap().details.as_deref().unwrap_or("").contains("allows 4 API calls per day"));
+        assert!(refused
+            .error
+            .as_ref()
+            .unwrap()
+            .details
+            .as_deref()
+            .unwrap_or("")
+            .contains("allows 4 API calls per day"));
         let retry: i64 = refused.header("Retry-After").unwrap().parse().unwrap();
         assert!((1..=86_400).contains(&retry), "until midnight UTC: {retry}");
     }
     let rows: i64 = admin
-        .query_one("SELECT count(*) FROM it_rl_quota.it_rl_quota_items WHERE tenant_id = $1::text::uuid", &[&tenant_a])
+        .query_one(
+            "SELECT count(*) FROM it_rl_quota.it_rl_quota_items WHERE tenant_id = $1::text::uuid",
+            &[&tenant_a],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(rows, 2, "the refused insert wrote nothing");
     // Tenant B's plan has no limits row: unlimited, and still counted.
     for _ in 0..6 {
-        api.get("it_rl_quota_items").claims(claims(&user, &tenant_b)).send().await.expect_ok();
+        api.get("it_rl_quota_items")
+            .claims(claims(&user, &tenant_b))
+            .send()
+            .await
+            .expect_ok();
     }
 
     let report = |tenant: String| {
@@ -178,11 +294,21 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
                 .get::<_, i64>(0)
         }
     };
-    admin.batch_execute("SET client_min_messages = error").await.unwrap();
-    assert_eq!(pending(tenant_a.clone()).await, 2, "the GETs wait in shared memory");
+    admin
+        .batch_execute("SET client_min_messages = error")
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(tenant_a.clone()).await,
+        2,
+        "the GETs wait in shared memory"
+    );
     assert_eq!(report(tenant_a.clone()).await, Some(4));
     assert_eq!(report(tenant_b.clone()).await, Some(6));
-    admin.batch_execute("SELECT count(*) FROM saas.run_maintenance()").await.unwrap();
+    admin
+        .batch_execute("SELECT count(*) FROM saas.run_maintenance()")
+        .await
+        .unwrap();
     assert_eq!(pending(tenant_a.clone()).await, 0, "flushed");
     let stored: i64 = admin
         .query_one(
@@ -192,10 +318,20 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(stored, 4, "every counted call is in the table after the flush");
-    assert_eq!(report(tenant_a.clone()).await, Some(4), "the report is unchanged by the flush");
+    assert_eq!(
+        stored, 4,
+        "every counted call is in the table after the flush"
+    );
+    assert_eq!(
+        report(tenant_a.clone()).await,
+        Some(4),
+        "the report is unchanged by the flush"
+    );
     assert_eq!(report(tenant_b.clone()).await, Some(6));
-    admin.execute("DELETE FROM saas.plans WHERE plan = $1", &[&plan]).await.unwrap();
+    admin
+        .execute("DELETE FROM saas.plans WHERE plan = $1", &[&plan])
+        .await
+        .unwrap();
 }
 
 /// 64 clients call rate_limit on one key 5 times each as fast as they can;
@@ -208,8 +344,12 @@ async fn hammer(backend: &str) {
     let key = format!("it-hammer-{backend}-{}", random_uuid());
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let Some(c) = common::connect("concurrent_clients_admit_exactly_the_limit").await else { return };
-        c.batch_execute(&format!("SET saas.rate_limit_backend = '{backend}'")).await.unwrap();
+        let Some(c) = common::connect("concurrent_clients_admit_exactly_the_limit").await else {
+            return;
+        };
+        c.batch_execute(&format!("SET saas.rate_limit_backend = '{backend}'"))
+            .await
+            .unwrap();
         clients.push(c);
     }
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
@@ -221,7 +361,10 @@ async fn hammer(backend: &str) {
             let mut admitted = 0;
             for _ in 0..CALLS {
                 let row = c
-                    .query_one("SELECT allowed FROM saas.rate_limit($1, $2, $2, '1 day')", &[&key, &LIMIT])
+                    .query_one(
+                        "SELECT allowed FROM saas.rate_limit($1, $2, $2, '1 day')",
+                        &[&key, &LIMIT],
+                    )
                     .await
                     .unwrap();
                 admitted += row.get::<_, bool>(0) as i32;
@@ -233,7 +376,10 @@ async fn hammer(backend: &str) {
     for t in tasks {
         total += t.await.unwrap();
     }
-    assert_eq!(total, LIMIT, "{backend}: {CLIENTS} clients x {CALLS} calls admitted {total}, limit {LIMIT}");
+    assert_eq!(
+        total, LIMIT,
+        "{backend}: {CLIENTS} clients x {CALLS} calls admitted {total}, limit {LIMIT}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

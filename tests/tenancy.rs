@@ -106,14 +106,38 @@ enum Via {
 }
 
 const ACTORS: [Via; 9] = [
-    Via::Claim { user: U_A, tenant: 0 },
-    Via::Claim { user: U_B, tenant: 1 },
-    Via::Claim { user: U_C, tenant: 2 },
-    Via::Header { user: U_AB, tenant: 0 },
-    Via::Header { user: U_AB, tenant: 1 },
-    Via::Header { user: U_BC, tenant: 1 },
-    Via::Header { user: U_BC, tenant: 2 },
-    Via::Intruder { user: U_AB, tenant: 2 },
+    Via::Claim {
+        user: U_A,
+        tenant: 0,
+    },
+    Via::Claim {
+        user: U_B,
+        tenant: 1,
+    },
+    Via::Claim {
+        user: U_C,
+        tenant: 2,
+    },
+    Via::Header {
+        user: U_AB,
+        tenant: 0,
+    },
+    Via::Header {
+        user: U_AB,
+        tenant: 1,
+    },
+    Via::Header {
+        user: U_BC,
+        tenant: 1,
+    },
+    Via::Header {
+        user: U_BC,
+        tenant: 2,
+    },
+    Via::Intruder {
+        user: U_AB,
+        tenant: 2,
+    },
     Via::Anon,
 ];
 
@@ -128,9 +152,9 @@ impl Via {
 
     fn sign<'a>(self, req: common::RequestBuilder<'a>) -> common::RequestBuilder<'a> {
         match self {
-            Via::Claim { user, tenant } => {
-                req.claims(json!({"role": "authenticated", "sub": user, "tenant_id": TENANTS[tenant]}))
-            }
+            Via::Claim { user, tenant } => req.claims(
+                json!({"role": "authenticated", "sub": user, "tenant_id": TENANTS[tenant]}),
+            ),
             Via::Header { user, tenant } | Via::Intruder { user, tenant } => req
                 .claims(json!({"role": "authenticated", "sub": user}))
                 .header("X-Tenant-Id", TENANTS[tenant]),
@@ -156,13 +180,34 @@ impl Table {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Read { actor: usize, table: Table },
+    Read {
+        actor: usize,
+        table: Table,
+    },
     /// `claimed`: the tenant_id the client puts in the row, if it sets one.
-    Insert { actor: usize, table: Table, claimed: Option<usize>, december: bool },
+    Insert {
+        actor: usize,
+        table: Table,
+        claimed: Option<usize>,
+        december: bool,
+    },
     /// `target` picks a row among all rows of the table, any tenant's.
-    Update { actor: usize, table: Table, target: usize },
-    Delete { actor: usize, table: Table, target: usize },
-    MoveToTenant { actor: usize, table: Table, target: usize, to: usize },
+    Update {
+        actor: usize,
+        table: Table,
+        target: usize,
+    },
+    Delete {
+        actor: usize,
+        table: Table,
+        target: usize,
+    },
+    MoveToTenant {
+        actor: usize,
+        table: Table,
+        target: usize,
+        to: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -185,14 +230,23 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 type Model = BTreeMap<(Table, i64), (usize, String)>;
 
 fn tenant_index(uuid: &str) -> usize {
-    TENANTS.iter().position(|t| *t == uuid).unwrap_or_else(|| panic!("unknown tenant {uuid}"))
+    TENANTS
+        .iter()
+        .position(|t| *t == uuid)
+        .unwrap_or_else(|| panic!("unknown tenant {uuid}"))
 }
 
 /// The status an actor without a usable tenant gets.
 fn expect_denied(via: Via, r: &Response, what: &str) -> Result<(), TestCaseError> {
     match via {
         Via::Intruder { .. } => {
-            prop_assert_eq!(r.status, 403, "{}: a non-member's header must be refused: {:?}", what, r.error);
+            prop_assert_eq!(
+                r.status,
+                403,
+                "{}: a non-member's header must be refused: {:?}",
+                what,
+                r.error
+            );
             prop_assert_eq!(r.code(), Some("42501"));
         }
         _ => prop_assert!(false, "{what}: unexpected denial {:?}", r.error),
@@ -200,9 +254,18 @@ fn expect_denied(via: Via, r: &Response, what: &str) -> Result<(), TestCaseError
     Ok(())
 }
 
-async fn run_op(api: &Api, model: &mut Model, counter: &mut u64, op: &Op) -> Result<(), TestCaseError> {
+async fn run_op(
+    api: &Api,
+    model: &mut Model,
+    counter: &mut u64,
+    op: &Op,
+) -> Result<(), TestCaseError> {
     let rows_of = |model: &Model, table: Table| -> Vec<(i64, usize, String)> {
-        model.iter().filter(|((t, _), _)| *t == table).map(|((_, id), (ten, b))| (*id, *ten, b.clone())).collect()
+        model
+            .iter()
+            .filter(|((t, _), _)| *t == table)
+            .map(|((_, id), (ten, b))| (*id, *ten, b.clone()))
+            .collect()
     };
     match *op {
         Op::Read { actor, table } => {
@@ -225,11 +288,18 @@ async fn run_op(api: &Api, model: &mut Model, counter: &mut u64, op: &Op) -> Res
                     )
                 })
                 .collect();
-            let want: Vec<(i64, usize, String)> =
-                rows_of(model, table).into_iter().filter(|(_, t, _)| Some(*t) == via.tenant()).collect();
+            let want: Vec<(i64, usize, String)> = rows_of(model, table)
+                .into_iter()
+                .filter(|(_, t, _)| Some(*t) == via.tenant())
+                .collect();
             prop_assert_eq!(got, want, "{:?} saw the wrong rows", via);
         }
-        Op::Insert { actor, table, claimed, december } => {
+        Op::Insert {
+            actor,
+            table,
+            claimed,
+            december,
+        } => {
             let via = ACTORS[actor];
             *counter += 1;
             let body = format!("row-{counter}");
@@ -238,39 +308,69 @@ async fn run_op(api: &Api, model: &mut Model, counter: &mut u64, op: &Op) -> Res
                 row["tenant_id"] = json!(TENANTS[t]);
             }
             if table == Table::Logs {
-                row["at"] = json!(if december { "2026-12-10T10:00:00Z" } else { "2026-11-10T10:00:00Z" });
+                row["at"] = json!(if december {
+                    "2026-12-10T10:00:00Z"
+                } else {
+                    "2026-11-10T10:00:00Z"
+                });
             }
-            let r = via.sign(api.insert(table.name(), row).representation()).send().await;
+            let r = via
+                .sign(api.insert(table.name(), row).representation())
+                .send()
+                .await;
             match (via.tenant(), claimed) {
-                (None, _) if matches!(via, Via::Intruder { .. }) => return expect_denied(via, &r, "insert"),
+                (None, _) if matches!(via, Via::Intruder { .. }) => {
+                    return expect_denied(via, &r, "insert")
+                }
                 (None, _) => {
                     // Anonymous: no tenant, the row violates the policy.
                     prop_assert_eq!(r.status, 401, "anonymous insert must fail: {:?}", r.error);
                     prop_assert_eq!(r.code(), Some("42501"));
                 }
                 (Some(mine), Some(other)) if other != mine => {
-                    prop_assert_eq!(r.status, 403, "insert for another tenant must fail: {:?}", r.error);
+                    prop_assert_eq!(
+                        r.status,
+                        403,
+                        "insert for another tenant must fail: {:?}",
+                        r.error
+                    );
                     prop_assert_eq!(r.code(), Some("42501"));
                 }
                 (Some(mine), _) => {
                     prop_assert_eq!(r.status, 201, "{:?}", r.error);
                     let new = &r.body[0];
-                    prop_assert_eq!(tenant_index(new["tenant_id"].as_str().unwrap()), mine, "filled with the request's tenant");
+                    prop_assert_eq!(
+                        tenant_index(new["tenant_id"].as_str().unwrap()),
+                        mine,
+                        "filled with the request's tenant"
+                    );
                     model.insert((table, new["id"].as_i64().unwrap()), (mine, body));
                 }
             }
         }
-        Op::Update { actor, table, target } | Op::Delete { actor, table, target } => {
+        Op::Update {
+            actor,
+            table,
+            target,
+        }
+        | Op::Delete {
+            actor,
+            table,
+            target,
+        } => {
             let via = ACTORS[actor];
             let rows = rows_of(model, table);
-            let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else { return Ok(()) };
+            let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else {
+                return Ok(());
+            };
             let is_delete = matches!(op, Op::Delete { .. });
             *counter += 1;
             let new_body = format!("edit-{counter}");
             let req = if is_delete {
                 api.delete(table.name()).eq("id", id)
             } else {
-                api.update(table.name(), json!({"body": new_body})).eq("id", id)
+                api.update(table.name(), json!({"body": new_body}))
+                    .eq("id", id)
             };
             let r = via.sign(req).send().await;
             if matches!(via, Via::Intruder { .. }) {
@@ -278,7 +378,14 @@ async fn run_op(api: &Api, model: &mut Model, counter: &mut u64, op: &Op) -> Res
             }
             prop_assert_eq!(r.status, 204, "{:?}", r.error);
             let mine = via.tenant() == Some(owner);
-            prop_assert_eq!(r.rows, u64::from(mine), "{:?} touched row {} of tenant {}", via, id, owner);
+            prop_assert_eq!(
+                r.rows,
+                u64::from(mine),
+                "{:?} touched row {} of tenant {}",
+                via,
+                id,
+                owner
+            );
             if mine {
                 if is_delete {
                     model.remove(&(table, id));
@@ -287,20 +394,42 @@ async fn run_op(api: &Api, model: &mut Model, counter: &mut u64, op: &Op) -> Res
                 }
             }
         }
-        Op::MoveToTenant { actor, table, target, to } => {
+        Op::MoveToTenant {
+            actor,
+            table,
+            target,
+            to,
+        } => {
             let via = ACTORS[actor];
             let rows = rows_of(model, table);
-            let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else { return Ok(()) };
-            let r = via.sign(api.update(table.name(), json!({"tenant_id": TENANTS[to]})).eq("id", id)).send().await;
+            let Some((id, owner, _)) = rows.get(target % rows.len().max(1)).cloned() else {
+                return Ok(());
+            };
+            let r = via
+                .sign(
+                    api.update(table.name(), json!({"tenant_id": TENANTS[to]}))
+                        .eq("id", id),
+                )
+                .send()
+                .await;
             if matches!(via, Via::Intruder { .. }) {
                 return expect_denied(via, &r, "move");
             }
             match via.tenant() {
                 Some(mine) if mine == owner && to != owner => {
-                    prop_assert_eq!(r.status, 403, "moving a row to another tenant must fail: {:?}", r.error);
+                    prop_assert_eq!(
+                        r.status,
+                        403,
+                        "moving a row to another tenant must fail: {:?}",
+                        r.error
+                    );
                 }
                 Some(mine) if mine == owner => prop_assert_eq!(r.rows, 1),
-                _ => prop_assert_eq!((r.status, r.rows), (204, 0), "another tenant's row is invisible"),
+                _ => prop_assert_eq!(
+                    (r.status, r.rows),
+                    (204, 0),
+                    "another tenant's row is invisible"
+                ),
             }
         }
     }
@@ -312,7 +441,13 @@ async fn actual(admin: &Client, schema: &str) -> Model {
     let mut m = Model::new();
     for table in [Table::Docs, Table::Logs] {
         for row in admin
-            .query(&format!("SELECT id, tenant_id::text, body FROM {schema}.{} ", table.name()), &[])
+            .query(
+                &format!(
+                    "SELECT id, tenant_id::text, body FROM {schema}.{} ",
+                    table.name()
+                ),
+                &[],
+            )
             .await
             .unwrap()
         {
@@ -324,28 +459,46 @@ async fn actual(admin: &Client, schema: &str) -> Model {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn random_request_sequences_never_cross_tenants() {
     let rt = runtime();
-    let Some(admin) = rt.block_on(common::connect("random_request_sequences_never_cross_tenants")) else {
+    let Some(admin) = rt.block_on(common::connect(
+        "random_request_sequences_never_cross_tenants",
+    )) else {
         return;
     };
-    let api_client = rt.block_on(common::connect("random_request_sequences_never_cross_tenants")).unwrap();
+    let api_client = rt
+        .block_on(common::connect(
+            "random_request_sequences_never_cross_tenants",
+        ))
+        .unwrap();
     let schema = "it_tenancy_prop";
     rt.block_on(fixture(&admin, schema));
     let api = Api::with_pre_request(api_client, schema);
 
-    let cases: u32 = std::env::var("TENANCY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases: u32 = std::env::var("TENANCY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let requests = std::cell::Cell::new(0u64);
     runner
         .run(&proptest::collection::vec(op_strategy(), 1..12), |ops| {
             rt.block_on(async {
                 admin
-                    .batch_execute(&format!("DELETE FROM {schema}.docs; DELETE FROM {schema}.logs"))
+                    .batch_execute(&format!(
+                        "DELETE FROM {schema}.docs; DELETE FROM {schema}.logs"
+                    ))
                     .await
                     .unwrap();
                 let mut model = Model::new();
@@ -354,12 +507,19 @@ fn random_request_sequences_never_cross_tenants() {
                     run_op(&api, &mut model, &mut counter, op).await?;
                     requests.set(requests.get() + 1);
                 }
-                prop_assert_eq!(actual(&admin, schema).await, model, "the tables drifted from the model");
+                prop_assert_eq!(
+                    actual(&admin, schema).await,
+                    model,
+                    "the tables drifted from the model"
+                );
                 Ok(())
             })
         })
         .unwrap();
-    eprintln!("tenancy property: {cases} sequences, {} requests, no cross-tenant access", requests.get());
+    eprintln!(
+        "tenancy property: {cases} sequences, {} requests, no cross-tenant access",
+        requests.get()
+    );
 }
 
 #[tokio::test]
@@ -374,13 +534,25 @@ async fn anonymous_suspended_and_intruders() {
         ))
         .await
         .unwrap();
-    let mut api = Api::with_pre_request(common::connect("anonymous_suspended_and_intruders").await.unwrap(), schema);
+    let mut api = Api::with_pre_request(
+        common::connect("anonymous_suspended_and_intruders")
+            .await
+            .unwrap(),
+        schema,
+    );
 
     // Anonymous, no claims at all: sees nothing, has no tenant.
     let r = api.get("docs").send().await;
-    assert_eq!((r.status, r.body.clone()), (200, json!([])), "anon must see nothing");
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!([])),
+        "anon must see nothing"
+    );
     let r = api.rpc("whoami", json!({})).send().await;
-    assert_eq!(r.body, json!({"tenant": null, "user": null, "admin": false}));
+    assert_eq!(
+        r.body,
+        json!({"tenant": null, "user": null, "admin": false})
+    );
 
     // The tenant claim: GET /rpc/whoami in a READ ONLY transaction resolves it.
     let r = api
@@ -388,7 +560,12 @@ async fn anonymous_suspended_and_intruders() {
         .claims(json!({"role": "authenticated", "sub": U_A, "tenant_id": TENANTS[0]}))
         .send()
         .await;
-    assert_eq!(r.body, json!({"tenant": TENANTS[0], "user": U_A, "admin": true}), "{:?}", r.error);
+    assert_eq!(
+        r.body,
+        json!({"tenant": TENANTS[0], "user": U_A, "admin": true}),
+        "{:?}",
+        r.error
+    );
     let r = api
         .get("docs")
         .claims(json!({"role": "authenticated", "sub": U_A, "tenant_id": TENANTS[0]}))
@@ -422,7 +599,10 @@ async fn anonymous_suspended_and_intruders() {
         .header("X-Tenant-Id", TENANTS[0])
         .send()
         .await;
-    assert!(r.status == 403 || r.body == json!([]), "never rows of a tenant the user is not in");
+    assert!(
+        r.status == 403 || r.body == json!([]),
+        "never rows of a tenant the user is not in"
+    );
     api.config.pre_request = Some("saas.pre_request".into());
 
     // A header for a tenant the user is not in: 403 with a hint.
@@ -433,7 +613,14 @@ async fn anonymous_suspended_and_intruders() {
         .send()
         .await;
     assert_eq!((r.status, r.code()), (403, Some("42501")));
-    assert!(r.error.as_ref().unwrap().hint.as_deref().unwrap().contains("my_memberships"));
+    assert!(r
+        .error
+        .as_ref()
+        .unwrap()
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("my_memberships"));
 
     // A malformed header: 400 with the SQLSTATE of bad input.
     let r = api
@@ -457,7 +644,11 @@ async fn anonymous_suspended_and_intruders() {
     // The user's workspace list, across tenants, for a workspace switcher
     // (with saas among PostgREST's db-schemas).
     api.config.schemas = vec!["saas".into()];
-    let r = api.rpc("my_memberships", json!({})).claims(json!({"role": "authenticated", "sub": U_BC})).send().await;
+    let r = api
+        .rpc("my_memberships", json!({}))
+        .claims(json!({"role": "authenticated", "sub": U_BC}))
+        .send()
+        .await;
     let list: Vec<(&str, &str)> = r
         .body
         .as_array()
@@ -465,5 +656,12 @@ async fn anonymous_suspended_and_intruders() {
         .iter()
         .map(|m| (m["slug"].as_str().unwrap(), m["role"].as_str().unwrap()))
         .collect();
-    assert_eq!(list, [("dormant", "owner"), ("globex", "member"), ("initech", "admin")]);
+    assert_eq!(
+        list,
+        [
+            ("dormant", "owner"),
+            ("globex", "member"),
+            ("initech", "admin")
+        ]
+    );
 }

@@ -8,8 +8,11 @@
 //! functions allocate. Arrays, nested rows and types with a cast to json go
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
-use super::canonical::{canonical_number, canonical_value, is_json_number, json_string, JsonObject, Member};
+use super::canonical::json_string;
+use super::canonical_number::{canonical_number, is_json_number};
 use super::internal;
+use super::json_object::{JsonObject, Member};
+use super::json_scan::canonical_value;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -59,75 +62,141 @@ pub(super) struct RowEncoder {
 }
 
 impl RowEncoder {
-    /// SAFETY: `desc` describes the tuples [`RowEncoder::encode`] gets and
+    ///
+    /// # Safety
+    ///
+    /// `desc` describes the tuples [`RowEncoder::encode`] gets and
     /// outlives the encoder (the trigger's relation stays open).
     pub(super) unsafe fn new(desc: pg_sys::TupleDesc) -> RowEncoder {
-        let natts = (*desc).natts as usize;
-        let mut columns = Vec::with_capacity(natts);
-        for i in 0..natts {
-            let att = &*(*desc).attrs.as_ptr().add(i);
-            if att.attisdropped {
-                columns.push(None);
-                continue;
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            let natts = (*desc).natts as usize;
+            let mut columns = Vec::with_capacity(natts);
+            for i in 0..natts {
+                let att = &*(*desc).attrs.as_ptr().add(i);
+                if att.attisdropped {
+                    columns.push(None);
+                    continue;
+                }
+                let name = CStr::from_ptr(att.attname.data.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                let (category, func) = categorize(att.atttypid);
+                let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
+                if func != pg_sys::InvalidOid {
+                    pg_sys::fmgr_info(func, &mut call);
+                }
+                columns.push(Some(Column {
+                    name,
+                    category,
+                    call,
+                }));
             }
-            let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy().into_owned();
-            let (category, func) = categorize(att.atttypid);
-            let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
-            if func != pg_sys::InvalidOid {
-                pg_sys::fmgr_info(func, &mut call);
+            let row_memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"pg_saas audit row image".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            RowEncoder {
+                desc,
+                columns,
+                values: vec![pg_sys::Datum::from(0); natts],
+                nulls: vec![true; natts],
+                row_memory,
             }
-            columns.push(Some(Column { name, category, call }));
         }
-        let row_memory = pg_sys::AllocSetContextCreateInternal(
-            pg_sys::CurrentMemoryContext,
-            c"pg_saas audit row image".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        RowEncoder { desc, columns, values: vec![pg_sys::Datum::from(0); natts], nulls: vec![true; natts], row_memory }
     }
 
     /// The row as a JSON object: the members `row_to_json` would write.
-    /// SAFETY: `tuple` is a valid tuple of the encoder's descriptor.
+    ///
+    /// # Safety
+    ///
+    /// `tuple` is a valid tuple of the encoder's descriptor.
     pub(super) unsafe fn encode(&mut self, tuple: pg_sys::HeapTuple) -> SaasResult<JsonObject> {
-        pg_sys::heap_deform_tuple(tuple, self.desc, self.values.as_mut_ptr(), self.nulls.as_mut_ptr());
-        let (values, nulls) = (std::mem::take(&mut self.values), std::mem::take(&mut self.nulls));
-        let object = self.object(&values, &nulls);
-        (self.values, self.nulls) = (values, nulls);
-        object
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            pg_sys::heap_deform_tuple(
+                tuple,
+                self.desc,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+            );
+            let (values, nulls) = (
+                std::mem::take(&mut self.values),
+                std::mem::take(&mut self.nulls),
+            );
+            let object = self.object(&values, &nulls);
+            (self.values, self.nulls) = (values, nulls);
+            object
+        }
     }
 
     /// The same for a slot's row (a transition table's), read in place.
-    /// SAFETY: `slot` holds a row of the encoder's descriptor.
-    pub(super) unsafe fn encode_slot(&mut self, slot: *mut pg_sys::TupleTableSlot) -> SaasResult<JsonObject> {
-        pg_sys::slot_getallattrs(slot);
-        let natts = self.columns.len();
-        let values = std::slice::from_raw_parts((*slot).tts_values, natts);
-        let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
-        self.object(values, nulls)
-    }
-
-    unsafe fn object(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<JsonObject> {
-        let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
-        let members = self.members(values, nulls);
-        pg_sys::MemoryContextSwitchTo(old);
-        pg_sys::MemoryContextReset(self.row_memory);
-        members.map(JsonObject::from_members)
-    }
-
-    unsafe fn members(&mut self, values: &[pg_sys::Datum], nulls: &[bool]) -> SaasResult<Vec<Member>> {
-        let mut members = Vec::with_capacity(self.columns.len());
-        for (i, column) in self.columns.iter_mut().enumerate() {
-            let Some(column) = column else { continue };
-            let (text, canonical) = if nulls[i] {
-                ("null".to_string(), "null".to_string())
-            } else {
-                value_json(column, values[i])?
-            };
-            members.push(Member { key: column.name.clone(), text, canonical });
+    ///
+    /// # Safety
+    ///
+    /// `slot` holds a row of the encoder's descriptor.
+    pub(super) unsafe fn encode_slot(
+        &mut self,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> SaasResult<JsonObject> {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            pg_sys::slot_getallattrs(slot);
+            let natts = self.columns.len();
+            let values = std::slice::from_raw_parts((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts);
+            self.object(values, nulls)
         }
-        Ok(members)
+    }
+
+    /// # Safety
+    ///
+    /// `values` and `nulls` hold one entry per attribute of the encoder's
+    /// descriptor, each value a datum of its column's type.
+    unsafe fn object(
+        &mut self,
+        values: &[pg_sys::Datum],
+        nulls: &[bool],
+    ) -> SaasResult<JsonObject> {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
+            let members = self.members(values, nulls);
+            pg_sys::MemoryContextSwitchTo(old);
+            pg_sys::MemoryContextReset(self.row_memory);
+            members.map(JsonObject::from_members)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for `object`, with the row memory context current.
+    unsafe fn members(
+        &mut self,
+        values: &[pg_sys::Datum],
+        nulls: &[bool],
+    ) -> SaasResult<Vec<Member>> {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            let mut members = Vec::with_capacity(self.columns.len());
+            for (i, column) in self.columns.iter_mut().enumerate() {
+                let Some(column) = column else { continue };
+                let (text, canonical) = if nulls[i] {
+                    ("null".to_string(), "null".to_string())
+                } else {
+                    value_json(column, values[i])?
+                };
+                members.push(Member {
+                    key: column.name.clone(),
+                    text,
+                    canonical,
+                });
+            }
+            Ok(members)
+        }
     }
 
     /// Frees the row memory. Not a Drop, for the reason `TransitionReader`
@@ -140,82 +209,143 @@ impl RowEncoder {
 
 /// json.c's `json_categorize_type`: the category of a column type and the
 /// function that writes it (InvalidOid where none is needed).
+///
+/// # Safety
+///
+/// In a backend, `typid` an existing type (catalog lookups).
 unsafe fn categorize(typid: pg_sys::Oid) -> (Category, pg_sys::Oid) {
-    let base = pg_sys::getBaseType(typid);
-    let output = |t: pg_sys::Oid| {
-        let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
-        pg_sys::getTypeOutputInfo(t, &mut func, &mut varlena);
-        func
-    };
-    match base {
-        pg_sys::BOOLOID => (Category::Bool, pg_sys::InvalidOid),
-        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID
-        | pg_sys::NUMERICOID => (Category::Number, output(base)),
-        pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => (Category::DateTime(base), pg_sys::InvalidOid),
-        pg_sys::JSONOID | pg_sys::JSONBOID => (Category::Json, output(base)),
-        _ if pg_sys::get_element_type(base) != pg_sys::InvalidOid
-            || [pg_sys::ANYARRAYOID, pg_sys::ANYCOMPATIBLEARRAYOID, pg_sys::RECORDARRAYOID].contains(&base) =>
-        {
-            (Category::Array, pg_sys::InvalidOid)
-        }
-        _ if pg_sys::type_is_rowtype(base) => (Category::Composite, pg_sys::InvalidOid),
-        _ if u32::from(base) >= pg_sys::FirstNormalObjectId => {
-            let mut cast = pg_sys::InvalidOid;
-            let path =
-                pg_sys::find_coercion_pathway(pg_sys::JSONOID, base, pg_sys::CoercionContext::COERCION_EXPLICIT, &mut cast);
-            if path == pg_sys::CoercionPathType::COERCION_PATH_FUNC && cast != pg_sys::InvalidOid {
-                (Category::Cast, cast)
-            } else {
-                (Category::Other, output(base))
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let base = pg_sys::getBaseType(typid);
+        let output = |t: pg_sys::Oid| {
+            let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
+            pg_sys::getTypeOutputInfo(t, &mut func, &mut varlena);
+            func
+        };
+        match base {
+            pg_sys::BOOLOID => (Category::Bool, pg_sys::InvalidOid),
+            pg_sys::INT2OID
+            | pg_sys::INT4OID
+            | pg_sys::INT8OID
+            | pg_sys::FLOAT4OID
+            | pg_sys::FLOAT8OID
+            | pg_sys::NUMERICOID => (Category::Number, output(base)),
+            pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => {
+                (Category::DateTime(base), pg_sys::InvalidOid)
             }
+            pg_sys::JSONOID | pg_sys::JSONBOID => (Category::Json, output(base)),
+            _ if pg_sys::get_element_type(base) != pg_sys::InvalidOid
+                || [
+                    pg_sys::ANYARRAYOID,
+                    pg_sys::ANYCOMPATIBLEARRAYOID,
+                    pg_sys::RECORDARRAYOID,
+                ]
+                .contains(&base) =>
+            {
+                (Category::Array, pg_sys::InvalidOid)
+            }
+            _ if pg_sys::type_is_rowtype(base) => (Category::Composite, pg_sys::InvalidOid),
+            _ if u32::from(base) >= pg_sys::FirstNormalObjectId => {
+                let mut cast = pg_sys::InvalidOid;
+                let path = pg_sys::find_coercion_pathway(
+                    pg_sys::JSONOID,
+                    base,
+                    pg_sys::CoercionContext::COERCION_EXPLICIT,
+                    &mut cast,
+                );
+                if path == pg_sys::CoercionPathType::COERCION_PATH_FUNC
+                    && cast != pg_sys::InvalidOid
+                {
+                    (Category::Cast, cast)
+                } else {
+                    (Category::Other, output(base))
+                }
+            }
+            _ => (Category::Other, output(base)),
         }
-        _ => (Category::Other, output(base)),
     }
 }
 
 /// One non-NULL value's JSON text and canonical text.
+///
+/// # Safety
+///
+/// `value` is a non-NULL datum of the column's type, and `column.call` was
+/// set up by `RowEncoder::new` for that type.
 unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(String, String)> {
-    let string = |s: &str| {
-        let text = json_string(s);
-        (text.clone(), text)
-    };
-    let nested = |text: &str| {
-        canonical_value(text).map(|c| (text.to_string(), c)).map_err(|e| internal("read a column's JSON", e))
-    };
-    Ok(match column.category {
-        Category::Bool => {
-            let word = if value.value() != 0 { "true" } else { "false" };
-            (word.to_string(), word.to_string())
-        }
-        Category::Number => {
-            let out = output_text(&mut column.call, value)?;
-            if is_json_number(out) {
-                (out.to_string(), canonical_number(out))
-            } else {
-                string(out)
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let string = |s: &str| {
+            let text = json_string(s);
+            (text.clone(), text)
+        };
+        let nested = |text: &str| {
+            canonical_value(text)
+                .map(|c| (text.to_string(), c))
+                .map_err(|e| internal("read a column's JSON", e))
+        };
+        Ok(match column.category {
+            Category::Bool => {
+                let word = if value.value() != 0 { "true" } else { "false" };
+                (word.to_string(), word.to_string())
             }
-        }
-        Category::DateTime(typid) => {
-            let mut buf = [0 as std::ffi::c_char; pg_sys::MAXDATELEN as usize + 1];
-            pg_sys::JsonEncodeDateTime(buf.as_mut_ptr(), value, typid, std::ptr::null());
-            string(utf8(CStr::from_ptr(buf.as_ptr()))?)
-        }
-        Category::Json => nested(output_text(&mut column.call, value)?)?,
-        Category::Array => nested(text_datum(pg_sys::DirectFunctionCall1Coll(Some(builtins::array_to_json), pg_sys::InvalidOid, value))?)?,
-        Category::Composite => nested(text_datum(pg_sys::DirectFunctionCall1Coll(Some(builtins::row_to_json), pg_sys::InvalidOid, value))?)?,
-        Category::Cast => nested(text_datum(pg_sys::FunctionCall1Coll(&mut column.call, pg_sys::InvalidOid, value))?)?,
-        Category::Other => string(output_text(&mut column.call, value)?),
-    })
+            Category::Number => {
+                let out = output_text(&mut column.call, value)?;
+                if is_json_number(out) {
+                    (out.to_string(), canonical_number(out))
+                } else {
+                    string(out)
+                }
+            }
+            Category::DateTime(typid) => {
+                let mut buf = [0 as std::ffi::c_char; pg_sys::MAXDATELEN as usize + 1];
+                pg_sys::JsonEncodeDateTime(buf.as_mut_ptr(), value, typid, std::ptr::null());
+                string(utf8(CStr::from_ptr(buf.as_ptr()))?)
+            }
+            Category::Json => nested(output_text(&mut column.call, value)?)?,
+            Category::Array => nested(text_datum(pg_sys::DirectFunctionCall1Coll(
+                Some(builtins::array_to_json),
+                pg_sys::InvalidOid,
+                value,
+            ))?)?,
+            Category::Composite => nested(text_datum(pg_sys::DirectFunctionCall1Coll(
+                Some(builtins::row_to_json),
+                pg_sys::InvalidOid,
+                value,
+            ))?)?,
+            Category::Cast => nested(text_datum(pg_sys::FunctionCall1Coll(
+                &mut column.call,
+                pg_sys::InvalidOid,
+                value,
+            ))?)?,
+            Category::Other => string(output_text(&mut column.call, value)?),
+        })
+    }
 }
 
 /// The text an output function writes (in the row memory context).
-unsafe fn output_text<'a>(call: &mut pg_sys::FmgrInfo, value: pg_sys::Datum) -> SaasResult<&'a str> {
-    utf8(CStr::from_ptr(pg_sys::OutputFunctionCall(call, value)))
+///
+/// # Safety
+///
+/// `call` is the output function of `value`'s type; the text it returns
+/// lives in the current memory context, which must outlive `'a`.
+unsafe fn output_text<'a>(
+    call: &mut pg_sys::FmgrInfo,
+    value: pg_sys::Datum,
+) -> SaasResult<&'a str> {
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe { utf8(CStr::from_ptr(pg_sys::OutputFunctionCall(call, value))) }
 }
 
 /// A json (text-like) datum's text (in the row memory context).
+///
+/// # Safety
+///
+/// `datum` is a non-NULL, detoasted-or-toastable text-like varlena that
+/// outlives `'a`.
 unsafe fn text_datum<'a>(datum: pg_sys::Datum) -> SaasResult<&'a str> {
-    pgrx::varlena::text_to_rust_str(datum.cast_mut_ptr()).map_err(not_utf8)
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe { pgrx::varlena::text_to_rust_str(datum.cast_mut_ptr()).map_err(not_utf8) }
 }
 
 fn utf8(s: &CStr) -> SaasResult<&str> {

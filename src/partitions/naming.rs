@@ -69,7 +69,10 @@ fn with_suffix(parent: &str, suffix: &str) -> String {
 /// `<parent>_pYYYY_MM`, the parent's name shortened so the whole stays
 /// within 63 bytes (PostgreSQL would silently truncate the suffix instead).
 pub fn partition_name(parent: &str, month: Month) -> String {
-    with_suffix(parent, &format!("_p{:04}_{:02}", month.year(), month.month()))
+    with_suffix(
+        parent,
+        &format!("_p{:04}_{:02}", month.year(), month.month()),
+    )
 }
 
 /// `<parent>_default`, shortened the same way.

@@ -51,7 +51,10 @@ impl Limit {
                 "Use a smaller max_burst or a shorter period.",
             ));
         }
-        Ok(Limit { burst: max_burst, interval_us })
+        Ok(Limit {
+            burst: max_burst,
+            interval_us,
+        })
     }
 
     pub fn capacity_us(self) -> i64 {
@@ -96,7 +99,11 @@ pub fn check(limit: Limit, tat: Option<i64>, now: i64, cost: i64) -> SaasResult<
     let new_tat = base.saturating_add(increment);
     let capacity = limit.capacity_us();
     let allowed = new_tat - now <= capacity;
-    let tat_after = if allowed { new_tat } else { base.max(tat.unwrap_or(now)) };
+    let tat_after = if allowed {
+        new_tat
+    } else {
+        base.max(tat.unwrap_or(now))
+    };
     let ahead = (tat_after - now).max(0);
     let remaining = ((capacity - ahead) / limit.interval_us).max(0);
     let retry_after_us = if allowed { 0 } else { new_tat - now - capacity };
@@ -189,7 +196,10 @@ mod tests {
         let d2 = check(l, Some(d.tat), 0, 4).unwrap();
         assert!(!d2.allowed);
         assert_eq!(d2.tat, d.tat, "a refusal leaves the state unchanged");
-        assert!(!check(l, None, 0, 11).unwrap().allowed, "more than the burst is never admitted");
+        assert!(
+            !check(l, None, 0, 11).unwrap().allowed,
+            "more than the burst is never admitted"
+        );
     }
 
     #[test]
@@ -211,12 +221,24 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        assert_eq!(Limit::new(0, 1, SEC).unwrap_err().kind, ErrorKind::OutOfRange);
-        assert_eq!(Limit::new(1, -1, SEC).unwrap_err().kind, ErrorKind::OutOfRange);
+        assert_eq!(
+            Limit::new(0, 1, SEC).unwrap_err().kind,
+            ErrorKind::OutOfRange
+        );
+        assert_eq!(
+            Limit::new(1, -1, SEC).unwrap_err().kind,
+            ErrorKind::OutOfRange
+        );
         assert_eq!(Limit::new(1, 1, 0).unwrap_err().kind, ErrorKind::OutOfRange);
-        assert_eq!(Limit::new(1, 10, 5).unwrap_err().kind, ErrorKind::OutOfRange);
+        assert_eq!(
+            Limit::new(1, 10, 5).unwrap_err().kind,
+            ErrorKind::OutOfRange
+        );
         let l = Limit::new(1, 1, SEC).unwrap();
-        assert_eq!(check(l, None, 0, 0).unwrap_err().kind, ErrorKind::OutOfRange);
+        assert_eq!(
+            check(l, None, 0, 0).unwrap_err().kind,
+            ErrorKind::OutOfRange
+        );
     }
 
     proptest! {

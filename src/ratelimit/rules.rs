@@ -113,7 +113,10 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
     let ip = || format!("ip:{}", who.ip.as_deref().unwrap_or("unknown"));
     match scope {
         Scope::User => who.user.as_ref().map_or_else(ip, |u| format!("user:{u}")),
-        Scope::Tenant => who.tenant.as_ref().map_or_else(ip, |t| format!("tenant:{t}")),
+        Scope::Tenant => who
+            .tenant
+            .as_ref()
+            .map_or_else(ip, |t| format!("tenant:{t}")),
         Scope::Ip => ip(),
         Scope::Global => "global".to_string(),
     }
@@ -122,7 +125,12 @@ pub fn scope_key(scope: Scope, who: &Requester) -> String {
 /// A period for people: "1 hour", "20 minutes", "1.5 seconds"; the same
 /// whatever the session's IntervalStyle.
 pub fn describe_period(us: i64) -> String {
-    const UNITS: [(i64, &str); 4] = [(super::gcra::DAY_US, "day"), (3_600_000_000, "hour"), (60_000_000, "minute"), (1_000_000, "second")];
+    const UNITS: [(i64, &str); 4] = [
+        (super::gcra::DAY_US, "day"),
+        (3_600_000_000, "hour"),
+        (60_000_000, "minute"),
+        (1_000_000, "second"),
+    ];
     for (size, name) in UNITS {
         if us >= size && us % size == 0 {
             let n = us / size;
@@ -152,11 +160,18 @@ mod tests {
     #[test]
     fn bad_patterns_and_methods_are_refused() {
         for bad in ["rpc/x", "", "/a b", "/a?b", "/é"] {
-            assert_eq!(validate_pattern(bad).unwrap_err().kind, ErrorKind::InvalidParameter, "{bad}");
+            assert_eq!(
+                validate_pattern(bad).unwrap_err().kind,
+                ErrorKind::InvalidParameter,
+                "{bad}"
+            );
         }
         assert!(validate_pattern(&format!("/{}", "a".repeat(PATTERN_MAX))).is_err());
         validate_pattern("/rpc/chat_*").unwrap();
-        assert_eq!(normalize_method(Some("get")).unwrap().as_deref(), Some("GET"));
+        assert_eq!(
+            normalize_method(Some("get")).unwrap().as_deref(),
+            Some("GET")
+        );
         assert_eq!(normalize_method(None).unwrap(), None);
         assert!(normalize_method(Some("BREW")).is_err());
         assert!(Scope::parse("users").is_err());
@@ -164,10 +179,17 @@ mod tests {
 
     #[test]
     fn user_and_tenant_scopes_fall_back_to_the_ip() {
-        let anon = Requester { ip: Some("203.0.113.9".into()), ..Default::default() };
+        let anon = Requester {
+            ip: Some("203.0.113.9".into()),
+            ..Default::default()
+        };
         assert_eq!(scope_key(Scope::User, &anon), "ip:203.0.113.9");
         assert_eq!(scope_key(Scope::Tenant, &anon), "ip:203.0.113.9");
-        let who = Requester { user: Some("u1".into()), tenant: Some("t1".into()), ip: None };
+        let who = Requester {
+            user: Some("u1".into()),
+            tenant: Some("t1".into()),
+            ip: None,
+        };
         assert_eq!(scope_key(Scope::User, &who), "user:u1");
         assert_eq!(scope_key(Scope::Tenant, &who), "tenant:t1");
         assert_eq!(scope_key(Scope::Ip, &who), "ip:unknown");

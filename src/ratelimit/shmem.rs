@@ -1,25 +1,24 @@
-//! The shared-memory home of `table.rs`'s slices, present only when
+//! The shared-memory home of `slots.rs`'s slot tables, present only when
 //! pg_saas is in `shared_preload_libraries`.
 //!
 //! Sized at server start from `saas.rate_limit_slots` and
 //! `saas.usage_counter_slots`. Zeroed memory is the empty state of both
 //! tables. Rate slots are split into `RATE_LOCKS` segments with a lock
 //! each, so checks of different keys rarely wait on each other; counters
-//! share one lock. Nothing here survives a restart.
+//! share one lock. The slots are reached only through a held lock
+//! (`Held`): read under either mode, written (`&mut`) only under
+//! LW_EXCLUSIVE. Nothing here survives a restart.
 
 use super::gcra::Limit;
-use super::table::{self, CounterKey, CounterSlot, KeyHash, RateSlot, SharedDecision};
+use super::slots::{self, CounterKey, CounterSlot, KeyHash, RateSlot, SharedDecision};
 use crate::error::SaasResult;
+use crate::gucs::{RATE_LIMIT_SLOTS, USAGE_COUNTER_SLOTS};
 use pgrx::pg_sys;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CStr;
 
 const RATE_LOCKS: usize = 16;
 const TRANCHE: &CStr = c"pg_saas";
 const SEGMENT_NAME: &CStr = c"pg_saas rate limits";
-
-static RATE_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
-static COUNTER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 
 #[repr(C)]
 struct Header {
@@ -46,40 +45,25 @@ static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 fn sizes() -> (usize, usize) {
-    let rate = (RATE_SLOTS.get().max(RATE_LOCKS as i32) as usize).div_ceil(RATE_LOCKS) * RATE_LOCKS;
-    (rate, COUNTER_SLOTS.get().max(64) as usize)
+    let rate =
+        (RATE_LIMIT_SLOTS.get().max(RATE_LOCKS as i32) as usize).div_ceil(RATE_LOCKS) * RATE_LOCKS;
+    (rate, USAGE_COUNTER_SLOTS.get().max(64) as usize)
 }
 
 fn layout(rate: usize, counters: usize) -> (usize, usize, usize) {
     let align = |n: usize| n.div_ceil(64) * 64;
     let rates_at = align(size_of::<Header>());
     let counters_at = rates_at + align(rate * size_of::<RateSlot>());
-    (rates_at, counters_at, counters_at + counters * size_of::<CounterSlot>())
+    (
+        rates_at,
+        counters_at,
+        counters_at + counters * size_of::<CounterSlot>(),
+    )
 }
 
-/// Registers the settings; when loaded through shared_preload_libraries,
-/// also requests the memory and locks.
+/// When loaded through shared_preload_libraries, requests the memory and
+/// locks (sized by settings `gucs::init` registered before).
 pub(crate) fn init() {
-    GucRegistry::define_int_guc(
-        c"saas.rate_limit_slots",
-        c"Keys the shared-memory rate limiter holds (pg_saas in shared_preload_libraries).",
-        c"24 bytes each. When every slot a key may use holds a live key, the key nearest to its empty state is evicted.",
-        &RATE_SLOTS,
-        1_024,
-        16 * 1024 * 1024,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"saas.usage_counter_slots",
-        c"Daily usage and refusal counters held in shared memory between flushes.",
-        c"72 bytes each; run_maintenance() writes them to tables and frees the slots.",
-        &COUNTER_SLOTS,
-        256,
-        4 * 1024 * 1024,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     // SAFETY: reading a flag the postmaster sets while preloading, and
     // chaining hooks the way every preloaded extension does.
     unsafe {
@@ -93,6 +77,11 @@ pub(crate) fn init() {
     }
 }
 
+/// The shmem request hook: asks for the segment and the locks.
+///
+/// # Safety
+///
+/// Called by the postmaster only, once, in its shared-memory request phase.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_shmem_request() {
     // SAFETY: called by the postmaster once, in its shmem request phase.
@@ -106,6 +95,14 @@ unsafe extern "C-unwind" fn on_shmem_request() {
     }
 }
 
+/// The shmem startup hook: finds (or creates and zeroes) the segment and
+/// records where it is.
+///
+/// # Safety
+///
+/// Called by the postmaster only, after the request phase, before any
+/// backend that reads `SHARED` exists (and again after a crash restart,
+/// when none does).
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_shmem_startup() {
     // SAFETY: as in every extension's startup hook: ShmemInitStruct under
@@ -138,8 +135,9 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
 }
 
 fn shared() -> Option<Shared> {
-    // SAFETY: written only before any backend exists (see SHARED).
-    unsafe { *(&raw const SHARED) }
+    // SAFETY: a copy of the static, written only by the startup hook in the
+    // postmaster before it forks any backend (see SHARED).
+    unsafe { SHARED }
 }
 
 /// Whether the shared-memory backend is there (pg_saas was preloaded).
@@ -147,19 +145,119 @@ pub(crate) fn available() -> bool {
     shared().is_some()
 }
 
-/// Holds one of our LWLocks; released on drop. Nothing that can raise an
-/// ERROR runs while it is held (inputs are validated before locking).
-struct Held(*mut pg_sys::LWLock);
+const COUNTER_LOCK: usize = RATE_LOCKS;
+
+/// What one of our LWLocks guards: a segment of the rate slots, or (at
+/// [`COUNTER_LOCK`]) the counter slots.
+#[derive(Clone, Copy)]
+enum Guarded {
+    Segment(usize),
+    Counters,
+}
+
+/// Holds one of our LWLocks; released on drop. The slots it guards are
+/// reached only through it: shared (`&`) under either mode, mutable
+/// (`&mut`, borrowing the guard mutably) only under LW_EXCLUSIVE, so no
+/// `&mut` to shared memory ever aliases another reference, in this backend
+/// or any other. Nothing that can raise an ERROR runs while it is held
+/// (inputs are validated before locking).
+struct Held {
+    shared: Shared,
+    what: Guarded,
+    lock: *mut pg_sys::LWLock,
+    exclusive: bool,
+}
 
 impl Held {
-    fn take(s: &Shared, index: usize, exclusive: bool) -> Held {
-        let mode = if exclusive { pg_sys::LWLockMode::LW_EXCLUSIVE } else { pg_sys::LWLockMode::LW_SHARED };
-        // SAFETY: index < RATE_LOCKS + 1, the tranche's size.
+    fn take(shared: Shared, what: Guarded, exclusive: bool) -> Held {
+        let index = match what {
+            Guarded::Segment(i) => {
+                assert!(i < RATE_LOCKS, "segment {i} out of range");
+                i
+            }
+            Guarded::Counters => COUNTER_LOCK,
+        };
+        let mode = if exclusive {
+            pg_sys::LWLockMode::LW_EXCLUSIVE
+        } else {
+            pg_sys::LWLockMode::LW_SHARED
+        };
+        // SAFETY: index < RATE_LOCKS + 1, the tranche's size; the tranche
+        // lives in shared memory for the server's life.
         unsafe {
-            let lock = &raw mut (*s.locks.add(index)).lock;
+            let lock = &raw mut (*shared.locks.add(index)).lock;
             pg_sys::LWLockAcquire(lock, mode);
-            Held(lock)
+            Held {
+                shared,
+                what,
+                lock,
+                exclusive,
+            }
         }
+    }
+
+    /// Where the guarded slots start, and how many there are.
+    fn extent(&self) -> (*mut u8, usize) {
+        let s = &self.shared;
+        // SAFETY: the header was initialized by the startup hook and its
+        // sizes never change afterwards; the offsets stay inside the segment.
+        unsafe {
+            match self.what {
+                Guarded::Segment(i) => {
+                    let len = (*s.header).rate_slots / RATE_LOCKS;
+                    (s.rates.add(i * len).cast(), len)
+                }
+                Guarded::Counters => (s.counters.cast(), (*s.header).counter_slots),
+            }
+        }
+    }
+
+    fn rates(&self) -> &[RateSlot] {
+        assert!(matches!(self.what, Guarded::Segment(_)));
+        let (p, len) = self.extent();
+        // SAFETY: the segment's lock is held (either mode) for as long as the
+        // guard is borrowed; a writer needs it exclusively, so nothing writes
+        // the slots while this slice lives.
+        unsafe { std::slice::from_raw_parts(p.cast::<RateSlot>(), len) }
+    }
+
+    fn rates_mut(&mut self) -> &mut [RateSlot] {
+        assert!(self.exclusive && matches!(self.what, Guarded::Segment(_)));
+        let (p, len) = self.extent();
+        // SAFETY: the segment's lock is held exclusively and the guard is
+        // borrowed mutably: no other reference to these slots exists.
+        unsafe { std::slice::from_raw_parts_mut(p.cast::<RateSlot>(), len) }
+    }
+
+    fn counters(&self) -> &[CounterSlot] {
+        assert!(matches!(self.what, Guarded::Counters));
+        let (p, len) = self.extent();
+        // SAFETY: as in `rates`, under the counter lock.
+        unsafe { std::slice::from_raw_parts(p.cast::<CounterSlot>(), len) }
+    }
+
+    fn counters_mut(&mut self) -> &mut [CounterSlot] {
+        assert!(self.exclusive && matches!(self.what, Guarded::Counters));
+        let (p, len) = self.extent();
+        // SAFETY: as in `rates_mut`, under the counter lock held exclusively.
+        unsafe { std::slice::from_raw_parts_mut(p.cast::<CounterSlot>(), len) }
+    }
+
+    /// Counts a live key evicted from this segment.
+    fn count_eviction(&mut self) {
+        let (Guarded::Segment(i), true) = (self.what, self.exclusive) else {
+            unreachable!("evictions are counted under their segment's exclusive lock")
+        };
+        // SAFETY: this segment's counter, written only under its lock, held
+        // exclusively; the other fields of the header are not touched.
+        unsafe { (*self.shared.header).evictions[i] += 1 };
+    }
+
+    /// Counts amounts lost because the counter slots were full.
+    fn count_dropped(&mut self, amount: u64) {
+        assert!(self.exclusive && matches!(self.what, Guarded::Counters));
+        // SAFETY: written only under the counter lock, held exclusively.
+        unsafe { (*self.shared.header).dropped += amount };
     }
 }
 
@@ -169,45 +267,30 @@ impl Drop for Held {
         // abort path releases every LWLock first; checking avoids a double
         // release then.
         unsafe {
-            if pg_sys::LWLockHeldByMe(self.0) {
-                pg_sys::LWLockRelease(self.0);
+            if pg_sys::LWLockHeldByMe(self.lock) {
+                pg_sys::LWLockRelease(self.lock);
             }
         }
     }
 }
 
-fn segment_of(s: &Shared, key: KeyHash) -> (usize, &'static mut [RateSlot]) {
-    let index = (key[0] % RATE_LOCKS as u64) as usize;
-    (index, segment_at(s, index))
+/// The segment (and lock) of `key`.
+fn segment_of(key: KeyHash) -> Guarded {
+    Guarded::Segment((key[0] % RATE_LOCKS as u64) as usize)
 }
-
-/// The `index`th segment of the rate slots.
-fn segment_at(s: &Shared, index: usize) -> &'static mut [RateSlot] {
-    // SAFETY: the header is initialized; the segment is only used while its
-    // lock is held by the caller.
-    unsafe {
-        let seg_len = (*s.header).rate_slots / RATE_LOCKS;
-        std::slice::from_raw_parts_mut(s.rates.add(index * seg_len), seg_len)
-    }
-}
-
-fn counters(s: &Shared) -> &'static mut [CounterSlot] {
-    // SAFETY: as for segments; used under the counter lock only.
-    unsafe { std::slice::from_raw_parts_mut(s.counters, (*s.header).counter_slots) }
-}
-
-const COUNTER_LOCK: usize = RATE_LOCKS;
 
 /// An atomic GCRA check of one key. None when not preloaded.
-pub(crate) fn rate_check(key: KeyHash, limit: Limit, now: i64, cost: i64) -> Option<SaasResult<SharedDecision>> {
-    let s = shared()?;
-    let (index, segment) = segment_of(&s, key);
-    let _held = Held::take(&s, index, true);
-    let out = table::check(segment, key, limit, now, cost);
+pub(crate) fn rate_check(
+    key: KeyHash,
+    limit: Limit,
+    now: i64,
+    cost: i64,
+) -> Option<SaasResult<SharedDecision>> {
+    let mut held = Held::take(shared()?, segment_of(key), true);
+    let out = slots::check(held.rates_mut(), key, limit, now, cost);
     if let Ok(d) = &out {
         if d.evicted {
-            // SAFETY: under this segment's lock.
-            unsafe { (*s.header).evictions[index] += 1 };
+            held.count_eviction();
         }
     }
     Some(out)
@@ -215,47 +298,55 @@ pub(crate) fn rate_check(key: KeyHash, limit: Limit, now: i64, cost: i64) -> Opt
 
 pub(crate) fn rate_refund(key: KeyHash, limit: Limit, now: i64, cost: i64) {
     if let Some(s) = shared() {
-        let (index, segment) = segment_of(&s, key);
-        let _held = Held::take(&s, index, true);
-        table::refund(segment, key, limit, now, cost);
+        let mut held = Held::take(s, segment_of(key), true);
+        slots::refund(held.rates_mut(), key, limit, now, cost);
     }
 }
 
 /// Adds to a pending counter; false (and counted as dropped) when full.
 pub(crate) fn counter_add(key: &CounterKey, amount: i64) -> bool {
     let Some(s) = shared() else { return false };
-    let _held = Held::take(&s, COUNTER_LOCK, true);
-    let ok = table::add(counters(&s), key, amount);
+    let mut held = Held::take(s, Guarded::Counters, true);
+    let ok = slots::add(held.counters_mut(), key, amount);
     if !ok {
-        // SAFETY: under the counter lock.
-        unsafe { (*s.header).dropped += amount as u64 };
+        held.count_dropped(amount as u64);
     }
     ok
 }
 
-/// `table::add_within` under the counter lock.
-pub(crate) fn counter_add_within(key: &CounterKey, stored: i64, amount: i64, limit: i64) -> Option<(i64, bool)> {
-    let s = shared()?;
-    let _held = Held::take(&s, COUNTER_LOCK, true);
-    Some(table::add_within(counters(&s), key, stored, amount, limit))
+/// `slots::add_within` under the counter lock.
+pub(crate) fn counter_add_within(
+    key: &CounterKey,
+    stored: i64,
+    amount: i64,
+    limit: i64,
+) -> Option<(i64, bool)> {
+    let mut held = Held::take(shared()?, Guarded::Counters, true);
+    Some(slots::add_within(
+        held.counters_mut(),
+        key,
+        stored,
+        amount,
+        limit,
+    ))
 }
 
 pub(crate) fn counter_pending(key: &CounterKey) -> i64 {
     let Some(s) = shared() else { return 0 };
-    let _held = Held::take(&s, COUNTER_LOCK, false);
-    table::pending(counters(&s), key)
+    let held = Held::take(s, Guarded::Counters, false);
+    slots::pending(held.counters(), key)
 }
 
 pub(crate) fn counters_snapshot() -> Vec<CounterSlot> {
     let Some(s) = shared() else { return Vec::new() };
-    let _held = Held::take(&s, COUNTER_LOCK, false);
-    table::snapshot(counters(&s))
+    let held = Held::take(s, Guarded::Counters, false);
+    slots::snapshot(held.counters())
 }
 
 pub(crate) fn counters_settle(flushed: &[CounterSlot]) {
     if let Some(s) = shared() {
-        let _held = Held::take(&s, COUNTER_LOCK, true);
-        table::settle(counters(&s), flushed);
+        let mut held = Held::take(s, Guarded::Counters, true);
+        slots::settle(held.counters_mut(), flushed);
     }
 }
 
@@ -273,14 +364,16 @@ pub(crate) fn stats(now: i64) -> Option<Stats> {
     let s = shared()?;
     let (mut live, mut evictions) = (0usize, 0u64);
     for index in 0..RATE_LOCKS {
-        let _held = Held::take(&s, index, false);
-        live += table::live_keys(segment_at(&s, index), now);
-        // SAFETY: the header's counter is read under the segment's lock.
+        let held = Held::take(s, Guarded::Segment(index), false);
+        live += slots::live_keys(held.rates(), now);
+        // SAFETY: the segment's eviction count, written only under its lock,
+        // which is held.
         evictions += unsafe { (*s.header).evictions[index] };
     }
-    let _held = Held::take(&s, COUNTER_LOCK, false);
-    let c = counters(&s);
-    // SAFETY: read under the counter lock.
+    let held = Held::take(s, Guarded::Counters, false);
+    let c = held.counters();
+    // SAFETY: rate_slots never changes after start-up; dropped is written
+    // only under the counter lock, which is held.
     let (rate_slots, dropped) = unsafe { ((*s.header).rate_slots, (*s.header).dropped) };
     Some(Stats {
         rate_slots: rate_slots as i64,

@@ -1,88 +1,12 @@
-//! Who is asking, for which tenant: pure logic over the request settings
-//! PostgREST sets (`request.jwt.claims`, `request.headers`). No pgrx types,
-//! so `cargo test` and proptest cover every branch.
+//! For which tenant: pure logic over the request (`crate::request`: claims,
+//! sub, headers) and tenant roles. No pgrx types, so `cargo test` and
+//! proptest cover every branch.
 
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use serde_json::{Map, Value};
+use crate::request::{find_claim, sub_uuid, uuid_value, Claims};
+use crate::uuid::Uuid;
+use serde_json::Value;
 use std::cmp::Ordering;
-use std::fmt;
-
-/// PostgREST's `request.headers`, read leniently for what is only recorded
-/// or keyed on (audit rows, rate-limit keys): unset, empty or not a JSON
-/// object reads as no headers. (Tenant resolution reads the tenant header
-/// strictly, see [`header_tenant`].)
-#[derive(Default)]
-pub struct RequestHeaders(Map<String, Value>);
-
-impl RequestHeaders {
-    pub fn parse(raw: Option<&str>) -> RequestHeaders {
-        RequestHeaders(raw.filter(|h| !h.trim().is_empty()).and_then(|h| serde_json::from_str(h).ok()).unwrap_or_default())
-    }
-
-    /// A header's value when it is a string.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(Value::as_str)
-    }
-}
-
-/// A uuid as 16 bytes, parsed the way PostgreSQL's `uuid_in` accepts it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// Accepts what PostgreSQL accepts: 32 hex digits, optionally in braces,
-    /// with an optional hyphen after any group of four digits.
-    pub fn parse(text: &str) -> Option<Uuid> {
-        let s = text.trim();
-        let s = match (s.strip_prefix('{'), s.ends_with('}')) {
-            (Some(rest), true) => &rest[..rest.len() - 1],
-            (None, false) => s,
-            _ => return None,
-        };
-        let mut bytes = [0u8; 16];
-        let mut digits = 0usize;
-        let mut prev_hyphen = true; // no hyphen allowed at the start
-        for c in s.chars() {
-            if c == '-' {
-                if prev_hyphen || digits % 4 != 0 || digits == 32 {
-                    return None;
-                }
-                prev_hyphen = true;
-                continue;
-            }
-            let v = c.to_digit(16)? as u8;
-            if digits == 32 {
-                return None;
-            }
-            bytes[digits / 2] |= if digits % 2 == 0 { v << 4 } else { v };
-            digits += 1;
-            prev_hyphen = false;
-        }
-        if digits != 32 || (prev_hyphen && !s.is_empty()) {
-            return None;
-        }
-        Some(Uuid(bytes))
-    }
-}
-
-impl fmt::Display for Uuid {
-    /// The canonical lower-case, hyphenated form PostgreSQL prints.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Uuid({self})")
-    }
-}
 
 /// Roles within a tenant, weakest first: `has_role(min)` is `role >= min`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,8 +18,12 @@ pub enum TenantRole {
 }
 
 impl TenantRole {
-    pub const ALL: [TenantRole; 4] =
-        [TenantRole::Viewer, TenantRole::Member, TenantRole::Admin, TenantRole::Owner];
+    pub const ALL: [TenantRole; 4] = [
+        TenantRole::Viewer,
+        TenantRole::Member,
+        TenantRole::Admin,
+        TenantRole::Owner,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,13 +35,16 @@ impl TenantRole {
     }
 
     pub fn parse(text: &str) -> SaasResult<TenantRole> {
-        TenantRole::ALL.into_iter().find(|r| r.as_str() == text).ok_or_else(|| {
-            SaasError::new(
-                ErrorKind::InvalidParameter,
-                format!("\"{text}\" is not a tenant role"),
-                "Use one of owner, admin, member, viewer (strongest first).",
-            )
-        })
+        TenantRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .ok_or_else(|| {
+                SaasError::new(
+                    ErrorKind::InvalidParameter,
+                    format!("\"{text}\" is not a tenant role"),
+                    "Use one of owner, admin, member, viewer (strongest first).",
+                )
+            })
     }
 
     /// Does this role satisfy a requirement of `min`?
@@ -127,64 +58,8 @@ pub const DEFAULT_TENANT_CLAIM: &str = "tenant_id";
 /// The header a user of several tenants switches tenant with.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
-/// The JWT claims of the request, parsed. `None` when the caller has none
-/// (psql, a backend job): only then may `set_tenant` scope the transaction.
-pub fn parse_claims(raw: Option<&str>) -> SaasResult<Option<Map<String, Value>>> {
-    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(_) => Err(SaasError::new(
-            ErrorKind::InvalidJson,
-            "request.jwt.claims is not a JSON object",
-            "PostgREST sets request.jwt.claims to the JWT payload, a JSON object; set it with set_config('request.jwt.claims', '{\"sub\": ...}', true).",
-        )),
-        Err(e) => Err(SaasError::new(
-            ErrorKind::InvalidJson,
-            "request.jwt.claims is not valid JSON",
-            "PostgREST sets request.jwt.claims to the JWT payload, a JSON object; set it with set_config('request.jwt.claims', '{\"sub\": ...}', true).",
-        )
-        .with_detail(e.to_string())),
-    }
-}
-
-/// A claim at the top level, or else under `app_metadata` (where Supabase
-/// keeps custom claims users cannot edit; `user_metadata` is never read).
-pub fn find_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    claims
-        .get(name)
-        .or_else(|| claims.get("app_metadata").and_then(Value::as_object).and_then(|m| m.get(name)))
-        .filter(|v| !v.is_null())
-}
-
-fn uuid_value(value: &Value, what: &str, hint: &str) -> SaasResult<Uuid> {
-    let text = value.as_str().ok_or_else(|| {
-        SaasError::new(ErrorKind::InvalidParameter, format!("{what} is not a uuid string"), hint)
-            .with_detail(format!("found {value}"))
-    })?;
-    Uuid::parse(text).ok_or_else(|| {
-        SaasError::new(ErrorKind::InvalidParameter, format!("{what} is not a uuid: \"{text}\""), hint)
-    })
-}
-
-/// The `sub` claim as the user's id.
-pub fn subject(claims: &Map<String, Value>) -> SaasResult<Option<Uuid>> {
-    claims
-        .get("sub")
-        .filter(|v| !v.is_null())
-        .map(|v| {
-            uuid_value(
-                v,
-                "the sub claim",
-                "pg_saas identifies users by uuid, as Supabase Auth does; issue JWTs whose sub is the user's uuid.",
-            )
-        })
-        .transpose()
-}
-
 /// The tenant named by the JWT, if it names one.
-pub fn claimed_tenant(claims: &Map<String, Value>, claim_name: &str) -> SaasResult<Option<Uuid>> {
+pub fn claimed_tenant(claims: &Claims, claim_name: &str) -> SaasResult<Option<Uuid>> {
     find_claim(claims, claim_name)
         .map(|v| {
             uuid_value(
@@ -236,7 +111,7 @@ pub enum TenantSource {
 /// The resolution order of `current_tenant()`: JWT claim, then header (for a
 /// user with a `sub`), then `set_tenant` for callers without claims.
 pub fn tenant_source(
-    claims: Option<&Map<String, Value>>,
+    claims: Option<&Claims>,
     raw_headers: Option<&str>,
     claim_name: &str,
     backend_tenant: Option<Uuid>,
@@ -246,7 +121,7 @@ pub fn tenant_source(
             if let Some(t) = claimed_tenant(claims, claim_name)? {
                 return Ok(TenantSource::Claim(t));
             }
-            match (header_tenant(raw_headers)?, subject(claims)?) {
+            match (header_tenant(raw_headers)?, sub_uuid(claims)?) {
                 (Some(tenant), Some(user)) => Ok(TenantSource::Header { tenant, user }),
                 (Some(_), None) => Err(SaasError::new(
                     ErrorKind::InsufficientPrivilege,
@@ -263,12 +138,17 @@ pub fn tenant_source(
 
 /// A claim name must be a plain JSON key we can look up; keep it sane.
 pub fn validate_claim_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == ':' || c == '/')
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == ':' || c == '/'
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::parse_claims;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -280,38 +160,8 @@ mod tests {
         Uuid::parse(s).unwrap()
     }
 
-    fn obj(v: Value) -> Map<String, Value> {
+    fn obj(v: Value) -> Claims {
         v.as_object().unwrap().clone()
-    }
-
-    #[test]
-    fn request_headers_are_read_leniently() {
-        let h = RequestHeaders::parse(Some(r#"{"user-agent": "x/1", "x-n": 3}"#));
-        assert_eq!(h.get("user-agent"), Some("x/1"));
-        assert_eq!(h.get("x-n"), None, "only string values are headers");
-        assert_eq!(h.get("missing"), None);
-        for raw in [None, Some(""), Some("  "), Some("not json"), Some("[1]")] {
-            assert_eq!(RequestHeaders::parse(raw).get("user-agent"), None, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn uuid_forms_postgres_accepts() {
-        let canon = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for form in [
-            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
-            "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
-        ] {
-            assert_eq!(Uuid::parse(form).map(|x| x.to_string()).as_deref(), Some(canon), "{form}");
-        }
-        for bad in ["", "a0eebc99", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
-            "-a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0eebc999c0b4ef8bb6d6bb9bd380a11-", "a0e-ebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11", "{a0eebc999c0b4ef8bb6d6bb9bd380a11", "g0eebc999c0b4ef8bb6d6bb9bd380a11"] {
-            assert_eq!(Uuid::parse(bad), None, "{bad}");
-        }
     }
 
     #[test]
@@ -327,28 +177,33 @@ mod tests {
     }
 
     #[test]
-    fn claims_parse_or_fail_with_22p02() {
-        assert_eq!(parse_claims(None).unwrap(), None);
-        assert_eq!(parse_claims(Some("")).unwrap(), None);
-        assert!(parse_claims(Some("{}")).unwrap().is_some(), "an empty object is still a request with claims");
-        assert_eq!(parse_claims(Some("{not json")).unwrap_err().sqlstate(), "22P02");
-        assert_eq!(parse_claims(Some("[1]")).unwrap_err().sqlstate(), "22P02");
-    }
-
-    #[test]
     fn tenant_claim_top_level_then_app_metadata_never_user_metadata() {
         let c = obj(json!({"tenant_id": A, "app_metadata": {"tenant_id": B}}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), Some(u(A)));
         let c = obj(json!({"app_metadata": {"tenant_id": B}}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), Some(u(B)));
         let c = obj(json!({"user_metadata": {"tenant_id": B}}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), None, "user_metadata is user-editable");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap(),
+            None,
+            "user_metadata is user-editable"
+        );
         let c = obj(json!({"org": A}));
-        assert_eq!(claimed_tenant(&c, "org").unwrap(), Some(u(A)), "the claim name is configurable");
+        assert_eq!(
+            claimed_tenant(&c, "org").unwrap(),
+            Some(u(A)),
+            "the claim name is configurable"
+        );
         let c = obj(json!({"tenant_id": "acme"}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(),
+            "22023"
+        );
         let c = obj(json!({"tenant_id": 7}));
-        assert_eq!(claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(), "22023");
+        assert_eq!(
+            claimed_tenant(&c, "tenant_id").unwrap_err().sqlstate(),
+            "22023"
+        );
         let c = obj(json!({"tenant_id": null}));
         assert_eq!(claimed_tenant(&c, "tenant_id").unwrap(), None);
     }
@@ -367,33 +222,56 @@ mod tests {
         // 2. the header, for a user
         assert_eq!(
             tenant_source(Some(&no_claim), Some(&headers), "tenant_id", None).unwrap(),
-            TenantSource::Header { tenant: u(B), user: u(U) }
+            TenantSource::Header {
+                tenant: u(B),
+                user: u(U)
+            }
         );
         // an anonymous header is refused
-        assert_eq!(tenant_source(Some(&anon), Some(&headers), "tenant_id", None).unwrap_err().sqlstate(), "42501");
+        assert_eq!(
+            tenant_source(Some(&anon), Some(&headers), "tenant_id", None)
+                .unwrap_err()
+                .sqlstate(),
+            "42501"
+        );
         // 3. set_tenant only without claims; a request with claims is never re-scoped
-        assert_eq!(tenant_source(None, None, "tenant_id", Some(u(B))).unwrap(), TenantSource::Backend(u(B)));
-        assert_eq!(tenant_source(Some(&no_claim), Some("{}"), "tenant_id", Some(u(B))).unwrap(), TenantSource::Unresolved);
-        assert_eq!(tenant_source(Some(&anon), None, "tenant_id", Some(u(B))).unwrap(), TenantSource::Unresolved);
-        assert_eq!(tenant_source(None, None, "tenant_id", None).unwrap(), TenantSource::Unresolved);
+        assert_eq!(
+            tenant_source(None, None, "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Backend(u(B))
+        );
+        assert_eq!(
+            tenant_source(Some(&no_claim), Some("{}"), "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Unresolved
+        );
+        assert_eq!(
+            tenant_source(Some(&anon), None, "tenant_id", Some(u(B))).unwrap(),
+            TenantSource::Unresolved
+        );
+        assert_eq!(
+            tenant_source(None, None, "tenant_id", None).unwrap(),
+            TenantSource::Unresolved
+        );
         // bad header values are errors, not silently ignored
         assert_eq!(
-            tenant_source(Some(&no_claim), Some(r#"{"x-tenant-id": "acme"}"#), "tenant_id", None).unwrap_err().sqlstate(),
+            tenant_source(
+                Some(&no_claim),
+                Some(r#"{"x-tenant-id": "acme"}"#),
+                "tenant_id",
+                None
+            )
+            .unwrap_err()
+            .sqlstate(),
             "22023"
         );
-        assert_eq!(tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None).unwrap_err().sqlstate(), "22P02");
+        assert_eq!(
+            tenant_source(Some(&no_claim), Some("nope"), "tenant_id", None)
+                .unwrap_err()
+                .sqlstate(),
+            "22P02"
+        );
     }
 
     proptest! {
-        #[test]
-        fn uuid_display_parse_roundtrip(bytes in any::<[u8; 16]>()) {
-            let id = Uuid(bytes);
-            prop_assert_eq!(Uuid::parse(&id.to_string()), Some(id));
-            prop_assert_eq!(Uuid::parse(&id.to_string().to_uppercase()), Some(id));
-            prop_assert_eq!(Uuid::parse(&format!("{{{id}}}")), Some(id));
-            prop_assert_eq!(Uuid::parse(&id.to_string().replace('-', "")), Some(id));
-        }
-
         #[test]
         fn parse_never_panics(s in ".{0,48}") {
             let _ = Uuid::parse(&s);
@@ -410,7 +288,7 @@ mod tests {
             sub in proptest::option::of(any::<[u8; 16]>()),
             backend in proptest::option::of(any::<[u8; 16]>()),
         ) {
-            let mut c = Map::new();
+            let mut c = Claims::new();
             if let Some(t) = claim { c.insert("tenant_id".into(), Value::String(Uuid(t).to_string())); }
             if let Some(s) = sub { c.insert("sub".into(), Value::String(Uuid(s).to_string())); }
             let headers = header.map(|h| format!(r#"{{"x-tenant-id":"{}"}}"#, Uuid(h)));

@@ -13,38 +13,28 @@
 pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
-use crate::pgutil::{kept_plan, local_xid, setting, setting_is, to_pg_uuid};
-use context::{parse_claims, subject, tenant_source, TenantRole, TenantSource, Uuid};
+use crate::gucs::{string_setting_is, TENANT_CLAIM};
+use crate::pgutil::{kept_plan, local_xid, to_pg_uuid};
+use crate::request::sub_uuid;
+use crate::request_settings::{self, RequestSettings};
+use crate::uuid::Uuid;
+use context::{tenant_source, TenantRole, TenantSource};
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::{Cell, RefCell};
-use std::ffi::CString;
-
-/// `saas.tenant_claim`: the JWT claim naming the tenant. Superuser-only, so a
-/// session cannot point it at a claim it controls.
-static TENANT_CLAIM: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
+use std::rc::Rc;
 
 pub(crate) fn init() {
     // SAFETY: registering a callback with a static function and no argument.
     unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
-    GucRegistry::define_string_guc(
-        c"saas.tenant_claim",
-        c"JWT claim that names the tenant of a request.",
-        c"Looked up at the top level of request.jwt.claims, then under app_metadata.",
-        &TENANT_CLAIM,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
 }
 
-/// What `current_tenant()` resolved, and the inputs it resolved it from: a
-/// change of any input (a new transaction, other claims) resolves again.
-#[derive(Clone, PartialEq)]
+/// The inputs `current_tenant()` resolved from: a change of any input (a
+/// new transaction, other claims or headers, another claim name, a
+/// `set_tenant`) resolves again.
+#[derive(Clone)]
 struct Inputs {
-    lxid: u32,
-    claims: Option<String>,
-    headers: Option<String>,
+    /// The request settings (and the transaction) resolved for.
+    request: Rc<RequestSettings>,
     claim_name: String,
     backend: Option<Uuid>,
 }
@@ -52,7 +42,7 @@ struct Inputs {
 /// A subtransaction that aborts (ROLLBACK TO SAVEPOINT, a plpgsql EXCEPTION
 /// block) may have changed what resolution read, or called set_tenant: forget
 /// the cached resolution, and a tenant set inside it (fail closed).
-unsafe extern "C-unwind" fn on_subxact(
+extern "C-unwind" fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     my_subid: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,
@@ -120,14 +110,12 @@ fn backend_tenant(lxid: u32) -> Option<Uuid> {
     BACKEND_TENANT.with(|b| b.get().filter(|t| t.lxid == lxid).map(|t| t.tenant))
 }
 
-fn current_inputs() -> SaasResult<Inputs> {
-    let lxid = local_xid();
+fn current_inputs(request: Rc<RequestSettings>) -> SaasResult<Inputs> {
+    let backend = backend_tenant(request.lxid());
     Ok(Inputs {
-        lxid,
-        claims: setting(c"request.jwt.claims"),
-        headers: setting(c"request.headers"),
+        request,
         claim_name: claim_name()?,
-        backend: backend_tenant(lxid),
+        backend,
     })
 }
 
@@ -163,7 +151,10 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option
         .with_detail(e.to_string())
     })?;
     Ok(row.map(|(status, role)| {
-        (status.unwrap_or_default(), role.and_then(|r| TenantRole::parse(&r).ok()))
+        (
+            status.unwrap_or_default(),
+            role.and_then(|r| TenantRole::parse(&r).ok()),
+        )
     }))
 }
 
@@ -177,14 +168,14 @@ fn suspended(tenant: Uuid) -> SaasError {
 
 /// Resolution itself, without the cache.
 fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
-    let claims = parse_claims(inputs.claims.as_deref())?;
+    let claims = inputs.request.claims()?;
     // A sub that is not a uuid (other identity providers) does not break a
     // request scoped by its tenant claim; it only has no role in the tenant.
     // The header path needs the user and reports the bad sub.
-    let user = claims.as_ref().and_then(|c| subject(c).ok()).flatten();
+    let user = claims.and_then(|c| sub_uuid(c).ok()).flatten();
     let source = tenant_source(
-        claims.as_ref(),
-        inputs.headers.as_deref(),
+        claims,
+        inputs.request.headers_text(),
         &inputs.claim_name,
         inputs.backend,
     )?;
@@ -214,36 +205,58 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
 
 /// The cached resolution when its inputs still hold, compared in place:
 /// audit asks per row, and the request settings can be kilobytes.
-fn cached_resolution() -> Option<(Option<Uuid>, Option<TenantRole>)> {
-    let lxid = local_xid();
+fn cached_resolution(request: &Rc<RequestSettings>) -> Option<(Option<Uuid>, Option<TenantRole>)> {
     RESOLVED.with(|r| {
-        let r = r.borrow();
-        let c = r.as_ref()?;
-        let claim_name = TENANT_CLAIM.get();
-        let claim_name = claim_name.as_deref().map_or(context::DEFAULT_TENANT_CLAIM.as_bytes(), |n| n.to_bytes());
-        let same = c.inputs.lxid == lxid
-            && c.inputs.backend == backend_tenant(lxid)
-            && c.inputs.claim_name.as_bytes() == claim_name
-            && setting_is(c"request.jwt.claims", c.inputs.claims.as_deref())
-            && setting_is(c"request.headers", c.inputs.headers.as_deref());
-        same.then_some((c.tenant, c.role))
+        let mut r = r.borrow_mut();
+        let c = r.as_mut()?;
+        let inputs = &mut c.inputs;
+        // Another snapshot of the same transaction's settings (one tenancy
+        // does not read changed, say request.path) resolves the same.
+        let same_snapshot = Rc::ptr_eq(&inputs.request, request);
+        let same_request = same_snapshot
+            || (inputs.request.lxid() == request.lxid()
+                && inputs.request.claims_text() == request.claims_text()
+                && inputs.request.headers_text() == request.headers_text());
+        let same = same_request
+            && inputs.backend == backend_tenant(request.lxid())
+            && string_setting_is(
+                &TENANT_CLAIM,
+                context::DEFAULT_TENANT_CLAIM,
+                &inputs.claim_name,
+            );
+        if !same {
+            return None;
+        }
+        if !same_snapshot {
+            // Compared by pointer from now on.
+            inputs.request = Rc::clone(request);
+        }
+        Some((c.tenant, c.role))
     })
 }
 
 /// The cached resolution for this transaction and these request settings.
 fn resolved() -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
-    if let Some(hit) = cached_resolution() {
+    let request = request_settings::current();
+    if let Some(hit) = cached_resolution(&request) {
         return Ok(hit);
     }
-    let inputs = current_inputs()?;
-    if RESOLVING.with(|r| r.replace(Some(inputs.lxid))) == Some(inputs.lxid) {
+    let inputs = current_inputs(request)?;
+    let lxid = inputs.request.lxid();
+    if RESOLVING.with(|r| r.replace(Some(lxid))) == Some(lxid) {
         // Re-entered from a policy while resolving: fail closed.
         return Ok((None, None));
     }
     let result = resolve(&inputs);
     RESOLVING.with(|r| r.set(None));
     let (tenant, role) = result?;
-    RESOLVED.with(|r| *r.borrow_mut() = Some(Resolved { inputs, tenant, role }));
+    RESOLVED.with(|r| {
+        *r.borrow_mut() = Some(Resolved {
+            inputs,
+            tenant,
+            role,
+        })
+    });
     Ok((tenant, role))
 }
 
@@ -257,8 +270,14 @@ pub(crate) fn resolved_tenant() -> SaasResult<Option<Uuid>> {
 /// anonymous requests and callers without claims.
 #[pg_extern(stable, parallel_safe)]
 fn current_user_id() -> Option<pgrx::Uuid> {
-    let claims = parse_claims(setting(c"request.jwt.claims").as_deref()).or_raise();
-    claims.as_ref().map(subject).transpose().or_raise().flatten().map(to_pg_uuid)
+    let request = request_settings::current();
+    let claims = request.claims().or_raise();
+    claims
+        .map(sub_uuid)
+        .transpose()
+        .or_raise()
+        .flatten()
+        .map(to_pg_uuid)
 }
 
 /// The tenant of this request (JWT claim, else `X-Tenant-Id` header for a
@@ -287,11 +306,13 @@ fn has_role(min_role: &str) -> bool {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn set_tenant(tenant: Option<pgrx::Uuid>) -> Option<pgrx::Uuid> {
-    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes()))).or_raise().map(to_pg_uuid)
+    set_tenant_impl(tenant.map(|t| Uuid(*t.as_bytes())))
+        .or_raise()
+        .map(to_pg_uuid)
 }
 
 fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
-    if parse_claims(setting(c"request.jwt.claims").as_deref())?.is_some() {
+    if request_settings::current().claims()?.is_some() {
         return Err(SaasError::new(
             ErrorKind::InsufficientPrivilege,
             "set_tenant cannot re-scope a request that carries JWT claims",
@@ -327,7 +348,13 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
                     "set_tenant: the calling role bypasses row level security, so only tenant column defaults follow tenant {t}; its queries see every tenant. Run tenant jobs as a NOBYPASSRLS role."
                 );
             }
-            BACKEND_TENANT.with(|b| b.set(Some(BackendTenant { lxid: local_xid(), subid, tenant: t })));
+            BACKEND_TENANT.with(|b| {
+                b.set(Some(BackendTenant {
+                    lxid: local_xid(),
+                    subid,
+                    tenant: t,
+                }))
+            });
             Ok(Some(t))
         }
     }

@@ -229,7 +229,12 @@ impl Response {
 
     #[track_caller]
     pub fn expect_ok(&self) -> &Self {
-        assert!(self.is_success(), "expected success, got {} {:?}", self.status, self.error);
+        assert!(
+            self.is_success(),
+            "expected success, got {} {:?}",
+            self.status,
+            self.error
+        );
         self
     }
 }
@@ -263,32 +268,64 @@ impl Api {
 
     /// `POST /rpc/<function>` with a JSON object of named arguments.
     pub fn rpc(&self, function: &str, args: Value) -> RequestBuilder<'_> {
-        self.request(Method::Post, Target::Rpc { function: function.into(), args })
+        self.request(
+            Method::Post,
+            Target::Rpc {
+                function: function.into(),
+                args,
+            },
+        )
     }
 
     /// `GET /rpc/<function>?args`: always a read-only transaction.
     pub fn rpc_get(&self, function: &str, args: Value) -> RequestBuilder<'_> {
-        self.request(Method::Get, Target::Rpc { function: function.into(), args })
+        self.request(
+            Method::Get,
+            Target::Rpc {
+                function: function.into(),
+                args,
+            },
+        )
     }
 
     pub fn get(&self, table: &str) -> RequestBuilder<'_> {
-        self.request(Method::Get, Target::Table { table: table.into() })
+        self.request(
+            Method::Get,
+            Target::Table {
+                table: table.into(),
+            },
+        )
     }
 
     pub fn insert(&self, table: &str, rows: Value) -> RequestBuilder<'_> {
-        let mut r = self.request(Method::Post, Target::Table { table: table.into() });
+        let mut r = self.request(
+            Method::Post,
+            Target::Table {
+                table: table.into(),
+            },
+        );
         r.body = Some(rows);
         r
     }
 
     pub fn update(&self, table: &str, set: Value) -> RequestBuilder<'_> {
-        let mut r = self.request(Method::Patch, Target::Table { table: table.into() });
+        let mut r = self.request(
+            Method::Patch,
+            Target::Table {
+                table: table.into(),
+            },
+        );
         r.body = Some(set);
         r
     }
 
     pub fn delete(&self, table: &str) -> RequestBuilder<'_> {
-        self.request(Method::Delete, Target::Table { table: table.into() })
+        self.request(
+            Method::Delete,
+            Target::Table {
+                table: table.into(),
+            },
+        )
     }
 
     fn request(&self, method: Method, target: Target) -> RequestBuilder<'_> {
@@ -325,7 +362,12 @@ impl<'a> RequestBuilder<'a> {
     }
 
     fn filter(mut self, column: &str, op: &'static str, value: Option<String>) -> Self {
-        self.filters.push(Filter { column: column.into(), op, value, values: vec![] });
+        self.filters.push(Filter {
+            column: column.into(),
+            op,
+            value,
+            values: vec![],
+        });
         self
     }
 
@@ -345,6 +387,8 @@ impl<'a> RequestBuilder<'a> {
         self.filter(column, "<", Some(value.to_string()))
     }
 
+    // A builder step named for the SQL it adds (IS NULL), not a predicate.
+    #[allow(clippy::wrong_self_convention)]
     pub fn is_null(self, column: &str) -> Self {
         self.filter(column, "IS NULL", None)
     }
@@ -436,10 +480,16 @@ impl<'a> RequestBuilder<'a> {
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
             .collect();
-        let cookies: Map<String, Value> =
-            self.cookies.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let cookies: Map<String, Value> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         // Anonymous requests carry the anon role as their only claim, as PostgREST does.
-        let claims = self.claims.clone().unwrap_or_else(|| json!({ "role": role }));
+        let claims = self
+            .claims
+            .clone()
+            .unwrap_or_else(|| json!({ "role": role }));
         let search_path = std::iter::once(&api.config.schemas[0])
             .chain(api.config.extra_search_path.iter())
             .map(|s| quote_ident(s))
@@ -478,7 +528,11 @@ impl<'a> RequestBuilder<'a> {
         let status = guc
             .get::<_, Option<String>>(1)
             .filter(|s| !s.is_empty())
-            .map(|s| s.trim().parse::<u16>().expect("response.status must be an integer (PGRST112)"));
+            .map(|s| {
+                s.trim()
+                    .parse::<u16>()
+                    .expect("response.status must be an integer (PGRST112)")
+            });
         Ok((body.unwrap_or(Value::Null), rows as u64, headers, status))
     }
 
@@ -507,7 +561,9 @@ impl<'a> RequestBuilder<'a> {
                     return Err(pgrst_error(
                         404,
                         "PGRST202",
-                        &format!("Could not find the function {schema}.{function} in the schema cache"),
+                        &format!(
+                            "Could not find the function {schema}.{function} in the schema cache"
+                        ),
                     ));
                 }
                 let r = &rows[0];
@@ -531,11 +587,19 @@ impl<'a> RequestBuilder<'a> {
                     defs.push(format!("{} {}", quote_ident(key), types[pos]));
                     call.push(format!("{k} := pgrst_args.{k}", k = quote_ident(key)));
                 }
-                let fcall = format!("{}.{}({})", quote_ident(schema), quote_ident(function), call.join(", "));
+                let fcall = format!(
+                    "{}.{}({})",
+                    quote_ident(schema),
+                    quote_ident(function),
+                    call.join(", ")
+                );
                 let from = if defs.is_empty() {
                     String::new()
                 } else {
-                    format!(" FROM json_to_record($1::text::json) AS pgrst_args({})", defs.join(", "))
+                    format!(
+                        " FROM json_to_record($1::text::json) AS pgrst_args({})",
+                        defs.join(", ")
+                    )
                 };
                 let main = if retset || composite {
                     let src = if defs.is_empty() {
@@ -555,22 +619,35 @@ impl<'a> RequestBuilder<'a> {
                     format!("WITH pgrst_source AS ({src}) SELECT {agg}, count(*) FROM pgrst_source")
                 } else if void {
                     let src = format!("SELECT {fcall}{from}");
-                    let src = if defs.is_empty() { format!("{src} WHERE $1::text IS NOT NULL") } else { src };
+                    let src = if defs.is_empty() {
+                        format!("{src} WHERE $1::text IS NOT NULL")
+                    } else {
+                        src
+                    };
                     format!("WITH pgrst_source AS ({src}) SELECT NULL::jsonb, count(*) FROM pgrst_source")
                 } else {
                     let src = format!("SELECT {fcall} AS pgrst_scalar{from}");
-                    let src = if defs.is_empty() { format!("{src} WHERE $1::text IS NOT NULL") } else { src };
+                    let src = if defs.is_empty() {
+                        format!("{src} WHERE $1::text IS NOT NULL")
+                    } else {
+                        src
+                    };
                     format!(
                         "WITH pgrst_source AS ({src}) SELECT to_jsonb((array_agg(pgrst_scalar))[1]), count(*) FROM pgrst_source"
                     )
                 };
-                let read_only = matches!(self.method, Method::Get | Method::Head) || volatility != "v";
+                let read_only =
+                    matches!(self.method, Method::Get | Method::Head) || volatility != "v";
                 Ok((read_only, main, Value::Object(args).to_string()))
             }
             Target::Table { table } => {
                 let qt = format!("{}.{}", quote_ident(schema), quote_ident(table));
                 let filter = self.where_clause();
-                let ret = if self.representation { "pgrst_t.*" } else { "1" };
+                let ret = if self.representation {
+                    "pgrst_t.*"
+                } else {
+                    "1"
+                };
                 let body = self.body.clone().unwrap_or(Value::Null);
                 let main = match self.method {
                     Method::Get | Method::Head => {
@@ -579,7 +656,11 @@ impl<'a> RequestBuilder<'a> {
                         } else {
                             format!(
                                 " ORDER BY {}",
-                                self.order.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+                                self.order
+                                    .iter()
+                                    .map(|c| quote_ident(c))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         };
                         format!(
@@ -619,7 +700,11 @@ impl<'a> RequestBuilder<'a> {
                             .map(|c| format!("{c} = pgrst_body.{c}"))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        let filter = if filter.is_empty() { String::new() } else { filter.replacen(" WHERE ", " AND ", 1) };
+                        let filter = if filter.is_empty() {
+                            String::new()
+                        } else {
+                            filter.replacen(" WHERE ", " AND ", 1)
+                        };
                         let sel = self.ret_alias(ret);
                         format!(
                             "WITH pgrst_source AS (UPDATE {qt} AS pgrst_t SET {set} \
@@ -650,7 +735,11 @@ impl<'a> RequestBuilder<'a> {
     }
 
     fn ret_alias(&self, ret: &str) -> String {
-        if self.representation { ret.to_string() } else { "1 AS pgrst_one".to_string() }
+        if self.representation {
+            ret.to_string()
+        } else {
+            "1 AS pgrst_one".to_string()
+        }
     }
 
     fn ret_agg(&self) -> &'static str {
@@ -674,7 +763,11 @@ impl<'a> RequestBuilder<'a> {
                     ("IS NULL", _) => format!("{col} IS NULL"),
                     ("IN", _) => format!(
                         "{col} IN ({})",
-                        f.values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ")
+                        f.values
+                            .iter()
+                            .map(|v| quote_literal(v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     (op, Some(v)) => format!("{col} {op} {}", quote_literal(v)),
                     (op, None) => panic!("filter {op} needs a value"),
@@ -696,8 +789,19 @@ pub fn quote_literal(s: &str) -> String {
 }
 
 fn pgrst_error(status: u16, code: &str, message: &str) -> Response {
-    let error = ApiError { code: code.into(), message: message.into(), details: None, hint: None };
-    Response { status, headers: vec![], body: error_body(&error), error: Some(error), rows: 0 }
+    let error = ApiError {
+        code: code.into(),
+        message: message.into(),
+        details: None,
+        hint: None,
+    };
+    Response {
+        status,
+        headers: vec![],
+        body: error_body(&error),
+        error: Some(error),
+        rows: 0,
+    }
 }
 
 fn error_body(e: &ApiError) -> Value {
@@ -706,7 +810,9 @@ fn error_body(e: &ApiError) -> Value {
 
 /// `response.headers`: a JSON array of single-key objects.
 pub fn parse_response_headers(raw: Option<&str>) -> Vec<(String, String)> {
-    let Some(raw) = raw.filter(|s| !s.is_empty()) else { return vec![] };
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return vec![];
+    };
     let v: Value = serde_json::from_str(raw).expect("response.headers must be JSON (PGRST111)");
     v.as_array()
         .expect("response.headers must be a JSON array (PGRST111)")
@@ -715,7 +821,14 @@ pub fn parse_response_headers(raw: Option<&str>) -> Vec<(String, String)> {
             o.as_object()
                 .expect("response.headers entries must be objects (PGRST111)")
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -741,8 +854,8 @@ pub fn http_status(sqlstate: &str, anonymous: bool) -> u16 {
     match &sqlstate[..2.min(sqlstate.len())] {
         "08" | "53" => 503,
         "0L" | "0P" | "28" => 403,
-        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0"
-        | "XX" => 500,
+        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
+        | "HV" | "P0" | "XX" => 500,
         _ => 400,
     }
 }
@@ -758,7 +871,10 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
             .unwrap_or_else(|_| panic!("PGRST error whose MESSAGE is not JSON: {}", db.message()));
         let detail: Value = db
             .detail()
-            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| panic!("PGRST error whose DETAIL is not JSON: {d}")))
+            .map(|d| {
+                serde_json::from_str(d)
+                    .unwrap_or_else(|_| panic!("PGRST error whose DETAIL is not JSON: {d}"))
+            })
             .unwrap_or(Value::Null);
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let error = ApiError {
@@ -767,17 +883,33 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
             details: s(&msg, "details"),
             hint: s(&msg, "hint"),
         };
-        let status = detail.get("status").and_then(Value::as_u64).expect("PGRST DETAIL needs a status") as u16;
+        let status = detail
+            .get("status")
+            .and_then(Value::as_u64)
+            .expect("PGRST DETAIL needs a status") as u16;
         let headers = detail
             .get("headers")
             .and_then(Value::as_object)
             .map(|h| {
                 h.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        return Response { status, headers, body: error_body(&error), error: Some(error), rows: 0 };
+        return Response {
+            status,
+            headers,
+            body: error_body(&error),
+            error: Some(error),
+            rows: 0,
+        };
     }
     let error = ApiError {
         code: code.clone(),
@@ -800,11 +932,23 @@ fn error_response(e: &tokio_postgres::Error, anonymous: bool) -> Response {
 pub fn random_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     let a = h.finish();
     h.write_u64(a);
     let b = h.finish();
     let x = ((a as u128) << 64) | b as u128;
     let s = format!("{x:032x}");
-    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[13..16],
+        &s[17..20],
+        &s[20..32]
+    )
 }

@@ -1,4 +1,5 @@
-//! The fixed-size tables kept in shared memory, as plain Rust over slices:
+//! The fixed-size slot tables kept in shared memory, as plain Rust over
+//! slices:
 //! GCRA state per key and pending usage counters. The pgrx glue
 //! (`shmem.rs`) only places these slices in shared memory and locks them.
 //!
@@ -64,7 +65,7 @@ fn place(segment: &[RateSlot], key: KeyHash, now: i64) -> Place {
         }
         if slot.key == [0, 0] || slot.tat <= now {
             free.get_or_insert(i);
-        } else if oldest.map_or(true, |o| slot.tat < segment[o].tat) {
+        } else if oldest.is_none_or(|o| slot.tat < segment[o].tat) {
             oldest = Some(i);
         }
     }
@@ -106,7 +107,10 @@ pub fn check(
                 i
             }
         };
-        segment[i] = RateSlot { key, tat: decision.tat };
+        segment[i] = RateSlot {
+            key,
+            tat: decision.tat,
+        };
     }
     Ok(SharedDecision { decision, evicted })
 }
@@ -123,7 +127,10 @@ pub fn refund(segment: &mut [RateSlot], key: KeyHash, limit: Limit, now: i64, co
 
 /// Keys whose TAT is still ahead of `now`.
 pub fn live_keys(slots: &[RateSlot], now: i64) -> usize {
-    slots.iter().filter(|s| s.key != [0, 0] && s.tat > now).count()
+    slots
+        .iter()
+        .filter(|s| s.key != [0, 0] && s.tat > now)
+        .count()
 }
 
 /// What a pending counter counts.
@@ -156,15 +163,31 @@ impl CounterKey {
         }
         let mut m = [0u8; METRIC_MAX];
         m[..bytes.len()].copy_from_slice(bytes);
-        Some(CounterKey { kind: KIND_USAGE, day, tenant, rule_id: 0, metric: m })
+        Some(CounterKey {
+            kind: KIND_USAGE,
+            day,
+            tenant,
+            rule_id: 0,
+            metric: m,
+        })
     }
 
     pub fn refusal(tenant: [u8; 16], rule_id: i64, day: i32) -> CounterKey {
-        CounterKey { kind: KIND_REFUSAL, day, tenant, rule_id, metric: [0; METRIC_MAX] }
+        CounterKey {
+            kind: KIND_REFUSAL,
+            day,
+            tenant,
+            rule_id,
+            metric: [0; METRIC_MAX],
+        }
     }
 
     pub fn metric_name(&self) -> &str {
-        let end = self.metric.iter().position(|&b| b == 0).unwrap_or(METRIC_MAX);
+        let end = self
+            .metric
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(METRIC_MAX);
         std::str::from_utf8(&self.metric[..end]).unwrap_or("")
     }
 
@@ -224,7 +247,10 @@ pub fn add(slots: &mut [CounterSlot], key: &CounterKey, amount: i64) -> bool {
             true
         }
         (None, Some(i)) => {
-            slots[i] = CounterSlot { key: *key, pending: amount };
+            slots[i] = CounterSlot {
+                key: *key,
+                pending: amount,
+            };
             true
         }
         (None, None) => false,
@@ -253,7 +279,11 @@ pub fn add_within(
 
 /// Every counter with something pending (what a flush writes out).
 pub fn snapshot(slots: &[CounterSlot]) -> Vec<CounterSlot> {
-    slots.iter().filter(|s| s.key.kind != 0 && s.pending != 0).copied().collect()
+    slots
+        .iter()
+        .filter(|s| s.key.kind != 0 && s.pending != 0)
+        .copied()
+        .collect()
 }
 
 /// Subtracts what a committed flush wrote; counters that reach zero free
@@ -310,7 +340,10 @@ mod tests {
             check(&mut seg, [2, k + 1], l, 0, 1).unwrap();
         }
         let d = check(&mut seg, [2, 500], l, 10 * SEC, 1).unwrap();
-        assert!(d.decision.allowed && !d.evicted, "an expired key's slot is free");
+        assert!(
+            d.decision.allowed && !d.evicted,
+            "an expired key's slot is free"
+        );
     }
 
     #[test]

@@ -1,0 +1,358 @@
+//! The row and statement audit triggers: what changed (row images from the
+//! tuple or the transition tables), by whom (`request_context`), turned
+//! into records and handed to `log`.
+
+use super::diff::{change_of, record_key};
+use super::json_object::JsonObject;
+use super::log::write_records;
+use super::record::{AuditRecord, PG_EPOCH_OFFSET_MICROS};
+use super::request_context::{request_context, RequestContext};
+use super::{audit_now, internal, row_image, NO_TENANT};
+use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::tenancy;
+use pgrx::pg_sys;
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
+
+/// Records a statement trigger builds (and holds in memory) before it
+/// writes them: memory stays bounded whatever the statement's size.
+const BULK_CHUNK: usize = 5000;
+
+/// The trigger's options, as `audit_enable` wrote them into its argument.
+#[derive(Deserialize, Debug)]
+struct TriggerOptions {
+    changed_only: bool,
+    tenant_column: Option<String>,
+    #[serde(default)]
+    key: Vec<String>,
+    #[serde(default)]
+    ignored: Vec<String>,
+}
+
+thread_local! {
+    static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
+}
+
+fn top_xid() -> i64 {
+    // SAFETY: assigns the transaction id if the transaction has none yet; the
+    // trigger runs inside a writing transaction anyway.
+    unsafe { pg_sys::GetTopFullTransactionId().value as i64 }
+}
+
+fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
+    let key = trigger.tgoid.to_u32();
+    if let Some(o) = OPTIONS.with(|m| m.borrow().get(&key).cloned()) {
+        return Ok(o);
+    }
+    let bad = |why: String| {
+        SaasError::new(
+            ErrorKind::ObjectNotInPrerequisiteState,
+            "a pg_saas audit trigger has unusable arguments",
+            "Create audit triggers with saas.audit_enable(table), not by hand; run it again to repair this one.",
+        )
+        .with_detail(why)
+    };
+    if trigger.tgnargs != 1 || trigger.tgargs.is_null() {
+        return Err(bad(format!("{} arguments", trigger.tgnargs)));
+    }
+    // SAFETY: tgargs holds tgnargs C strings.
+    let raw = unsafe { CStr::from_ptr(*trigger.tgargs) }.to_string_lossy();
+    let opts: TriggerOptions = serde_json::from_str(&raw).map_err(|e| bad(e.to_string()))?;
+    let opts = Rc::new(opts);
+    OPTIONS.with(|m| m.borrow_mut().insert(key, opts.clone()));
+    Ok(opts)
+}
+
+fn table_names(rel: pg_sys::Relation) -> (String, String) {
+    // SAFETY: the trigger's relation is open; names are copied.
+    unsafe {
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+        let schema = if nsp.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(nsp).to_string_lossy().into_owned()
+        };
+        (schema, name)
+    }
+}
+
+/// The tenant a change belongs to: the row's tenant column, else the
+/// request's tenant, else [`NO_TENANT`].
+fn tenant_of(row: Option<&JsonObject>, opts: &TriggerOptions) -> SaasResult<String> {
+    if let (Some(row), Some(col)) = (row, opts.tenant_column.as_deref()) {
+        if let Some(t) = row.get(col).and_then(|m| m.as_string()) {
+            return Ok(t);
+        }
+    }
+    Ok(tenancy::resolved_tenant()?.map_or_else(|| NO_TENANT.to_string(), |t| t.to_string()))
+}
+
+/// Builds the record for one change, or `None` when nothing audited changed.
+/// What every record of one trigger call shares.
+#[derive(Clone, Copy)]
+struct Common<'a> {
+    opts: &'a TriggerOptions,
+    table: &'a (String, String),
+    ctx: &'a RequestContext,
+    now: i64,
+    txid: i64,
+}
+
+fn record_for(
+    operation: &str,
+    old: Option<JsonObject>,
+    new: Option<JsonObject>,
+    common: &Common<'_>,
+) -> SaasResult<Option<AuditRecord>> {
+    let Common {
+        opts,
+        table,
+        ctx,
+        now,
+        txid,
+    } = *common;
+    let key_row = old.as_ref().or(new.as_ref());
+    let tenant_id = tenant_of(new.as_ref().or(old.as_ref()), opts)?;
+    let key = key_row.map(|r| record_key(r, &opts.key));
+    let Some(change) = change_of(old, new, &opts.ignored, opts.changed_only) else {
+        return Ok(None);
+    };
+    Ok(Some(AuditRecord {
+        id: 0,
+        tenant_id,
+        logged_at_unix_micros: now + PG_EPOCH_OFFSET_MICROS,
+        actor_id: ctx.actor_id.clone(),
+        actor_role: ctx.actor_role.clone(),
+        operation: operation.to_string(),
+        schema_name: table.0.clone(),
+        table_name: table.1.clone(),
+        record_key: key,
+        old_values: change.old_values,
+        new_values: change.new_values,
+        client_ip: ctx.client_ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+        request_id: ctx.request_id.clone(),
+        request_method: ctx.method.clone(),
+        request_path: ctx.path.clone(),
+        txid,
+    }))
+}
+
+/// What both audit triggers read first: the event's operation bits, the
+/// relation, its tuple descriptor and the trigger's options.
+struct Firing<'a> {
+    td: &'a pg_sys::TriggerData,
+    op: u32,
+    rel: pg_sys::Relation,
+    desc: pg_sys::TupleDesc,
+    opts: Rc<TriggerOptions>,
+}
+
+fn firing<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<Firing<'a>> {
+    let td = trigger.trigger_data();
+    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
+    let (rel, tg) = (td.tg_relation, unsafe { &*td.tg_trigger });
+    Ok(Firing {
+        td,
+        op: td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK,
+        rel,
+        // SAFETY: the trigger's relation is open.
+        desc: unsafe { (*rel).rd_att },
+        opts: options_of(tg)?,
+    })
+}
+
+pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
+    let Firing {
+        td,
+        op,
+        rel,
+        desc,
+        opts,
+    } = firing(trigger)?;
+    // The row trigger fires for INSERT, UPDATE and DELETE only (TRUNCATE has
+    // no row trigger; audit_enable gives it a statement trigger).
+    // SAFETY: the relation's descriptor; tuples are valid for the event
+    // kind they are read for.
+    let (operation, old, new) = unsafe {
+        let mut encoder = row_image::RowEncoder::new(desc);
+        let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
+            ("INSERT", None, Some(encoder.encode(td.tg_trigtuple)?))
+        } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+            (
+                "UPDATE",
+                Some(encoder.encode(td.tg_trigtuple)?),
+                Some(encoder.encode(td.tg_newtuple)?),
+            )
+        } else {
+            ("DELETE", Some(encoder.encode(td.tg_trigtuple)?), None)
+        };
+        encoder.finish();
+        images
+    };
+    let ctx = request_context();
+    let table = table_names(rel);
+    if let Some(r) = record_for(
+        operation,
+        old,
+        new,
+        &Common {
+            opts: &opts,
+            table: &table,
+            ctx: &ctx,
+            now: audit_now()?,
+            txid: top_xid(),
+        },
+    )? {
+        write_records(vec![r])?;
+    }
+    Ok(())
+}
+
+fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
+    // No row images: the record carries the request's tenant and no key.
+    let ctx = request_context();
+    let r = record_for(
+        "TRUNCATE",
+        None,
+        None,
+        &Common {
+            opts,
+            table: &table_names(rel),
+            ctx: &ctx,
+            now: audit_now()?,
+            txid: top_xid(),
+        },
+    )?;
+    write_records(r.into_iter().collect())
+}
+
+/// Reads a transition table's tuples as JSON, in insertion order, without
+/// holding more than one tuple at a time.
+struct TransitionReader {
+    store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
+    encoder: row_image::RowEncoder,
+}
+
+impl TransitionReader {
+    ///
+    /// # Safety
+    ///
+    /// `store` is NULL or a transition table of the current trigger
+    /// event with tuples of `desc`.
+    unsafe fn new(
+        store: *mut pg_sys::Tuplestorestate,
+        desc: pg_sys::TupleDesc,
+    ) -> Option<TransitionReader> {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            if store.is_null() {
+                return None;
+            }
+            pg_sys::tuplestore_select_read_pointer(store, 0);
+            pg_sys::tuplestore_rescan(store);
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+            Some(TransitionReader {
+                store,
+                slot,
+                encoder: row_image::RowEncoder::new(desc),
+            })
+        }
+    }
+
+    fn next_row(&mut self) -> SaasResult<Option<JsonObject>> {
+        // SAFETY: the store and slot are valid for the trigger call.
+        unsafe {
+            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+                return Ok(None);
+            }
+            self.encoder.encode_slot(self.slot).map(Some)
+        }
+    }
+
+    /// Leaves the store rewound for any other trigger reading it. Not a Drop:
+    /// after an ERROR the trigger's memory goes with its context, and nothing
+    /// should call back into PostgreSQL while the error unwinds.
+    fn finish(self) {
+        // SAFETY: the store and slot are valid for the trigger call.
+        unsafe {
+            pg_sys::tuplestore_rescan(self.store);
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+        }
+        self.encoder.finish();
+    }
+}
+
+pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
+    let Firing {
+        td,
+        op,
+        rel,
+        desc,
+        opts,
+    } = firing(trigger)?;
+    if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+        return audit_truncate(rel, &opts);
+    }
+    let operation = if op == pg_sys::TRIGGER_EVENT_INSERT {
+        "INSERT"
+    } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        "UPDATE"
+    } else {
+        "DELETE"
+    };
+    // SAFETY: the transition tables of this event, NULL when not captured.
+    let (mut olds, mut news) = unsafe {
+        (
+            TransitionReader::new(td.tg_oldtable, desc),
+            TransitionReader::new(td.tg_newtable, desc),
+        )
+    };
+    let ctx = request_context();
+    let table = table_names(rel);
+    let common = Common {
+        opts: &opts,
+        table: &table,
+        ctx: &ctx,
+        now: audit_now()?,
+        txid: top_xid(),
+    };
+    // In chunks: memory stays bounded whatever the statement's size.
+    loop {
+        let mut records = Vec::with_capacity(BULK_CHUNK);
+        while records.len() < BULK_CHUNK {
+            let old = match olds.as_mut() {
+                Some(r) => r.next_row()?,
+                None => None,
+            };
+            let new = match news.as_mut() {
+                Some(r) => r.next_row()?,
+                None => None,
+            };
+            if old.is_none() && new.is_none() {
+                break;
+            }
+            if operation == "UPDATE" && (old.is_none() || new.is_none()) {
+                return Err(internal(
+                    "pair old and new rows",
+                    "transition tables differ in length",
+                ));
+            }
+            records.extend(record_for(operation, old, new, &common)?);
+        }
+        if records.is_empty() {
+            olds.into_iter()
+                .chain(news)
+                .for_each(TransitionReader::finish);
+            return Ok(());
+        }
+        write_records(records)?;
+    }
+}

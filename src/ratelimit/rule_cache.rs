@@ -1,0 +1,165 @@
+//! The rules `pre_request()` applies: stored by `rate_limit_rule_set()`,
+//! read as the state owner and kept per backend until their table is
+//! invalidated.
+
+use super::check::{limit_of, period_us};
+use super::gcra::{self, Limit};
+use super::internal;
+use super::rules::{self, Scope};
+use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::pgutil::{as_owner, kept_plan};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+thread_local! {
+    static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// The rules as last read, kept until `saas.rate_limit_rules` is
+    /// invalidated (its trigger fires a relcache invalidation on every
+    /// change, which reaches every backend at commit).
+    static RULES: RefCell<Option<Rc<Vec<Rule>>>> = const { RefCell::new(None) };
+    /// The OID of `saas.rate_limit_rules` when RULES was filled.
+    static RULES_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// Invalidations of the rules seen so far: rules read while one
+    /// arrives are used once, not kept.
+    static RULES_GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Drops the cached rules when their table is invalidated (InvalidOid: every
+/// relation, after a cache reset).
+pub(super) extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || relid == RULES_RELID.with(Cell::get) {
+        RULES.with(|r| r.borrow_mut().take());
+        RULES_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+    }
+}
+
+pub(super) fn rule_set_impl(
+    path_pattern: Option<&str>,
+    count: Option<i32>,
+    period: Option<Interval>,
+    scope: Option<&str>,
+    method: Option<&str>,
+    max_burst: Option<i32>,
+    cost: Option<i32>,
+) -> SaasResult<i64> {
+    let missing = |what: &str| {
+        SaasError::new(
+            ErrorKind::NullValue,
+            format!("rate_limit_rule_set: {what} must not be NULL"),
+            "Pass a path pattern, a count and a period, e.g. saas.rate_limit_rule_set('/rpc/generate_roadmap', 5, '1 hour').",
+        )
+    };
+    let pattern = path_pattern.ok_or_else(|| missing("path_pattern"))?;
+    let count = count.ok_or_else(|| missing("count"))?;
+    let period = period.ok_or_else(|| missing("period"))?;
+    let scope = scope.ok_or_else(|| missing("scope"))?;
+    let cost = cost.ok_or_else(|| missing("cost"))?;
+    rules::validate_pattern(pattern)?;
+    Scope::parse(scope)?;
+    let method = rules::normalize_method(method)?;
+    let limit = limit_of(max_burst.unwrap_or(count) as i64, count as i64, &period)?;
+    gcra::validate_cost(cost as i64)?;
+    if cost as i64 > limit.burst {
+        return Err(SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!(
+                "a rule with cost {cost} and a burst of {} would refuse every request",
+                limit.burst
+            ),
+            "Give the rule a max_burst of at least its cost.",
+        ));
+    }
+    let upsert = "INSERT INTO saas.rate_limit_rules AS r (path_pattern, method, scope, max_burst, count, period, cost) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                  ON CONFLICT (path_pattern, method, scope) DO UPDATE \
+                    SET max_burst = EXCLUDED.max_burst, count = EXCLUDED.count, period = EXCLUDED.period, cost = EXCLUDED.cost \
+                  RETURNING r.id";
+    let args = [
+        pattern.into(),
+        method.into(),
+        scope.into(),
+        max_burst.into(),
+        count.into(),
+        period.into(),
+        cost.into(),
+    ];
+    // No row limit (so not Spi::get_one_with_args): an INSERT ... RETURNING
+    // stopped after its first row never fires its statement triggers, and
+    // the rules' trigger is what tells every backend to read them again.
+    let id =
+        Spi::connect_mut(|client| client.update(upsert, None, &args)?.first().get_one::<i64>())
+            .map_err(|e| internal("store the rule", e))?;
+    id.ok_or_else(|| internal("store the rule", "no id returned"))
+}
+
+/// A stored rule, as `pre_request()` applies it.
+pub(super) struct Rule {
+    pub(super) id: i64,
+    pub(super) pattern: String,
+    pub(super) method: Option<String>,
+    pub(super) scope: Scope,
+    pub(super) count: i64,
+    pub(super) period_us: i64,
+    pub(super) limit: Limit,
+    pub(super) cost: i64,
+}
+
+/// Every rule, from the backend's cache or read as the state owner.
+pub(super) fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Vec<Rule>>> {
+    if let Some(rules) = RULES.with(|r| r.borrow().clone()) {
+        return Ok(rules);
+    }
+    // The OID first, so that an invalidation arriving while the rules are
+    // read (a lock taken after the snapshot processes them) is recognised;
+    // rules read across one are used for this request only.
+    // SAFETY: catalog lookups by name; InvalidOid when missing.
+    let relid = unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+        pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace)
+    };
+    RULES_RELID.with(|r| r.set(relid));
+    let generation = RULES_GENERATION.with(Cell::get);
+    let rules = Rc::new(as_owner(owner, || Spi::connect(load_rules))?);
+    if RULES_GENERATION.with(Cell::get) == generation {
+        RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
+    }
+    Ok(rules)
+}
+
+fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
+    let stmt = kept_plan(
+        &RULES_PLAN,
+        client,
+        "SELECT id, path_pattern, method, scope, coalesce(max_burst, count), count, period, cost \
+         FROM saas.rate_limit_rules ORDER BY id",
+        &[],
+    )
+    .map_err(|e| internal("prepare the rule lookup", e))?;
+    let rows = client
+        .select(stmt, None, &[])
+        .map_err(|e| internal("read the rules", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let get_err = |e: pgrx::spi::SpiError| internal("read the rules", e);
+        let period: Interval = row
+            .get(7)
+            .map_err(get_err)?
+            .ok_or_else(|| internal("read the rules", "NULL period"))?;
+        let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
+        let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
+        let period_us = period_us(&period)?;
+        out.push(Rule {
+            id: row.get(1).map_err(get_err)?.unwrap_or(0),
+            pattern: row.get(2).map_err(get_err)?.unwrap_or_default(),
+            method: row.get(3).map_err(get_err)?,
+            scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
+            count: count as i64,
+            period_us,
+            limit: Limit::new(burst as i64, count as i64, period_us)?,
+            cost: row.get::<i32>(8).map_err(get_err)?.unwrap_or(1) as i64,
+        });
+    }
+    Ok(out)
+}
