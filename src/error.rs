@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// What went wrong, as the caller can act on it. Each kind has exactly one
-/// SQLSTATE; PostgREST turns some of them into HTTP statuses (DESIGN.md).
+/// SQLSTATE; PostgREST turns some of them into HTTP statuses (docs/architecture.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A value of the right type but unusable (bad uuid text, empty slug). 22023

@@ -1,8 +1,9 @@
 //! pg_saas: the multi-tenant SaaS back end as a PostgreSQL extension.
 //!
-//! One module per capability (DESIGN.md); each keeps its pure logic free of
-//! pgrx types so `cargo test` covers it, and a thin `#[pg_extern]` layer.
-//! Hand-written SQL lives in `sql/` and is pulled in below in a fixed order.
+//! One module per capability (docs/architecture.md); each keeps its pure
+//! logic free of pgrx types so `cargo test` covers it, and a thin
+//! `#[pg_extern]` layer. Hand-written SQL lives in `sql/`: the shared files
+//! are pulled in below, each module's from its own `mod.rs`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -33,68 +34,13 @@ pub extern "C-unwind" fn _PG_init() {
     ratelimit::init();
 }
 
+// The SQL of the shared layer; each module pulls in its own sql/<module>.sql
+// from its mod.rs, requiring what it uses ("registry", other modules' names).
 // Schema-wide set-up that every module relies on; runs before any function.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // How modules meet (api grants, table registries, maintenance tasks, partition
 // and retention hooks); every module's SQL inserts its rows here.
 extension_sql_file!("../sql/registry.sql", name = "registry", requires = ["bootstrap"]);
-// Tables, policies and SQL functions of tenancy; its policies call the Rust
-// functions, which must exist first.
-extension_sql_file!(
-    "../sql/tenancy.sql",
-    name = "tenancy",
-    requires = [
-        "registry",
-        tenancy::current_tenant,
-        tenancy::current_user_id,
-        tenancy::has_role,
-        tenancy::set_tenant
-    ]
-);
-// Monthly partitions; convert_to_monthly keeps a converted table's tenancy.
-extension_sql_file!(
-    "../sql/partitions.sql",
-    name = "partitions",
-    requires = [
-        "registry",
-        "tenancy",
-        partitions::monthly_partition_name,
-        partitions::default_partition_name_sql
-    ]
-);
-// Audit trail: its log is a monthly partitioned table, so partitions first;
-// its policies read the tenant context.
-extension_sql_file!(
-    "../sql/audit.sql",
-    name = "audit",
-    requires = [
-        "registry",
-        "tenancy",
-        "partitions",
-        audit::audit_row_trigger,
-        audit::audit_statement_trigger,
-        audit::audit_seal,
-        audit::audit_verify
-    ]
-);
-// Rate limits, plan quotas and the PostgREST pre-request hook; its view
-// reads the Rust pending-counter function.
-extension_sql_file!(
-    "../sql/ratelimit.sql",
-    name = "ratelimit",
-    requires = [
-        "registry",
-        "tenancy",
-        ratelimit::rate_limit,
-        ratelimit::rate_limit_rule_set,
-        ratelimit::rate_limit_vacuum,
-        ratelimit::rate_limit_stats,
-        ratelimit::usage_flush,
-        ratelimit::_usage_pending,
-        ratelimit::_rate_limit_request,
-        ratelimit::_rate_limit_rules_changed
-    ]
-);
 // Runs last: privileges on everything the extension created.
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -23,7 +23,7 @@
 //! privilege on the log and cannot write it directly.
 //!
 //! The `#[pg_extern]`/`#[pg_trigger]` functions stay in this file: the
-//! `requires` of `extension_sql_file!` in lib.rs find them by module path.
+//! `requires` of the `extension_sql_file!` below find them by module path.
 
 pub mod canonical;
 mod canonical_number;
@@ -180,3 +180,19 @@ fn audit_verify(
         v.retired_seals,
     ))
 }
+
+// Audit trail: its log is a monthly partitioned table, so partitions first;
+// its policies read the tenant context.
+extension_sql_file!(
+    "../../sql/audit.sql",
+    name = "audit",
+    requires = [
+        "registry",
+        "tenancy",
+        "partitions",
+        audit_row_trigger,
+        audit_statement_trigger,
+        audit_seal,
+        audit_verify
+    ]
+);

@@ -19,3 +19,10 @@ fn monthly_partition_name(parent: &str, year: i32, month: i32) -> String {
 fn default_partition_name_sql(parent: &str) -> String {
     default_partition_name(parent)
 }
+
+// Monthly partitions; convert_to_monthly keeps a converted table's tenancy.
+extension_sql_file!(
+    "../../sql/partitions.sql",
+    name = "partitions",
+    requires = ["registry", "tenancy", monthly_partition_name, default_partition_name_sql]
+);

@@ -14,7 +14,7 @@
 //! `run_maintenance()`) writes them out.
 //!
 //! The `#[pg_extern]`/`#[pg_trigger]` functions stay in this file: the
-//! `requires` of `extension_sql_file!` in lib.rs find them by module path.
+//! `requires` of the `extension_sql_file!` below find them by module path.
 
 mod backend;
 mod check;
@@ -314,3 +314,22 @@ fn rate_limit_stats() -> TableIterator<
         s.as_ref().map_or(0, |s| s.counts_dropped),
     ))
 }
+
+// Rate limits, plan quotas and the PostgREST pre-request hook; its view
+// reads the Rust pending-counter function.
+extension_sql_file!(
+    "../../sql/ratelimit.sql",
+    name = "ratelimit",
+    requires = [
+        "registry",
+        "tenancy",
+        rate_limit,
+        rate_limit_rule_set,
+        rate_limit_vacuum,
+        rate_limit_stats,
+        usage_flush,
+        _usage_pending,
+        _rate_limit_request,
+        _rate_limit_rules_changed
+    ]
+);

@@ -359,3 +359,11 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
         }
     }
 }
+
+// Tables, policies and SQL functions of tenancy; its policies call the Rust
+// functions below, which must exist first.
+extension_sql_file!(
+    "../../sql/tenancy.sql",
+    name = "tenancy",
+    requires = ["registry", current_tenant, current_user_id, has_role, set_tenant]
+);

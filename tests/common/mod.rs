@@ -2,7 +2,7 @@
 //!
 //! PostgREST cannot be installed on the build machines, so every API-facing
 //! test sends its requests through [`Api`], which performs exactly what
-//! PostgREST does per request (DESIGN.md, "The PostgREST contract"):
+//! PostgREST does per request (docs/architecture.md, "How a PostgREST request flows"):
 //!
 //! 1. `BEGIN` with the access mode PostgREST picks: READ ONLY for GET/HEAD and
 //!    for RPC to functions that are not VOLATILE, READ WRITE otherwise;
