@@ -40,7 +40,11 @@ pub extern "C-unwind" fn _PG_init() {
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // How modules meet (api grants, table registries, maintenance tasks, partition
 // and retention hooks); every module's SQL inserts its rows here.
-extension_sql_file!("../sql/registry.sql", name = "registry", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/registry.sql",
+    name = "registry",
+    requires = ["bootstrap"]
+);
 // Runs last: privileges on everything the extension created.
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

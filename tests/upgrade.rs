@@ -32,9 +32,10 @@ fn released_versions() -> Vec<String> {
 
 /// A connection to `db` on the test cluster (libpq takes the last dbname).
 async fn connect_to(url: &str, db: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -44,14 +45,26 @@ async fn connect_to(url: &str, db: &str) -> Client {
 /// A server error with its SQLSTATE and message (Display shows "db error").
 fn pg_err(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(d) => format!("{}: {} (hint: {:?}, where: {:?})", d.code().code(), d.message(), d.hint(), d.where_()),
+        Some(d) => format!(
+            "{}: {} (hint: {:?}, where: {:?})",
+            d.code().code(),
+            d.message(),
+            d.hint(),
+            d.where_()
+        ),
         None => e.to_string(),
     }
 }
 
 async fn recreate_db(admin: &Client, db: &str) {
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
 }
 
 /// The extension's member objects, each described by everything a user or
@@ -156,10 +169,21 @@ async fn registry_rows(client: &Client) -> Vec<String> {
         .map(|r| r.get(0))
         .collect();
     let mut rows = Vec::new();
-    for t in tables.iter().map(String::as_str).chain(["saas.partition_hooks"]) {
-        let filter = if t == "saas.partition_hooks" { "WHERE builtin" } else { "" };
+    for t in tables
+        .iter()
+        .map(String::as_str)
+        .chain(["saas.partition_hooks"])
+    {
+        let filter = if t == "saas.partition_hooks" {
+            "WHERE builtin"
+        } else {
+            ""
+        };
         for r in client
-            .query(&format!("SELECT row_to_json(x)::text FROM {t} x {filter} ORDER BY 1"), &[])
+            .query(
+                &format!("SELECT row_to_json(x)::text FROM {t} x {filter} ORDER BY 1"),
+                &[],
+            )
             .await
             .unwrap()
         {
@@ -171,7 +195,10 @@ async fn registry_rows(client: &Client) -> Vec<String> {
 
 /// Fills a database and seals its audit log (in a transaction of its own).
 async fn fill(client: &Client, what: &str) {
-    client.batch_execute(FILL).await.unwrap_or_else(|e| panic!("fill {what}: {}", pg_err(&e)));
+    client
+        .batch_execute(FILL)
+        .await
+        .unwrap_or_else(|e| panic!("fill {what}: {}", pg_err(&e)));
     let sealed: i64 = client
         .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
         .await
@@ -181,8 +208,13 @@ async fn fill(client: &Client, what: &str) {
 }
 
 async fn describe(client: &Client) -> Vec<String> {
-    let mut lines: Vec<String> =
-        client.query(DESCRIBE_MEMBERS, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let mut lines: Vec<String> = client
+        .query(DESCRIBE_MEMBERS, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     lines.extend(registry_rows(client).await);
     lines
 }
@@ -190,17 +222,34 @@ async fn describe(client: &Client) -> Vec<String> {
 /// `pg_dump --schema-only` of `db`, without comments, blank lines and the
 /// version-dependent header.
 fn schema_dump(url: &str, db: &str) -> Vec<String> {
-    let port = url.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap_or("5432");
+    let port = url
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap_or("5432");
     let bindir = Command::new(std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into()))
         .arg("--bindir")
         .output()
         .expect("pg_config --bindir");
     let bindir = String::from_utf8(bindir.stdout).unwrap().trim().to_string();
     let out = Command::new(format!("{bindir}/pg_dump"))
-        .args(["--schema-only", "--no-owner", "-h", "localhost", "-p", port, "-U", "postgres", db])
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "-h",
+            "localhost",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            db,
+        ])
         .output()
         .expect("run pg_dump");
-    assert!(out.status.success(), "pg_dump {db}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg_dump {db}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -257,21 +306,31 @@ async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
 
 #[tokio::test]
 async fn upgrade_from_every_release_equals_a_fresh_install() {
-    let Some(admin) = common::connect("upgrade_from_every_release_equals_a_fresh_install").await else {
+    let Some(admin) = common::connect("upgrade_from_every_release_equals_a_fresh_install").await
+    else {
         return;
     };
     let url = std::env::var(common::URL_ENV).unwrap();
     let current: String = admin
-        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'", &[])
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     let released = released_versions();
-    assert!(released.contains(&"0.1.0".to_string()), "the frozen 0.1.0 install script is missing: {released:?}");
+    assert!(
+        released.contains(&"0.1.0".to_string()),
+        "the frozen 0.1.0 install script is missing: {released:?}"
+    );
 
     recreate_db(&admin, "pg_saas_upgrade_fresh").await;
     let fresh = connect_to(&url, "pg_saas_upgrade_fresh").await;
-    fresh.batch_execute("SET client_min_messages = warning; CREATE EXTENSION pg_saas CASCADE").await.unwrap();
+    fresh
+        .batch_execute("SET client_min_messages = warning; CREATE EXTENSION pg_saas CASCADE")
+        .await
+        .unwrap();
     fill(&fresh, "the fresh install").await;
     let fresh_members = describe(&fresh).await;
     let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
@@ -290,13 +349,21 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         client
             .batch_execute("ALTER EXTENSION pg_saas UPDATE")
             .await
-            .unwrap_or_else(|e| panic!("ALTER EXTENSION pg_saas UPDATE from {old}: {}", pg_err(&e)));
+            .unwrap_or_else(|e| {
+                panic!("ALTER EXTENSION pg_saas UPDATE from {old}: {}", pg_err(&e))
+            });
         let version: String = client
-            .query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_saas'", &[])
+            .query_one(
+                "SELECT extversion FROM pg_extension WHERE extname = 'pg_saas'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
-        assert_eq!(version, current, "from {old}: no upgrade path reaches {current} (sql/pg_saas--A--B.sql missing?)");
+        assert_eq!(
+            version, current,
+            "from {old}: no upgrade path reaches {current} (sql/pg_saas--A--B.sql missing?)"
+        );
 
         let upgraded_members = describe(&client).await;
         assert!(
@@ -315,13 +382,22 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         // audit trail still verifies.
         let mut after = data_digest(&client).await;
         after.retain(|(t, _, _)| before.iter().any(|(b, _, _)| b == t));
-        assert_eq!(before, after, "from {old}: the upgrade changed data in schema saas");
+        assert_eq!(
+            before, after,
+            "from {old}: the upgrade changed data in schema saas"
+        );
         let bad: i64 = client
-            .query_one("SELECT count(*) FROM saas.audit_verify('2026-01-01', '2027-01-01') WHERE NOT ok", &[])
+            .query_one(
+                "SELECT count(*) FROM saas.audit_verify('2026-01-01', '2027-01-01') WHERE NOT ok",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
-        assert_eq!(bad, 0, "from {old}: audit_verify finds problems after the upgrade");
+        assert_eq!(
+            bad, 0,
+            "from {old}: audit_verify finds problems after the upgrade"
+        );
         let checked: i64 = client
             .query_one("SELECT coalesce(sum(rows_checked), 0)::bigint FROM saas.audit_verify('2026-01-01', '2027-01-01')", &[])
             .await
@@ -338,22 +414,36 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(errors, 0, "from {old}: run_maintenance reports errors after the upgrade");
+        assert_eq!(
+            errors, 0,
+            "from {old}: run_maintenance reports errors after the upgrade"
+        );
 
         drop(client);
-        admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await
+            .unwrap();
     }
     drop(fresh);
-    admin.batch_execute("DROP DATABASE pg_saas_upgrade_fresh WITH (FORCE)").await.unwrap();
+    admin
+        .batch_execute("DROP DATABASE pg_saas_upgrade_fresh WITH (FORCE)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn every_release_has_an_update_path_to_the_current_version() {
-    let Some(admin) = common::connect("every_release_has_an_update_path_to_the_current_version").await else {
+    let Some(admin) =
+        common::connect("every_release_has_an_update_path_to_the_current_version").await
+    else {
         return;
     };
     let current: String = admin
-        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'", &[])
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_saas'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -366,6 +456,9 @@ async fn every_release_has_an_update_path_to_the_current_version() {
             .await
             .unwrap()
             .get(0);
-        assert!(path.is_some(), "no ALTER EXTENSION UPDATE path from {old} to {current}");
+        assert!(
+            path.is_some(),
+            "no ALTER EXTENSION UPDATE path from {old} to {current}"
+        );
     }
 }

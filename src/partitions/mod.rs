@@ -24,5 +24,10 @@ fn default_partition_name_sql(parent: &str) -> String {
 extension_sql_file!(
     "../../sql/partitions.sql",
     name = "partitions",
-    requires = ["registry", "tenancy", monthly_partition_name, default_partition_name_sql]
+    requires = [
+        "registry",
+        "tenancy",
+        monthly_partition_name,
+        default_partition_name_sql
+    ]
 );

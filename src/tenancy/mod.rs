@@ -365,5 +365,11 @@ fn set_tenant_impl(tenant: Option<Uuid>) -> SaasResult<Option<Uuid>> {
 extension_sql_file!(
     "../../sql/tenancy.sql",
     name = "tenancy",
-    requires = ["registry", current_tenant, current_user_id, has_role, set_tenant]
+    requires = [
+        "registry",
+        current_tenant,
+        current_user_id,
+        has_role,
+        set_tenant
+    ]
 );
