@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make lint: what CI checks before the tests.
 #   rustfmt (rustfmt.toml), clippy with every warning an error (the unsafe
-#   lints are in Cargo.toml's [lints]), shellcheck on every script, and no
+#   lints are denied at the top of src/lib.rs), shellcheck on every script, and no
 #   tabs or trailing spaces in hand-written SQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."

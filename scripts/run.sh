@@ -57,7 +57,7 @@ CONF
 else
   echo "  PostgREST is optional and not on PATH. To serve the API, point one at this database:"
   echo "    db-uri = \"postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB\""
-  echo "    db-schemas = \"api\", db-extra-search-path = \"saas\", db-anon-role = \"anon\", db-pre-request = \"saas.pre_request\""
-  echo "    (see README.md, 'Serving it with PostgREST')"
+  echo "    db-schemas = \"api\", db-anon-role = \"anon\", db-pre-request = \"saas.pre_request\""
+  echo "    (pg_saas functions are called through wrappers in schema api: docs/operations.md, 'Serving it through PostgREST')"
 fi
 echo "  stop:     make stop"

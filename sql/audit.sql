@@ -41,7 +41,7 @@ COMMENT ON TABLE @extschema@.audit_log IS
 COMMENT ON COLUMN @extschema@.audit_log.txid IS
   'Top-level transaction id (xid8 as bigint) of the change; seals cover ranges of it.';
 COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
-  'SHA-256 of the row''s canonical JSON (README: Audit, canonical form).';
+  'SHA-256 of the row''s canonical JSON (docs/audit.md, "How the hashes are made").';
 -- The id sequence's position is dumped with the data, so restored logs keep
 -- their order.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.audit_log', 'id'), '');

@@ -364,6 +364,10 @@ BEGIN
 END
 $finalize$;
 
+-- The column's documentation moved from the README to docs/audit.md.
+COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
+  'SHA-256 of the row''s canonical JSON (docs/audit.md, "How the hashes are made").';
+
 -- _csv_field was executable by PUBLIC in 0.1.0, and audit_export calls it
 -- as the caller: roles that grant_api gave audit_export keep CSV exports.
 DO $carry$

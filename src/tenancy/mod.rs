@@ -1,6 +1,7 @@
 //! Tenancy: the tenant of the request, resolved once per transaction, and the
 //! functions RLS policies call. The SQL side (tables, policies,
-//! `enable_tenancy`, `tenancy_report`, `grant_api`) is `sql/tenancy.sql`.
+//! `enable_tenancy`, `tenancy_report`, its rows in the registry) is
+//! `sql/tenancy.sql`.
 //!
 //! Why Rust and in-memory state: `current_tenant()` runs in every policy, so
 //! its result is cached per transaction in backend memory, where no SQL
