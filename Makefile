@@ -10,11 +10,13 @@ PGRX_PROFILE ?= --release
 RUN_PORT    ?= 54330
 TEST_PORT   ?= 54331
 BENCH_PORT  ?= 54332
+# tests/backup.rs starts two clusters of its own, on this port and the next.
+BACKUP_PORT ?= 54334
 DEMO_DB     ?= pg_saas_demo
 REGRESS_DB  ?= pg_saas_regress
 IT_DB       ?= pg_saas_it
 
-export PG_MAJOR PG_CONFIG RUN_PORT TEST_PORT BENCH_PORT DEMO_DB REGRESS_DB IT_DB
+export PG_MAJOR PG_CONFIG RUN_PORT TEST_PORT BENCH_PORT BACKUP_PORT DEMO_DB REGRESS_DB IT_DB
 # cargo-pgrx and cargo live here when rustup installed them for root.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 

@@ -9,6 +9,13 @@
 -- uuid. Partitions are made by audit_enable (not here: partitions created
 -- inside CREATE EXTENSION would belong to the extension, and pg_dump would
 -- skip their rows).
+--
+-- The keys live on each partition, not on this parent (_audit_log_keys):
+-- the parent belongs to the extension and the partitions are user data that
+-- pg_dump dumps with their keys. A key on the parent would be made again for
+-- every partition when pg_restore attaches it, and the dumped key would then
+-- collide with it. Every key holds logged_at, the partition key, so a key
+-- per partition is as unique as one on the parent.
 -- ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.audit_log (
   tenant_id       uuid        NOT NULL,
@@ -28,14 +35,10 @@ CREATE TABLE @extschema@.audit_log (
   request_id      text,
   request_method  text,
   request_path    text,
-  row_hash        bytea       NOT NULL,
+  row_hash        bytea       NOT NULL
   -- No CHECK constraints: only the triggers write here, and a CHECK costs
   -- each single-row INSERT an expression set-up; the hash covers the values.
-  CONSTRAINT audit_log_pkey PRIMARY KEY (tenant_id, id, logged_at)
 ) PARTITION BY RANGE (logged_at);
--- Sealing and verification select by transaction id; rows arrive roughly in
--- txid order, so a BRIN index finds them at almost no cost to writes.
-CREATE INDEX audit_log_txid_brin ON @extschema@.audit_log USING brin (txid);
 COMMENT ON TABLE @extschema@.audit_log IS
   'pg_saas audit trail: one row per audited change, append-only, hashed; sealed by saas.audit_seal(), checked by saas.audit_verify().';
 COMMENT ON COLUMN @extschema@.audit_log.txid IS
@@ -84,6 +87,52 @@ COMMENT ON TABLE @extschema@.audit_retired IS
 ALTER TABLE @extschema@.audit_retired ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_retired', '');
 
+-- Transaction ids as the log stores them: the cluster's (xid8) plus a base.
+-- Seals cut the log by transaction id, so ids must grow across the log's
+-- whole life; a restore into another cluster (pg_dump / pg_restore) starts
+-- again from that cluster's lower ids. The base is fixed by the first audit
+-- write or seal after the extension is created (a restore creates it too),
+-- so that new ids lie above every id the log and its seals hold. Not dumped:
+-- each database fixes its own.
+CREATE TABLE @extschema@.audit_xid_base (
+  id        smallint NOT NULL DEFAULT 1,
+  xid_base  bigint,
+  fixed_at  timestamptz,
+  CONSTRAINT audit_xid_base_pkey PRIMARY KEY (id),
+  CONSTRAINT audit_xid_base_one_row CHECK (id = 1),
+  CONSTRAINT audit_xid_base_nonnegative CHECK (xid_base >= 0)
+);
+COMMENT ON TABLE @extschema@.audit_xid_base IS
+  'What the audit log adds to transaction ids so they keep growing after a restore into another cluster; fixed on first use.';
+ALTER TABLE @extschema@.audit_xid_base ENABLE ROW LEVEL SECURITY;
+INSERT INTO @extschema@.audit_xid_base (id) VALUES (1);
+
+-- The base, fixed now when it is not yet: under the row's lock, so
+-- concurrent first writers agree; the caller keeps it only once committed
+-- (it reads it back in a later transaction).
+CREATE FUNCTION @extschema@._audit_xid_base()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  base bigint;
+BEGIN
+  UPDATE @extschema@.audit_xid_base b
+  SET xid_base = greatest(0, coalesce(greatest(
+                   (SELECT max(l.txid) + 1 FROM @extschema@.audit_log l),
+                   (SELECT max(s.xid_to) FROM @extschema@.audit_seals s)), 0)
+                 - pg_current_xact_id()::text::bigint),
+      fixed_at = now()
+  WHERE b.id = 1 AND b.xid_base IS NULL
+  RETURNING b.xid_base INTO base;
+  IF base IS NULL THEN
+    SELECT b.xid_base INTO base FROM @extschema@.audit_xid_base b WHERE b.id = 1;
+  END IF;
+  RETURN base;
+END
+$$;
+
 -- Tables under audit and their options (a global config table).
 CREATE TABLE @extschema@.audit_tables (
   relid            regclass    NOT NULL,
@@ -122,6 +171,27 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_audit_no_truncate') THEN
     EXECUTE format('CREATE TRIGGER saas_audit_no_truncate BEFORE TRUNCATE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._audit_refuse_change()', rel);
+  END IF;
+END
+$$;
+
+-- A partition of the log gets the log's keys: the primary key, and a BRIN
+-- index on txid (sealing and verification select by transaction id; rows
+-- arrive roughly in txid order, so BRIN finds them at almost no cost to
+-- writes). Named as PostgreSQL names them; skipped when there.
+CREATE FUNCTION @extschema@._audit_log_keys(part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = part AND contype = 'p') THEN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id, logged_at)', part);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_am a ON a.oid = c.relam
+                 WHERE i.indrelid = part AND a.amname = 'brin') THEN
+    EXECUTE format('CREATE INDEX ON %s USING brin (txid)', part);
   END IF;
 END
 $$;
@@ -381,6 +451,7 @@ DECLARE
   cfg @extschema@.audit_tables;
 BEGIN
   IF root = '@extschema@.audit_log'::regclass THEN
+    PERFORM @extschema@._audit_log_keys(part);
     PERFORM @extschema@._audit_secure(part);
     RETURN;
   END IF;

@@ -332,6 +332,192 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('ratelimit', 'function', '_rate_limit_request()', 'EXECUTE'),
   ('ratelimit', 'function', 'usage_report(date, date)', 'EXECUTE');
 
+
+-- The column's documentation moved from the README to docs/audit.md.
+COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
+  'SHA-256 of the row''s canonical JSON (docs/audit.md, "How the hashes are made").';
+
+-- ---------------------------------------------------------------------------
+-- Installations: one row per CREATE EXTENSION of this database's pg_saas,
+-- dumped with the data, so a restored database lists where it came from. It
+-- also guards restores: pg_restore (or psql with a plain dump) runs CREATE
+-- EXTENSION IF NOT EXISTS, which silently keeps an extension created
+-- earlier, and the dumped state then collides with what is already there in
+-- a pile of errors. The rows a dump brings are accepted only when the
+-- extension was created by the same restore: in the same session, or by
+-- pg_restore (its parallel jobs use other sessions); otherwise the first
+-- restored row fails with one clear error.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.installations (
+  installed_at      timestamptz NOT NULL DEFAULT now(),
+  version           text        NOT NULL,
+  backend_pid       int         NOT NULL DEFAULT pg_backend_pid(),
+  application_name  text        NOT NULL DEFAULT current_setting('application_name')
+);
+COMMENT ON TABLE @extschema@.installations IS
+  'Each CREATE EXTENSION pg_saas that this database''s data went through (restores add theirs); guards restores into a database that already had pg_saas.';
+ALTER TABLE @extschema@.installations ENABLE ROW LEVEL SECURITY;
+-- An upgraded database's row is its upgrade to 0.2.0.
+INSERT INTO @extschema@.installations (version) VALUES ('0.2.0');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.installations', '');
+
+CREATE FUNCTION @extschema@._installations_restore_guard()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  own @extschema@.installations%ROWTYPE;
+BEGIN
+  -- This database's own installation: the newest row.
+  SELECT * INTO own FROM @extschema@.installations i ORDER BY i.installed_at DESC LIMIT 1;
+  IF NOT FOUND
+     OR own.backend_pid = pg_backend_pid()
+     OR (own.application_name = 'pg_restore' AND current_setting('application_name') = 'pg_restore') THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'pg_saas was installed in this database before the restore began (on %)', own.installed_at
+    USING ERRCODE = 'object_not_in_prerequisite_state',
+          DETAIL = 'The dump carries pg_saas''s state; restoring it over an existing installation would mix or collide with the state already there.',
+          HINT = 'Restore into an empty database: createdb, then pg_restore -d (or psql -f for a plain dump), without creating the extension first. To restore data only, first restore the schema from the same dump (pg_restore --schema-only), then pg_restore --data-only with session_replication_role = replica.';
+END
+$$;
+CREATE TRIGGER installations_restore_guard BEFORE INSERT ON @extschema@.installations
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._installations_restore_guard();
+
+-- The dump's CREATE SCHEMA saas, into a database that has pg_saas already:
+-- refused before anything is written, with what to do instead. (PostgreSQL
+-- would refuse it too, saying only that the schema exists.)
+CREATE FUNCTION @extschema@._restore_guard_schema()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF current_query() ~* '^\s*create\s+schema\s+"?@extschema@"?\s*;?\s*$' THEN
+    RAISE EXCEPTION 'pg_saas was installed in this database before the restore began'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'The dump creates schema @extschema@ and pg_saas in it; this database has them already.',
+            HINT = 'Restore into an empty database: createdb, then pg_restore -d (or psql -f for a plain dump), without creating the extension first. To restore data only, first restore the schema from the same dump (pg_restore --schema-only), then pg_restore --data-only with session_replication_role = replica.';
+  END IF;
+END
+$$;
+CREATE EVENT TRIGGER saas_restore_guard ON ddl_command_start
+  WHEN TAG IN ('CREATE SCHEMA')
+  EXECUTE FUNCTION @extschema@._restore_guard_schema();
+
+-- ---------------------------------------------------------------------------
+-- The log's keys move from the parent (an extension member) to each
+-- partition (user data that pg_dump dumps with its keys), so that
+-- pg_restore no longer makes them twice. Dropping the parent's keys drops
+-- the partitions' copies; each partition then gets its own (one rebuild of
+-- the log's indexes).
+-- ---------------------------------------------------------------------------
+-- A partition of the log gets the log's keys: the primary key, and a BRIN
+-- index on txid (sealing and verification select by transaction id; rows
+-- arrive roughly in txid order, so BRIN finds them at almost no cost to
+-- writes). Named as PostgreSQL names them; skipped when there.
+CREATE FUNCTION @extschema@._audit_log_keys(part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = part AND contype = 'p') THEN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id, logged_at)', part);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_am a ON a.oid = c.relam
+                 WHERE i.indrelid = part AND a.amname = 'brin') THEN
+    EXECUTE format('CREATE INDEX ON %s USING brin (txid)', part);
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@._audit_partition_hook(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  root regclass := coalesce(pg_partition_root(part), parent);
+  cfg @extschema@.audit_tables;
+BEGIN
+  IF root = '@extschema@.audit_log'::regclass THEN
+    PERFORM @extschema@._audit_log_keys(part);
+    PERFORM @extschema@._audit_secure(part);
+    RETURN;
+  END IF;
+  SELECT * INTO cfg FROM @extschema@.audit_tables WHERE relid = root;
+  IF FOUND THEN
+    PERFORM @extschema@._audit_statement_triggers(part, cfg);
+  END IF;
+END
+$$;
+
+ALTER TABLE @extschema@.audit_log DROP CONSTRAINT audit_log_pkey;
+DROP INDEX @extschema@.audit_log_txid_brin;
+DO $keys$
+DECLARE
+  part regclass;
+BEGIN
+  FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree('@extschema@.audit_log') t
+              WHERE t.isleaf ORDER BY t.relid::text LOOP
+    PERFORM @extschema@._audit_log_keys(part);
+  END LOOP;
+END
+$keys$;
+
+-- Transaction ids as the log stores them: the cluster's (xid8) plus a base.
+-- Seals cut the log by transaction id, so ids must grow across the log's
+-- whole life; a restore into another cluster (pg_dump / pg_restore) starts
+-- again from that cluster's lower ids. The base is fixed by the first audit
+-- write or seal after the extension is created (a restore creates it too),
+-- so that new ids lie above every id the log and its seals hold. Not dumped:
+-- each database fixes its own.
+CREATE TABLE @extschema@.audit_xid_base (
+  id        smallint NOT NULL DEFAULT 1,
+  xid_base  bigint,
+  fixed_at  timestamptz,
+  CONSTRAINT audit_xid_base_pkey PRIMARY KEY (id),
+  CONSTRAINT audit_xid_base_one_row CHECK (id = 1),
+  CONSTRAINT audit_xid_base_nonnegative CHECK (xid_base >= 0)
+);
+COMMENT ON TABLE @extschema@.audit_xid_base IS
+  'What the audit log adds to transaction ids so they keep growing after a restore into another cluster; fixed on first use.';
+ALTER TABLE @extschema@.audit_xid_base ENABLE ROW LEVEL SECURITY;
+INSERT INTO @extschema@.audit_xid_base (id) VALUES (1);
+
+-- The base, fixed now when it is not yet: under the row's lock, so
+-- concurrent first writers agree; the caller keeps it only once committed
+-- (it reads it back in a later transaction).
+CREATE FUNCTION @extschema@._audit_xid_base()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  base bigint;
+BEGIN
+  UPDATE @extschema@.audit_xid_base b
+  SET xid_base = greatest(0, coalesce(greatest(
+                   (SELECT max(l.txid) + 1 FROM @extschema@.audit_log l),
+                   (SELECT max(s.xid_to) FROM @extschema@.audit_seals s)), 0)
+                 - pg_current_xact_id()::text::bigint),
+      fixed_at = now()
+  WHERE b.id = 1 AND b.xid_base IS NULL
+  RETURNING b.xid_base INTO base;
+  IF base IS NULL THEN
+    SELECT b.xid_base INTO base FROM @extschema@.audit_xid_base b WHERE b.id = 1;
+  END IF;
+  RETURN base;
+END
+$$;
+
+
+-- An upgraded log's ids all come from this cluster: its base is 0.
+UPDATE @extschema@.audit_xid_base SET xid_base = 0, fixed_at = now() WHERE id = 1;
+
 -- Deny by default: no routine, table, view or sequence of the schema is for
 -- PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget
@@ -363,10 +549,6 @@ BEGIN
   END LOOP;
 END
 $finalize$;
-
--- The column's documentation moved from the README to docs/audit.md.
-COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
-  'SHA-256 of the row''s canonical JSON (docs/audit.md, "How the hashes are made").';
 
 -- _csv_field was executable by PUBLIC in 0.1.0, and audit_export calls it
 -- as the caller: roles that grant_api gave audit_export keep CSV exports.

@@ -159,7 +159,9 @@ async fn registry_rows(client: &Client) -> Vec<String> {
              JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
              JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'pg_saas'
              WHERE c.relkind = 'r' AND c.oid <> ALL (x.extconfig)
-               AND c.relname NOT IN ('rate_limit_state')
+               -- runtime state, not registry: rate-limit keys, and the audit
+               -- xid base with the time it was fixed
+               AND c.relname NOT IN ('rate_limit_state', 'audit_xid_base')
              ORDER BY 1",
             &[],
         )

@@ -6,6 +6,7 @@ use super::direct_writer::{self, LogRow, LogWriter};
 use super::internal;
 use super::json_object::JsonObject;
 use super::record::{AuditRecord, Hash, PG_EPOCH_OFFSET_MICROS};
+use super::xid_base::xid_base;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use crate::pgutil::{as_owner, kept_plan, parse_pg_uuid};
 use pgrx::prelude::*;
@@ -130,6 +131,13 @@ fn json_text(v: &Option<JsonObject>) -> Option<String> {
     v.as_ref().map(JsonObject::text)
 }
 
+/// The base the log adds to this cluster's transaction ids (see
+/// [`xid_base`]), read as the log's owner: for the seal horizon.
+pub(super) fn log_xid_base() -> SaasResult<i64> {
+    let target = log_target()?;
+    as_owner(target.owner, || xid_base(target.log))
+}
+
 /// Assigns ids, hashes and writes `records` (as the log's owner): straight
 /// into their partitions where [`direct_writer`] can, the rest with an INSERT.
 pub(super) fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
@@ -138,8 +146,10 @@ pub(super) fn write_records(mut records: Vec<AuditRecord>) -> SaasResult<()> {
     }
     let target = log_target()?;
     as_owner(target.owner, || {
+        let base = xid_base(target.log)?;
         for r in records.iter_mut() {
             r.id = next_id(target.id_seq);
+            r.txid += base;
         }
         let mut writer = LogWriter::open(target.log, target.routable, records.len());
         let mut rest = Vec::new();

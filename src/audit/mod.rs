@@ -39,6 +39,7 @@ mod row_image;
 mod seal;
 mod trigger;
 mod verify;
+mod xid_base;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::AUDIT_CLOCK;

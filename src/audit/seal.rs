@@ -1,6 +1,7 @@
 //! `audit_seal()`: one chained seal per tenant over the rows of finished
 //! transactions.
 
+use super::log::log_xid_base;
 use super::record::{RowsDigest, Seal, PG_EPOCH_OFFSET_MICROS};
 use super::{audit_now, internal, spi_err, to_hash};
 use crate::error::SaasResult;
@@ -52,6 +53,8 @@ pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
             .get_one::<i64>()
             .map_err(spi_err("read the last seal"))?
             .unwrap_or(0);
+        // In the log's numbering: this cluster's ids plus the database's base.
+        let horizon = horizon + log_xid_base()?;
         if horizon <= from {
             return Ok(Vec::new());
         }
