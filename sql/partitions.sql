@@ -186,20 +186,62 @@ AS $$
 DECLARE
   h record;
 BEGIN
-  FOR h IN SELECT hook FROM @extschema@.partition_hooks WHERE builtin OR NOT builtin_only ORDER BY hook_name LOOP
-    EXECUTE format('SELECT %s($1, $2)', h.hook::oid::regproc) USING parent, part;
+  FOR h IN SELECT hook_name, hook FROM @extschema@.partition_hooks WHERE builtin OR NOT builtin_only ORDER BY hook_name LOOP
+    IF to_regprocedure(h.hook) IS NULL THEN
+      RAISE EXCEPTION 'partition hook "%" names a function that does not exist: %', h.hook_name, h.hook
+        USING ERRCODE = 'undefined_function',
+              HINT = format('Create the function again, or DELETE FROM saas.partition_hooks WHERE hook_name = %L;', h.hook_name);
+    END IF;
+    EXECUTE format('SELECT %s($1, $2)', to_regprocedure(h.hook)::oid::regproc) USING parent, part;
   END LOOP;
 END
 $$;
 
--- Partitions made by hand or by other tools (CREATE TABLE ... PARTITION OF,
--- as pg_partman does) get what the built-in hooks give a partition that
--- run_maintenance makes: tenancy's isolation, audit's statement triggers.
--- User hooks stay with run_maintenance. Only CREATE TABLE: reacting to
--- ALTER TABLE would also fire on the ENABLE ROW LEVEL SECURITY that
--- pg_restore replays before the dumped policies, which would then collide.
--- After ALTER TABLE ... ATTACH PARTITION, re-run enable_tenancy /
--- audit_enable (idempotent); tenancy_report lists partitions left open.
+-- A partition is never a way around its parent: every partition of a table
+-- with row level security has it too (enabled, and forced when the parent's
+-- is), however it was made: by pg_saas, by hand, by pg_partman (CREATE TABLE
+-- ... (LIKE ...) then ATTACH PARTITION), by pg_restore. A partition without
+-- policies of its own then shows nothing to a role that cannot bypass RLS;
+-- queries through the parent use the parent's policies. Returns whether it
+-- changed anything.
+CREATE FUNCTION @extschema@._partition_protect(part regclass)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  need_enable boolean;
+  need_force boolean;
+  changed boolean := false;
+BEGIN
+  SELECT bool_or(a.relrowsecurity), bool_or(a.relforcerowsecurity) INTO need_enable, need_force
+  FROM pg_partition_ancestors(part) x
+  JOIN pg_class a ON a.oid = x.relid
+  WHERE x.relid <> part;
+  IF coalesce(need_enable, false) AND NOT (SELECT relrowsecurity FROM pg_class WHERE oid = part) THEN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', part);
+    changed := true;
+  END IF;
+  IF coalesce(need_force, false) AND NOT (SELECT relforcerowsecurity FROM pg_class WHERE oid = part) THEN
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', part);
+    changed := true;
+  END IF;
+  RETURN changed;
+END
+$$;
+
+-- Partitions made by hand or by other tools with CREATE TABLE ... PARTITION
+-- OF get what the built-in hooks give a partition that run_maintenance
+-- makes (tenancy's isolation, audit's statement triggers); user hooks stay
+-- with run_maintenance. Every CREATE TABLE and ALTER TABLE (ATTACH
+-- PARTITION, DISABLE ROW LEVEL SECURITY on a partition, ...) leaves each
+-- partition concerned with its parent's row level security flags
+-- (_partition_protect). ALTER TABLE runs no hooks: pg_restore attaches a
+-- partition before it replays the partition's own dumped policies and
+-- triggers, which would then collide with ones made here; an attached
+-- partition without policies stays closed to direct access until
+-- enable_tenancy or audit_enable runs again (both idempotent), and
+-- tenancy_report says so.
 CREATE FUNCTION @extschema@._partition_on_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -208,16 +250,26 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   cmd record;
+  part regclass;
 BEGIN
-  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
-             JOIN pg_class r ON r.oid = c.objid AND r.relispartition
-             WHERE c.object_type = 'table' LOOP
-    PERFORM @extschema@._partition_run_hooks(pg_partition_root(cmd.objid), cmd.objid::regclass, builtin_only => true);
+  FOR cmd IN SELECT DISTINCT c.objid, c.command_tag FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relkind IN ('r', 'p')
+             WHERE c.object_type IN ('table', 'table column') ORDER BY c.objid LOOP
+    IF cmd.command_tag = 'CREATE TABLE'
+       AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid) THEN
+      PERFORM @extschema@._partition_run_hooks(pg_partition_root(cmd.objid), cmd.objid::regclass, builtin_only => true);
+    END IF;
+    -- The table itself when it is a partition, and every partition below it.
+    FOR part IN SELECT t.relid FROM pg_partition_tree(cmd.objid) t
+                JOIN pg_class c ON c.oid = t.relid
+                WHERE c.relispartition ORDER BY t.level, t.relid LOOP
+      PERFORM @extschema@._partition_protect(part);
+    END LOOP;
   END LOOP;
 END
 $$;
 CREATE EVENT TRIGGER saas_partition_hooks ON ddl_command_end
-  WHEN TAG IN ('CREATE TABLE')
+  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
   EXECUTE FUNCTION @extschema@._partition_on_ddl();
 
 -- Makes sure the month starting at month_start has a partition. When the

@@ -518,6 +518,287 @@ $$;
 -- An upgraded log's ids all come from this cluster: its base is 0.
 UPDATE @extschema@.audit_xid_base SET xid_base = 0, fixed_at = now() WHERE id = 1;
 
+-- ---------------------------------------------------------------------------
+-- Partition hooks are named by text, not regprocedure (pg_upgrade refuses
+-- reg* types other than regclass, regtype and regrole in user tables).
+-- ---------------------------------------------------------------------------
+-- A function's name as the hooks keep it: schema-qualified whatever the
+-- search_path, with its argument types.
+CREATE FUNCTION @extschema@._function_name(fn oid)
+RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes))
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.oid = fn
+$$;
+
+ALTER TABLE @extschema@.partition_hooks ALTER COLUMN hook TYPE text USING @extschema@._function_name(hook::oid);
+
+-- A hook names an existing function taking (regclass, regclass); it is kept
+-- in the form _function_name gives.
+CREATE FUNCTION @extschema@._partition_hooks_check()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  fn regprocedure;
+BEGIN
+  fn := to_regprocedure(NEW.hook);
+  IF fn IS NULL OR (SELECT oidvectortypes(p.proargtypes) FROM pg_proc p WHERE p.oid = fn)
+                   IS DISTINCT FROM 'regclass, regclass' THEN
+    RAISE EXCEPTION 'partition hook "%" is not a function (regclass, regclass)', NEW.hook
+      USING ERRCODE = 'undefined_function',
+            HINT = 'Name an existing function with its schema and argument types, e.g. ''app.on_new_partition(regclass, regclass)''.';
+  END IF;
+  NEW.hook := @extschema@._function_name(fn);
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER partition_hooks_check BEFORE INSERT OR UPDATE OF hook ON @extschema@.partition_hooks
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._partition_hooks_check();
+
+-- Runs every registered hook for a new partition, by its name.
+CREATE OR REPLACE FUNCTION @extschema@._partition_run_hooks(parent regclass, part regclass, builtin_only boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  h record;
+BEGIN
+  FOR h IN SELECT hook_name, hook FROM @extschema@.partition_hooks WHERE builtin OR NOT builtin_only ORDER BY hook_name LOOP
+    IF to_regprocedure(h.hook) IS NULL THEN
+      RAISE EXCEPTION 'partition hook "%" names a function that does not exist: %', h.hook_name, h.hook
+        USING ERRCODE = 'undefined_function',
+              HINT = format('Create the function again, or DELETE FROM saas.partition_hooks WHERE hook_name = %L;', h.hook_name);
+    END IF;
+    EXECUTE format('SELECT %s($1, $2)', to_regprocedure(h.hook)::oid::regproc) USING parent, part;
+  END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- A partition is never a way around its parent (however made or attached).
+-- ---------------------------------------------------------------------------
+-- A partition is never a way around its parent: every partition of a table
+-- with row level security has it too (enabled, and forced when the parent's
+-- is), however it was made: by pg_saas, by hand, by pg_partman (CREATE TABLE
+-- ... (LIKE ...) then ATTACH PARTITION), by pg_restore. A partition without
+-- policies of its own then shows nothing to a role that cannot bypass RLS;
+-- queries through the parent use the parent's policies. Returns whether it
+-- changed anything.
+CREATE FUNCTION @extschema@._partition_protect(part regclass)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  need_enable boolean;
+  need_force boolean;
+  changed boolean := false;
+BEGIN
+  SELECT bool_or(a.relrowsecurity), bool_or(a.relforcerowsecurity) INTO need_enable, need_force
+  FROM pg_partition_ancestors(part) x
+  JOIN pg_class a ON a.oid = x.relid
+  WHERE x.relid <> part;
+  IF coalesce(need_enable, false) AND NOT (SELECT relrowsecurity FROM pg_class WHERE oid = part) THEN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', part);
+    changed := true;
+  END IF;
+  IF coalesce(need_force, false) AND NOT (SELECT relforcerowsecurity FROM pg_class WHERE oid = part) THEN
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', part);
+    changed := true;
+  END IF;
+  RETURN changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@._partition_on_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cmd record;
+  part regclass;
+BEGIN
+  FOR cmd IN SELECT DISTINCT c.objid, c.command_tag FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relkind IN ('r', 'p')
+             WHERE c.object_type IN ('table', 'table column') ORDER BY c.objid LOOP
+    IF cmd.command_tag = 'CREATE TABLE'
+       AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid) THEN
+      PERFORM @extschema@._partition_run_hooks(pg_partition_root(cmd.objid), cmd.objid::regclass, builtin_only => true);
+    END IF;
+    -- The table itself when it is a partition, and every partition below it.
+    FOR part IN SELECT t.relid FROM pg_partition_tree(cmd.objid) t
+                JOIN pg_class c ON c.oid = t.relid
+                WHERE c.relispartition ORDER BY t.level, t.relid LOOP
+      PERFORM @extschema@._partition_protect(part);
+    END LOOP;
+  END LOOP;
+END
+$$;
+DROP EVENT TRIGGER saas_partition_hooks;
+CREATE EVENT TRIGGER saas_partition_hooks ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+  EXECUTE FUNCTION @extschema@._partition_on_ddl();
+-- Partitions made before 0.2.0 by hand or by pg_partman may be open.
+DO $protect$
+DECLARE
+  part regclass;
+BEGIN
+  FOR part IN SELECT c.oid::regclass FROM pg_catalog.pg_class c
+              WHERE c.relispartition AND c.relkind IN ('r', 'p')
+              ORDER BY c.oid LOOP
+    PERFORM @extschema@._partition_protect(part);
+  END LOOP;
+END
+$protect$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_report also reports views and materialized views over tables with
+-- row level security.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@.tenancy_report(
+  schemas text[] DEFAULT '{public}',
+  default_column name DEFAULT 'tenant_id')
+RETURNS TABLE (
+  table_name        regclass,
+  tenant_column     name,
+  has_tenant_column boolean,
+  rls_enabled       boolean,
+  rls_forced        boolean,
+  saas_policies     boolean,
+  tenant_index      boolean,
+  problems          text[])
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH tables AS (
+    SELECT c.oid AS relid, c.relrowsecurity, c.relforcerowsecurity,
+           coalesce(r.tenant_column, $2) AS col, r.relid IS NOT NULL AS registered
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN @extschema@.tenant_tables r ON r.relid = c.oid
+    WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  ),
+  facts AS (
+    SELECT t.*,
+      a.attnum, a.atttypid, a.attnotnull,
+      -- the isolation policy, unaltered (restrictive, for all commands and
+      -- roles, on the tenant column) on the table and on every partition
+      NOT EXISTS (
+        SELECT FROM @extschema@._tenancy_tree(t.relid::regclass) p
+        WHERE NOT EXISTS (
+          SELECT FROM pg_policy pol
+          WHERE pol.polrelid = p AND pol.polname = 'saas_tenant_isolation'
+            AND NOT pol.polpermissive AND pol.polcmd = '*' AND pol.polroles = '{0}'
+            AND pg_get_expr(pol.polqual, pol.polrelid) = format('(%I = ( SELECT @extschema@.current_tenant() AS current_tenant))', t.col)
+            AND pg_get_expr(pol.polwithcheck, pol.polrelid) = format('(%I = ( SELECT @extschema@.current_tenant() AS current_tenant))', t.col))
+      ) AS policies,
+      EXISTS (SELECT FROM pg_policy pol WHERE pol.polrelid = t.relid AND pol.polpermissive) AS any_permissive,
+      (SELECT array_agg(DISTINCT a.grantee::regrole::text ORDER BY a.grantee::regrole::text)
+       FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+       WHERE c.oid = t.relid AND a.privilege_type = 'TRUNCATE' AND a.grantee <> c.relowner) AS truncaters,
+      EXISTS (SELECT FROM pg_index i WHERE i.indrelid = t.relid AND i.indkey[0] = a.attnum) AS indexed,
+      (SELECT array_agg(p::text ORDER BY p::text) FROM @extschema@._tenancy_tree(t.relid::regclass) p
+       JOIN pg_class pc ON pc.oid = p
+       WHERE p <> t.relid::regclass AND NOT (pc.relrowsecurity AND pc.relforcerowsecurity)) AS open_partitions,
+      -- permissive policies OR together: two for one role and command widen access
+      (SELECT array_agg(DISTINCT d.cmd ORDER BY d.cmd) FROM (
+         -- a policy TO PUBLIC (role 0) overlaps one for any role
+         SELECT CASE c.cmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' ELSE 'DELETE' END AS cmd
+         FROM pg_policy pol
+         CROSS JOIN LATERAL unnest(pol.polroles) r(role)
+         CROSS JOIN LATERAL unnest(CASE pol.polcmd WHEN '*' THEN '{r,a,w,d}'::"char"[] ELSE ARRAY[pol.polcmd] END) c(cmd)
+         JOIN pg_policy other ON other.polrelid = pol.polrelid AND other.polpermissive AND other.oid <> pol.oid
+           AND (other.polcmd = '*' OR other.polcmd = c.cmd)
+           AND (r.role = 0 OR other.polroles && ARRAY[0::oid, r.role])
+         WHERE pol.polrelid = t.relid AND pol.polpermissive) d) AS multi_permissive,
+      (SELECT array_agg(con.conname::text ORDER BY con.conname) FROM pg_constraint con
+       WHERE con.conrelid = t.relid AND con.contype IN ('p', 'u', 'f') AND con.conkey[1] IS DISTINCT FROM a.attnum) AS keys_without_tenant
+    FROM tables t
+    LEFT JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
+  ),
+  -- Views and materialized views of the given schemas, and the tables with
+  -- row level security they read, directly or through other views.
+  view_reads AS (
+    WITH RECURSIVE reads(view_oid, read_oid) AS (
+      SELECT rw.ev_class, d.refobjid
+      FROM pg_rewrite rw
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+      UNION
+      SELECT r.view_oid, d.refobjid
+      FROM reads r
+      JOIN pg_rewrite rw ON rw.ev_class = r.read_oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+    )
+    SELECT v.oid AS view_oid, v.relkind, v.relowner,
+           coalesce((SELECT option_value::boolean FROM pg_options_to_table(v.reloptions)
+                     WHERE option_name = 'security_invoker'), false) AS invoker,
+           array_agg(DISTINCT b.oid::regclass::text ORDER BY b.oid::regclass::text) AS tables
+    FROM pg_class v
+    JOIN pg_namespace n ON n.oid = v.relnamespace
+    JOIN reads r ON r.view_oid = v.oid
+    JOIN pg_class b ON b.oid = r.read_oid AND b.relkind IN ('r', 'p')
+      AND (b.relrowsecurity OR EXISTS (SELECT FROM @extschema@.tenant_tables tt WHERE tt.relid = b.oid))
+    WHERE n.nspname = ANY ($1) AND v.relkind IN ('v', 'm')
+    GROUP BY v.oid, v.relkind, v.relowner, v.reloptions
+  ),
+  view_facts AS (
+    SELECT v.*, ro.rolname AS owner,
+           (ro.rolsuper OR ro.rolbypassrls) AS owner_bypasses
+    FROM view_reads v JOIN pg_roles ro ON ro.oid = v.relowner
+  )
+  SELECT * FROM (
+  SELECT
+    f.relid::regclass,
+    CASE WHEN f.attnum IS NOT NULL THEN f.col END,
+    f.attnum IS NOT NULL AND f.atttypid = 'uuid'::regtype,
+    f.relrowsecurity,
+    f.relforcerowsecurity,
+    f.policies,
+    coalesce(f.indexed, false),
+    array_remove(ARRAY[
+      CASE WHEN f.attnum IS NULL THEN format('no tenant column %I: if this table holds tenant data, add one and call saas.enable_tenancy', f.col) END,
+      CASE WHEN f.attnum IS NOT NULL AND f.atttypid <> 'uuid'::regtype THEN format('tenant column %I is %s, not uuid', f.col, format_type(f.atttypid, NULL)) END,
+      CASE WHEN NOT f.relrowsecurity THEN 'row level security is disabled' END,
+      CASE WHEN f.relrowsecurity AND NOT f.relforcerowsecurity THEN 'row level security is not forced: the table owner bypasses it' END,
+      CASE WHEN f.attnum IS NOT NULL AND NOT f.policies THEN 'pg_saas tenant policies missing: call saas.enable_tenancy' END,
+      CASE WHEN f.attnum IS NOT NULL AND NOT coalesce(f.indexed, false) THEN format('no index leads with %I: tenant-scoped queries scan the table', f.col) END,
+      CASE WHEN f.attnum IS NOT NULL AND NOT f.attnotnull THEN format('tenant column %I is nullable', f.col) END,
+      CASE WHEN f.open_partitions IS NOT NULL THEN format('partitions without forced RLS: %s', array_to_string(f.open_partitions, ', ')) END,
+      CASE WHEN f.multi_permissive IS NOT NULL THEN format('several permissive policies for the same role and command (%s): they OR together; make extra rules RESTRICTIVE', array_to_string(f.multi_permissive, ', ')) END,
+      CASE WHEN f.relrowsecurity AND NOT f.any_permissive THEN 'no permissive policy: no role can see any row' END,
+      CASE WHEN f.attnum IS NOT NULL AND f.keys_without_tenant IS NOT NULL THEN format('keys not led by %I: unique and foreign key checks ignore RLS, so one tenant can probe or reference another''s rows (and Citus needs the tenant column first): %s', f.col, array_to_string(f.keys_without_tenant, ', ')) END,
+      CASE WHEN f.truncaters IS NOT NULL THEN format('TRUNCATE ignores RLS and is granted to: %s', array_to_string(f.truncaters, ', ')) END
+    ], NULL)
+  FROM facts f
+  UNION ALL
+  -- A view reads its tables with its owner's rights unless it is
+  -- security_invoker: owned by a role that bypasses RLS (a superuser, as on
+  -- Supabase's SQL editor), it shows every tenant's rows to whoever may read
+  -- the view. A materialized view has no row level security at all.
+  SELECT
+    v.view_oid::regclass, NULL::name, false, false, false, false, false,
+    array_remove(ARRAY[
+      CASE WHEN v.relkind = 'm' THEN format('materialized view over tables with row level security (%s): it has no RLS of its own and holds every row its owner %I could read; do not grant it to API roles', array_to_string(v.tables, ', '), v.owner) END,
+      CASE WHEN v.relkind = 'v' AND NOT v.invoker AND v.owner_bypasses THEN format('view over tables with row level security (%s) is owned by %I, which bypasses RLS, and is not security_invoker: it shows every tenant''s rows; ALTER VIEW ... SET (security_invoker = true)', array_to_string(v.tables, ', '), v.owner) END,
+      CASE WHEN v.relkind = 'v' AND NOT v.invoker AND NOT v.owner_bypasses THEN format('view over tables with row level security (%s) is not security_invoker: their policies are checked as its owner %I, not as the caller; ALTER VIEW ... SET (security_invoker = true)', array_to_string(v.tables, ', '), v.owner) END
+    ], NULL)
+  FROM view_facts v
+  ) report
+  ORDER BY report.relid::text
+$$;
+COMMENT ON FUNCTION @extschema@.tenancy_report(text[], name) IS
+  'One row per table of the given schemas (tenant column, RLS enabled/forced, pg_saas policies, tenant index, and the problems found), and one per view or materialized view over tables with RLS that can show rows the caller''s policies would hide.';
+
 -- Deny by default: no routine, table, view or sequence of the schema is for
 -- PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

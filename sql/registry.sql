@@ -116,11 +116,13 @@ $$;
 -- Partition hooks: what modules re-apply to every new partition.
 -- ---------------------------------------------------------------------------
 -- What other modules re-apply to every new partition (tenancy policies;
--- audit triggers). A hook is a function (parent regclass, partition regclass).
+-- audit triggers). A hook is a function (parent regclass, partition
+-- regclass), named with its schema and argument types as text: a
+-- regprocedure column would block pg_upgrade.
 CREATE TABLE @extschema@.partition_hooks (
-  hook_name  text         NOT NULL,
-  hook       regprocedure NOT NULL,
-  builtin    boolean      NOT NULL DEFAULT false,
+  hook_name  text    NOT NULL,
+  hook       text    NOT NULL,
+  builtin    boolean NOT NULL DEFAULT false,
   CONSTRAINT partition_hooks_pkey PRIMARY KEY (hook_name)
 );
 COMMENT ON TABLE @extschema@.partition_hooks IS
@@ -128,6 +130,42 @@ COMMENT ON TABLE @extschema@.partition_hooks IS
 ALTER TABLE @extschema@.partition_hooks ENABLE ROW LEVEL SECURITY;
 -- Built-in hooks come back with CREATE EXTENSION; only users' hooks are dumped.
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.partition_hooks', 'WHERE NOT builtin');
+
+-- A function's name as the hooks keep it: schema-qualified whatever the
+-- search_path, with its argument types.
+CREATE FUNCTION @extschema@._function_name(fn oid)
+RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes))
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.oid = fn
+$$;
+
+-- A hook names an existing function taking (regclass, regclass); it is kept
+-- in the form _function_name gives.
+CREATE FUNCTION @extschema@._partition_hooks_check()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  fn regprocedure;
+BEGIN
+  fn := to_regprocedure(NEW.hook);
+  IF fn IS NULL OR (SELECT oidvectortypes(p.proargtypes) FROM pg_proc p WHERE p.oid = fn)
+                   IS DISTINCT FROM 'regclass, regclass' THEN
+    RAISE EXCEPTION 'partition hook "%" is not a function (regclass, regclass)', NEW.hook
+      USING ERRCODE = 'undefined_function',
+            HINT = 'Name an existing function with its schema and argument types, e.g. ''app.on_new_partition(regclass, regclass)''.';
+  END IF;
+  NEW.hook := @extschema@._function_name(fn);
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER partition_hooks_check BEFORE INSERT OR UPDATE OF hook ON @extschema@.partition_hooks
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._partition_hooks_check();
 
 -- What modules do when maintenance retires a partition (detached or
 -- dropped by retention). A hook is a function of schema saas taking

@@ -395,7 +395,40 @@ AS $$
        WHERE con.conrelid = t.relid AND con.contype IN ('p', 'u', 'f') AND con.conkey[1] IS DISTINCT FROM a.attnum) AS keys_without_tenant
     FROM tables t
     LEFT JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = t.col AND a.attnum > 0 AND NOT a.attisdropped
+  ),
+  -- Views and materialized views of the given schemas, and the tables with
+  -- row level security they read, directly or through other views.
+  view_reads AS (
+    WITH RECURSIVE reads(view_oid, read_oid) AS (
+      SELECT rw.ev_class, d.refobjid
+      FROM pg_rewrite rw
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+      UNION
+      SELECT r.view_oid, d.refobjid
+      FROM reads r
+      JOIN pg_rewrite rw ON rw.ev_class = r.read_oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+    )
+    SELECT v.oid AS view_oid, v.relkind, v.relowner,
+           coalesce((SELECT option_value::boolean FROM pg_options_to_table(v.reloptions)
+                     WHERE option_name = 'security_invoker'), false) AS invoker,
+           array_agg(DISTINCT b.oid::regclass::text ORDER BY b.oid::regclass::text) AS tables
+    FROM pg_class v
+    JOIN pg_namespace n ON n.oid = v.relnamespace
+    JOIN reads r ON r.view_oid = v.oid
+    JOIN pg_class b ON b.oid = r.read_oid AND b.relkind IN ('r', 'p')
+      AND (b.relrowsecurity OR EXISTS (SELECT FROM @extschema@.tenant_tables tt WHERE tt.relid = b.oid))
+    WHERE n.nspname = ANY ($1) AND v.relkind IN ('v', 'm')
+    GROUP BY v.oid, v.relkind, v.relowner, v.reloptions
+  ),
+  view_facts AS (
+    SELECT v.*, ro.rolname AS owner,
+           (ro.rolsuper OR ro.rolbypassrls) AS owner_bypasses
+    FROM view_reads v JOIN pg_roles ro ON ro.oid = v.relowner
   )
+  SELECT * FROM (
   SELECT
     f.relid::regclass,
     CASE WHEN f.attnum IS NOT NULL THEN f.col END,
@@ -419,10 +452,24 @@ AS $$
       CASE WHEN f.truncaters IS NOT NULL THEN format('TRUNCATE ignores RLS and is granted to: %s', array_to_string(f.truncaters, ', ')) END
     ], NULL)
   FROM facts f
-  ORDER BY f.relid::regclass::text
+  UNION ALL
+  -- A view reads its tables with its owner's rights unless it is
+  -- security_invoker: owned by a role that bypasses RLS (a superuser, as on
+  -- Supabase's SQL editor), it shows every tenant's rows to whoever may read
+  -- the view. A materialized view has no row level security at all.
+  SELECT
+    v.view_oid::regclass, NULL::name, false, false, false, false, false,
+    array_remove(ARRAY[
+      CASE WHEN v.relkind = 'm' THEN format('materialized view over tables with row level security (%s): it has no RLS of its own and holds every row its owner %I could read; do not grant it to API roles', array_to_string(v.tables, ', '), v.owner) END,
+      CASE WHEN v.relkind = 'v' AND NOT v.invoker AND v.owner_bypasses THEN format('view over tables with row level security (%s) is owned by %I, which bypasses RLS, and is not security_invoker: it shows every tenant''s rows; ALTER VIEW ... SET (security_invoker = true)', array_to_string(v.tables, ', '), v.owner) END,
+      CASE WHEN v.relkind = 'v' AND NOT v.invoker AND NOT v.owner_bypasses THEN format('view over tables with row level security (%s) is not security_invoker: their policies are checked as its owner %I, not as the caller; ALTER VIEW ... SET (security_invoker = true)', array_to_string(v.tables, ', '), v.owner) END
+    ], NULL)
+  FROM view_facts v
+  ) report
+  ORDER BY report.relid::text
 $$;
 COMMENT ON FUNCTION @extschema@.tenancy_report(text[], name) IS
-  'One row per table of the given schemas: tenant column, RLS enabled/forced, pg_saas policies, tenant index, and the problems found.';
+  'One row per table of the given schemas (tenant column, RLS enabled/forced, pg_saas policies, tenant index, and the problems found), and one per view or materialized view over tables with RLS that can show rows the caller''s policies would hide.';
 
 -- ---------------------------------------------------------------------------
 -- Workspace list and what API roles get

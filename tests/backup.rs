@@ -20,12 +20,9 @@ const DB: &str = "pg_saas_backup";
 const FILL: &str = include_str!("upgrade/fill.sql");
 
 /// The rest of the state a backup must carry, beyond what the upgrade fill
-/// makes: a user's partition hook, usage counters, storage, a refusal, a
-/// pg_cron job and a seal.
+/// makes (which has a user's partition hook): usage counters, storage, a
+/// refusal, a pg_cron job and a seal.
 const MORE_STATE: &str = r#"
-CREATE FUNCTION app.note_partition(parent regclass, part regclass) RETURNS void
-LANGUAGE sql AS $$ SELECT NULL::void $$;
-INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('app', 'app.note_partition(regclass, regclass)');
 INSERT INTO saas.usage_daily (tenant_id, metric, day, count)
 VALUES ('00000001-0000-4000-8000-0000000000aa', 'api_calls', '2026-10-15', 42);
 INSERT INTO saas.tenant_storage (tenant_id, used_bytes) VALUES ('00000001-0000-4000-8000-0000000000aa', 4096);

@@ -283,8 +283,11 @@ fn differences(fresh: &[String], upgraded: &[String]) -> String {
 async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
     let tables: Vec<String> = client
         .query(
+            // partition_hooks changes form (regprocedure became text in
+            // 0.2.0): compared by the function each hook resolves to.
             "SELECT c.oid::regclass::text FROM pg_class c
-             WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+             WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind = 'r'
+               AND c.oid <> 'saas.partition_hooks'::regclass ORDER BY 1",
             &[],
         )
         .await
@@ -292,7 +295,16 @@ async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut out = Vec::new();
+    let hooks = client
+        .query_one(
+            "SELECT count(*)::text || ' ' || string_agg(format('%s %s %s', hook_name,
+                    pg_catalog.to_regprocedure(hook::text)::oid, builtin), ', ' ORDER BY hook_name)
+             FROM saas.partition_hooks",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut out = vec![("partition hooks".to_string(), 0, hooks.get::<_, String>(0))];
     for t in tables {
         let row = client
             .query_one(

@@ -108,3 +108,12 @@ ORDER BY 1, 2;
 DROP OWNED BY regress_foundation_api;
 DROP ROLE regress_foundation_api;
 
+
+-- Rule: the schema's tables hold no reg* type that pg_upgrade refuses
+-- (only regclass, regtype and regrole survive it).
+SELECT a.attrelid::regclass AS relation, a.attname AS column_pg_upgrade_refuses, a.atttypid::regtype
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.atttypid IN ('regproc'::regtype, 'regprocedure'::regtype, 'regoper'::regtype, 'regoperator'::regtype,
+                     'regconfig'::regtype, 'regdictionary'::regtype, 'regnamespace'::regtype, 'regcollation'::regtype)
+ORDER BY 1, 2;

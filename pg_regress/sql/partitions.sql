@@ -156,3 +156,43 @@ DROP SCHEMA conv_test CASCADE;
 RESET client_min_messages;
 DROP ROLE regress_conv_reader;
 SELECT count(*) AS configs_left FROM saas.partition_config;
+
+-- ---------------------------------------------------------------------------
+-- A partition is never a way around its parent's row level security, also
+-- when the parent's policies are the user's own (not enable_tenancy) and
+-- the partitions come from create_monthly_partitions or run_maintenance.
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA rls_test;
+CREATE ROLE regress_rls_reader NOLOGIN;
+GRANT USAGE ON SCHEMA rls_test TO regress_rls_reader;
+CREATE TABLE rls_test.logs (owner_name text NOT NULL, at timestamptz NOT NULL, msg text) PARTITION BY RANGE (at);
+ALTER TABLE rls_test.logs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON rls_test.logs USING (owner_name = current_user);
+GRANT SELECT ON rls_test.logs TO regress_rls_reader;
+SELECT count(*) AS actions FROM saas.create_monthly_partitions('rls_test.logs', 'at', 1, p_now => '2026-11-15 00:00+00');
+INSERT INTO rls_test.logs VALUES ('someone_else', '2026-11-20 00:00+00', 'secret');
+-- Supabase's default privileges grant new tables to the API roles: so here.
+GRANT SELECT ON ALL TABLES IN SCHEMA rls_test TO regress_rls_reader;
+SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+FROM pg_class c WHERE c.relnamespace = 'rls_test'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1;
+SET ROLE regress_rls_reader;
+SELECT count(*) AS through_the_parent FROM rls_test.logs;
+SELECT count(*) AS through_the_partition FROM rls_test.logs_p2026_11;
+RESET ROLE;
+SET client_min_messages = warning;
+DROP SCHEMA rls_test CASCADE;
+RESET client_min_messages;
+DROP OWNED BY regress_rls_reader;
+DROP ROLE regress_rls_reader;
+
+-- Partition hooks are names of functions (regclass, regclass), kept
+-- schema-qualified; anything else is refused with a hint.
+INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('typo', 'no_such_function(regclass, regclass)');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('wrong_args', 'pg_catalog.lower(text)');
+\echo :LAST_ERROR_SQLSTATE
+CREATE FUNCTION public.regress_hook(p regclass, c regclass) RETURNS void LANGUAGE sql AS 'SELECT NULL::void';
+INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('user', 'public.regress_hook(regclass,regclass)') RETURNING hook;
+DROP FUNCTION public.regress_hook(regclass, regclass);
+DELETE FROM saas.partition_hooks WHERE hook_name = 'user';
+SELECT hook_name, hook, builtin FROM saas.partition_hooks ORDER BY hook_name;

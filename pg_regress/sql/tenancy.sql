@@ -186,10 +186,26 @@ CREATE TABLE tenancy_test.events_2026_11 PARTITION OF tenancy_test.events
 SELECT saas.enable_tenancy('tenancy_test.events');
 CREATE TABLE tenancy_test.events_2026_12 PARTITION OF tenancy_test.events
   FOR VALUES FROM ('2026-12-01 00:00+00') TO ('2027-01-01 00:00+00');
--- An attached partition is not covered until enable_tenancy runs again.
+-- A partition attached as pg_partman attaches them (CREATE TABLE ... LIKE,
+-- then ATTACH PARTITION) is closed at once: its parent's RLS flags, no
+-- policy, so no role that is subject to RLS reads it directly. It has no
+-- tenant policies until enable_tenancy runs again, which the report says.
 CREATE TABLE tenancy_test.events_2027_01 (LIKE tenancy_test.events);
+INSERT INTO tenancy_test.events_2027_01 VALUES (:ta, '2027-01-05 00:00+00', 'before attach');
 ALTER TABLE tenancy_test.events ATTACH PARTITION tenancy_test.events_2027_01
   FOR VALUES FROM ('2027-01-01 00:00+00') TO ('2027-02-01 00:00+00');
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'tenancy_test.events_2027_01'::regclass;
+GRANT USAGE ON SCHEMA tenancy_test TO regress_tenancy_api;
+GRANT SELECT ON tenancy_test.events_2027_01 TO regress_tenancy_api;
+BEGIN;
+SET LOCAL ROLE regress_tenancy_api;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_both::text), to_json(:tb::text)), true) IS NOT NULL AS set;
+SELECT count(*) AS other_tenant_rows_read_through_the_partition FROM tenancy_test.events_2027_01;
+ROLLBACK;
+-- Nor can its row level security be switched off while it is a partition.
+ALTER TABLE tenancy_test.events_2027_01 NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE tenancy_test.events_2027_01 DISABLE ROW LEVEL SECURITY;
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'tenancy_test.events_2027_01'::regclass;
 SELECT unnest(problems) AS problem FROM saas.tenancy_report('{tenancy_test}') WHERE table_name = 'tenancy_test.events'::regclass;
 SELECT saas.enable_tenancy('tenancy_test.events') ->> 'relations' AS relations_covered;
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
@@ -214,6 +230,11 @@ SELECT saas.enable_tenancy('tenancy_test.MixedCase');
 CREATE VIEW tenancy_test.notes_view AS SELECT * FROM tenancy_test.notes;
 SELECT saas.enable_tenancy('tenancy_test.notes_view');
 \echo :LAST_ERROR_SQLSTATE
+-- Views over tenant tables are in the report: notes_view (owned by a
+-- superuser, not security_invoker) shows every tenant's rows; a
+-- security_invoker view is fine; a materialized view has no RLS at all.
+CREATE VIEW tenancy_test.notes_invoker WITH (security_invoker = true) AS SELECT * FROM tenancy_test.notes;
+CREATE MATERIALIZED VIEW tenancy_test.notes_snapshot AS SELECT * FROM tenancy_test.notes WITH NO DATA;
 CREATE TABLE tenancy_test.wrong_type (tenant_id text, owner_id uuid, v int);
 SELECT saas.enable_tenancy('tenancy_test.wrong_type');
 \echo :LAST_ERROR_SQLSTATE

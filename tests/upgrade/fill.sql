@@ -53,5 +53,10 @@ INSERT INTO app.events (tenant_id, at, kind)
 SELECT '00000001-0000-4000-8000-0000000000aa', timestamptz '2026-10-01 00:00+00' + n * interval '1 day', 'tick'
 FROM generate_series(0, 40) n;
 
+-- A user's partition hook.
+CREATE FUNCTION app.note_partition(parent regclass, part regclass) RETURNS void
+LANGUAGE sql AS $$ SELECT NULL::void $$;
+INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('app', 'app.note_partition(regclass, regclass)');
+
 SELECT saas.rate_limit_rule_set('/rpc/expensive', 3, '1 hour', 'user', 'POST');
 SELECT saas.rate_limit_rule_set('/notes*', 100, '1 minute', 'tenant');
