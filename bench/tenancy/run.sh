@@ -6,6 +6,9 @@
 #   (b)    a naive policy calling a plpgsql tenant lookup per row
 # Every transaction does what a PostgREST request does first (set the claims,
 # switch role), so the three differ only in how the tenant filter is applied.
+# Part 2: what checking a user token's membership costs: resolving the
+# tenant of a user token (a sub that is a member: membership checked)
+# against a machine token (no sub: the claim alone), a point read each.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -32,6 +35,11 @@ CREATE FUNCTION pg_temp.tid(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
   AS \$f\$ SELECT format('00000000-0000-4000-8000-%s', lpad(n::text, 12, '0'))::uuid \$f\$;
 INSERT INTO saas.tenants (id, slug, name)
   SELECT pg_temp.tid(n), 'bench-' || n, 'Bench ' || n FROM generate_series(1, $TENANTS) n
+  ON CONFLICT DO NOTHING;
+-- User n (same digits, another prefix) is a member of tenant n.
+INSERT INTO saas.memberships (tenant_id, user_id, role)
+  SELECT pg_temp.tid(n), format('10000000-0000-4000-8000-%s', lpad(n::text, 12, '0'))::uuid, 'member'
+  FROM generate_series(1, $TENANTS) n
   ON CONFLICT DO NOTHING;
 
 -- Rows of all tenants interleaved, as they arrive in a real table.
@@ -102,3 +110,23 @@ plain=$(echo "${plain_runs[*]}" | median)
 naive=$(pgbench_latency_ms "$WORK/naive.sql" "$SECONDS_EACH")
 report "select 1 tenant of $TENANTS (1M rows)" "$ours" "hand-written WHERE" "$plain" "ms/request"
 report "select 1 tenant of $TENANTS (1M rows)" "$ours" "naive plpgsql policy" "$naive" "ms/request"
+
+# Part 2: a point read under a user token and under a machine token (row
+# :t + 99 belongs to tenant :t).
+point='SELECT amount FROM bench.items WHERE id = :t + 99;
+COMMIT;'
+printf '%s\nBEGIN;\nSELECT set_config('"'"'request.jwt.claims'"'"', format('"'"'{"role":"bench_user","sub":"10000000-0000-4000-8000-%%s","tenant_id":"00000000-0000-4000-8000-%%s"}'"'"', lpad(:t::text, 12, '"'"'0'"'"'), lpad(:t::text, 12, '"'"'0'"'"')), true);\nSET LOCAL ROLE bench_user;\n%s\n' '\set t random(1, '"$TENANTS"')' "$point" >"$WORK/user.sql"
+printf '%s\n%s\n' "$prelude" "$point" >"$WORK/machine.sql"
+for f in user machine; do
+  out=$(sed 's/:t\b/42/g; /\\set/d' "$WORK/$f.sql" | bench_psql -At | tail -n 1)
+  [ -n "$out" ] || { echo "  $f token: the point read found nothing" >&2; exit 1; }
+done
+pgbench_latency_ms "$WORK/user.sql" 3 >/dev/null
+user_runs=() machine_runs=()
+for round in 1 2 3 4 5; do
+  u=$(pgbench_latency_ms "$WORK/user.sql" "$SECONDS_EACH")
+  m=$(pgbench_latency_ms "$WORK/machine.sql" "$SECONDS_EACH")
+  echo "  round $round: user token $u ms, machine token $m ms"
+  user_runs+=("$u") machine_runs+=("$m")
+done
+report "point read: user token (membership checked)" "$(echo "${user_runs[*]}" | median)" "machine token (claim only)" "$(echo "${machine_runs[*]}" | median)" "ms/request"

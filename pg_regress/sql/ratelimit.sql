@@ -137,7 +137,7 @@ FROM saas.rate_limit_rules WHERE path_pattern LIKE '/%regress%' ORDER BY path_pa
 
 INSERT INTO saas.tenants (id, slug, name, plan) VALUES
   (:ta, 'limit-a', 'Limit A', 'regress-small'), (:tb, 'limit-b', 'Limit B', 'regress-none');
-INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES (:ta, :u1, 'member'), (:ta, :u2, 'admin'), (:tb, :u1, 'member');
+INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES (:ta, :u1, 'member'), (:ta, :u2, 'admin'), (:tb, :u1, 'member'), (:tb, :u2, 'member');
 -- A request as PostgREST sets it up.
 CREATE FUNCTION pg_temp.request(method text, path text, sub uuid, tenant uuid, ip text DEFAULT '198.51.100.7')
 RETURNS void LANGUAGE sql AS $$

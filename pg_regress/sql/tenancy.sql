@@ -56,6 +56,21 @@ SELECT set_config('request.jwt.claims', format('{"sub": %s, "app_metadata": {"te
 SELECT saas.current_tenant() = :tb AS tenant_from_app_metadata, saas.has_role('member') AS member, saas.has_role('admin') AS admin;
 ROLLBACK;
 
+-- A user's token is held to the memberships on every request: removed from
+-- the tenant, the user loses it at once, though the token still names it.
+DELETE FROM saas.memberships WHERE tenant_id = :tb AND user_id = :u_both;
+BEGIN;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_both::text), to_json(:tb::text)), true) IS NOT NULL AS set;
+SELECT saas.current_tenant();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES (:tb, :u_both, 'member');
+-- A machine token (no sub) is scoped by its claim alone.
+BEGIN;
+SELECT set_config('request.jwt.claims', format('{"role": "service", "tenant_id": %s}', to_json(:tb::text)), true) IS NOT NULL AS set;
+SELECT saas.current_tenant() = :tb AS machine_token_scoped, saas.has_role('viewer') AS no_role;
+ROLLBACK;
+
 BEGIN;
 -- user_metadata is editable by users: never read.
 SELECT set_config('request.jwt.claims', format('{"sub": %s, "user_metadata": {"tenant_id": %s}}', to_json(:u_owner::text), to_json(:tb::text)), true) IS NOT NULL AS set;

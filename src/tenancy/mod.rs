@@ -180,16 +180,25 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
         &inputs.claim_name,
         inputs.backend,
     )?;
-    let (tenant, member_required) = match source {
+    // A user's token (its sub a uuid, pg_saas's user ids) is held to the
+    // memberships on every request: a member removed from a tenant loses it
+    // at once, not when the token expires. Machine tokens (no sub, or a sub
+    // of another identity provider) are scoped by their claim alone.
+    let (tenant, member_required, by_header) = match source {
         TenantSource::Unresolved => return Ok((None, None)),
-        TenantSource::Claim(t) | TenantSource::Backend(t) => (t, false),
-        TenantSource::Header { tenant, .. } => (tenant, true),
+        TenantSource::Claim(t) => (t, user.is_some(), false),
+        TenantSource::Backend(t) => (t, false, false),
+        TenantSource::Header { tenant, .. } => (tenant, true, true),
     };
     let not_member = || {
         SaasError::new(
             ErrorKind::InsufficientPrivilege,
             format!("not a member of tenant {tenant}"),
-            "X-Tenant-Id must name a tenant you belong to; list yours with saas.my_memberships().",
+            if by_header {
+                "X-Tenant-Id must name a tenant you belong to; list yours with saas.my_memberships()."
+            } else {
+                "The token names a tenant its user does not belong to (any more); sign in again for a token of a tenant you belong to, listed by saas.my_memberships()."
+            },
         )
     };
     match lookup(tenant, user)? {
