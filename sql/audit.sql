@@ -507,12 +507,17 @@ VALUES ('audit_seal', 'audit', '_audit_maintenance', 10, 'audit_log');
 -- Export (the seeds' "audit export"): the current tenant's rows, for its
 -- admins, as JSON lines or CSV with a header line.
 -- ---------------------------------------------------------------------------
+-- One CSV field. A field a spreadsheet would take for a formula (it starts
+-- with =, +, -, @, a tab or a carriage return: =HYPERLINK(...) in a user
+-- agent) gets a leading single quote, as OWASP advises; JSON, ids and
+-- times never start so.
 CREATE FUNCTION @extschema@._csv_field(v text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN CASE
   WHEN v IS NULL THEN ''
+  WHEN v ~ '^[=+@\t\r-]' THEN '"''' || replace(v, '"', '""') || '"'
   WHEN v ~ '[",\r\n]' OR v = '' THEN '"' || replace(v, '"', '""') || '"'
   ELSE v
 END;

@@ -799,6 +799,24 @@ $$;
 COMMENT ON FUNCTION @extschema@.tenancy_report(text[], name) IS
   'One row per table of the given schemas (tenant column, RLS enabled/forced, pg_saas policies, tenant index, and the problems found), and one per view or materialized view over tables with RLS that can show rows the caller''s policies would hide.';
 
+-- ---------------------------------------------------------------------------
+-- CSV exports neutralise spreadsheet formulas.
+-- ---------------------------------------------------------------------------
+-- One CSV field. A field a spreadsheet would take for a formula (it starts
+-- with =, +, -, @, a tab or a carriage return: =HYPERLINK(...) in a user
+-- agent) gets a leading single quote, as OWASP advises; JSON, ids and
+-- times never start so.
+CREATE OR REPLACE FUNCTION @extschema@._csv_field(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+  WHEN v IS NULL THEN ''
+  WHEN v ~ '^[=+@\t\r-]' THEN '"''' || replace(v, '"', '""') || '"'
+  WHEN v ~ '[",\r\n]' OR v = '' THEN '"' || replace(v, '"', '""') || '"'
+  ELSE v
+END;
+
 -- Deny by default: no routine, table, view or sequence of the schema is for
 -- PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -201,8 +201,37 @@ impl<T> OrRaise<T> for SaasResult<T> {
     }
 }
 
+/// The most of a caller's input an error message repeats: enough to
+/// recognise it, never a whole header or body sent back in the error.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// `text` for an error message: at most [`ECHO_MAX_CHARS`] characters, and
+/// how much more there was.
+pub fn echoed(text: &str) -> String {
+    match text.char_indices().nth(ECHO_MAX_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} more bytes)", &text[..cut], text.len() - cut),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn echoed_input_is_cut() {
+        assert_eq!(super::echoed("acme"), "acme");
+        let long = "x".repeat(8192);
+        let e = super::echoed(&long);
+        assert!(
+            e.starts_with(&"x".repeat(64)) && e.ends_with("(8128 more bytes)"),
+            "{e}"
+        );
+        // Never splits a character.
+        assert_eq!(
+            super::echoed(&"\u{e9}".repeat(65)),
+            format!("{}... (2 more bytes)", "\u{e9}".repeat(64))
+        );
+    }
+
     use super::*;
     use std::collections::HashSet;
 

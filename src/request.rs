@@ -4,7 +4,7 @@
 //! pgrx types; the per-transaction cache of the settings themselves is
 //! `request_settings.rs`.
 
-use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::error::{echoed, ErrorKind, SaasError, SaasResult};
 use crate::uuid::Uuid;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -84,12 +84,12 @@ pub fn uuid_value(value: &Value, what: &str, hint: &str) -> SaasResult<Uuid> {
             format!("{what} is not a uuid string"),
             hint,
         )
-        .with_detail(format!("found {value}"))
+        .with_detail(format!("found {}", echoed(&value.to_string())))
     })?;
     Uuid::parse(text).ok_or_else(|| {
         SaasError::new(
             ErrorKind::InvalidParameter,
-            format!("{what} is not a uuid: \"{text}\""),
+            format!("{what} is not a uuid: \"{}\"", echoed(text)),
             hint,
         )
     })

@@ -365,3 +365,53 @@ fn status_table_matches_postgrest() {
         assert_eq!(http_status(code, anonymous), status, "{code}");
     }
 }
+
+/// pgvector in a schema of its own (Supabase puts extensions in
+/// `extensions`): pg_saas installs beside it without CASCADE putting
+/// anything into `public`, and works.
+#[tokio::test]
+async fn vector_in_its_own_schema() {
+    let admin = db_or_skip!("vector_in_its_own_schema");
+    let url = std::env::var(common::URL_ENV).unwrap();
+    let db = "pg_saas_vector_schema";
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "SET client_min_messages = warning;
+             CREATE SCHEMA extensions;
+             CREATE EXTENSION vector WITH SCHEMA extensions;
+             CREATE EXTENSION pg_saas;",
+        )
+        .await
+        .expect("install vector into extensions, then pg_saas");
+    let row = client
+        .query_one(
+            "SELECT (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                     WHERE e.extname = 'vector'),
+                    (SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace)
+                    + (SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace),
+                    saas.version() = (SELECT extversion FROM pg_extension WHERE extname = 'pg_saas')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (schema, in_public, works): (String, i64, bool) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(schema, "extensions");
+    assert_eq!(in_public, 0, "something was installed into public");
+    assert!(works);
+    drop(client);
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

@@ -387,3 +387,9 @@ DELETE FROM saas.partition_config WHERE parent = 'saas.audit_log'::regclass;
 DELETE FROM saas.tenants WHERE id IN (:ta, :tb);
 DROP OWNED BY regress_audit_api;
 DROP ROLE regress_audit_api;
+
+-- CSV fields a spreadsheet would run as formulas are quoted with a leading
+-- single quote; others as CSV quotes them.
+SELECT v, saas._csv_field(v) AS csv
+FROM unnest(ARRAY['=HYPERLINK("http://evil.example","x")', '+1', '-2', '@SUM(A1)', E'\tx', 'plain', 'a,b', '', NULL]) WITH ORDINALITY u(v, n)
+ORDER BY n;

@@ -406,3 +406,11 @@ SELECT count(*) AS registered_after_drop FROM saas.tenant_tables;
 DELETE FROM saas.tenants;
 DROP OWNED BY regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger, regress_tenancy_worker;
 DROP ROLE regress_tenancy_api, regress_tenancy_anon, regress_tenancy_stranger, regress_tenancy_worker;
+
+-- An oversized X-Tenant-Id is not echoed whole in the error.
+BEGIN;
+SELECT set_config('request.jwt.claims', '{"sub": "000000aa-0000-4000-8000-000000000000"}', true) IS NOT NULL AS set;
+SELECT set_config('request.headers', json_build_object('x-tenant-id', repeat('A', 8192))::text, true) IS NOT NULL AS set;
+SELECT saas.current_tenant();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
