@@ -21,7 +21,7 @@ CREATE TABLE @extschema@.partition_config (
   created_at        timestamptz NOT NULL DEFAULT now(),
   CONSTRAINT partition_config_pkey PRIMARY KEY (parent),
   CONSTRAINT partition_config_premake CHECK (premake BETWEEN 0 AND 120),
-  CONSTRAINT partition_config_retention CHECK (retention IS NULL OR retention >= interval '1 month'),
+  CONSTRAINT partition_config_retention CHECK (retention IS NULL OR retention BETWEEN interval '1 month' AND interval '1000 years'),
   CONSTRAINT partition_config_action CHECK (retention_action IN ('drop', 'detach')),
   CONSTRAINT partition_config_type CHECK (control_type IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype))
 );
@@ -367,13 +367,31 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   m timestamp;
+  stuck bigint;
 BEGIN
-  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %s ORDER BY 1',
+  -- A NULL or infinite control value belongs to no month: such rows stay in
+  -- the default partition, reported, and hold up nothing else.
+  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %s WHERE isfinite(%I) ORDER BY 1',
                           CASE cfg.control_type WHEN 'timestamptz'::regtype
                                THEN format('%I AT TIME ZONE %L', cfg.control_column, cfg.time_zone)
-                               ELSE format('%I::timestamp', cfg.control_column) END, source) LOOP
-    RETURN QUERY SELECT * FROM @extschema@._partition_ensure_month(cfg, m);
+                               ELSE format('%I::timestamp', cfg.control_column) END, source, cfg.control_column) LOOP
+    -- One month at a time: a month no partition can be made for (year
+    -- 10000) is reported and the others are still rescued.
+    BEGIN
+      RETURN QUERY SELECT * FROM @extschema@._partition_ensure_month(cfg, m);
+    EXCEPTION WHEN OTHERS THEN
+      action := 'error'; partition_name := NULL;
+      detail := format('rows of %s stay in %s: %s: %s', to_char(m, 'YYYY-MM'), source, SQLSTATE, SQLERRM);
+      RETURN NEXT;
+    END;
   END LOOP;
+  EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL OR NOT isfinite(%I)', source, cfg.control_column, cfg.control_column)
+    INTO stuck;
+  IF stuck > 0 THEN
+    action := 'unroutable'; partition_name := NULL;
+    detail := format('%s rows of %s have a NULL or infinite %I: no month holds them', stuck, source, cfg.control_column);
+    RETURN NEXT;
+  END IF;
 END
 $$;
 
@@ -399,15 +417,20 @@ DECLARE
   dflt text;
 BEGIN
   ctype := @extschema@._partition_check_parent(parent, control_column);
-  IF premake IS NULL OR premake < 0 OR premake > 120 THEN
+  IF premake IS NULL OR retention_action IS NULL OR time_zone IS NULL OR p_now IS NULL THEN
+    RAISE EXCEPTION 'create_monthly_partitions: premake, retention_action, time_zone and p_now may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave an argument out to get its default: premake 3, retention_action ''drop'', time_zone ''UTC'', p_now now().';
+  END IF;
+  IF premake < 0 OR premake > 120 THEN
     RAISE EXCEPTION 'premake must be between 0 and 120 months, not %', premake
-      USING ERRCODE = 'invalid_parameter_value',
+      USING ERRCODE = 'numeric_value_out_of_range',
             HINT = 'premake is how many months ahead of the current one stay ready; 3 is a good default.';
   END IF;
-  IF retention IS NOT NULL AND retention < interval '1 month' THEN
-    RAISE EXCEPTION 'retention % is shorter than a month', retention
-      USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Partitions are whole months: give a retention of at least ''1 month'', or NULL to keep everything.';
+  IF retention IS NOT NULL AND (retention < interval '1 month' OR retention > interval '1000 years') THEN
+    RAISE EXCEPTION 'retention % is outside 1 month .. 1000 years', retention
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'Partitions are whole months: give a retention of at least ''1 month'' and at most ''1000 years'', or NULL to keep everything.';
   END IF;
   IF retention_action NOT IN ('drop', 'detach') THEN
     RAISE EXCEPTION 'retention_action must be drop or detach, not %', retention_action

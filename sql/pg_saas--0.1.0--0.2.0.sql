@@ -817,6 +817,144 @@ RETURN CASE
   ELSE v
 END;
 
+-- ---------------------------------------------------------------------------
+-- Validation at the boundary: the CHECKs accept only what the code can run,
+-- and one bad month or row in a default partition holds up nothing else.
+-- ---------------------------------------------------------------------------
+DO $check$
+DECLARE
+  bad text;
+BEGIN
+  SELECT string_agg(format('%s (%s)', parent, retention), ', ' ORDER BY parent::text) INTO bad
+  FROM @extschema@.partition_config WHERE retention > interval '1000 years';
+  IF bad IS NOT NULL THEN
+    RAISE EXCEPTION 'pg_saas 0.2.0 keeps retention within 1000 years; these parents have more: %', bad
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'Call saas.create_monthly_partitions again for them with a retention of at most ''1000 years'' (or NULL), then ALTER EXTENSION pg_saas UPDATE.';
+  END IF;
+  SELECT string_agg(format('rule %s (%s per %s)', id, count, period), ', ' ORDER BY id) INTO bad
+  FROM @extschema@.rate_limit_rules
+  WHERE NOT (period <= interval '100 years'
+             AND extract(epoch FROM period) * 1000000 >= count
+             AND extract(epoch FROM period) / count * coalesce(max_burst, count) <= 3155760000);
+  IF bad IS NOT NULL THEN
+    RAISE EXCEPTION 'pg_saas 0.2.0 refuses rate-limit rules its arithmetic cannot run: %', bad
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'Fix them with saas.rate_limit_rule_set (a period of at most 100 years, at least a microsecond per request) or drop them with saas.rate_limit_rule_drop, then ALTER EXTENSION pg_saas UPDATE.';
+  END IF;
+END
+$check$;
+ALTER TABLE @extschema@.partition_config DROP CONSTRAINT partition_config_retention;
+ALTER TABLE @extschema@.partition_config ADD CONSTRAINT partition_config_retention
+  CHECK (retention IS NULL OR retention BETWEEN interval '1 month' AND interval '1000 years');
+ALTER TABLE @extschema@.rate_limit_rules ADD CONSTRAINT rate_limit_rules_range CHECK (
+    period <= interval '100 years'
+    AND extract(epoch FROM period) * 1000000 >= count
+    AND extract(epoch FROM period) / count * coalesce(max_burst, count) <= 3155760000);
+CREATE OR REPLACE FUNCTION @extschema@._partition_cover_rows(cfg @extschema@.partition_config, source regclass)
+RETURNS TABLE (action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m timestamp;
+  stuck bigint;
+BEGIN
+  -- A NULL or infinite control value belongs to no month: such rows stay in
+  -- the default partition, reported, and hold up nothing else.
+  FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %s) FROM %s WHERE isfinite(%I) ORDER BY 1',
+                          CASE cfg.control_type WHEN 'timestamptz'::regtype
+                               THEN format('%I AT TIME ZONE %L', cfg.control_column, cfg.time_zone)
+                               ELSE format('%I::timestamp', cfg.control_column) END, source, cfg.control_column) LOOP
+    -- One month at a time: a month no partition can be made for (year
+    -- 10000) is reported and the others are still rescued.
+    BEGIN
+      RETURN QUERY SELECT * FROM @extschema@._partition_ensure_month(cfg, m);
+    EXCEPTION WHEN OTHERS THEN
+      action := 'error'; partition_name := NULL;
+      detail := format('rows of %s stay in %s: %s: %s', to_char(m, 'YYYY-MM'), source, SQLSTATE, SQLERRM);
+      RETURN NEXT;
+    END;
+  END LOOP;
+  EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL OR NOT isfinite(%I)', source, cfg.control_column, cfg.control_column)
+    INTO stuck;
+  IF stuck > 0 THEN
+    action := 'unroutable'; partition_name := NULL;
+    detail := format('%s rows of %s have a NULL or infinite %I: no month holds them', stuck, source, cfg.control_column);
+    RETURN NEXT;
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.create_monthly_partitions(
+  parent regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
+AS $$
+DECLARE
+  ctype regtype;
+  cfg @extschema@.partition_config%ROWTYPE;
+  dflt text;
+BEGIN
+  ctype := @extschema@._partition_check_parent(parent, control_column);
+  IF premake IS NULL OR retention_action IS NULL OR time_zone IS NULL OR p_now IS NULL THEN
+    RAISE EXCEPTION 'create_monthly_partitions: premake, retention_action, time_zone and p_now may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave an argument out to get its default: premake 3, retention_action ''drop'', time_zone ''UTC'', p_now now().';
+  END IF;
+  IF premake < 0 OR premake > 120 THEN
+    RAISE EXCEPTION 'premake must be between 0 and 120 months, not %', premake
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'premake is how many months ahead of the current one stay ready; 3 is a good default.';
+  END IF;
+  IF retention IS NOT NULL AND (retention < interval '1 month' OR retention > interval '1000 years') THEN
+    RAISE EXCEPTION 'retention % is outside 1 month .. 1000 years', retention
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'Partitions are whole months: give a retention of at least ''1 month'' and at most ''1000 years'', or NULL to keep everything.';
+  END IF;
+  IF retention_action NOT IN ('drop', 'detach') THEN
+    RAISE EXCEPTION 'retention_action must be drop or detach, not %', retention_action
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'drop deletes expired partitions; detach keeps them as plain tables for archiving.';
+  END IF;
+  BEGIN
+    PERFORM p_now AT TIME ZONE time_zone;
+  EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'time zone "%" is not recognized', time_zone
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use a name from pg_timezone_names, e.g. ''UTC'' or ''Europe/Berlin''.';
+  END;
+
+  INSERT INTO @extschema@.partition_config AS c
+    (parent, control_column, control_type, premake, retention, retention_action, time_zone)
+  VALUES (parent, control_column, ctype, premake, retention, retention_action, time_zone)
+  ON CONFLICT ON CONSTRAINT partition_config_pkey DO UPDATE SET
+    control_column = EXCLUDED.control_column, control_type = EXCLUDED.control_type,
+    premake = EXCLUDED.premake, retention = EXCLUDED.retention,
+    retention_action = EXCLUDED.retention_action, time_zone = EXCLUDED.time_zone
+  RETURNING * INTO cfg;
+
+  -- The default partition first, so no insert fails while months are made.
+  IF @extschema@._partition_default(parent) IS NULL THEN
+    SELECT format('%I.%I', n.nspname, @extschema@.default_partition_name(c.relname)) INTO dflt
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s DEFAULT', dflt, parent));
+    PERFORM @extschema@._partition_run_hooks(parent, dflt::regclass);
+    RETURN QUERY SELECT parent, 'create_default'::text, dflt, NULL::text;
+  END IF;
+
+  RETURN QUERY SELECT parent, r.* FROM @extschema@._partition_premake(cfg, p_now) r;
+END
+$$;
+
 -- Deny by default: no routine, table, view or sequence of the schema is for
 -- PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -85,7 +85,14 @@ CREATE TABLE @extschema@.rate_limit_rules (
   CONSTRAINT rate_limit_rules_pattern CHECK (path_pattern ~ '^/[A-Za-z0-9._~/*:@!$&''()+,;=%-]*$' AND char_length(path_pattern) <= 200),
   CONSTRAINT rate_limit_rules_method CHECK (method IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')),
   CONSTRAINT rate_limit_rules_scope CHECK (scope IN ('user', 'tenant', 'ip', 'global')),
-  CONSTRAINT rate_limit_rules_positive CHECK (count > 0 AND cost > 0 AND coalesce(max_burst, count) >= cost AND period > interval '0')
+  CONSTRAINT rate_limit_rules_positive CHECK (count > 0 AND cost > 0 AND coalesce(max_burst, count) >= cost AND period > interval '0'),
+  -- What the GCRA arithmetic accepts (gcra.rs): a period of at most 100
+  -- years, at least one microsecond per request, and a burst that fits in
+  -- 100 years. A rule outside these would fail every request it matched.
+  CONSTRAINT rate_limit_rules_range CHECK (
+    period <= interval '100 years'
+    AND extract(epoch FROM period) * 1000000 >= count
+    AND extract(epoch FROM period) / count * coalesce(max_burst, count) <= 3155760000)
 );
 COMMENT ON TABLE @extschema@.rate_limit_rules IS
   'Rate limits pre_request() applies: count per period (GCRA, burst max_burst or count) per user, tenant, ip or globally, for paths matching path_pattern (* = any characters).';

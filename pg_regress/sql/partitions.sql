@@ -196,3 +196,33 @@ INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('user', 'public.regre
 DROP FUNCTION public.regress_hook(regclass, regclass);
 DELETE FROM saas.partition_hooks WHERE hook_name = 'user';
 SELECT hook_name, hook, builtin FROM saas.partition_hooks ORDER BY hook_name;
+
+-- ---------------------------------------------------------------------------
+-- One bad row never stops maintenance: rows whose control value is NULL,
+-- infinite or in year 10000 stay in the default partition, reported, while
+-- the other months are still made and rescued.
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA bad_rows;
+CREATE TABLE bad_rows.events (at timestamptz, v int) PARTITION BY RANGE (at);
+SELECT count(*) AS actions FROM saas.create_monthly_partitions('bad_rows.events', 'at', 1, p_now => '2026-11-15 00:00+00');
+INSERT INTO bad_rows.events VALUES (NULL, 1), ('infinity', 2), ('-infinity', 3), ('10000-01-05 00:00+00', 4), ('2027-06-10 00:00+00', 5);
+SELECT action, partition_name, regexp_replace(detail, ': [0-9A-Z]{5}: .*$', ': <error>') AS detail
+FROM saas.run_maintenance('bad_rows.events', p_now => '2026-11-20 00:00+00') ORDER BY 1, 2, 3;
+SELECT tableoid::regclass AS partition, v FROM bad_rows.events ORDER BY v;
+-- Out of range and NULL arguments, each with its SQLSTATE.
+SELECT count(*) FROM saas.create_monthly_partitions('bad_rows.events', 'at', 1, '100000 years');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM saas.create_monthly_partitions('bad_rows.events', 'at', 500);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM saas.create_monthly_partitions('bad_rows.events', 'at', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM saas.create_monthly_partitions('bad_rows.events', 'at', 1, retention_action => NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- (terse: the failing row's DETAIL holds the time it was configured)
+\set VERBOSITY terse
+UPDATE saas.partition_config SET retention = '100000 years' WHERE parent = 'bad_rows.events'::regclass;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+SET client_min_messages = warning;
+DROP SCHEMA bad_rows CASCADE;
+RESET client_min_messages;

@@ -347,3 +347,14 @@ DELETE FROM saas.tenants WHERE id IN (:ta, :tb);
 DROP OWNED BY regress_limit_api;
 DROP ROLE regress_limit_api;
 RESET saas.rate_limit_clock;
+
+-- Rules written by plain DML are held to what the limiter can run (terse:
+-- the failing row's DETAIL holds its id and creation time).
+\set VERBOSITY terse
+INSERT INTO saas.rate_limit_rules (path_pattern, count, period) VALUES ('/rpc/huge', 1, '300000 years');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO saas.rate_limit_rules (path_pattern, count, period) VALUES ('/rpc/fine', 2000, '1 ms');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO saas.rate_limit_rules (path_pattern, count, period, max_burst) VALUES ('/rpc/burst', 1, '50 years', 1000);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
