@@ -39,7 +39,8 @@ fn requester(request: &RequestSettings, tenant: Option<&str>) -> SaasResult<Requ
     // The top-level `sub`, as every module reads it; as text (any string or
     // number), so subjects of other identity providers are limited too.
     let user = request.claims()?.and_then(sub_text);
-    let ip = request.headers().client_ip().or_else(peer_address);
+    let proxies = request_settings::trusted_proxies()?;
+    let ip = request.headers().client_ip(&proxies).or_else(peer_address);
     Ok(Requester {
         user,
         tenant: tenant.map(str::to_owned),

@@ -101,8 +101,9 @@ pub struct Requester {
     /// JWT `sub`.
     pub user: Option<String>,
     pub tenant: Option<String>,
-    /// First hop of X-Forwarded-For, else X-Real-IP, else the connection's
-    /// peer address.
+    /// The first X-Forwarded-For hop from the right that is not a trusted
+    /// proxy (`saas.trusted_proxies`), else X-Real-IP, else the
+    /// connection's peer address (`request::client_ip`).
     pub ip: Option<String>,
 }
 
