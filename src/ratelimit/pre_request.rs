@@ -143,10 +143,12 @@ pub(super) fn admission() -> SaasResult<Admission> {
     } else {
         cached_rules(owner)?
     };
+    // As PostgREST routes the request: the decoded path, HEAD as GET.
+    let route = rules::route_path(path);
     let matching: Vec<&Rule> = all_rules
         .iter()
         .filter(|r| {
-            r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, path)
+            rules::method_matches(r.method.as_deref(), &method) && rules::matches(&r.route, &route)
         })
         .collect();
 
