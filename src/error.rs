@@ -46,6 +46,10 @@ pub enum ErrorKind {
     FeatureNotSupported,
     /// A tamper-evidence or consistency check failed. XX001
     DataCorrupted,
+    /// A value nested deeper than the stack allows us to walk (PostgreSQL's
+    /// `max_stack_depth`). 54001 `statement_too_complex`, as PostgreSQL's
+    /// own "stack depth limit exceeded".
+    StatementTooComplex,
 }
 
 impl ErrorKind {
@@ -68,6 +72,7 @@ impl ErrorKind {
         ErrorKind::ConfigFile,
         ErrorKind::FeatureNotSupported,
         ErrorKind::DataCorrupted,
+        ErrorKind::StatementTooComplex,
     ];
 
     /// The five-character SQLSTATE of this kind.
@@ -90,6 +95,7 @@ impl ErrorKind {
             ErrorKind::ConfigFile => "F0000",
             ErrorKind::FeatureNotSupported => "0A000",
             ErrorKind::DataCorrupted => "XX001",
+            ErrorKind::StatementTooComplex => "54001",
         }
     }
 }
@@ -184,6 +190,7 @@ fn pg_code_of(kind: ErrorKind) -> pgrx::PgSqlErrorCode {
         ErrorKind::ConfigFile => C::ERRCODE_CONFIG_FILE_ERROR,
         ErrorKind::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorKind::DataCorrupted => C::ERRCODE_DATA_CORRUPTED,
+        ErrorKind::StatementTooComplex => C::ERRCODE_STATEMENT_TOO_COMPLEX,
     }
 }
 
@@ -275,6 +282,15 @@ mod tests {
         assert_eq!(
             make_sqlstate("23505"),
             pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as i32
+        );
+    }
+
+    #[test]
+    fn too_deep_is_statement_too_complex() {
+        assert_eq!(ErrorKind::StatementTooComplex.sqlstate(), "54001");
+        assert_eq!(
+            pg_code_of(ErrorKind::StatementTooComplex) as i32,
+            pgrx::PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX as i32
         );
     }
 

@@ -5,8 +5,9 @@
 //! Modules read the values through the statics below; what a value means
 //! stays with the module that uses it.
 
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
-use std::ffi::{CStr, CString};
+use crate::request::TrustedProxies;
+use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use std::ffi::{c_char, c_void, CStr, CString};
 
 /// `saas.tenant_claim`: the JWT claim naming the tenant (tenancy).
 /// Superuser-only, so a session cannot point it at a claim it controls.
@@ -52,6 +53,66 @@ pub(crate) static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_
 /// flushes (read once, at server start).
 pub(crate) static USAGE_COUNTER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 
+/// `saas.trusted_proxies`: the reverse proxies whose `X-Forwarded-For` hops
+/// are believed (`request::client_ip`), as addresses and CIDR ranges.
+///
+/// Superuser-only (SUSET), not SIGHUP: whoever may change it chooses whose
+/// claim of a client address the audit log records and rate limits key
+/// on, so no API role or session may; a superuser may still set it per
+/// database or role (`ALTER DATABASE ... SET`) where deployments differ,
+/// and in a session (the regression tests), which SIGHUP would not allow.
+///
+/// The default trusts loopback and the private ranges (RFC 1918, IPv6 ULA):
+/// a reverse proxy in front of PostgREST on the same host or network. Such
+/// addresses in X-Forwarded-For are proxies, not clients on the internet,
+/// so skipping them loses nothing there, and a client's forged hops stay
+/// to the left of the public address our proxy appended. A deployment
+/// whose clients themselves come from private addresses (an intranet)
+/// lists its proxies exactly.
+pub(crate) static TRUSTED_PROXIES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(TRUSTED_PROXIES_DEFAULT));
+
+/// [`TrustedProxies::DEFAULT`] as the setting's boot value.
+const TRUSTED_PROXIES_DEFAULT: &CStr =
+    c"127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7";
+
+/// Refuses a `saas.trusted_proxies` value that is not a list of addresses
+/// and CIDR ranges, when it is set (22023, with the list's HINT), so a
+/// typo never silently trusts nothing or everything.
+#[pg_guard]
+extern "C-unwind" fn check_trusted_proxies(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: the GUC machinery passes a pointer to the proposed value,
+    // NULL or a NUL-terminated string it owns for the duration of the call.
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        CStr::from_ptr(*newval)
+    };
+    // Not UTF-8: the replacement character is no address, so refused.
+    let error = match TrustedProxies::parse(&value.to_string_lossy()) {
+        Ok(_) => return true,
+        Err(e) => e,
+    };
+    let (message, hint) = (
+        CString::new(error.message).unwrap_or_default(),
+        CString::new(error.hint).unwrap_or_default(),
+    );
+    // SAFETY: GUC_check_errmsg/errhint as the C macros set them: strings
+    // palloc'd in the current memory context, which outlives the ereport
+    // the GUC machinery makes of them right after this hook returns.
+    unsafe {
+        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+    }
+    false
+}
+
 /// Registers every `saas.*` setting, then reserves the prefix. Runs first
 /// in `_PG_init`: the shared-memory request reads the slot counts.
 pub(crate) fn init() {
@@ -83,6 +144,23 @@ escape hatch should a PostgreSQL minor release break the direct writer's assumpt
         GucContext::Suset,
         GucFlags::default(),
     );
+    // The request.
+    // SAFETY: the check hook is a #[pg_guard] function that only reads the
+    // proposed value and sets the GUC_check_* strings.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"saas.trusted_proxies",
+            c"Reverse proxies whose X-Forwarded-For hops are believed: IP addresses and CIDR ranges, comma-separated.",
+            c"The client address (audit log, per-IP rate limits) is the first X-Forwarded-For hop from the right \
+that is not one of these; X-Real-IP only without X-Forwarded-For. Empty trusts no proxy.",
+            &TRUSTED_PROXIES,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_trusted_proxies),
+            None,
+            None,
+        );
+    }
     // Rate limits.
     GucRegistry::define_enum_guc(
         c"saas.rate_limit_backend",
@@ -143,4 +221,18 @@ pub(crate) fn string_setting_is(
         (!raw.is_null()).then(|| CStr::from_ptr(raw))
     };
     current.map_or(default.as_bytes(), CStr::to_bytes) == value.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_default_is_the_request_default() {
+        assert_eq!(
+            TRUSTED_PROXIES_DEFAULT.to_str().unwrap(),
+            TrustedProxies::DEFAULT
+        );
+        TrustedProxies::parse(TrustedProxies::DEFAULT).unwrap();
+    }
 }

@@ -36,6 +36,19 @@ pub(crate) fn setting_is(name: &CStr, value: Option<&str>) -> bool {
     }
 }
 
+/// PostgreSQL's own stack check, as the [`DepthProbe`] of pure code that
+/// recurses over user data: true once the stack is deeper than
+/// `max_stack_depth` allows (the depth itself is not needed). Raises
+/// nothing: the caller turns a refusal into its own 54001 error.
+///
+/// [`DepthProbe`]: crate::audit::json_scan::DepthProbe
+pub(crate) fn stack_too_deep(_depth: usize) -> bool {
+    // SAFETY: stack_is_too_deep() compares the address of a local with the
+    // backend's stack base and max_stack_depth; it reads no other state and
+    // cannot raise an error.
+    unsafe { pg_sys::stack_is_too_deep() }
+}
+
 /// The backend's local transaction id: what per-transaction caches key on.
 pub(crate) fn local_xid() -> u32 {
     // SAFETY: MyProc is set in every backend that runs SQL.

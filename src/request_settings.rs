@@ -12,8 +12,9 @@
 //! matches its copy, so the next call takes a new snapshot.
 
 use crate::error::SaasResult;
+use crate::gucs::{string_setting_is, TRUSTED_PROXIES};
 use crate::pgutil::{local_xid, setting, setting_is};
-use crate::request::{parse_claims, Claims, RequestHeaders};
+use crate::request::{parse_claims, Claims, RequestHeaders, TrustedProxies};
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
@@ -112,4 +113,32 @@ pub(crate) fn current() -> Rc<RequestSettings> {
     let fresh = Rc::new(RequestSettings::read(lxid));
     CURRENT.with(|c| *c.borrow_mut() = Some(fresh.clone()));
     fresh
+}
+
+thread_local! {
+    static PROXIES: RefCell<Option<(String, Rc<TrustedProxies>)>> = const { RefCell::new(None) };
+}
+
+/// `saas.trusted_proxies`, parsed: the kept list while the setting still
+/// reads the same (compared in place, no copy: the audit trigger asks per
+/// statement), else parsed once per distinct value
+/// ([`TrustedProxies::cached`]). 22023 for a value the check hook would
+/// have refused (it cannot be set otherwise).
+pub(crate) fn trusted_proxies() -> SaasResult<Rc<TrustedProxies>> {
+    let hit = PROXIES.with(|p| {
+        p.borrow()
+            .as_ref()
+            .filter(|(text, _)| string_setting_is(&TRUSTED_PROXIES, TrustedProxies::DEFAULT, text))
+            .map(|(_, parsed)| parsed.clone())
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    let text = TRUSTED_PROXIES.get().map_or_else(
+        || TrustedProxies::DEFAULT.to_owned(),
+        |c| c.to_string_lossy().into_owned(),
+    );
+    let parsed = TrustedProxies::cached(&text)?;
+    PROXIES.with(|p| *p.borrow_mut() = Some((text, parsed.clone())));
+    Ok(parsed)
 }

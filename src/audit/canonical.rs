@@ -18,7 +18,10 @@ use serde_json::Value;
 pub use super::json_object::JsonObject;
 pub use super::record::AuditRecord;
 
-/// The canonical text of a JSON value.
+/// The canonical text of a JSON value. Recursive: for values pg_saas builds
+/// (seal records) or serde_json parsed (nested at most 128 deep, its
+/// default recursion limit, which this crate never disables); user data
+/// goes through [`super::json_scan`], which checks the stack.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::with_capacity(256);
     write_canonical(value, &mut out);

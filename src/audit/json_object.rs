@@ -2,7 +2,7 @@
 //! came and its canonical text. Pure Rust.
 
 use super::canonical::write_string;
-use super::json_scan::{canonical_order, JsonError, KeyOf, Scanner};
+use super::json_scan::{canonical_order, depth_limit, DepthProbe, JsonError, KeyOf, Scanner};
 
 /// A JSON object as the log keeps it: for each member the text it came in
 /// (what `jsonb` input gets, so values keep their spelling, e.g. 1.50) and
@@ -22,8 +22,15 @@ pub struct Member {
 }
 
 impl JsonObject {
+    /// The object `text` holds, nested at most [`depth_limit`] deep (for
+    /// code outside a backend; the backend uses [`JsonObject::parse_with`]).
     pub fn parse(text: &str) -> Result<JsonObject, JsonError> {
-        let mut sc = Scanner::new(text);
+        JsonObject::parse_with(text, &depth_limit)
+    }
+
+    /// The object `text` holds, nested as deep as `too_deep` allows.
+    pub fn parse_with(text: &str, too_deep: DepthProbe<'_>) -> Result<JsonObject, JsonError> {
+        let mut sc = Scanner::new(text, too_deep);
         sc.ws();
         let mut members = Vec::new();
         sc.object(|key, start, end, canonical| {
@@ -114,7 +121,8 @@ impl JsonObject {
 impl Member {
     /// The value when it is a JSON string.
     pub fn as_string(&self) -> Option<String> {
-        let mut sc = Scanner::new(&self.text);
+        // A string does not nest: the probe is never asked.
+        let mut sc = Scanner::new(&self.text, &depth_limit);
         (sc.peek() == Some(b'"'))
             .then(|| sc.string().ok().map(|s| s.into_owned()))
             .flatten()
@@ -132,7 +140,7 @@ mod tests {
     use super::*;
     use crate::audit::canonical::canonical_json;
     use crate::audit::canonical::tests::json_value;
-    use crate::audit::json_scan::canonical_value;
+    use crate::audit::json_scan::{canonical_value, depth_limit, JsonError};
     use proptest::prelude::*;
     use serde_json::Value;
 
@@ -182,6 +190,27 @@ mod tests {
         assert_eq!(row.canonical(), r#"{"j":{"a":2,"b":0}}"#);
     }
 
+    #[test]
+    fn deep_members_are_too_deep_not_a_crash() {
+        let deep = format!("{{\"j\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let r = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || JsonObject::parse_with(&deep, &|d| d > 100).map(drop))
+            .unwrap()
+            .join()
+            .unwrap();
+        // The object itself is level 1.
+        assert_eq!(r, Err(JsonError::TooDeep { depth: 101 }));
+        assert!(matches!(
+            JsonObject::parse(&format!(
+                "{{\"j\": {}{}}}",
+                "[".repeat(300),
+                "]".repeat(300)
+            )),
+            Err(JsonError::TooDeep { .. })
+        ));
+    }
+
     proptest! {
         // The hot path's canonical text equals the tree-based definition,
         // whatever the spacing of the text it reads (row_to_json is compact,
@@ -210,10 +239,10 @@ mod tests {
             value in json_value(),
         ) {
             let text = serde_json::to_string_pretty(&value).unwrap();
-            prop_assert_eq!(canonical_value(&text).unwrap(), canonical_json(&value));
+            prop_assert_eq!(canonical_value(&text, &depth_limit).unwrap(), canonical_json(&value));
             let built = JsonObject::from_members(members.iter().rev().map(|(k, v)| {
                 let text = serde_json::to_string(v).unwrap();
-                Member { key: k.clone(), canonical: canonical_value(&text).unwrap(), text }
+                Member { key: k.clone(), canonical: canonical_value(&text, &depth_limit).unwrap(), text }
             }).collect());
             let object = Value::Object(members.into_iter().collect());
             prop_assert_eq!(built.clone(), JsonObject::parse(&serde_json::to_string(&object).unwrap()).unwrap());

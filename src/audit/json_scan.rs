@@ -2,25 +2,63 @@
 //! writes canonical text as it goes (row images, nested values) or reports
 //! each value to a [`JsonEvents`] (the direct writer's jsonb builder).
 //! Pure Rust.
+//!
+//! The scanner recurses once per nested array or object, and the text comes
+//! from users (a `json` column built in PL/pgSQL is never parsed, so nothing
+//! bounded its depth before us). Before it enters a container it asks a
+//! [`DepthProbe`] whether the stack may grow: in a backend that is
+//! PostgreSQL's own `stack_is_too_deep()` (`max_stack_depth`), in pure code
+//! [`depth_limit`]. A value too deep is [`JsonError::TooDeep`], never a
+//! stack overflow.
 
 use super::canonical::write_string;
 use super::canonical_number::write_canonical_number;
 use std::borrow::Cow;
 
-/// Text that is not the JSON object it should be.
+/// Asked before the scanner enters a nested array or object, with the
+/// depth it would reach (the outermost container is 1): `true` stops the
+/// scan with [`JsonError::TooDeep`]. The glue passes PostgreSQL's stack
+/// check (`pgutil::stack_too_deep`); pure code passes [`depth_limit`].
+pub type DepthProbe<'p> = &'p dyn Fn(usize) -> bool;
+
+/// Nesting the pure entry points accept ([`depth_limit`]): far more than
+/// any row image holds, far less than a test thread's stack allows.
+pub const PURE_DEPTH_LIMIT: usize = 256;
+
+/// The probe of code outside a backend: deeper than [`PURE_DEPTH_LIMIT`]
+/// is too deep.
+pub fn depth_limit(depth: usize) -> bool {
+    depth > PURE_DEPTH_LIMIT
+}
+
+/// Text that is not the JSON it should be, or JSON nested deeper than the
+/// probe allows.
 #[derive(Debug, PartialEq)]
-pub struct JsonError(pub String);
+pub enum JsonError {
+    Invalid(String),
+    /// The probe refused to enter a container at this depth.
+    TooDeep {
+        depth: usize,
+    },
+}
 
 impl std::fmt::Display for JsonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            JsonError::Invalid(what) => f.write_str(what),
+            // Not the depth: where the stack runs out varies with the build
+            // and the platform, and the message should not.
+            JsonError::TooDeep { .. } => f.write_str(
+                "its arrays and objects nest deeper than the stack depth limit (max_stack_depth) lets them be read",
+            ),
+        }
     }
 }
 
 /// The canonical text of one JSON value given as text (a json or jsonb
 /// column, an array or a nested row as PostgreSQL writes them).
-pub fn canonical_value(text: &str) -> Result<String, JsonError> {
-    let mut sc = Scanner::new(text);
+pub fn canonical_value(text: &str, too_deep: DepthProbe<'_>) -> Result<String, JsonError> {
+    let mut sc = Scanner::new(text, too_deep);
     let mut out = String::with_capacity(text.len());
     sc.ws();
     sc.value(&mut out)?;
@@ -44,8 +82,12 @@ pub trait JsonEvents {
 }
 
 /// Reads one JSON value (a member's text) and reports it to `events`.
-pub fn walk(text: &str, events: &mut impl JsonEvents) -> Result<(), JsonError> {
-    let mut sc = Scanner::new(text);
+pub fn walk(
+    text: &str,
+    events: &mut impl JsonEvents,
+    too_deep: DepthProbe<'_>,
+) -> Result<(), JsonError> {
+    let mut sc = Scanner::new(text, too_deep);
     sc.ws();
     sc.events(events)?;
     sc.ws();
@@ -83,15 +125,34 @@ pub(super) struct Scanner<'a> {
     src: &'a str,
     b: &'a [u8],
     pos: usize,
+    /// Containers open around the current position.
+    depth: usize,
+    too_deep: DepthProbe<'a>,
 }
 
 impl<'a> Scanner<'a> {
-    pub(super) fn new(text: &'a str) -> Scanner<'a> {
+    pub(super) fn new(text: &'a str, too_deep: DepthProbe<'a>) -> Scanner<'a> {
         Scanner {
             src: text,
             b: text.as_bytes(),
             pos: 0,
+            depth: 0,
+            too_deep,
         }
+    }
+
+    /// Before a container is read (and the scanner recurses into it): one
+    /// level deeper, if the probe allows.
+    fn enter(&mut self) -> Result<(), JsonError> {
+        self.depth += 1;
+        if (self.too_deep)(self.depth) {
+            return Err(JsonError::TooDeep { depth: self.depth });
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
     }
 
     /// Whether all of the text has been read.
@@ -100,7 +161,7 @@ impl<'a> Scanner<'a> {
     }
 
     pub(super) fn error(&self, what: &str) -> JsonError {
-        JsonError(format!("invalid JSON at byte {}: {what}", self.pos))
+        JsonError::Invalid(format!("invalid JSON at byte {}: {what}", self.pos))
     }
 
     pub(super) fn peek(&self) -> Option<u8> {
@@ -128,9 +189,11 @@ impl<'a> Scanner<'a> {
         mut each: impl FnMut(String, usize, usize, String),
     ) -> Result<(), JsonError> {
         self.expect(b'{')?;
+        self.enter()?;
         self.ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
+            self.leave();
             return Ok(());
         }
         loop {
@@ -148,6 +211,7 @@ impl<'a> Scanner<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
+                    self.leave();
                     return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or '}'")),
@@ -173,6 +237,7 @@ impl<'a> Scanner<'a> {
             }
             Some(b'[') => {
                 self.pos += 1;
+                self.enter()?;
                 self.ws();
                 out.push('[');
                 if self.peek() == Some(b']') {
@@ -196,6 +261,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 out.push(']');
+                self.leave();
             }
             Some(b'"') => {
                 let s = self.string()?;
@@ -225,6 +291,7 @@ impl<'a> Scanner<'a> {
                 let object = c == b'{';
                 let close = if object { b'}' } else { b']' };
                 self.pos += 1;
+                self.enter()?;
                 ev.begin(object);
                 self.ws();
                 if self.peek() == Some(close) {
@@ -252,6 +319,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 ev.end(object);
+                self.leave();
             }
             Some(b'"') => {
                 let s = self.string()?;
@@ -436,24 +504,107 @@ mod tests {
         let text =
             r#" {"a" : [1, -2.50e+3, "x\"\u00e9", true, null, {}], "b": {"c": []}, "k\n": false} "#;
         let mut tree = Tree::default();
-        walk(text, &mut tree).unwrap();
+        walk(text, &mut tree, &depth_limit).unwrap();
         // Numbers keep their spelling (arbitrary_precision compares the text).
         assert_eq!(
             tree.root.unwrap(),
             serde_json::from_str::<Value>(text).unwrap()
         );
-        assert!(walk("[1,]", &mut Tree::default()).is_err());
-        assert!(walk("1 2", &mut Tree::default()).is_err());
+        assert!(walk("[1,]", &mut Tree::default(), &depth_limit).is_err());
+        assert!(walk("1 2", &mut Tree::default(), &depth_limit).is_err());
     }
 
     #[test]
     fn canonical_value_rejects_what_is_not_one_value() {
         assert_eq!(
-            canonical_value(" {\"b\": 1.50, \"a\": [true, null]} ").unwrap(),
+            canonical_value(" {\"b\": 1.50, \"a\": [true, null]} ", &depth_limit).unwrap(),
             r#"{"a":[true,null],"b":15e-1}"#
         );
-        assert!(canonical_value("1 2").is_err());
-        assert!(canonical_value("{").is_err());
-        assert!(canonical_value("").is_err());
+        assert!(canonical_value("1 2", &depth_limit).is_err());
+        assert!(canonical_value("{", &depth_limit).is_err());
+        assert!(canonical_value("", &depth_limit).is_err());
+    }
+
+    /// A probe as PostgreSQL's `stack_is_too_deep()` works: how far the
+    /// stack has grown since the probe was made, against a budget.
+    fn stack_probe(budget: usize) -> impl Fn(usize) -> bool {
+        let base = stack_address();
+        move |_| base.abs_diff(stack_address()) > budget
+    }
+
+    #[inline(never)]
+    fn stack_address() -> usize {
+        let marker = 0u8;
+        std::hint::black_box(&marker) as *const u8 as usize
+    }
+
+    /// Runs `f` in a thread with a 256 kB stack: a recursion the probe did
+    /// not stop would overflow it (and abort the test run) long before
+    /// 100,000 levels.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    const DEEP: usize = 100_000;
+
+    fn deep_array() -> String {
+        format!("{}1{}", "[".repeat(DEEP), "]".repeat(DEEP))
+    }
+
+    fn deep_object() -> String {
+        format!("{}1{}", "{\"a\":".repeat(DEEP), "}".repeat(DEEP))
+    }
+
+    #[test]
+    fn deep_values_stop_at_the_probe_not_the_stack() {
+        let (array, object, events) = on_small_stack(|| {
+            let probe = stack_probe(128 * 1024);
+            (
+                canonical_value(&deep_array(), &probe),
+                canonical_value(&deep_object(), &probe),
+                walk(&deep_array(), &mut Tree::default(), &probe),
+            )
+        });
+        for r in [array.map(drop), object.map(drop), events] {
+            match r {
+                Err(JsonError::TooDeep { depth }) => assert!(depth > 10 && depth < DEEP, "{depth}"),
+                other => panic!("expected TooDeep, got {other:?}"),
+            }
+        }
+        // A counting probe stops at its depth exactly.
+        assert_eq!(
+            canonical_value(&deep_array(), &|d| d > 100),
+            Err(JsonError::TooDeep { depth: 101 })
+        );
+    }
+
+    #[test]
+    fn depth_counts_nesting_not_containers() {
+        // A thousand sibling arrays are one level: object, array, arrays = 3.
+        let wide = format!("{{\"a\": [{}]}}", vec!["[1]"; 1000].join(","));
+        let three = |d: usize| d > 3;
+        assert!(canonical_value(&wide, &three).is_ok());
+        assert!(walk(&wide, &mut Tree::default(), &three).is_ok());
+        assert_eq!(
+            canonical_value("[[[[1]]]]", &three),
+            Err(JsonError::TooDeep { depth: 4 })
+        );
+        assert_eq!(canonical_value("[[[1]]]", &three).unwrap(), "[[[1]]]");
+        // The pure limit: generous for rows, bounded for the stack.
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(PURE_DEPTH_LIMIT),
+            "]".repeat(PURE_DEPTH_LIMIT)
+        );
+        assert!(canonical_value(&at_limit, &depth_limit).is_ok());
+        assert!(matches!(
+            canonical_value(&format!("[{at_limit}]"), &depth_limit),
+            Err(JsonError::TooDeep { .. })
+        ));
     }
 }

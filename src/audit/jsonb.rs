@@ -3,7 +3,9 @@
 //! (pushJsonbValue), without jsonb_in lexing the text once more.
 
 use super::json_object::JsonObject;
-use super::json_scan::{walk, JsonEvents};
+use super::json_scan::{walk, JsonError, JsonEvents};
+use super::too_deep;
+use crate::pgutil::stack_too_deep;
 use pgrx::pg_sys;
 
 /// Type input functions, called directly (pg_sys wraps its functions in
@@ -113,8 +115,15 @@ pub(super) unsafe fn jsonb(obj: &JsonObject) -> pg_sys::Datum {
         );
         for m in obj.members() {
             b.key(&m.key);
-            if walk(&m.text, &mut b).is_err() || !b.usable {
-                return input(builtins::jsonb_in, &obj.text());
+            match walk(&m.text, &mut b, &stack_too_deep) {
+                // Read once already (the row image), so only the stack can
+                // stop it here: our 54001, not jsonb_in's.
+                Err(e @ JsonError::TooDeep { .. }) => {
+                    too_deep(&format!("column \"{}\"", m.key), &e).report()
+                }
+                Err(JsonError::Invalid(_)) => return input(builtins::jsonb_in, &obj.text()),
+                Ok(()) if !b.usable => return input(builtins::jsonb_in, &obj.text()),
+                Ok(()) => {}
             }
         }
         b.push(

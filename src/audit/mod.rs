@@ -30,7 +30,7 @@ mod canonical_number;
 mod diff;
 mod direct_writer;
 mod json_object;
-mod json_scan;
+pub(crate) mod json_scan;
 mod jsonb;
 mod log;
 mod record;
@@ -69,6 +69,27 @@ fn internal(what: &str, e: impl std::fmt::Display) -> SaasError {
         "Check that the pg_saas extension is installed completely (saas.audit_log) and that this role may use it.",
     )
     .with_detail(e.to_string())
+}
+
+/// A JSON value nested deeper than the stack allows the audit log to walk
+/// (`where_` says which value: a column of the audited row, a logged
+/// image): 54001, as PostgreSQL's own "stack depth limit exceeded".
+fn too_deep(where_: &str, e: &json_scan::JsonError) -> SaasError {
+    SaasError::new(
+        ErrorKind::StatementTooComplex,
+        format!("{where_} holds a JSON value nested too deeply for the pg_saas audit log"),
+        "The value is nested deeper than PostgreSQL's max_stack_depth allows the audit log to record: \
+raise max_stack_depth (up to the operating system's stack limit less a safety margin) or store the value less deeply nested.",
+    )
+    .with_detail(e.to_string())
+}
+
+/// An error of reading JSON text: [`too_deep`] for depth, else `internal`.
+fn json_err(what: &str, where_: &str, e: json_scan::JsonError) -> SaasError {
+    match e {
+        json_scan::JsonError::TooDeep { .. } => too_deep(where_, &e),
+        json_scan::JsonError::Invalid(_) => internal(what, e),
+    }
 }
 
 fn spi_err(what: &'static str) -> impl Fn(pgrx::spi::Error) -> SaasError {

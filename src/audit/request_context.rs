@@ -2,7 +2,8 @@
 //! derived from the request settings (`crate::request_settings`) and the
 //! current user, once per snapshot of them, then shared by every row.
 
-use crate::request::sub_uuid;
+use crate::error::SaasResult;
+use crate::request::{sub_uuid, TrustedProxies};
 use crate::request_settings::{self, RequestSettings};
 use pgrx::pg_sys;
 use serde_json::Value;
@@ -25,6 +26,7 @@ pub(super) struct RequestContext {
 struct Derived {
     request: Rc<RequestSettings>,
     user: pg_sys::Oid,
+    proxies: Rc<TrustedProxies>,
     context: Rc<RequestContext>,
 }
 
@@ -33,32 +35,43 @@ thread_local! {
 }
 
 /// Actor, client and request of the current statement, cached while the
-/// request settings (and the transaction) and the current user stay the same.
-pub(super) fn request_context() -> Rc<RequestContext> {
+/// request settings (and the transaction), the current user and
+/// `saas.trusted_proxies` stay the same.
+pub(super) fn request_context() -> SaasResult<Rc<RequestContext>> {
     // SAFETY: plain read of the backend's current user.
     let user = unsafe { pg_sys::GetUserId() };
     let request = request_settings::current();
+    let proxies = request_settings::trusted_proxies()?;
     let hit = CACHED.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|d| d.user == user && Rc::ptr_eq(&d.request, &request))
+            .filter(|d| {
+                d.user == user
+                    && Rc::ptr_eq(&d.request, &request)
+                    && Rc::ptr_eq(&d.proxies, &proxies)
+            })
             .map(|d| d.context.clone())
     });
     if let Some(hit) = hit {
-        return hit;
+        return Ok(hit);
     }
-    let context = Rc::new(derive(&request, user));
+    let context = Rc::new(derive(&request, user, &proxies));
     CACHED.with(|c| {
         *c.borrow_mut() = Some(Derived {
             request,
             user,
+            proxies,
             context: context.clone(),
         })
     });
-    context
+    Ok(context)
 }
 
-fn derive(request: &RequestSettings, user: pg_sys::Oid) -> RequestContext {
+fn derive(
+    request: &RequestSettings,
+    user: pg_sys::Oid,
+    proxies: &TrustedProxies,
+) -> RequestContext {
     // Audit never fails a write over a malformed claim or header: what can't
     // be read is recorded as unknown (tenancy refuses bad claims on its own).
     let claims = request.claims().ok().flatten();
@@ -82,7 +95,7 @@ fn derive(request: &RequestSettings, user: pg_sys::Oid) -> RequestContext {
     RequestContext {
         actor_id,
         actor_role,
-        client_ip: headers.client_ip(),
+        client_ip: headers.client_ip(proxies),
         user_agent: header("user-agent"),
         request_id: header("x-request-id"),
         method: non_empty(request.method()),

@@ -10,10 +10,11 @@
 
 use super::canonical::json_string;
 use super::canonical_number::{canonical_number, is_json_number};
-use super::internal;
+use super::json_err;
 use super::json_object::{JsonObject, Member};
 use super::json_scan::canonical_value;
 use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::pgutil::stack_too_deep;
 use pgrx::pg_sys;
 use std::ffi::CStr;
 
@@ -280,9 +281,15 @@ unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(S
             (text.clone(), text)
         };
         let nested = |text: &str| {
-            canonical_value(text)
+            canonical_value(text, &stack_too_deep)
                 .map(|c| (text.to_string(), c))
-                .map_err(|e| internal("read a column's JSON", e))
+                .map_err(|e| {
+                    json_err(
+                        "read a column's JSON",
+                        &format!("column \"{}\"", column.name),
+                        e,
+                    )
+                })
         };
         Ok(match column.category {
             Category::Bool => {

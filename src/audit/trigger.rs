@@ -196,7 +196,7 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
         encoder.finish();
         images
     };
-    let ctx = request_context();
+    let ctx = request_context()?;
     let table = table_names(rel);
     if let Some(r) = record_for(
         operation,
@@ -217,7 +217,7 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
 
 fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
     // No row images: the record carries the request's tenant and no key.
-    let ctx = request_context();
+    let ctx = request_context()?;
     let r = record_for(
         "TRUNCATE",
         None,
@@ -315,7 +315,7 @@ pub(super) fn audit_statement<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResul
             TransitionReader::new(td.tg_newtable, desc),
         )
     };
-    let ctx = request_context();
+    let ctx = request_context()?;
     let table = table_names(rel);
     let common = Common {
         opts: &opts,

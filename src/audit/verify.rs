@@ -3,8 +3,9 @@
 
 use super::json_object::JsonObject;
 use super::record::{AuditRecord, Hash, RowsDigest, Seal};
-use super::{internal, spi_err, to_hash};
+use super::{json_err, spi_err, to_hash};
 use crate::error::{ErrorKind, SaasError, SaasResult};
+use crate::pgutil::stack_too_deep;
 use crate::request::normalize_ip;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -56,8 +57,11 @@ const SEAL_COLUMNS: &str = "tenant_id::text, seal_no, xid_from, xid_to, row_coun
      rows_digest, prev_hash, seal_hash, (extract(epoch FROM sealed_at) * 1000000)::int8";
 
 fn parse_json(text: Option<String>) -> SaasResult<Option<JsonObject>> {
-    text.map(|t| JsonObject::parse(&t).map_err(|e| internal("read a logged JSON value", e)))
-        .transpose()
+    text.map(|t| {
+        JsonObject::parse_with(&t, &stack_too_deep)
+            .map_err(|e| json_err("read a logged JSON value", "a logged row image", e))
+    })
+    .transpose()
 }
 
 pub(super) fn verify_impl(

@@ -39,7 +39,8 @@ fn requester(request: &RequestSettings, tenant: Option<&str>) -> SaasResult<Requ
     // The top-level `sub`, as every module reads it; as text (any string or
     // number), so subjects of other identity providers are limited too.
     let user = request.claims()?.and_then(sub_text);
-    let ip = request.headers().client_ip().or_else(peer_address);
+    let proxies = request_settings::trusted_proxies()?;
+    let ip = request.headers().client_ip(&proxies).or_else(peer_address);
     Ok(Requester {
         user,
         tenant: tenant.map(str::to_owned),
@@ -142,10 +143,12 @@ pub(super) fn admission() -> SaasResult<Admission> {
     } else {
         cached_rules(owner)?
     };
+    // As PostgREST routes the request: the decoded path, HEAD as GET.
+    let route = rules::route_path(path);
     let matching: Vec<&Rule> = all_rules
         .iter()
         .filter(|r| {
-            r.method.as_deref().is_none_or(|m| m == method) && rules::matches(&r.pattern, path)
+            rules::method_matches(r.method.as_deref(), &method) && rules::matches(&r.route, &route)
         })
         .collect();
 

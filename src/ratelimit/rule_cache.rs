@@ -98,6 +98,8 @@ pub(super) fn rule_set_impl(
 pub(super) struct Rule {
     pub(super) id: i64,
     pub(super) pattern: String,
+    /// The pattern as a route (`rules::route_pattern`), what requests match.
+    pub(super) route: String,
     pub(super) method: Option<String>,
     pub(super) scope: Scope,
     pub(super) count: i64,
@@ -150,9 +152,11 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
         let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
         let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
         let period_us = period_us(&period)?;
+        let pattern: String = row.get(2).map_err(get_err)?.unwrap_or_default();
         out.push(Rule {
             id: row.get(1).map_err(get_err)?.unwrap_or(0),
-            pattern: row.get(2).map_err(get_err)?.unwrap_or_default(),
+            route: rules::route_pattern(&pattern),
+            pattern,
             method: row.get(3).map_err(get_err)?,
             scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
             count: count as i64,
