@@ -359,6 +359,94 @@ SELECT old_values, new_values FROM saas.audit_log WHERE table_name = 'kinds' AND
 SELECT ok, detail FROM saas.audit_verify('-infinity', 'infinity');
 ROLLBACK;
 
+-- The audit trigger never recurses past the stack: a json value nested
+-- 40,000 deep gets 54001, not a crashed server (issue 15, item 1).
+-- A json value nested 40,000 deep, built in PL/pgSQL so PostgreSQL's JSON
+-- parser (which checks the stack) never reads it. Before the fix the audit
+-- trigger's recursive scan crashed the backend (SIGSEGV, all sessions reset).
+CREATE TABLE audit_test.deep (id int PRIMARY KEY, j json, jb jsonb);
+SELECT saas.audit_enable('audit_test.deep');
+CREATE FUNCTION pg_temp.nest(n int) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE x json := '1';
+BEGIN
+  FOR i IN 1..n LOOP x := json_build_array(x); END LOOP;
+  RETURN x;
+END $$;
+SET saas.audit_clock = '2026-11-10 10:00:00+00';
+-- Shallow nesting is recorded as before.
+INSERT INTO audit_test.deep VALUES (1, pg_temp.nest(50), NULL);
+SELECT operation, jsonb_typeof(new_values->'j') AS j_type
+FROM saas.audit_log WHERE table_name = 'deep' ORDER BY id;
+-- INSERT: 54001 with the column named and a HINT (max_stack_depth).
+INSERT INTO audit_test.deep VALUES (2, pg_temp.nest(40000), NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT 1 AS server_still_answers;
+-- UPDATE to a deep value.
+UPDATE audit_test.deep SET j = pg_temp.nest(40000) WHERE id = 1;
+\echo :LAST_ERROR_SQLSTATE
+-- DELETE of a deep row stored while the table was not audited (old image).
+SELECT saas.audit_disable('audit_test.deep');
+INSERT INTO audit_test.deep VALUES (3, pg_temp.nest(40000), NULL);
+SELECT saas.audit_enable('audit_test.deep');
+DELETE FROM audit_test.deep WHERE id = 3;
+\echo :LAST_ERROR_SQLSTATE
+-- Statement mode reads the same images from the transition tables.
+SELECT saas.audit_enable('audit_test.deep', mode => 'statement');
+UPDATE audit_test.deep SET id = id + 10 WHERE id = 3;
+\echo :LAST_ERROR_SQLSTATE
+SELECT 1 AS server_still_answers;
+-- Nothing half-written: still only the shallow INSERT.
+SELECT count(*) AS deep_rows_logged FROM saas.audit_log WHERE table_name = 'deep';
+SELECT saas.audit_disable('audit_test.deep');
+DROP TABLE audit_test.deep;
+RESET saas.audit_clock;
+
+-- The client's address is the first X-Forwarded-For hop from the right
+-- that is not a trusted proxy (saas.trusted_proxies).
+CREATE TABLE audit_test.ip_probe (id int PRIMARY KEY);
+SELECT saas.audit_enable('audit_test.ip_probe');
+SET saas.audit_clock = '2026-11-10 11:00:00+00';
+-- The client prepended its own hop; our proxy (10.0.0.5) appended the real
+-- peer 198.51.100.9. Before the fix client_ip was 1.2.3.4 (the first hop).
+BEGIN;
+SELECT set_config('request.headers', '{"x-forwarded-for": "1.2.3.4, 198.51.100.9, 10.0.0.5"}', true) IS NOT NULL AS headers;
+INSERT INTO audit_test.ip_probe VALUES (1);
+COMMIT;
+-- X-Real-IP is not consulted when X-Forwarded-For names a client that is
+-- not an address: NULL (before: 1.2.3.4 from X-Real-IP).
+BEGIN;
+SELECT set_config('request.headers', '{"x-forwarded-for": "unknown, 10.0.0.5", "x-real-ip": "1.2.3.4"}', true) IS NOT NULL AS headers;
+INSERT INTO audit_test.ip_probe VALUES (2);
+COMMIT;
+-- X-Real-IP alone still counts.
+BEGIN;
+SELECT set_config('request.headers', '{"x-real-ip": "2001:db8::7"}', true) IS NOT NULL AS headers;
+INSERT INTO audit_test.ip_probe VALUES (3);
+COMMIT;
+-- The setting: no trusted proxy means the last hop; trusting both proxies
+-- gives the leftmost untrusted hop. Changing it mid-transaction is seen.
+BEGIN;
+SELECT set_config('request.headers', '{"x-forwarded-for": "1.2.3.4, 198.51.100.9, 10.0.0.5"}', true) IS NOT NULL AS headers;
+SET LOCAL saas.trusted_proxies = '';
+INSERT INTO audit_test.ip_probe VALUES (4);
+SET LOCAL saas.trusted_proxies = '198.51.100.0/24, 10.0.0.0/8';
+INSERT INTO audit_test.ip_probe VALUES (5);
+COMMIT;
+SELECT record_key->>'id' AS id, host(client_ip) AS client_ip
+FROM saas.audit_log WHERE table_name = 'ip_probe' ORDER BY (record_key->>'id')::int;
+-- Expected: 1 198.51.100.9 | 2 (null) | 3 2001:db8::7 | 4 10.0.0.5 | 5 1.2.3.4
+-- Invalid values are refused when set (22023, with a HINT listing the format).
+SET saas.trusted_proxies = '10.0.0.0/33';
+\echo :LAST_ERROR_SQLSTATE
+SET saas.trusted_proxies = 'proxy.internal';
+\echo :LAST_ERROR_SQLSTATE
+SHOW saas.trusted_proxies;
+-- Expected: 22023, 22023, then the default
+-- 127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7
+SELECT saas.audit_disable('audit_test.ip_probe');
+DROP TABLE audit_test.ip_probe;
+RESET saas.audit_clock;
+
 -- ---------------------------------------------------------------------------
 -- audit_disable, drops
 -- ---------------------------------------------------------------------------
@@ -393,3 +481,4 @@ DROP ROLE regress_audit_api;
 SELECT v, saas._csv_field(v) AS csv
 FROM unnest(ARRAY['=HYPERLINK("http://evil.example","x")', '+1', '-2', '@SUM(A1)', E'\tx', 'plain', 'a,b', '', NULL]) WITH ORDINALITY u(v, n)
 ORDER BY n;
+

@@ -348,6 +348,48 @@ DROP OWNED BY regress_limit_api;
 DROP ROLE regress_limit_api;
 RESET saas.rate_limit_clock;
 
+-- Per-IP keys: a client prepending hops gets no fresh bucket.
+-- A client prepending hops to X-Forwarded-For does not get a fresh per-IP
+-- bucket: the key is the hop our proxy (10.0.0.1) appended.
+SELECT saas.rate_limit_rule_set('/rpc/regress_ipkey', 1, '1 hour', scope => 'ip') AS ipkey_rule \gset
+BEGIN;
+SELECT pg_temp.request('POST', '/rpc/regress_ipkey', NULL, NULL, '198.51.100.77');
+SELECT saas.pre_request();
+SELECT pg_temp.request('POST', '/rpc/regress_ipkey', NULL, NULL, '1.1.1.1, 198.51.100.77');
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT saas.rate_limit_rule_drop('/rpc/regress_ipkey', 'ip') AS dropped_ipkey_rule;
+
+-- Rule paths match as PostgREST routes them; GET rules limit HEAD.
+-- request.path is the raw path; PostgREST routes the percent-decoded one.
+SELECT saas.rate_limit_rule_set('/rpc/regress_expensive', 1, '1 hour', scope => 'ip', method => 'post') AS expensive_rule \gset
+BEGIN;
+SELECT pg_temp.request('POST', '/rpc/regress_expensive', NULL, NULL, '203.0.113.61');
+SELECT saas.pre_request();
+SELECT pg_temp.request('POST', '/rpc/%72egress_%65xpensive', NULL, NULL, '203.0.113.61');
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- An encoded slash is another resource (a table named "rpc/regress_expensive"
+-- for PostgREST), so the rule does not apply: admitted.
+BEGIN;
+SELECT pg_temp.request('POST', '/rpc%2Fregress_expensive', NULL, NULL, '203.0.113.62');
+SELECT saas.pre_request();
+SELECT saas.pre_request();
+ROLLBACK;
+-- A GET rule limits HEAD too (a HEAD rule would still only limit HEAD).
+SELECT saas.rate_limit_rule_set('/regress_reads', 1, '1 hour', scope => 'ip', method => 'get') AS reads_rule \gset
+BEGIN;
+SELECT pg_temp.request('HEAD', '/regress_reads', NULL, NULL, '203.0.113.63');
+SELECT saas.pre_request();
+SELECT pg_temp.request('HEAD', '/regress_%72eads', NULL, NULL, '203.0.113.63');
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT saas.rate_limit_rule_drop('/rpc/regress_expensive', 'ip', 'post') AS dropped_expensive;
+SELECT saas.rate_limit_rule_drop('/regress_reads', 'ip', 'get') AS dropped_reads;
+
 -- Rules written by plain DML are held to what the limiter can run (terse:
 -- the failing row's DETAIL holds its id and creation time).
 \set VERBOSITY terse
