@@ -44,6 +44,18 @@ impl RequestHeaders {
 }
 
 /// The JWT claims of the request, parsed. `None` when the caller has none
+/// The count a `Prefer` header asks PostgREST for, when it is one the
+/// planner estimates (`count=planned` or `count=estimated`): PostgREST
+/// answers those from table statistics, which describe every tenant's rows.
+pub fn estimated_count_preference(prefer: &str) -> Option<&str> {
+    prefer
+        .split([',', ';'])
+        .map(str::trim)
+        .filter_map(|p| p.strip_prefix("count="))
+        .map(str::trim)
+        .find(|v| v.eq_ignore_ascii_case("planned") || v.eq_ignore_ascii_case("estimated"))
+}
+
 /// (psql, a backend job): only then may `set_tenant` scope the transaction.
 pub fn parse_claims(raw: Option<&str>) -> SaasResult<Option<Claims>> {
     let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
@@ -314,6 +326,21 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn estimated_counts_are_recognised_in_every_spelling() {
+        use super::estimated_count_preference as est;
+        assert_eq!(est("count=planned"), Some("planned"));
+        assert_eq!(
+            est("return=representation, count=estimated"),
+            Some("estimated")
+        );
+        assert_eq!(est("count=Planned;tx=rollback"), Some("Planned"));
+        assert_eq!(est(" count = planned "), None); // PostgREST reads "count=" tightly
+        assert_eq!(est("count=exact"), None);
+        assert_eq!(est("return=minimal"), None);
+        assert_eq!(est(""), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;

@@ -390,6 +390,30 @@ ROLLBACK;
 SELECT saas.rate_limit_rule_drop('/rpc/regress_expensive', 'ip', 'post') AS dropped_expensive;
 SELECT saas.rate_limit_rule_drop('/regress_reads', 'ip', 'get') AS dropped_reads;
 
+-- Planned and estimated counts read the planner's statistics of every
+-- tenant's rows: refused on tables and views (400), served for RPC; exact
+-- counts are fine.
+BEGIN;
+SELECT pg_temp.request('GET', '/regress_counted', NULL, NULL);
+SELECT set_config('request.headers', '{"prefer": "count=planned"}', true) IS NOT NULL AS set;
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.request('HEAD', '/regress_%63ounted', NULL, NULL);
+SELECT set_config('request.headers', '{"prefer": "return=minimal, count=estimated"}', true) IS NOT NULL AS set;
+SELECT saas.pre_request();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.request('GET', '/regress_counted', NULL, NULL);
+SELECT set_config('request.headers', '{"prefer": "count=exact"}', true) IS NOT NULL AS set;
+SELECT saas.pre_request(), 'exact count admitted' AS outcome;
+SELECT pg_temp.request('GET', '/rpc/regress_counted', NULL, NULL);
+SELECT set_config('request.headers', '{"prefer": "count=planned"}', true) IS NOT NULL AS set;
+SELECT saas.pre_request(), 'planned count of an RPC admitted' AS outcome;
+ROLLBACK;
+
 -- Rules written by plain DML are held to what the limiter can run (terse:
 -- the failing row's DETAIL holds its id and creation time).
 \set VERBOSITY terse

@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn oracle_agrees_on_a_doubled_exponent_sign() {
         // Found by the proptest above: not a number, returned as given.
-        assert_eq!(canonical_number("0e++-0"), canonical_number_reference("0e++-0"));
+        assert_eq!(
+            canonical_number("0e++-0"),
+            canonical_number_reference("0e++-0")
+        );
         assert_eq!(canonical_number("0e++-0"), "0e++-0");
     }
 

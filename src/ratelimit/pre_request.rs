@@ -11,7 +11,7 @@ use super::usage::count_api_call;
 use super::{day_of, internal, now_us, shmem, state_owner};
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use crate::pgutil::{as_owner, kept_plan, setting};
-use crate::request::sub_text;
+use crate::request::{estimated_count_preference, sub_text};
 use crate::request_settings::{self, RequestSettings};
 use crate::tenancy;
 use pgrx::prelude::*;
@@ -138,13 +138,35 @@ pub(super) fn admission() -> SaasResult<Admission> {
     let day = day_of(now);
     let tenant_bytes = tenant.map_or([0u8; 16], |t| t.0);
 
+    // Planned and estimated counts come from the planner's statistics,
+    // which cover every tenant's rows of a table (row counts, frequent
+    // values): refused on tables and views, whatever the tenant. RPC counts
+    // are estimated from the function's declared rows, which tell nothing.
+    let route = rules::route_path(path);
+    if !path.is_empty() && !route.starts_with("/rpc/") {
+        if let Some(count) = request
+            .headers()
+            .get("prefer")
+            .and_then(estimated_count_preference)
+        {
+            return Ok(Admission {
+                status: 400,
+                headers: Map::new(),
+                body: Some(json!({
+                    "code": "PT400",
+                    "message": format!("Prefer: count={count} is not served for tenant data"),
+                    "details": "PostgREST answers planned and estimated counts from the planner's statistics, which describe the rows of every tenant, not only yours.",
+                    "hint": "Ask for Prefer: count=exact, which counts only the rows you can see, or leave the count out.",
+                })),
+            });
+        }
+    }
     let all_rules = if path.is_empty() {
         Rc::new(Vec::new())
     } else {
         cached_rules(owner)?
     };
-    // As PostgREST routes the request: the decoded path, HEAD as GET.
-    let route = rules::route_path(path);
+    // As PostgREST routes the request (the decoded path), HEAD as GET.
     let matching: Vec<&Rule> = all_rules
         .iter()
         .filter(|r| {
