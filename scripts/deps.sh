@@ -25,7 +25,7 @@ APT_PACKAGES=(
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}"
   "postgresql-${PG_MAJOR}-cron" "postgresql-${PG_MAJOR}-partman"
   libclang-dev clang
-  shellcheck
+  shellcheck curl
   wrk
 )
 

@@ -1,30 +1,25 @@
 #!/usr/bin/env bash
-# `make run`: a local PostgreSQL 15 with pg_saas and the demo, re-runnable.
-#   run.sh        (re)start the demo cluster, recreate the demo database, load examples/demo.sql
-#   run.sh stop   stop PostgREST (if we started it) and the demo cluster
+# `make run`: a local PostgreSQL 15 with pg_saas and the demo, served over
+# HTTP by PostgREST (the one `make deps` installed), re-runnable.
+#   run.sh        (re)start the demo cluster, recreate the demo database, load
+#                 examples/demo.sql, start PostgREST on $PGRST_PORT (3000) with
+#                 a new JWT secret and print tokens for the demo users
+#   run.sh stop   stop PostgREST and the demo cluster
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN_PORT=${RUN_PORT:-54330}
 DEMO_DB=${DEMO_DB:-pg_saas_demo}
 PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 PGRST_PORT=${PGRST_PORT:-3000}
-PGRST_DIR="$ROOT/target/postgrest"
-
-stop_postgrest() {
-  if [ -f "$PGRST_DIR/postgrest.pid" ]; then
-    kill "$(cat "$PGRST_DIR/postgrest.pid")" 2>/dev/null || true
-    rm -f "$PGRST_DIR/postgrest.pid"
-    echo "stopped PostgREST"
-  fi
-}
+PGRST_DIR="$ROOT/target/postgrest/run"
 
 if [ "${1:-}" = stop ]; then
-  stop_postgrest
+  "$ROOT/scripts/postgrest.sh" stop run
   "$ROOT/scripts/cluster.sh" stop run
   exit 0
 fi
 
-stop_postgrest
+"$ROOT/scripts/postgrest.sh" stop run
 CRON_DB=$DEMO_DB "$ROOT/scripts/cluster.sh" start run "$RUN_PORT"
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h localhost -p "$RUN_PORT" -U postgres "$@"; }
 
@@ -34,30 +29,41 @@ psql -d "$DEMO_DB" -c "SET client_min_messages = warning" \
   -c "CREATE EXTENSION pg_saas CASCADE" -c "CREATE EXTENSION pg_cron"
 psql -d "$DEMO_DB" -f "$ROOT/examples/demo.sql"
 
-URL="postgresql://postgres@localhost:$RUN_PORT/$DEMO_DB"
-echo
-echo "pg_saas $(psql -d "$DEMO_DB" -At -c 'SELECT saas.version()') is running."
-echo "  connect:  psql '$URL'"
-echo "  try:      psql '$URL' -c 'SELECT api.health()'"
-
-if command -v postgrest >/dev/null 2>&1; then
-  mkdir -p "$PGRST_DIR"
-  cat >"$PGRST_DIR/postgrest.conf" <<CONF
-db-uri = "postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB"
-db-schemas = "api"
-db-extra-search-path = "saas"
-db-anon-role = "anon"
-db-pre-request = "saas.pre_request"
-server-port = $PGRST_PORT
-jwt-secret = "pg_saas-demo-secret-change-me-0123456789abcdef"
-CONF
-  nohup postgrest "$PGRST_DIR/postgrest.conf" >"$PGRST_DIR/postgrest.log" 2>&1 &
-  echo $! >"$PGRST_DIR/postgrest.pid"
-  echo "  PostgREST: http://localhost:$PGRST_PORT/rpc/health  (config: $PGRST_DIR/postgrest.conf)"
-else
-  echo "  PostgREST is optional and not on PATH. To serve the API, point one at this database:"
-  echo "    db-uri = \"postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB\""
-  echo "    db-schemas = \"api\", db-anon-role = \"anon\", db-pre-request = \"saas.pre_request\""
-  echo "    (pg_saas functions are called through wrappers in schema api: docs/operations.md, 'Serving it through PostgREST')"
+# db-schemas: the demo's API schema, and pg_saas's own API schema when this
+# version of the extension has one.
+schemas="api"
+if [ "$(psql -d "$DEMO_DB" -At -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'saas_api'")" = 1 ]; then
+  schemas="api, saas_api"
 fi
-echo "  stop:     make stop"
+"$ROOT/scripts/postgrest.sh" start run "$PGRST_PORT" \
+  "postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB" "$schemas"
+
+# Demo tokens (HS256, valid for a day, signed with this run's secret).
+exp=$(( $(date +%s) + 86400 ))
+token() { "$ROOT/scripts/jwt.sh" "$PGRST_DIR/jwt-secret" "$1"; }
+ACME=a0000000-0000-4000-8000-000000000001
+GLOBEX=b0000000-0000-4000-8000-000000000002
+ALICE=$(token "{\"sub\":\"11111111-1111-4111-8111-111111111111\",\"role\":\"authenticated\",\"tenant_id\":\"$ACME\",\"exp\":$exp}")
+BOB=$(token "{\"sub\":\"22222222-2222-4222-8222-222222222222\",\"role\":\"authenticated\",\"tenant_id\":\"$GLOBEX\",\"exp\":$exp}")
+CAROL=$(token "{\"sub\":\"33333333-3333-4333-8333-333333333333\",\"role\":\"authenticated\",\"exp\":$exp}")
+URL="postgresql://postgres@localhost:$RUN_PORT/$DEMO_DB"
+API="http://localhost:$PGRST_PORT"
+
+cat <<MSG
+
+pg_saas $(psql -d "$DEMO_DB" -At -c 'SELECT saas.version()') is running, served by $("$ROOT/target/bin/postgrest" --version) at $API
+  psql:       psql '$URL'
+  PostgREST:  db-schemas = "$schemas"; config $PGRST_DIR/postgrest.conf, log $PGRST_DIR/postgrest.log
+
+Tokens for this run (the JWT secret is new on every make run):
+  export ALICE=$ALICE   # owner of acme (tenant claim)
+  export BOB=$BOB   # member of globex (tenant claim)
+  export CAROL=$CAROL   # admin of acme, viewer of globex (no claim: picks with X-Tenant-Id)
+
+Try:
+  curl -H "Authorization: Bearer \$ALICE" $API/projects
+  curl -H "Authorization: Bearer \$CAROL" -H "X-Tenant-Id: $GLOBEX" $API/projects
+  curl -X POST -H "Authorization: Bearer \$CAROL" $API/rpc/my_memberships
+  curl -i $API/projects    # anonymous: 401, anon may not read tenant tables
+  stop:       make stop
+MSG
