@@ -590,3 +590,44 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('audit', 'function', 'audit_export(timestamptz, timestamptz, text)', 'EXECUTE'),
   ('audit', 'function', '_csv_field(text)', 'EXECUTE'),
   ('audit', 'table', 'audit_log', 'SELECT');
+
+-- ---------------------------------------------------------------------------
+-- The export for API clients (saas_api, registry.sql), served as a file:
+-- text/csv or application/x-ndjson by the Accept header (or format), the
+-- Content-Type set to match. Its return type is PostgREST 12's "any"
+-- media type handler: with Accept */* (curl's default) PostgREST would
+-- otherwise send a JSON string (its issue #3391); here */* gets NDJSON.
+-- ---------------------------------------------------------------------------
+CREATE DOMAIN saas_api."*/*" AS bytea;
+COMMENT ON DOMAIN saas_api."*/*" IS
+  'PostgREST''s "any" media type handler: functions returning it set their own Content-Type.';
+CREATE FUNCTION saas_api.audit_export(p_from timestamptz, p_to timestamptz, format text DEFAULT NULL)
+RETURNS saas_api."*/*"
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  headers text := current_setting('request.headers', true);
+  accept text;
+  fmt text := lower(format);
+  body text;
+  response jsonb;
+BEGIN
+  IF fmt IS NULL THEN
+    accept := lower(coalesce(CASE WHEN headers IS NULL OR headers = '' THEN NULL ELSE headers::jsonb ->> 'accept' END, ''));
+    fmt := CASE WHEN accept LIKE '%text/csv%' THEN 'csv' ELSE 'jsonl' END;
+  END IF;
+  SELECT string_agg(l.line, E'\n' ORDER BY l.n) INTO body
+  FROM @extschema@.audit_export(p_from, p_to, fmt) WITH ORDINALITY AS l(line, n);
+  -- After what pre_request set (RateLimit-*), not instead of it.
+  response := coalesce(nullif(current_setting('response.headers', true), '')::jsonb, '[]'::jsonb)
+              || jsonb_build_array(jsonb_build_object('Content-Type',
+                   CASE fmt WHEN 'csv' THEN 'text/csv; charset=utf-8' ELSE 'application/x-ndjson' END));
+  PERFORM set_config('response.headers', response::text, true);
+  RETURN convert_to(coalesce(body || E'\n', ''), 'UTF8');
+END
+$$;
+COMMENT ON FUNCTION saas_api.audit_export(timestamptz, timestamptz, text) IS
+  'The current tenant''s audit rows logged in [p_from, p_to), oldest first, for its admins and owners: CSV (Accept: text/csv or format => csv, header line first) or NDJSON (otherwise: one JSON object per line).';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('audit', 'function', 'saas_api.audit_export(timestamptz, timestamptz, text)', 'EXECUTE');

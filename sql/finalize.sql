@@ -1,7 +1,7 @@
 -- pg_saas finalize: runs last, after every table and function exists.
 --
--- Deny by default: no routine, table, view or sequence of the schema is for
--- PUBLIC. API roles get exactly what the modules listed in api_grants
+-- Deny by default: no routine, table, view or sequence of the schemas
+-- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget
 -- a REVOKE, and an upgrade script ends with the same block.
 DO $finalize$
@@ -12,7 +12,7 @@ BEGIN
     SELECT pg_catalog.format('%s %s', CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
                              p.oid::regprocedure)
     FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = '@extschema@'::regnamespace AND p.prokind IN ('f', 'p')
+    WHERE p.pronamespace IN ('@extschema@'::regnamespace, 'saas_api'::regnamespace) AND p.prokind IN ('f', 'p')
     ORDER BY 1
   LOOP
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', obj);

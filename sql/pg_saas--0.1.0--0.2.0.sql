@@ -955,8 +955,194 @@ BEGIN
 END
 $$;
 
--- Deny by default: no routine, table, view or sequence of the schema is for
--- PUBLIC. API roles get exactly what the modules listed in api_grants
+-- ---------------------------------------------------------------------------
+-- saas_api: the schema API clients are served from, with each module's
+-- wrappers, and the daily quota's exemptions.
+-- ---------------------------------------------------------------------------
+-- ---------------------------------------------------------------------------
+-- The API schema: what PostgREST and Supabase may expose as it is
+-- (db-schemas = "..., saas_api"; supabase-js: supabase.schema('saas_api')).
+-- It holds only thin wrappers of the client-callable functions, each
+-- module's from its own SQL file, the way graphql_public holds pg_graphql's:
+-- exposing saas itself would serve internals, hooks and admin functions.
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA saas_api;
+COMMENT ON SCHEMA saas_api IS
+  'pg_saas functions for API clients (PostgREST, supabase-js): thin wrappers, safe to expose.';
+REVOKE ALL ON SCHEMA saas_api FROM PUBLIC;
+
+-- GET /rpc/health with Accept-Profile: saas_api.
+-- (PL/pgSQL: version() is Rust and made after this file.)
+CREATE FUNCTION saas_api.health()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN jsonb_build_object('status', 'ok', 'version', @extschema@.version());
+END
+$$;
+COMMENT ON FUNCTION saas_api.health() IS
+  'Whether the API answers, and the pg_saas version it runs: {"status": "ok", "version": "0.2.0"}.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('core', 'function', 'saas_api.health()', 'EXECUTE');
+
+-- The workspace list for API clients (saas_api, registry.sql).
+CREATE FUNCTION saas_api.my_memberships()
+RETURNS TABLE (tenant_id uuid, slug text, name text, role @extschema@.tenant_role, status text)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.my_memberships() $$;
+COMMENT ON FUNCTION saas_api.my_memberships() IS
+  'The tenants (workspaces) of the signed-in user with their role, for a tenant switcher; send one as X-Tenant-Id.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('tenancy', 'function', 'saas_api.my_memberships()', 'EXECUTE');
+
+-- The usage report for API clients (saas_api, registry.sql); the last 30
+-- UTC days unless asked otherwise.
+CREATE FUNCTION saas_api.usage_report(
+  from_day date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date - 29,
+  to_day date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date)
+RETURNS TABLE (day date, metric text, used bigint, daily_limit bigint)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.usage_report(from_day, to_day) $$;
+COMMENT ON FUNCTION saas_api.usage_report(date, date) IS
+  'The current tenant''s usage per UTC day and metric with the plan''s daily limit (default: the last 30 days). Served even when the daily quota is used up.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('ratelimit', 'function', 'saas_api.usage_report(date, date)', 'EXECUTE');
+
+-- ---------------------------------------------------------------------------
+-- Quota exemptions: paths a tenant over its daily API quota can still call
+-- (its usage page, its workspace list); such calls are still counted.
+-- Patterns as in rate_limit_rules; built-in rows come with the extension.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.quota_exemptions (
+  path_pattern  text    NOT NULL,
+  builtin       boolean NOT NULL DEFAULT false,
+  CONSTRAINT quota_exemptions_pkey PRIMARY KEY (path_pattern),
+  CONSTRAINT quota_exemptions_pattern CHECK (path_pattern ~ '^/[A-Za-z0-9._~/*:@!$&''()+,;=%-]*$' AND char_length(path_pattern) <= 200)
+);
+COMMENT ON TABLE @extschema@.quota_exemptions IS
+  'Paths pre_request() never refuses for the daily API quota (still counted), e.g. /rpc/usage_report.';
+ALTER TABLE @extschema@.quota_exemptions ENABLE ROW LEVEL SECURITY;
+INSERT INTO @extschema@.quota_exemptions (path_pattern, builtin) VALUES
+  ('/rpc/usage_report', true), ('/rpc/my_memberships', true);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.quota_exemptions', 'WHERE NOT builtin');
+-- pre_request keeps them with the rules: a change tells every backend.
+CREATE TRIGGER quota_exemptions_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.quota_exemptions
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
+ALTER TABLE @extschema@.quota_exemptions ENABLE ALWAYS TRIGGER quota_exemptions_changed;
+
+-- ---------------------------------------------------------------------------
+-- The export for API clients (saas_api, registry.sql), served as a file:
+-- text/csv or application/x-ndjson by the Accept header (or format), the
+-- Content-Type set to match. Its return type is PostgREST 12's "any"
+-- media type handler: with Accept */* (curl's default) PostgREST would
+-- otherwise send a JSON string (its issue #3391); here */* gets NDJSON.
+-- ---------------------------------------------------------------------------
+CREATE DOMAIN saas_api."*/*" AS bytea;
+COMMENT ON DOMAIN saas_api."*/*" IS
+  'PostgREST''s "any" media type handler: functions returning it set their own Content-Type.';
+CREATE FUNCTION saas_api.audit_export(p_from timestamptz, p_to timestamptz, format text DEFAULT NULL)
+RETURNS saas_api."*/*"
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  headers text := current_setting('request.headers', true);
+  accept text;
+  fmt text := lower(format);
+  body text;
+  response jsonb;
+BEGIN
+  IF fmt IS NULL THEN
+    accept := lower(coalesce(CASE WHEN headers IS NULL OR headers = '' THEN NULL ELSE headers::jsonb ->> 'accept' END, ''));
+    fmt := CASE WHEN accept LIKE '%text/csv%' THEN 'csv' ELSE 'jsonl' END;
+  END IF;
+  SELECT string_agg(l.line, E'\n' ORDER BY l.n) INTO body
+  FROM @extschema@.audit_export(p_from, p_to, fmt) WITH ORDINALITY AS l(line, n);
+  -- After what pre_request set (RateLimit-*), not instead of it.
+  response := coalesce(nullif(current_setting('response.headers', true), '')::jsonb, '[]'::jsonb)
+              || jsonb_build_array(jsonb_build_object('Content-Type',
+                   CASE fmt WHEN 'csv' THEN 'text/csv; charset=utf-8' ELSE 'application/x-ndjson' END));
+  PERFORM set_config('response.headers', response::text, true);
+  RETURN convert_to(coalesce(body || E'\n', ''), 'UTF8');
+END
+$$;
+COMMENT ON FUNCTION saas_api.audit_export(timestamptz, timestamptz, text) IS
+  'The current tenant''s audit rows logged in [p_from, p_to), oldest first, for its admins and owners: CSV (Accept: text/csv or format => csv, header line first) or NDJSON (otherwise: one JSON object per line).';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('audit', 'function', 'saas_api.audit_export(timestamptz, timestamptz, text)', 'EXECUTE');
+
+-- grant_api grants the saas_api wrappers too.
+CREATE OR REPLACE FUNCTION @extschema@.grant_api(roles name[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r name;
+  g record;
+BEGIN
+  IF roles IS NULL OR cardinality(roles) = 0 THEN
+    RAISE EXCEPTION 'grant_api needs at least one role'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'For Supabase: SELECT saas.grant_api(''{anon,authenticated,service_role}'');';
+  END IF;
+  FOREACH r IN ARRAY roles LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+      RAISE EXCEPTION 'role "%" does not exist', r
+        USING ERRCODE = 'undefined_object',
+              HINT = format('Create it first (CREATE ROLE %I NOLOGIN;) or pass the roles PostgREST uses.', r);
+    END IF;
+  END LOOP;
+  FOREACH r IN ARRAY roles LOOP
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@, saas_api TO %I', r);
+    -- What policies and API clients call; nothing internal.
+    FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
+             ORDER BY a.object_kind, a.object_name, a.privilege LOOP
+      -- Names are of schema saas unless they name saas_api.
+      IF g.object_kind = 'function' AND g.object_name LIKE 'saas\_api.%' THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', g.object_name, r);
+      ELSIF g.object_kind = 'function' THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO %I', g.object_name, r);
+      ELSE
+        EXECUTE format('GRANT %s ON @extschema@.%I TO %I', g.privilege, g.object_name, r);
+      END IF;
+    END LOOP;
+  END LOOP;
+END
+$$;
+COMMENT ON TABLE @extschema@.api_grants IS
+  'What saas.grant_api() gives API roles: functions (name with argument types; of schema saas unless named saas_api.f(...)) and tables of schema saas, per module.';
+
+-- Roles that grant_api served before 0.2.0 (they can run current_tenant())
+-- get the new API schema and its wrappers as grant_api now gives them.
+DO $carry_api$
+DECLARE
+  grantee regrole;
+  g record;
+BEGIN
+  FOR grantee IN
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+    WHERE p.oid = '@extschema@.current_tenant()'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    ORDER BY 1
+  LOOP
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA saas_api TO %s', grantee);
+    FOR g IN SELECT a.object_name FROM @extschema@.api_grants a
+             WHERE a.object_kind = 'function' AND a.object_name LIKE 'saas\_api.%' ORDER BY 1 LOOP
+      EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', g.object_name, grantee);
+    END LOOP;
+  END LOOP;
+END
+$carry_api$;
+
+-- Deny by default: no routine, table, view or sequence of the schemas
+-- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget
 -- a REVOKE, and an upgrade script ends with the same block.
 DO $finalize$
@@ -967,7 +1153,7 @@ BEGIN
     SELECT pg_catalog.format('%s %s', CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
                              p.oid::regprocedure)
     FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = '@extschema@'::regnamespace AND p.prokind IN ('f', 'p')
+    WHERE p.pronamespace IN ('@extschema@'::regnamespace, 'saas_api'::regnamespace) AND p.prokind IN ('f', 'p')
     ORDER BY 1
   LOOP
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', obj);
@@ -1025,6 +1211,15 @@ WHERE i.privtype = 'e' AND i.objsubid = 0
   AND d.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_class'::regclass)
   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
   AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_saas')
-  AND coalesce(p.pronamespace, c.relnamespace) = '@extschema@'::regnamespace
+  AND coalesce(p.pronamespace, c.relnamespace) IN ('@extschema@'::regnamespace, 'saas_api'::regnamespace)
   AND (p.oid IS NULL OR p.prokind IN ('f', 'p'))
   AND (c.oid IS NULL OR c.relkind IN ('r', 'p', 'v', 'm', 'S'));
+-- ... and of the API schema itself.
+UPDATE pg_catalog.pg_init_privs i
+SET initprivs = ARRAY(
+  SELECT a FROM pg_catalog.unnest(pg_catalog.acldefault('n', n.nspowner)) a
+  WHERE a::text NOT LIKE '=%')
+FROM pg_catalog.pg_namespace n
+WHERE i.privtype = 'e' AND i.objsubid = 0
+  AND i.classoid = 'pg_catalog.pg_namespace'::regclass AND i.objoid = n.oid
+  AND n.nspname = 'saas_api';

@@ -369,3 +369,40 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('ratelimit', 'function', 'pre_request()', 'EXECUTE'),
   ('ratelimit', 'function', '_rate_limit_request()', 'EXECUTE'),
   ('ratelimit', 'function', 'usage_report(date, date)', 'EXECUTE');
+
+-- The usage report for API clients (saas_api, registry.sql); the last 30
+-- UTC days unless asked otherwise.
+CREATE FUNCTION saas_api.usage_report(
+  from_day date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date - 29,
+  to_day date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date)
+RETURNS TABLE (day date, metric text, used bigint, daily_limit bigint)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.usage_report(from_day, to_day) $$;
+COMMENT ON FUNCTION saas_api.usage_report(date, date) IS
+  'The current tenant''s usage per UTC day and metric with the plan''s daily limit (default: the last 30 days). Served even when the daily quota is used up.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('ratelimit', 'function', 'saas_api.usage_report(date, date)', 'EXECUTE');
+
+-- ---------------------------------------------------------------------------
+-- Quota exemptions: paths a tenant over its daily API quota can still call
+-- (its usage page, its workspace list); such calls are still counted.
+-- Patterns as in rate_limit_rules; built-in rows come with the extension.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.quota_exemptions (
+  path_pattern  text    NOT NULL,
+  builtin       boolean NOT NULL DEFAULT false,
+  CONSTRAINT quota_exemptions_pkey PRIMARY KEY (path_pattern),
+  CONSTRAINT quota_exemptions_pattern CHECK (path_pattern ~ '^/[A-Za-z0-9._~/*:@!$&''()+,;=%-]*$' AND char_length(path_pattern) <= 200)
+);
+COMMENT ON TABLE @extschema@.quota_exemptions IS
+  'Paths pre_request() never refuses for the daily API quota (still counted), e.g. /rpc/usage_report.';
+ALTER TABLE @extschema@.quota_exemptions ENABLE ROW LEVEL SECURITY;
+INSERT INTO @extschema@.quota_exemptions (path_pattern, builtin) VALUES
+  ('/rpc/usage_report', true), ('/rpc/my_memberships', true);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.quota_exemptions', 'WHERE NOT builtin');
+-- pre_request keeps them with the rules: a change tells every backend.
+CREATE TRIGGER quota_exemptions_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.quota_exemptions
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
+ALTER TABLE @extschema@.quota_exemptions ENABLE ALWAYS TRIGGER quota_exemptions_changed;

@@ -22,7 +22,7 @@ CREATE TABLE @extschema@.api_grants (
     OR (object_kind = 'table' AND privilege IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')))
 );
 COMMENT ON TABLE @extschema@.api_grants IS
-  'What saas.grant_api() gives API roles: functions (name with argument types) and tables of schema saas, per module.';
+  'What saas.grant_api() gives API roles: functions (name with argument types; of schema saas unless named saas_api.f(...)) and tables of schema saas, per module.';
 ALTER TABLE @extschema@.api_grants ENABLE ROW LEVEL SECURITY;
 
 -- Shared functions every deployment's API roles call.
@@ -206,11 +206,14 @@ BEGIN
     END IF;
   END LOOP;
   FOREACH r IN ARRAY roles LOOP
-    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', r);
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@, saas_api TO %I', r);
     -- What policies and API clients call; nothing internal.
     FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
              ORDER BY a.object_kind, a.object_name, a.privilege LOOP
-      IF g.object_kind = 'function' THEN
+      -- Names are of schema saas unless they name saas_api.
+      IF g.object_kind = 'function' AND g.object_name LIKE 'saas\_api.%' THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', g.object_name, r);
+      ELSIF g.object_kind = 'function' THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO %I', g.object_name, r);
       ELSE
         EXECUTE format('GRANT %s ON @extschema@.%I TO %I', g.privilege, g.object_name, r);
@@ -221,3 +224,31 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.grant_api(name[]) IS
   'Gives API roles (anon, authenticated, service_role, ...) what PostgREST needs of pg_saas, and nothing on internals.';
+
+-- ---------------------------------------------------------------------------
+-- The API schema: what PostgREST and Supabase may expose as it is
+-- (db-schemas = "..., saas_api"; supabase-js: supabase.schema('saas_api')).
+-- It holds only thin wrappers of the client-callable functions, each
+-- module's from its own SQL file, the way graphql_public holds pg_graphql's:
+-- exposing saas itself would serve internals, hooks and admin functions.
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA saas_api;
+COMMENT ON SCHEMA saas_api IS
+  'pg_saas functions for API clients (PostgREST, supabase-js): thin wrappers, safe to expose.';
+REVOKE ALL ON SCHEMA saas_api FROM PUBLIC;
+
+-- GET /rpc/health with Accept-Profile: saas_api.
+-- (PL/pgSQL: version() is Rust and made after this file.)
+CREATE FUNCTION saas_api.health()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN jsonb_build_object('status', 'ok', 'version', @extschema@.version());
+END
+$$;
+COMMENT ON FUNCTION saas_api.health() IS
+  'Whether the API answers, and the pg_saas version it runs: {"status": "ok", "version": "0.2.0"}.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('core', 'function', 'saas_api.health()', 'EXECUTE');

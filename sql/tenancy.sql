@@ -523,3 +523,14 @@ END
 $$;
 INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
 VALUES ('tenancy', '@extschema@._tenancy_partition_hook(regclass, regclass)', true);
+
+-- The workspace list for API clients (saas_api, registry.sql).
+CREATE FUNCTION saas_api.my_memberships()
+RETURNS TABLE (tenant_id uuid, slug text, name text, role @extschema@.tenant_role, status text)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.my_memberships() $$;
+COMMENT ON FUNCTION saas_api.my_memberships() IS
+  'The tenants (workspaces) of the signed-in user with their role, for a tenant switcher; send one as X-Tenant-Id.';
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+VALUES ('tenancy', 'function', 'saas_api.my_memberships()', 'EXECUTE');

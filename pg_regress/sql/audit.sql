@@ -482,3 +482,21 @@ SELECT v, saas._csv_field(v) AS csv
 FROM unnest(ARRAY['=HYPERLINK("http://evil.example","x")', '+1', '-2', '@SUM(A1)', E'\tx', 'plain', 'a,b', '', NULL]) WITH ORDINALITY u(v, n)
 ORDER BY n;
 
+
+-- The API schema's export (saas_api.audit_export) is a file: NDJSON unless
+-- the Accept header asks for CSV, with the Content-Type set after what
+-- pre_request set. Its body is checked through PostgREST in tests/http.rs.
+SELECT saas_api.health() ->> 'status' AS health;
+INSERT INTO saas.tenants (id, slug, name) VALUES (:ta, 'audit-export', 'Export') ON CONFLICT DO NOTHING;
+BEGIN;
+SELECT saas.set_tenant(:ta) = :ta AS scoped;
+SELECT set_config('request.headers', '{"accept": "text/csv"}', true) IS NOT NULL AS set,
+       set_config('response.headers', '[{"RateLimit-Limit": "5"}]', true) IS NOT NULL AS set;
+SELECT length(saas_api.audit_export('2026-01-01', '2026-02-01')) AS csv_bytes,
+       current_setting('response.headers') AS response_headers;
+SELECT set_config('request.headers', '{"accept": "*/*"}', true) IS NOT NULL AS set,
+       set_config('response.headers', '', true) IS NOT NULL AS set;
+SELECT length(saas_api.audit_export('2026-01-01', '2026-02-01')) AS ndjson_bytes,
+       current_setting('response.headers') AS response_headers;
+ROLLBACK;
+DELETE FROM saas.tenants WHERE slug = 'audit-export';

@@ -11,7 +11,8 @@ FROM pg_extension e WHERE e.extname = 'pg_saas';
 SELECT p.provolatile, p.proisstrict, p.proparallel
 FROM pg_proc p WHERE p.oid = 'saas.version()'::regprocedure;
 
--- Rule: every object of the extension lives in schema saas (nothing in public).
+-- Rule: every object of the extension lives in schema saas, or in saas_api
+-- for what API clients call (nothing in public).
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS outside_saas
 FROM pg_depend d
 CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
@@ -19,7 +20,7 @@ WHERE d.refclassid = 'pg_extension'::regclass
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_saas')
   AND d.deptype = 'e'
   AND o.type NOT IN ('schema', 'event trigger')  -- neither lives in a schema
-  AND o.schema IS DISTINCT FROM 'saas'
+  AND o.schema IS DISTINCT FROM 'saas' AND o.schema IS DISTINCT FROM 'saas_api'
 ORDER BY 1;
 
 -- Rule: every SECURITY DEFINER function pins search_path ...
@@ -62,7 +63,7 @@ ORDER BY 1;
 SELECT p.oid::regprocedure AS routine_executable_by_public
 FROM pg_proc p
 CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-WHERE p.pronamespace = 'saas'::regnamespace AND a.grantee = 0
+WHERE p.pronamespace IN ('saas'::regnamespace, 'saas_api'::regnamespace) AND a.grantee = 0
 ORDER BY 1;
 SELECT c.oid::regclass AS relation_usable_by_public, a.privilege_type
 FROM pg_class c
@@ -78,7 +79,8 @@ FROM saas.api_grants ORDER BY module, object_kind, object_name, privilege;
 -- Every listed object exists.
 SELECT g.object_kind, g.object_name AS listed_but_missing
 FROM saas.api_grants g
-WHERE (g.object_kind = 'function' AND to_regprocedure('saas.' || g.object_name) IS NULL)
+WHERE (g.object_kind = 'function' AND to_regprocedure(CASE WHEN g.object_name LIKE 'saas\_api.%' THEN g.object_name
+                                                            ELSE 'saas.' || g.object_name END) IS NULL)
    OR (g.object_kind = 'table' AND to_regclass('saas.' || quote_ident(g.object_name)) IS NULL)
 ORDER BY 1, 2;
 
@@ -89,10 +91,12 @@ SELECT saas.grant_api('{regress_foundation_api}');
 SELECT p.oid::regprocedure AS routine,
        has_function_privilege('regress_foundation_api', p.oid, 'EXECUTE') AS api_can_execute
 FROM pg_proc p
-WHERE p.pronamespace = 'saas'::regnamespace
+WHERE p.pronamespace IN ('saas'::regnamespace, 'saas_api'::regnamespace)
   AND has_function_privilege('regress_foundation_api', p.oid, 'EXECUTE')
       <> EXISTS (SELECT FROM saas.api_grants g
-                 WHERE g.object_kind = 'function' AND to_regprocedure('saas.' || g.object_name) = p.oid)
+                 WHERE g.object_kind = 'function'
+                   AND to_regprocedure(CASE WHEN g.object_name LIKE 'saas\_api.%' THEN g.object_name
+                                            ELSE 'saas.' || g.object_name END) = p.oid)
 ORDER BY 1;
 SELECT c.oid::regclass AS relation, priv,
        has_table_privilege('regress_foundation_api', c.oid, priv) AS api_has_it

@@ -237,6 +237,16 @@ BEGIN;
 SELECT pg_temp.request('POST', '/regress_things', :u1, :ta);
 SELECT saas.pre_request();
 ROLLBACK;
+-- Over its quota, tenant A can still open its usage page and workspace list
+-- (saas.quota_exemptions, also as PostgREST decodes the path); the call is
+-- still counted.
+SELECT path_pattern, builtin FROM saas.quota_exemptions ORDER BY 1;
+BEGIN;
+SELECT pg_temp.request('POST', '/rpc/usage_%72eport', :u1, :ta);
+SELECT count AS counted_before FROM saas.usage_daily WHERE tenant_id = :ta AND day = '2026-03-03';
+SELECT saas.pre_request(), 'exempt from the quota' AS outcome;
+SELECT count AS counted_after FROM saas.usage_daily WHERE tenant_id = :ta AND day = '2026-03-03';
+ROLLBACK;
 -- Tenant B's plan has no row in saas.plans: unlimited.
 BEGIN;
 SELECT pg_temp.request('POST', '/regress_things', :u1, :tb);

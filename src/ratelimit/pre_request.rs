@@ -4,7 +4,7 @@
 
 use super::backend::{self, check_key, Backend};
 use super::gcra::{self, Decision};
-use super::rule_cache::{cached_rules, Rule};
+use super::rule_cache::{cached_rules, Rule, Rules};
 use super::rules::{self, Requester};
 use super::slots::CounterKey;
 use super::usage::count_api_call;
@@ -154,20 +154,24 @@ pub(super) fn admission() -> SaasResult<Admission> {
                 headers: Map::new(),
                 body: Some(json!({
                     "code": "PT400",
-                    "message": format!("Prefer: count={count} is not served for tenant data"),
-                    "details": "PostgREST answers planned and estimated counts from the planner's statistics, which describe the rows of every tenant, not only yours.",
+                    "message": format!("Prefer: count={count} is not served for tenant data: planned and estimated counts come from statistics of every tenant's rows"),
+                    "details": json!({ "reason": "estimated_count", "preference": format!("count={count}") }).to_string(),
                     "hint": "Ask for Prefer: count=exact, which counts only the rows you can see, or leave the count out.",
                 })),
             });
         }
     }
     let all_rules = if path.is_empty() {
-        Rc::new(Vec::new())
+        Rc::new(Rules {
+            rules: Vec::new(),
+            quota_exempt: Vec::new(),
+        })
     } else {
         cached_rules(owner)?
     };
     // As PostgREST routes the request (the decoded path), HEAD as GET.
     let matching: Vec<&Rule> = all_rules
+        .rules
         .iter()
         .filter(|r| {
             rules::method_matches(r.method.as_deref(), &method) && rules::matches(&r.route, &route)
@@ -203,9 +207,8 @@ pub(super) fn admission() -> SaasResult<Admission> {
                 headers,
                 body: Some(json!({
                     "code": "PT429",
-                    "message": "rate limit exceeded",
-                    "details": format!(
-                        "rule {}: {} per {} (burst {}) for {} {}, per {}",
+                    "message": format!(
+                        "rate limit exceeded: rule {}, {} per {} (burst {}) for {} {}, per {}",
                         rule.id,
                         rule.count,
                         rules::describe_period(rule.period_us),
@@ -214,15 +217,33 @@ pub(super) fn admission() -> SaasResult<Admission> {
                         rule.pattern,
                         key_kind(&key)
                     ),
+                    // Machine-readable (JSON text in PostgREST's `details`):
+                    // browsers hide Retry-After, supabase-js hides headers.
+                    "details": json!({
+                        "reason": "rate_limited",
+                        "retry_after_seconds": retry,
+                        "limit": rule.limit.burst,
+                        "remaining": d.remaining,
+                        "reset_seconds": gcra::ceil_seconds(d.reset_after_us),
+                        "rule_id": rule.id,
+                        "scope": key_kind(&key),
+                    })
+                    .to_string(),
                     "hint": format!("Retry after {retry} seconds."),
                 })),
             });
         }
     }
 
-    // The plan's daily API quota, for requests of a tenant.
+    // The plan's daily API quota, for requests of a tenant. Exempt paths
+    // (the usage report, the workspace list: what a tenant over its quota
+    // still needs) are counted, never refused.
+    let exempt = all_rules
+        .quota_exempt
+        .iter()
+        .any(|p| rules::matches(p, &route));
     if let Some(t) = tenant {
-        if let Some(q) = count_api_call(owner, t, day, now)? {
+        if let Some(q) = count_api_call(owner, t, day, now, exempt)? {
             give_back(backend, &admitted, now);
             let mut headers = Map::new();
             headers.insert(
@@ -234,11 +255,19 @@ pub(super) fn admission() -> SaasResult<Admission> {
                 headers,
                 body: Some(json!({
                     "code": "PT402",
-                    "message": "daily API quota exhausted",
-                    "details": format!(
-                        "plan '{}' allows {} API calls per day; tenant {t} has used {} today (UTC)",
+                    "message": format!(
+                        "daily API quota exhausted: plan '{}' allows {} API calls per day; tenant {t} has used {} today (UTC)",
                         q.plan, q.limit, q.used
                     ),
+                    "details": json!({
+                        "reason": "quota_exhausted",
+                        "retry_after_seconds": q.retry_after_s,
+                        "plan": q.plan,
+                        "limit": q.limit,
+                        "used": q.used,
+                        "remaining": 0,
+                    })
+                    .to_string(),
                     "hint": "Wait until 00:00 UTC or move the tenant to a larger plan.",
                 })),
             });

@@ -1,6 +1,8 @@
-//! The rules `pre_request()` applies: stored by `rate_limit_rule_set()`,
-//! read as the state owner and kept per backend until their table is
-//! invalidated.
+//! The rules `pre_request()` applies (stored by `rate_limit_rule_set()`)
+//! and the paths its daily quota never refuses (`saas.quota_exemptions`):
+//! read as the state owner and kept per backend until either table is
+//! invalidated. A rule the limiter cannot run is skipped with a warning,
+//! never fails every request.
 
 use super::check::{limit_of, period_us};
 use super::gcra::{self, Limit};
@@ -15,12 +17,14 @@ use std::rc::Rc;
 
 thread_local! {
     static RULES_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
-    /// The rules as last read, kept until `saas.rate_limit_rules` is
-    /// invalidated (its trigger fires a relcache invalidation on every
-    /// change, which reaches every backend at commit).
-    static RULES: RefCell<Option<Rc<Vec<Rule>>>> = const { RefCell::new(None) };
-    /// The OID of `saas.rate_limit_rules` when RULES was filled.
-    static RULES_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static EXEMPTIONS_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// The rules as last read, kept until `saas.rate_limit_rules` or
+    /// `saas.quota_exemptions` is invalidated (their trigger fires a
+    /// relcache invalidation on every change, which reaches every backend
+    /// at commit).
+    static RULES: RefCell<Option<Rc<Rules>>> = const { RefCell::new(None) };
+    /// The OIDs of both tables when RULES was filled.
+    static RULES_RELIDS: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
     /// Invalidations of the rules seen so far: rules read while one
     /// arrives are used once, not kept.
     static RULES_GENERATION: Cell<u64> = const { Cell::new(0) };
@@ -29,7 +33,7 @@ thread_local! {
 /// Drops the cached rules when their table is invalidated (InvalidOid: every
 /// relation, after a cache reset).
 pub(super) extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    if relid == pg_sys::InvalidOid || relid == RULES_RELID.with(Cell::get) {
+    if relid == pg_sys::InvalidOid || RULES_RELIDS.with(Cell::get).contains(&relid) {
         RULES.with(|r| r.borrow_mut().take());
         RULES_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     }
@@ -108,26 +112,71 @@ pub(super) struct Rule {
     pub(super) cost: i64,
 }
 
-/// Every rule, from the backend's cache or read as the state owner.
-pub(super) fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Vec<Rule>>> {
+/// What pre_request applies: the rules, and the routes the daily quota
+/// counts but never refuses.
+pub(super) struct Rules {
+    pub(super) rules: Vec<Rule>,
+    pub(super) quota_exempt: Vec<String>,
+}
+
+/// Every rule and exemption, from the backend's cache or read as the state
+/// owner.
+pub(super) fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Rules>> {
     if let Some(rules) = RULES.with(|r| r.borrow().clone()) {
         return Ok(rules);
     }
-    // The OID first, so that an invalidation arriving while the rules are
+    // The OIDs first, so that an invalidation arriving while the rules are
     // read (a lock taken after the snapshot processes them) is recognised;
     // rules read across one are used for this request only.
-    // SAFETY: catalog lookups by name; InvalidOid when missing.
-    let relid = unsafe {
+    // SAFETY: catalog lookups by name; InvalidOid when missing (an
+    // exemptions table not created yet: before ALTER EXTENSION UPDATE).
+    let relids = unsafe {
         let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
-        pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace)
+        [
+            pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace),
+            pg_sys::get_relname_relid(c"quota_exemptions".as_ptr(), namespace),
+        ]
     };
-    RULES_RELID.with(|r| r.set(relid));
+    RULES_RELIDS.with(|r| r.set(relids));
     let generation = RULES_GENERATION.with(Cell::get);
-    let rules = Rc::new(as_owner(owner, || Spi::connect(load_rules))?);
+    let has_exemptions = relids[1] != pg_sys::InvalidOid;
+    let rules = Rc::new(as_owner(owner, || {
+        Spi::connect(|client| {
+            Ok::<_, SaasError>(Rules {
+                rules: load_rules(client)?,
+                quota_exempt: if has_exemptions {
+                    load_exemptions(client)?
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+    })?);
     if RULES_GENERATION.with(Cell::get) == generation {
         RULES.with(|r| *r.borrow_mut() = Some(rules.clone()));
     }
     Ok(rules)
+}
+
+fn load_exemptions(client: &SpiClient<'_>) -> SaasResult<Vec<String>> {
+    let stmt = kept_plan(
+        &EXEMPTIONS_PLAN,
+        client,
+        "SELECT path_pattern FROM saas.quota_exemptions ORDER BY path_pattern",
+        &[],
+    )
+    .map_err(|e| internal("prepare the quota exemption lookup", e))?;
+    let rows = client
+        .select(stmt, None, &[])
+        .map_err(|e| internal("read the quota exemptions", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let pattern: Option<String> = row
+            .get(1)
+            .map_err(|e| internal("read the quota exemptions", e))?;
+        out.extend(pattern.map(|p| rules::route_pattern(&p)));
+    }
+    Ok(out)
 }
 
 fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
@@ -151,17 +200,38 @@ fn load_rules(client: &SpiClient<'_>) -> SaasResult<Vec<Rule>> {
             .ok_or_else(|| internal("read the rules", "NULL period"))?;
         let burst: i32 = row.get(5).map_err(get_err)?.unwrap_or(1);
         let count: i32 = row.get(6).map_err(get_err)?.unwrap_or(1);
-        let period_us = period_us(&period)?;
+        let id: i64 = row.get(1).map_err(get_err)?.unwrap_or(0);
         let pattern: String = row.get(2).map_err(get_err)?.unwrap_or_default();
+        let scope = row.get::<String>(4).map_err(get_err)?.unwrap_or_default();
+        // One rule the limiter cannot run (written before the table's
+        // CHECKs, or past them) is skipped, said once per read, and the
+        // others still apply: it never fails every request.
+        let runnable = period_us(&period).and_then(|period_us| {
+            Ok((
+                period_us,
+                Limit::new(burst as i64, count as i64, period_us)?,
+                Scope::parse(&scope)?,
+            ))
+        });
+        let (period_us, limit, scope) = match runnable {
+            Ok(r) => r,
+            Err(e) => {
+                pgrx::warning!(
+                    "pg_saas: rate-limit rule {id} ({pattern}) is skipped: {}; fix it with saas.rate_limit_rule_set or drop it",
+                    e.message
+                );
+                continue;
+            }
+        };
         out.push(Rule {
-            id: row.get(1).map_err(get_err)?.unwrap_or(0),
+            id,
             route: rules::route_pattern(&pattern),
             pattern,
             method: row.get(3).map_err(get_err)?,
-            scope: Scope::parse(&row.get::<String>(4).map_err(get_err)?.unwrap_or_default())?,
+            scope,
             count: count as i64,
             period_us,
-            limit: Limit::new(burst as i64, count as i64, period_us)?,
+            limit,
             cost: row.get::<i32>(8).map_err(get_err)?.unwrap_or(1) as i64,
         });
     }

@@ -78,6 +78,7 @@ pub(super) fn count_api_call(
     tenant: Uuid,
     day: i32,
     now: i64,
+    exempt: bool,
 ) -> SaasResult<Option<QuotaRefused>> {
     use pg_sys::BuiltinOid as B;
     let key = CounterKey::usage(tenant.0, API_CALLS, day).expect("a short metric name");
@@ -114,6 +115,8 @@ pub(super) fn count_api_call(
                     row.get::<i64>(3).map_err(e)?.unwrap_or(0),
                 )
             };
+            // An exempt call is counted as on an unlimited plan: never refused.
+            let quota = if exempt { None } else { quota };
             if read_only() {
                 let Some(limit) = quota else {
                     // Unlimited plan: counted for the report when preloaded.
