@@ -5,7 +5,8 @@
 #   postgrest.sh start NAME PORT DB_URI SCHEMAS   write target/postgrest/NAME/postgrest.conf
 #                                                 with a fresh random JWT secret
 #                                                 (target/postgrest/NAME/jwt-secret), start
-#                                                 it, wait until it serves (else exit 1)
+#                                                 it, wait until its admin server (PORT+1)
+#                                                 says /ready (else exit 1)
 #   postgrest.sh stop NAME                        stop it if running (no error when it is not)
 #
 # SCHEMAS is PostgREST's db-schemas ("api" or "api, saas_api"). Every instance
@@ -57,14 +58,15 @@ db-pre-request = "saas.pre_request"
 db-pool = 10
 server-host = "127.0.0.1"
 server-port = $port
+admin-server-port = $((port + 1))
 jwt-secret = "@$dir/jwt-secret"
 log-level = "error"
 CONF
     nohup "$POSTGREST" "$dir/postgrest.conf" >"$dir/postgrest.log" 2>&1 &
     echo $! >"$pidfile"
-    # Ready when the root answers 200: connected and the schema cache loaded.
+    # Ready: connected, schema cache loaded (the admin server's /ready).
     for _ in $(seq 1 100); do
-      code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+      code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/ready" || true)
       [ "$code" = 200 ] && { echo "started PostgREST '$name' on port $port"; exit 0; }
       running_pid >/dev/null || break
       sleep 0.1

@@ -1,8 +1,11 @@
 //! PostgREST v12 request emulation over tokio-postgres.
 //!
-//! PostgREST cannot be installed on the build machines, so every API-facing
-//! test sends its requests through [`Api`], which performs exactly what
-//! PostgREST does per request (docs/architecture.md, "How a PostgREST request flows"):
+//! Most API-facing tests send their requests through [`Api`], which performs
+//! on one tokio-postgres connection what PostgREST does per request, so a
+//! test can run many requests quickly and look inside the transaction
+//! (docs/architecture.md, "How a PostgREST request flows"). `tests/http.rs`
+//! shows the same behaviour through the real PostgREST that `make test`
+//! starts ([`http`]). The emulation:
 //!
 //! 1. `BEGIN` with the access mode PostgREST picks: READ ONLY for GET/HEAD and
 //!    for RPC to functions that are not VOLATILE, READ WRITE otherwise;
@@ -17,6 +20,8 @@
 //!    rolls everything back and is mapped to an HTTP status with PostgREST's
 //!    SQLSTATE table (PTnnn, `PGRST` with JSON message/detail, 42501, ...).
 #![allow(dead_code)]
+
+pub mod http;
 
 use serde_json::{json, Map, Value};
 use tokio_postgres::{Client, NoTls};
