@@ -59,15 +59,6 @@ CREATE TABLE api.projects (
 SELECT saas.enable_tenancy('api.projects') AS isolated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON api.projects TO authenticated;
 
--- GET or POST /rpc/my_memberships: the caller's workspaces (a thin wrapper,
--- docs/operations.md "Serving it through PostgREST").
-CREATE FUNCTION api.my_memberships()
-RETURNS TABLE (tenant_id uuid, slug text, name text, role text, status text)
-LANGUAGE sql STABLE
-AS $$ SELECT m.tenant_id, m.slug, m.name, m.role::text, m.status FROM saas.my_memberships() m $$;
-REVOKE EXECUTE ON FUNCTION api.my_memberships() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION api.my_memberships() TO authenticated;
-
 -- A backend job seeds each workspace (no JWT, so set_tenant scopes it). The
 -- demo runs as a superuser, which bypasses RLS: set_tenant warns that only the
 -- tenant default follows it; real jobs run as a NOBYPASSRLS role.

@@ -29,12 +29,9 @@ psql -d "$DEMO_DB" -c "SET client_min_messages = warning" \
   -c "CREATE EXTENSION pg_saas CASCADE" -c "CREATE EXTENSION pg_cron"
 psql -d "$DEMO_DB" -f "$ROOT/examples/demo.sql"
 
-# db-schemas: the demo's API schema, and pg_saas's own API schema when this
-# version of the extension has one.
-schemas="api"
-if [ "$(psql -d "$DEMO_DB" -At -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'saas_api'")" = 1 ]; then
-  schemas="api, saas_api"
-fi
+# db-schemas: the demo's API schema (the default profile) and pg_saas's own,
+# saas_api (requests pick it with Accept-Profile / Content-Profile).
+schemas="api, saas_api"
 "$ROOT/scripts/postgrest.sh" start run "$PGRST_PORT" \
   "postgresql://authenticator:authenticator@localhost:$RUN_PORT/$DEMO_DB" "$schemas"
 
@@ -63,7 +60,8 @@ Tokens for this run (the JWT secret is new on every make run):
 Try:
   curl -H "Authorization: Bearer \$ALICE" $API/projects
   curl -H "Authorization: Bearer \$CAROL" -H "X-Tenant-Id: $GLOBEX" $API/projects
-  curl -X POST -H "Authorization: Bearer \$CAROL" $API/rpc/my_memberships
+  curl -H "Authorization: Bearer \$CAROL" -H "Accept-Profile: saas_api" $API/rpc/my_memberships
+  curl -H "Authorization: Bearer \$ALICE" -H "Content-Profile: saas_api" -H "Content-Type: application/json" -d '{}' $API/rpc/usage_report
   curl -i $API/projects    # anonymous: 401, anon may not read tenant tables
   stop:       make stop
 MSG

@@ -6,9 +6,10 @@
 # for the integration tests.
 #
 # A real PostgREST (the one `make deps` installed) serves $IT_DB on
-# $PGRST_TEST_PORT for the HTTP tests (tests/http.rs): db-schemas = "http_api"
-# (an empty schema made here; the tests create their tables in it and reload
-# PostgREST's schema cache), with a new random JWT secret. The command gets
+# $PGRST_TEST_PORT for the HTTP tests (tests/http.rs): db-schemas =
+# "http_api, saas_api" (http_api is an empty schema made here; the tests
+# create their tables in it and reload PostgREST's schema cache), with a new
+# random JWT secret. The command gets
 # PG_SAAS_HTTP_URL and PG_SAAS_JWT_SECRET; PostgREST is stopped on exit
 # however the command ends, before the cluster.
 set -euo pipefail
@@ -40,10 +41,7 @@ GRANT anon, authenticated TO authenticator;
 CREATE SCHEMA http_api;
 GRANT USAGE ON SCHEMA http_api TO anon, authenticated;
 SQL
-schemas="http_api"
-if [ "$(psql -d "$IT_DB" -At -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'saas_api'")" = 1 ]; then
-  schemas="http_api, saas_api"
-fi
+schemas="http_api, saas_api"
 "$ROOT/scripts/postgrest.sh" start test "$PGRST_TEST_PORT" \
   "postgresql://authenticator@localhost:$TEST_PORT/$IT_DB" "$schemas"
 PG_SAAS_HTTP_URL="http://127.0.0.1:$PGRST_TEST_PORT"
