@@ -46,6 +46,14 @@ case "$cmd" in
     schemas=${5:?db-schemas}
     [ -x "$POSTGREST" ] || { echo "postgrest.sh: $POSTGREST is missing; run make deps" >&2; exit 1; }
     stop_instance
+    # Another server on either port would answer the readiness check and the
+    # requests meant for this one: refuse to start instead.
+    for p in "$port" $((port + 1)); do
+      if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$p/"; then
+        echo "postgrest.sh: port $p is already in use; choose another (PGRST_PORT / PGRST_TEST_PORT)" >&2
+        exit 1
+      fi
+    done
     mkdir -p "$dir"
     # A new secret per start: tokens signed for an earlier run stop working.
     (umask 077 && openssl rand -hex 32 | tr -d '\n' >"$dir/jwt-secret")
@@ -67,8 +75,8 @@ CONF
     # Ready: connected, schema cache loaded (the admin server's /ready).
     for _ in $(seq 1 100); do
       code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/ready" || true)
-      [ "$code" = 200 ] && { echo "started PostgREST '$name' on port $port"; exit 0; }
       running_pid >/dev/null || break
+      [ "$code" = 200 ] && { echo "started PostgREST '$name' on port $port"; exit 0; }
       sleep 0.1
     done
     echo "postgrest.sh: PostgREST '$name' did not become ready on port $port; last lines of $dir/postgrest.log:" >&2

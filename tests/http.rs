@@ -12,7 +12,9 @@
 //!   bad signature or expired (401);
 //! - a rate-limit rule: 429 with Retry-After and PostgREST's JSON error body
 //!   (code, message, details, hint), on GET and HEAD, in READ ONLY requests;
-//! - a plan's daily quota: 402;
+//! - a plan's daily quota: 402, while saas_api's usage report stays served;
+//! - saas_api through PostgREST: health, the workspace list, a change audited
+//!   with the request's actor and headers, the audit export as CSV;
 //! - GET runs in a READ ONLY transaction, POST to a VOLATILE function does not;
 //! - `Prefer: count=planned` on a tenant table: 400; `count=exact` works.
 
@@ -65,15 +67,27 @@ async fn table_fixture(admin: &Client, http: &Http, table: &str, anon_reads: boo
     http.wait_until_served(admin, &format!("/{table}")).await;
 }
 
-/// A tenant with `plan` and `status`, and its members.
+/// A tenant with `plan` and `status`, and its members (role `member`).
 async fn tenant(admin: &Client, id: &str, plan: &str, status: &str, members: &[&str]) {
+    let members: Vec<(&str, &str)> = members.iter().map(|u| (*u, "member")).collect();
+    tenant_with_roles(admin, id, plan, status, &members).await;
+}
+
+/// A tenant with `plan` and `status`, and its members as `(user, role)`.
+async fn tenant_with_roles(
+    admin: &Client,
+    id: &str,
+    plan: &str,
+    status: &str,
+    members: &[(&str, &str)],
+) {
     let mut sql = format!(
         "INSERT INTO saas.tenants (id, slug, name, plan, status) VALUES ('{id}', 'h-{s}', 'http {s}', '{plan}', '{status}');",
         s = &id[0..8]
     );
-    for user in members {
+    for (user, role) in members {
         sql.push_str(&format!(
-            "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{id}', '{user}', 'member');"
+            "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{id}', '{user}', '{role}');"
         ));
     }
     common::shared_setup(admin, &sql)
@@ -573,6 +587,168 @@ async fn http_daily_quota_answers_402() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
+    // The usage report stays served over the quota (a built-in quota
+    // exemption) and shows the calls against the plan's limit.
+    let r = http
+        .get("/rpc/usage_report")
+        .header("Accept-Profile", "saas_api")
+        .bearer(&token)
+        .send()
+        .await;
+    let rows = r.expect_status(200).rows();
+    let calls = rows
+        .iter()
+        .find(|row| row["metric"] == json!("api_calls"))
+        .unwrap_or_else(|| panic!("api_calls in {}", r.body));
+    assert_eq!(calls["daily_limit"].as_i64(), Some(3), "{}", r.body);
+    assert!(calls["used"].as_i64().unwrap() >= 3, "{}", r.body);
+}
+
+#[tokio::test]
+async fn http_saas_api_serves_health_memberships_and_the_audit_export() {
+    let (http, admin) =
+        http_or_skip!("http_saas_api_serves_health_memberships_and_the_audit_export");
+    let table = "http_audit_items";
+    table_fixture(
+        &admin,
+        &http,
+        table,
+        false,
+        "SELECT saas.audit_enable('http_api.http_audit_items');",
+    )
+    .await;
+    let (a, b) = (random_uuid(), random_uuid());
+    let (owner, member) = (random_uuid(), random_uuid());
+    tenant_with_roles(
+        &admin,
+        &a,
+        "http-unlimited",
+        "active",
+        &[(&owner, "owner"), (&member, "member")],
+    )
+    .await;
+    tenant_with_roles(
+        &admin,
+        &b,
+        "http-unlimited",
+        "active",
+        &[(&member, "viewer")],
+    )
+    .await;
+    let saas_api = |r: common::http::HttpRequest| r.header("Accept-Profile", "saas_api");
+
+    // GET /rpc/health, anonymous.
+    let r = saas_api(http.get("/rpc/health")).send().await;
+    assert_eq!(
+        r.expect_status(200).json()["status"],
+        json!("ok"),
+        "{}",
+        r.body
+    );
+
+    // The workspace list of a user of two tenants, with roles; no claim needed.
+    let r = saas_api(http.get("/rpc/my_memberships?order=slug"))
+        .claims(&user(&member, None))
+        .send()
+        .await;
+    let mut got: Vec<(String, String)> = r
+        .expect_status(200)
+        .rows()
+        .iter()
+        .map(|m| {
+            (
+                m["tenant_id"].as_str().unwrap().to_string(),
+                m["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (a.clone(), "member".to_string()),
+        (b.clone(), "viewer".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    // A change through PostgREST is audited with the request's actor and
+    // headers, as PostgREST set them.
+    let request_id = random_uuid();
+    http.post(&format!("/{table}"), &json!({"label": "audited"}))
+        .claims(&user(&owner, Some(&a)))
+        .header("User-Agent", "pg_saas-http-test/1")
+        .header("X-Request-Id", &request_id)
+        .send()
+        .await
+        .expect_status(201);
+    let row = admin
+        .query_one(
+            "SELECT actor_id::text, actor_role, operation, user_agent, request_method, request_path, tenant_id::text
+             FROM saas.audit_log WHERE request_id = $1",
+            &[&request_id],
+        )
+        .await
+        .expect("one audit row for the request");
+    let got: (String, String, String, String, String, String, String) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    );
+    assert_eq!(
+        got,
+        (
+            owner.clone(),
+            "authenticated".into(),
+            "INSERT".into(),
+            "pg_saas-http-test/1".into(),
+            "POST".into(),
+            format!("/{table}"),
+            a.clone()
+        )
+    );
+
+    // The export, as a CSV file, for the tenant's owner.
+    let export = "/rpc/audit_export?p_from=2000-01-01T00:00:00Z&p_to=3000-01-01T00:00:00Z";
+    let r = saas_api(http.get(export))
+        .claims(&user(&owner, Some(&a)))
+        .header("Accept", "text/csv")
+        .send()
+        .await;
+    r.expect_status(200);
+    assert!(
+        r.header("Content-Type")
+            .unwrap_or_default()
+            .starts_with("text/csv"),
+        "{:?}",
+        r.headers
+    );
+    let mut lines = r.body.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .starts_with("id,logged_at,tenant_id,"),
+        "{}",
+        r.body
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{}", r.body);
+    assert!(
+        rows[0].contains(&request_id) && !r.body.contains(&b),
+        "{}",
+        r.body
+    );
+    // Not for a member: 403.
+    let r = saas_api(http.get(export))
+        .claims(&user(&member, Some(&a)))
+        .header("Accept", "text/csv")
+        .send()
+        .await;
+    r.expect_status(403);
+    assert_eq!(r.error().code, "42501");
 }
 
 #[tokio::test]
