@@ -21,13 +21,13 @@ export PG_MAJOR PG_CONFIG RUN_PORT TEST_PORT BENCH_PORT BACKUP_PORT DEMO_DB REGR
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all deps build install run stop lint test unit installcheck integration \
-        regress-run integration-run bench clean help
+        regress-run integration-run js-run bench clean help
 
 all: help
 
 help:
-	@echo "make run          build, install, start the demo cluster on port $(RUN_PORT)"
-	@echo "make stop         stop the demo cluster (and PostgREST if make run started one)"
+	@echo "make run          build, install, start the demo cluster on port $(RUN_PORT) and PostgREST on :3000"
+	@echo "make stop         stop the demo's PostgREST and cluster"
 	@echo "make test         cargo test + pg_regress + integration tests (upgrade test included)"
 	@echo "make lint         rustfmt, clippy -D warnings, shellcheck, SQL whitespace"
 	@echo "make installcheck pg_regress only, against a fresh test cluster"
@@ -65,7 +65,7 @@ lint: deps
 test: deps
 	$(MAKE) unit
 	$(MAKE) install
-	scripts/with-test-cluster.sh $(MAKE) regress-run integration-run
+	scripts/with-test-cluster.sh $(MAKE) regress-run integration-run js-run
 	@echo "make test: all passed"
 
 # 1. pure Rust logic (no server)
@@ -76,9 +76,11 @@ unit: deps
 installcheck: install
 	scripts/with-test-cluster.sh $(MAKE) regress-run
 
-# 3. tokio-postgres integration tests (PostgREST emulation) against a fresh test cluster
+# 3. integration tests against a fresh test cluster: tokio-postgres (PostgREST
+#    emulation) and tests/http.rs through the real PostgREST that
+#    with-test-cluster.sh starts on TEST_PORT + 9 (PG_SAAS_HTTP_URL, PG_SAAS_JWT_SECRET)
 integration: install
-	scripts/with-test-cluster.sh $(MAKE) integration-run
+	scripts/with-test-cluster.sh $(MAKE) integration-run js-run
 
 # The *-run targets expect the test cluster that with-test-cluster.sh started.
 regress-run:
@@ -89,6 +91,13 @@ regress-run:
 integration-run:
 	PG_SAAS_TEST_URL="host=localhost port=$(TEST_PORT) user=postgres dbname=$(IT_DB)" \
 	  cargo test --test '*' -- --test-threads=4
+
+# 4. tests/js: what a front end does with postgrest-js (pinned in tests/js/,
+#    npm ci by make deps), through the same PostgREST, after the Rust tests;
+#    node's test runner, spec reporter.
+js-run:
+	cd tests/js && PG_SAAS_TEST_URL="host=localhost port=$(TEST_PORT) user=postgres dbname=$(IT_DB)" \
+	  node --test --test-reporter=spec client.test.mjs
 
 # --- benchmarks ----------------------------------------------------------------
 bench: install

@@ -6,12 +6,21 @@
 # for the integration tests.
 #
 # A real PostgREST (the one `make deps` installed) serves $IT_DB on
-# $PGRST_TEST_PORT for the HTTP tests (tests/http.rs): db-schemas =
-# "http_api, saas_api" (http_api is an empty schema made here; the tests
-# create their tables in it and reload PostgREST's schema cache), with a new
+# $PGRST_TEST_PORT for the HTTP tests (tests/http.rs, and tests/js/, the
+# postgrest-js client test): db-schemas = "http_api, saas_api, js_api"
+# (http_api and js_api are empty schemas made here; the tests create their
+# tables in them and reload PostgREST's schema cache), with a new
 # random JWT secret. The command gets
 # PG_SAAS_HTTP_URL and PG_SAAS_JWT_SECRET; PostgREST is stopped on exit
 # however the command ends, before the cluster.
+#
+# The cluster and the PostgREST instance are named $TEST_CLUSTER ("test":
+# target/pg/test, target/postgrest/test); starting a cluster of a name stops
+# and wipes the running one of that name, so a second run in the same
+# checkout needs another name as well as other ports, e.g.
+#   TEST_CLUSTER=jsdev TEST_PORT=54381 scripts/with-test-cluster.sh make js-run
+# (tests/backup.rs's own clusters have fixed names: one `make test` at a
+# time per checkout).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEST_PORT=${TEST_PORT:-54331}
@@ -21,14 +30,16 @@ PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 # PostgREST's port follows the cluster's (54331 -> 54340; its admin server
 # on the next one), so test runs on other TEST_PORTs do not collide.
 PGRST_TEST_PORT=${PGRST_TEST_PORT:-$((TEST_PORT + 9))}
+TEST_CLUSTER=${TEST_CLUSTER:-test}
 
 teardown() {
-  "$ROOT/scripts/postgrest.sh" stop test || true
-  "$ROOT/scripts/cluster.sh" remove test || true
+  "$ROOT/scripts/postgrest.sh" stop "$TEST_CLUSTER" || true
+  "$ROOT/scripts/cluster.sh" remove "$TEST_CLUSTER" || true
 }
 trap teardown EXIT
+trap 'exit 130' INT TERM
 
-CRON_DB=$IT_DB "$ROOT/scripts/cluster.sh" start test "$TEST_PORT" fresh
+CRON_DB=$IT_DB "$ROOT/scripts/cluster.sh" start "$TEST_CLUSTER" "$TEST_PORT" fresh
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h localhost -p "$TEST_PORT" -U postgres "$@"; }
 psql -d postgres -c "CREATE DATABASE $REGRESS_DB" -c "CREATE DATABASE $IT_DB"
 psql -d "$IT_DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION pg_saas CASCADE" -c "CREATE EXTENSION pg_cron"
@@ -42,12 +53,16 @@ CREATE ROLE authenticator LOGIN NOINHERIT;
 GRANT anon, authenticated TO authenticator;
 CREATE SCHEMA http_api;
 GRANT USAGE ON SCHEMA http_api TO anon, authenticated;
+CREATE SCHEMA js_api;
+GRANT USAGE ON SCHEMA js_api TO anon, authenticated;
 SQL
-schemas="http_api, saas_api"
-"$ROOT/scripts/postgrest.sh" start test "$PGRST_TEST_PORT" \
+# http_api stays the default profile; saas_api and js_api are picked with
+# Accept-Profile / Content-Profile (postgrest-js: .schema('js_api')).
+schemas="http_api, saas_api, js_api"
+"$ROOT/scripts/postgrest.sh" start "$TEST_CLUSTER" "$PGRST_TEST_PORT" \
   "postgresql://authenticator@localhost:$TEST_PORT/$IT_DB" "$schemas"
 PG_SAAS_HTTP_URL="http://127.0.0.1:$PGRST_TEST_PORT"
-PG_SAAS_JWT_SECRET=$(cat "$ROOT/target/postgrest/test/jwt-secret")
+PG_SAAS_JWT_SECRET=$(cat "$ROOT/target/postgrest/$TEST_CLUSTER/jwt-secret")
 export PG_SAAS_HTTP_URL PG_SAAS_JWT_SECRET
 
 "$@"

@@ -188,7 +188,7 @@ async fn http_tenant_isolation_holds_for_random_request_sequences() {
         std::env::var("PG_SAAS_HTTP_PROPERTY_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(40),
+            .unwrap_or(50),
     );
     const MAX_SEQUENCES: u64 = 5000;
     const STEPS: usize = 12;
