@@ -239,14 +239,22 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         assert_eq!(refused.status, 402, "{refused:?}");
         assert_eq!(refused.code(), Some("PT402"));
         let error = refused.error.as_ref().unwrap();
-        assert!(error.message.contains("allows 4 API calls per day"), "{error:?}");
+        assert!(
+            error.message.contains("allows 4 API calls per day"),
+            "{error:?}"
+        );
         // The details are machine-readable: JSON text a client parses.
         let details: serde_json::Value =
             serde_json::from_str(error.details.as_deref().unwrap_or("")).expect("details are JSON");
         assert_eq!(details["reason"], "quota_exhausted", "{details}");
         assert_eq!(details["limit"].as_i64(), Some(4), "{details}");
         assert_eq!(details["used"].as_i64(), Some(4), "{details}");
-        assert!(details["retry_after_seconds"].as_i64().is_some_and(|s| (1..=86_400).contains(&s)), "{details}");
+        assert!(
+            details["retry_after_seconds"]
+                .as_i64()
+                .is_some_and(|s| (1..=86_400).contains(&s)),
+            "{details}"
+        );
         let retry: i64 = refused.header("Retry-After").unwrap().parse().unwrap();
         assert!((1..=86_400).contains(&retry), "until midnight UTC: {retry}");
     }
