@@ -145,6 +145,11 @@ DECLARE
   keycols int2vector;
   col record;
 BEGIN
+  IF parent IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
+  END IF;
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
   IF cls.relkind <> 'p' THEN
     RAISE EXCEPTION '"%" is not a partitioned table', parent
@@ -590,6 +595,11 @@ DECLARE
   cfg @extschema@.partition_config%ROWTYPE;
   newrel regclass;
 BEGIN
+  IF tbl IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'convert_to_monthly: the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
+  END IF;
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
   rel := cls.relname;
@@ -773,6 +783,11 @@ AS $$
 DECLARE
   job bigint;
 BEGIN
+  IF schedule IS NULL THEN
+    RAISE EXCEPTION 'schedule_maintenance: the schedule may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave it out for hourly (''7 * * * *''), or pass a cron schedule such as ''*/15 * * * *''.';
+  END IF;
   IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
     RAISE EXCEPTION 'pg_cron is not installed in this database'
       USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -1141,6 +1141,428 @@ BEGIN
 END
 $carry_api$;
 
+-- ---------------------------------------------------------------------------
+-- Bad input answers with a SQLSTATE and a HINT (tests/fuzz.rs).
+-- ---------------------------------------------------------------------------
+-- At most 64 characters of a caller's input, for error messages (as
+-- src/error.rs's echoed(): never a whole header or body sent back).
+CREATE FUNCTION @extschema@._echo(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN char_length(v) <= 64 THEN v
+            ELSE left(v, 64) || format('... (%s more bytes)', octet_length(v) - octet_length(left(v, 64))) END;
+
+CREATE OR REPLACE FUNCTION @extschema@._partition_check_parent(parent regclass, control_column name)
+RETURNS regtype
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  strat "char";
+  keycols int2vector;
+  col record;
+BEGIN
+  IF parent IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
+  IF cls.relkind <> 'p' THEN
+    RAISE EXCEPTION '"%" is not a partitioned table', parent
+      USING ERRCODE = 'wrong_object_type',
+            HINT = CASE WHEN cls.relkind = 'r'
+                        THEN format('Convert it with saas.convert_to_monthly(%L, %L), which keeps its rows, indexes, grants and policies.', parent::text, control_column)
+                        ELSE 'Create the table with PARTITION BY RANGE (control column) first.' END;
+  END IF;
+  SELECT p.partstrat, p.partattrs INTO strat, keycols FROM pg_partitioned_table p WHERE p.partrelid = parent;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = parent AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, parent
+      USING ERRCODE = 'undefined_column',
+            HINT = 'Name the partition key column of the table.';
+  END IF;
+  IF strat <> 'r' OR array_length(keycols::int2[], 1) <> 1 OR keycols[0] <> col.attnum THEN
+    RAISE EXCEPTION '"%" is not partitioned by RANGE (%)', parent, quote_ident(control_column)
+      USING ERRCODE = 'wrong_object_type',
+            DETAIL = format('Its partition key is %s.', pg_get_partkeydef(parent)),
+            HINT = format('Monthly partitions need PARTITION BY RANGE (%I) on the table.', control_column);
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, parent, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch',
+            HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  RETURN col.atttypid::regtype;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.convert_to_monthly(
+  tbl regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  nsp name;
+  rel name;
+  old_name name;
+  col record;
+  con record;
+  stmts text[] := '{}';
+  stmt text;
+  seq record;
+  tenancy_col name;
+  before_count bigint;
+  after_count bigint;
+  cfg @extschema@.partition_config%ROWTYPE;
+  newrel regclass;
+BEGIN
+  IF tbl IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'convert_to_monthly: the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
+  rel := cls.relname;
+  IF cls.relkind = 'p' THEN
+    RAISE EXCEPTION '"%" is partitioned already', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Manage it with saas.create_monthly_partitions(%L, %L).', tbl::text, control_column);
+  END IF;
+  IF cls.relkind <> 'r' OR cls.relispartition THEN
+    RAISE EXCEPTION '"%" is not a plain table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'convert_to_monthly converts ordinary tables.';
+  END IF;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, tbl
+      USING ERRCODE = 'undefined_column', HINT = 'Name the date or timestamp column to partition by.';
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch', HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  FOR con IN SELECT c.conname, c.contype FROM pg_constraint c
+             WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x') AND NOT col.attnum = ANY (c.conkey) LOOP
+    RAISE EXCEPTION 'key "%" of "%" does not include column "%"', con.conname, tbl, control_column
+      USING ERRCODE = 'feature_not_supported',
+            HINT = format('PostgreSQL requires the partition column in every unique key of a partitioned table: redefine %I to include %I first.', con.conname, control_column);
+  END LOOP;
+  FOR con IN SELECT c.conname, c.conrelid::regclass AS referencing FROM pg_constraint c
+             WHERE c.confrelid = tbl AND c.contype = 'f' LOOP
+    RAISE EXCEPTION 'foreign key "%" of "%" references "%"', con.conname, con.referencing, tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop the referencing foreign keys, convert, then recreate them against the partitioned table (whose keys include the partition column).';
+  END LOOP;
+  IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = tbl OR inhrelid = tbl) THEN
+    RAISE EXCEPTION '"%" takes part in table inheritance', tbl
+      USING ERRCODE = 'feature_not_supported', HINT = 'Detach the inheritance children first.';
+  END IF;
+
+  EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+
+  -- Everything to re-create on the new table once the old name is free. The
+  -- definitions name the table as schema.name, which the new table will have.
+  SELECT coalesce(array_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.conname, pg_get_constraintdef(c.oid)) ORDER BY c.contype, c.conname), '{}')
+    INTO stmts FROM pg_constraint c WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x', 'f');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid)
+                              FROM pg_index i WHERE i.indrelid = tbl
+                                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)), '{}');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_triggerdef(t.oid) ORDER BY t.tgname)
+                              FROM pg_trigger t WHERE t.tgrelid = tbl AND NOT t.tgisinternal), '{}');
+  IF cls.relrowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+  END IF;
+  IF cls.relforcerowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+  END IF;
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', p.policyname, tbl,
+                            p.permissive, p.cmd,
+                            (SELECT string_agg(CASE WHEN u.role_name = 'public' THEN 'PUBLIC' ELSE quote_ident(u.role_name) END, ', ') FROM unnest(p.roles) u(role_name)),
+                            CASE WHEN p.qual IS NOT NULL THEN format(' USING (%s)', p.qual) ELSE '' END,
+                            CASE WHEN p.with_check IS NOT NULL THEN format(' WITH CHECK (%s)', p.with_check) ELSE '' END)
+                     ORDER BY p.policyname)
+    FROM pg_policies p WHERE p.schemaname = nsp AND p.tablename = rel), '{}');
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('GRANT %s ON %s TO %s%s', a.privilege_type, tbl,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                            CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY a.grantee, a.privilege_type)
+    FROM aclexplode(cls.relacl) a WHERE a.grantee <> cls.relowner), '{}');
+  IF obj_description(tbl, 'pg_class') IS NOT NULL THEN
+    stmts := stmts || format('COMMENT ON TABLE %s IS %L', tbl, obj_description(tbl, 'pg_class'));
+  END IF;
+  SELECT reg.tenant_column INTO tenancy_col FROM @extschema@.tenant_tables reg WHERE reg.relid = tbl;
+
+  -- The old table steps aside; the new one takes its name.
+  old_name := left(rel, 40) || '_saas_unpartitioned';
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', tbl, old_name);
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE (%I)',
+                 nsp, rel, nsp, old_name, control_column);
+  newrel := format('%I.%I', nsp, rel)::regclass;
+  EXECUTE format('ALTER TABLE %s OWNER TO %I', newrel, cls.relowner::regrole::text);
+  -- Serial sequences follow their column; identity sequences continue.
+  FOR seq IN SELECT d.objid::regclass AS seqrel, a.attname, d.deptype FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LOOP
+    IF seq.deptype = 'a' THEN
+      EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', seq.seqrel, newrel, seq.attname);
+    ELSE
+      EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), last_value, is_called) FROM %s',
+                     newrel::text, seq.attname, seq.seqrel);
+    END IF;
+  END LOOP;
+
+  -- Partitions for every month that has rows, and the usual months ahead.
+  RETURN QUERY SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now);
+  SELECT * INTO cfg FROM @extschema@.partition_config c WHERE c.parent = newrel;
+  RETURN QUERY SELECT newrel, r.* FROM @extschema@._partition_cover_rows(cfg, format('%I.%I', nsp, old_name)::regclass) r;
+
+  EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
+  -- The new table has no triggers or policies of its own yet (stmts add
+  -- them below), so the INSERT's row count is what it holds.
+  EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
+  GET DIAGNOSTICS after_count = ROW_COUNT;
+  IF before_count <> after_count THEN
+    RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
+      USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
+  END IF;
+  EXECUTE format('DROP TABLE %I.%I', nsp, old_name);
+
+  FOREACH stmt IN ARRAY stmts LOOP
+    EXECUTE stmt;
+  END LOOP;
+  IF tenancy_col IS NOT NULL THEN
+    PERFORM @extschema@.enable_tenancy(newrel, tenancy_col);
+  END IF;
+  parent_table := newrel; action := 'convert'; partition_name := newrel::text;
+  detail := format('%s rows moved', after_count);
+  RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.schedule_maintenance(schedule text DEFAULT '7 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  job bigint;
+BEGIN
+  IF schedule IS NULL THEN
+    RAISE EXCEPTION 'schedule_maintenance: the schedule may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave it out for hourly (''7 * * * *''), or pass a cron schedule such as ''*/15 * * * *''.';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+    RAISE EXCEPTION 'pg_cron is not installed in this database'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron; or call saas.run_maintenance() from your own scheduler.';
+  END IF;
+  EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job
+    USING 'pg_saas maintenance', schedule, 'SELECT count(*) FROM saas.run_maintenance()';
+  RETURN job;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.enable_tenancy(
+  tbl regclass,
+  tenant_column name DEFAULT 'tenant_id',
+  create_index boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  col record;
+  reg @extschema@.tenant_tables%ROWTYPE;
+  part regclass;
+  parts int := 0;
+  idx regclass;
+  idx_created boolean := false;
+  uuid_columns text;
+BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'enable_tenancy: the table may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to isolate, e.g. saas.enable_tenancy(''app.projects'').';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  IF cls.relkind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION '"%" is not a table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            DETAIL = format('Its relkind is %L.', cls.relkind),
+            HINT = 'enable_tenancy isolates tables and partitioned tables. For a view, isolate its base tables and create the view WITH (security_invoker = true).';
+  END IF;
+  IF cls.relispartition THEN
+    RAISE EXCEPTION '"%" is a partition of "%"', tbl, (SELECT inhparent::regclass FROM pg_inherits WHERE inhrelid = tbl)
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'Call enable_tenancy on the partitioned table; it covers every partition, present and future.';
+  END IF;
+  IF cls.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, '@extschema@'::regnamespace) THEN
+    RAISE EXCEPTION '"%" belongs to % and is not a user table', tbl, cls.relnamespace::regnamespace
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'pg_saas''s own tables are isolated already; enable tenancy on your application''s tables.';
+  END IF;
+
+  SELECT a.attnum, a.atttypid, a.attnotnull INTO col
+  FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO uuid_columns
+    FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.atttypid = 'uuid'::regtype AND a.attnum > 0 AND NOT a.attisdropped;
+    RAISE EXCEPTION 'column "%" of "%" does not exist', tenant_column, tbl
+      USING ERRCODE = 'undefined_column',
+            HINT = CASE WHEN uuid_columns IS NULL
+                        THEN format('Add a tenant column: ALTER TABLE %s ADD COLUMN %I uuid NOT NULL;', tbl, tenant_column)
+                        ELSE format('Name the tenant column, e.g. saas.enable_tenancy(%L, %L). uuid columns of this table: %s.',
+                                    tbl::text, split_part(uuid_columns, ', ', 1), uuid_columns) END;
+  END IF;
+  IF col.atttypid <> 'uuid'::regtype THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not uuid', tenant_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch',
+            HINT = 'Tenants are identified by uuid (saas.tenants.id); convert the column with ALTER TABLE ... ALTER COLUMN ... TYPE uuid USING ... or add a uuid column.';
+  END IF;
+
+  SELECT * INTO reg FROM @extschema@.tenant_tables WHERE relid = tbl;
+  IF FOUND AND reg.tenant_column <> tenant_column THEN
+    RAISE EXCEPTION '"%" is already isolated by column "%"', tbl, reg.tenant_column
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('Run saas.disable_tenancy(%L) first to switch to column %I.', tbl::text, tenant_column);
+  END IF;
+
+  IF NOT FOUND THEN
+    reg.relid := tbl;
+    reg.tenant_column := tenant_column;
+    reg.previous_default := (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                             WHERE d.adrelid = tbl AND d.adnum = col.attnum);
+    reg.rls_was_enabled := cls.relrowsecurity;
+    reg.rls_was_forced := cls.relforcerowsecurity;
+    reg.enabled_at := now();
+  END IF;
+
+  FOR part IN SELECT * FROM @extschema@._tenancy_tree(tbl) LOOP
+    PERFORM @extschema@._tenancy_apply(part, tenant_column);
+    parts := parts + 1;
+  END LOOP;
+
+  -- An index leading with the tenant column, unless one exists already.
+  SELECT i.indexrelid::regclass INTO idx
+  FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum
+  ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1;
+  IF idx IS NULL AND create_index THEN
+    EXECUTE format('CREATE INDEX ON %s (%I)', tbl, tenant_column);
+    SELECT i.indexrelid::regclass INTO idx
+    FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum AND i.indnatts = 1
+    ORDER BY i.indexrelid DESC LIMIT 1;
+    idx_created := true;
+    reg.created_index := (SELECT relname FROM pg_class WHERE oid = idx);
+  END IF;
+
+  INSERT INTO @extschema@.tenant_tables AS t
+    (relid, tenant_column, previous_default, created_index, rls_was_enabled, rls_was_forced, enabled_at)
+  VALUES (reg.relid, reg.tenant_column, reg.previous_default, reg.created_index,
+          reg.rls_was_enabled, reg.rls_was_forced, reg.enabled_at)
+  ON CONFLICT (relid) DO UPDATE SET created_index = coalesce(t.created_index, EXCLUDED.created_index);
+
+  RETURN jsonb_build_object(
+    'table', tbl::text,
+    'tenant_column', tenant_column,
+    'relations', parts,
+    'tenant_index', idx::text,
+    'index_created', idx_created);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@._tenancy_table(tbl text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS $$
+DECLARE
+  rel regclass;
+BEGIN
+  BEGIN
+    rel := pg_catalog.to_regclass(tbl);
+  EXCEPTION WHEN invalid_name OR syntax_error THEN
+    RAISE EXCEPTION '"%" is not a table name', @extschema@._echo(tbl)
+      USING ERRCODE = 'invalid_name',
+            HINT = pg_catalog.format('Write it as SQL would, schema-qualified if needed; mixed-case or spaced names need double quotes inside the string: %L.', pg_catalog.quote_ident(tbl));
+  END;
+  IF rel IS NULL THEN
+    RAISE EXCEPTION 'relation "%" does not exist', @extschema@._echo(tbl)
+      USING ERRCODE = 'undefined_table',
+            HINT = CASE WHEN pg_catalog.strpos(tbl, '"') OPERATOR(pg_catalog.=) 0
+                             AND (tbl OPERATOR(pg_catalog.<>) pg_catalog.lower(tbl) OR tbl OPERATOR(pg_catalog.~) '\s')
+                        THEN pg_catalog.format('Mixed-case or spaced names need double quotes inside the string: %L.', pg_catalog.quote_ident(tbl))
+                        ELSE 'Check the name and the search_path, or schema-qualify it (''myschema.mytable'').' END;
+  END IF;
+  RETURN rel;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.grant_api(roles name[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r name;
+  g record;
+BEGIN
+  IF roles IS NULL OR cardinality(roles) = 0 THEN
+    RAISE EXCEPTION 'grant_api needs at least one role'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'For Supabase: SELECT saas.grant_api(''{anon,authenticated,service_role}'');';
+  END IF;
+  IF EXISTS (SELECT FROM unnest(roles) AS u(role_name) WHERE u.role_name IS NULL) THEN
+    RAISE EXCEPTION 'grant_api: a role name may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass role names only, e.g. saas.grant_api(''{anon,authenticated}'').';
+  END IF;
+  FOREACH r IN ARRAY roles LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+      RAISE EXCEPTION 'role "%" does not exist', r
+        USING ERRCODE = 'undefined_object',
+              HINT = format('Create it first (CREATE ROLE %I NOLOGIN;) or pass the roles PostgREST uses.', r);
+    END IF;
+  END LOOP;
+  FOREACH r IN ARRAY roles LOOP
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@, saas_api TO %I', r);
+    -- What policies and API clients call; nothing internal.
+    FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
+             ORDER BY a.object_kind, a.object_name, a.privilege LOOP
+      -- Names are of schema saas unless they name saas_api.
+      IF g.object_kind = 'function' AND g.object_name LIKE 'saas\_api.%' THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', g.object_name, r);
+      ELSIF g.object_kind = 'function' THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO %I', g.object_name, r);
+      ELSE
+        EXECUTE format('GRANT %s ON @extschema@.%I TO %I', g.privilege, g.object_name, r);
+      END IF;
+    END LOOP;
+  END LOOP;
+END
+$$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -181,6 +181,15 @@ COMMENT ON TABLE @extschema@.retention_hooks IS
   'Functions of schema saas run after run_maintenance() retires a partition: (parent, partition_name, range_from, range_to, action).';
 ALTER TABLE @extschema@.retention_hooks ENABLE ROW LEVEL SECURITY;
 
+-- At most 64 characters of a caller's input, for error messages (as
+-- src/error.rs's echoed(): never a whole header or body sent back).
+CREATE FUNCTION @extschema@._echo(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN char_length(v) <= 64 THEN v
+            ELSE left(v, 64) || format('... (%s more bytes)', octet_length(v) - octet_length(left(v, 64))) END;
+
 -- ---------------------------------------------------------------------------
 -- grant_api: what API roles need, from api_grants
 -- ---------------------------------------------------------------------------
@@ -197,6 +206,11 @@ BEGIN
     RAISE EXCEPTION 'grant_api needs at least one role'
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'For Supabase: SELECT saas.grant_api(''{anon,authenticated,service_role}'');';
+  END IF;
+  IF EXISTS (SELECT FROM unnest(roles) AS u(role_name) WHERE u.role_name IS NULL) THEN
+    RAISE EXCEPTION 'grant_api: a role name may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass role names only, e.g. saas.grant_api(''{anon,authenticated}'').';
   END IF;
   FOREACH r IN ARRAY roles LOOP
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN

@@ -146,9 +146,15 @@ AS $$
 DECLARE
   rel regclass;
 BEGIN
-  rel := pg_catalog.to_regclass(tbl);
+  BEGIN
+    rel := pg_catalog.to_regclass(tbl);
+  EXCEPTION WHEN invalid_name OR syntax_error THEN
+    RAISE EXCEPTION '"%" is not a table name', @extschema@._echo(tbl)
+      USING ERRCODE = 'invalid_name',
+            HINT = pg_catalog.format('Write it as SQL would, schema-qualified if needed; mixed-case or spaced names need double quotes inside the string: %L.', pg_catalog.quote_ident(tbl));
+  END;
   IF rel IS NULL THEN
-    RAISE EXCEPTION 'relation "%" does not exist', tbl
+    RAISE EXCEPTION 'relation "%" does not exist', @extschema@._echo(tbl)
       USING ERRCODE = 'undefined_table',
             HINT = CASE WHEN pg_catalog.strpos(tbl, '"') OPERATOR(pg_catalog.=) 0
                              AND (tbl OPERATOR(pg_catalog.<>) pg_catalog.lower(tbl) OR tbl OPERATOR(pg_catalog.~) '\s')
@@ -181,6 +187,11 @@ DECLARE
   idx_created boolean := false;
   uuid_columns text;
 BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'enable_tenancy: the table may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to isolate, e.g. saas.enable_tenancy(''app.projects'').';
+  END IF;
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   IF cls.relkind NOT IN ('r', 'p') THEN
     RAISE EXCEPTION '"%" is not a table', tbl
