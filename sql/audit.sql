@@ -341,6 +341,21 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Leave out an argument to get its default: ignored_columns ''{}'', changed_only true, mode ''row''.';
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.audit_enable(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  IF array_ndims(ignored_columns) > 1 THEN
+    RAISE EXCEPTION 'audit_enable: ignored_columns must be a list, not a % dimensional array', array_ndims(ignored_columns)
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass column names as a one-dimensional array, e.g. ''{updated_at,search_vector}''.';
+  END IF;
   SELECT c.relkind, c.relispartition INTO kind, is_partition FROM pg_class c WHERE c.oid = tbl;
   IF kind IN ('v', 'm') THEN
     RAISE EXCEPTION '"%" is a %, not a table', tbl, CASE kind WHEN 'v' THEN 'view' ELSE 'materialized view' END

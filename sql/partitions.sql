@@ -150,6 +150,16 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = parent) THEN
+    RAISE EXCEPTION 'no relation has OID %', parent::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.create_monthly_partitions(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = parent) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', parent
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
   IF cls.relkind <> 'p' THEN
     RAISE EXCEPTION '"%" is not a partitioned table', parent
@@ -599,6 +609,16 @@ BEGIN
     RAISE EXCEPTION 'convert_to_monthly: the table and its control column may not be NULL'
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.convert_to_monthly(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
   END IF;
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;

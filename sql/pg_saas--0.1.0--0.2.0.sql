@@ -1563,6 +1563,472 @@ BEGIN
 END
 $$;
 
+-- Nonexistent OIDs and temporary tables are refused by name; audit_enable
+-- takes a one-dimensional ignored_columns only.
+CREATE OR REPLACE FUNCTION @extschema@._partition_check_parent(parent regclass, control_column name)
+RETURNS regtype
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  strat "char";
+  keycols int2vector;
+  col record;
+BEGIN
+  IF parent IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = parent) THEN
+    RAISE EXCEPTION 'no relation has OID %', parent::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.create_monthly_partitions(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = parent) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', parent
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
+  IF cls.relkind <> 'p' THEN
+    RAISE EXCEPTION '"%" is not a partitioned table', parent
+      USING ERRCODE = 'wrong_object_type',
+            HINT = CASE WHEN cls.relkind = 'r'
+                        THEN format('Convert it with saas.convert_to_monthly(%L, %L), which keeps its rows, indexes, grants and policies.', parent::text, control_column)
+                        ELSE 'Create the table with PARTITION BY RANGE (control column) first.' END;
+  END IF;
+  SELECT p.partstrat, p.partattrs INTO strat, keycols FROM pg_partitioned_table p WHERE p.partrelid = parent;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = parent AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, parent
+      USING ERRCODE = 'undefined_column',
+            HINT = 'Name the partition key column of the table.';
+  END IF;
+  IF strat <> 'r' OR array_length(keycols::int2[], 1) <> 1 OR keycols[0] <> col.attnum THEN
+    RAISE EXCEPTION '"%" is not partitioned by RANGE (%)', parent, quote_ident(control_column)
+      USING ERRCODE = 'wrong_object_type',
+            DETAIL = format('Its partition key is %s.', pg_get_partkeydef(parent)),
+            HINT = format('Monthly partitions need PARTITION BY RANGE (%I) on the table.', control_column);
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, parent, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch',
+            HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  RETURN col.atttypid::regtype;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.convert_to_monthly(
+  tbl regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  nsp name;
+  rel name;
+  old_name name;
+  col record;
+  con record;
+  stmts text[] := '{}';
+  stmt text;
+  seq record;
+  tenancy_col name;
+  before_count bigint;
+  after_count bigint;
+  cfg @extschema@.partition_config%ROWTYPE;
+  newrel regclass;
+BEGIN
+  IF tbl IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'convert_to_monthly: the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.convert_to_monthly(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
+  rel := cls.relname;
+  IF cls.relkind = 'p' THEN
+    RAISE EXCEPTION '"%" is partitioned already', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Manage it with saas.create_monthly_partitions(%L, %L).', tbl::text, control_column);
+  END IF;
+  IF cls.relkind <> 'r' OR cls.relispartition THEN
+    RAISE EXCEPTION '"%" is not a plain table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'convert_to_monthly converts ordinary tables.';
+  END IF;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, tbl
+      USING ERRCODE = 'undefined_column', HINT = 'Name the date or timestamp column to partition by.';
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch', HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  FOR con IN SELECT c.conname, c.contype FROM pg_constraint c
+             WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x') AND NOT col.attnum = ANY (c.conkey) LOOP
+    RAISE EXCEPTION 'key "%" of "%" does not include column "%"', con.conname, tbl, control_column
+      USING ERRCODE = 'feature_not_supported',
+            HINT = format('PostgreSQL requires the partition column in every unique key of a partitioned table: redefine %I to include %I first.', con.conname, control_column);
+  END LOOP;
+  FOR con IN SELECT c.conname, c.conrelid::regclass AS referencing FROM pg_constraint c
+             WHERE c.confrelid = tbl AND c.contype = 'f' LOOP
+    RAISE EXCEPTION 'foreign key "%" of "%" references "%"', con.conname, con.referencing, tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop the referencing foreign keys, convert, then recreate them against the partitioned table (whose keys include the partition column).';
+  END LOOP;
+  IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = tbl OR inhrelid = tbl) THEN
+    RAISE EXCEPTION '"%" takes part in table inheritance', tbl
+      USING ERRCODE = 'feature_not_supported', HINT = 'Detach the inheritance children first.';
+  END IF;
+
+  EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+
+  -- Everything to re-create on the new table once the old name is free. The
+  -- definitions name the table as schema.name, which the new table will have.
+  SELECT coalesce(array_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.conname, pg_get_constraintdef(c.oid)) ORDER BY c.contype, c.conname), '{}')
+    INTO stmts FROM pg_constraint c WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x', 'f');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid)
+                              FROM pg_index i WHERE i.indrelid = tbl
+                                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)), '{}');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_triggerdef(t.oid) ORDER BY t.tgname)
+                              FROM pg_trigger t WHERE t.tgrelid = tbl AND NOT t.tgisinternal), '{}');
+  IF cls.relrowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+  END IF;
+  IF cls.relforcerowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+  END IF;
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', p.policyname, tbl,
+                            p.permissive, p.cmd,
+                            (SELECT string_agg(CASE WHEN u.role_name = 'public' THEN 'PUBLIC' ELSE quote_ident(u.role_name) END, ', ') FROM unnest(p.roles) u(role_name)),
+                            CASE WHEN p.qual IS NOT NULL THEN format(' USING (%s)', p.qual) ELSE '' END,
+                            CASE WHEN p.with_check IS NOT NULL THEN format(' WITH CHECK (%s)', p.with_check) ELSE '' END)
+                     ORDER BY p.policyname)
+    FROM pg_policies p WHERE p.schemaname = nsp AND p.tablename = rel), '{}');
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('GRANT %s ON %s TO %s%s', a.privilege_type, tbl,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                            CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY a.grantee, a.privilege_type)
+    FROM aclexplode(cls.relacl) a WHERE a.grantee <> cls.relowner), '{}');
+  IF obj_description(tbl, 'pg_class') IS NOT NULL THEN
+    stmts := stmts || format('COMMENT ON TABLE %s IS %L', tbl, obj_description(tbl, 'pg_class'));
+  END IF;
+  SELECT reg.tenant_column INTO tenancy_col FROM @extschema@.tenant_tables reg WHERE reg.relid = tbl;
+
+  -- The old table steps aside; the new one takes its name.
+  old_name := left(rel, 40) || '_saas_unpartitioned';
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', tbl, old_name);
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE (%I)',
+                 nsp, rel, nsp, old_name, control_column);
+  newrel := format('%I.%I', nsp, rel)::regclass;
+  EXECUTE format('ALTER TABLE %s OWNER TO %I', newrel, cls.relowner::regrole::text);
+  -- Serial sequences follow their column; identity sequences continue.
+  FOR seq IN SELECT d.objid::regclass AS seqrel, a.attname, d.deptype FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LOOP
+    IF seq.deptype = 'a' THEN
+      EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', seq.seqrel, newrel, seq.attname);
+    ELSE
+      EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), last_value, is_called) FROM %s',
+                     newrel::text, seq.attname, seq.seqrel);
+    END IF;
+  END LOOP;
+
+  -- Partitions for every month that has rows, and the usual months ahead.
+  RETURN QUERY SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now);
+  SELECT * INTO cfg FROM @extschema@.partition_config c WHERE c.parent = newrel;
+  RETURN QUERY SELECT newrel, r.* FROM @extschema@._partition_cover_rows(cfg, format('%I.%I', nsp, old_name)::regclass) r;
+
+  EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
+  -- The new table has no triggers or policies of its own yet (stmts add
+  -- them below), so the INSERT's row count is what it holds.
+  EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
+  GET DIAGNOSTICS after_count = ROW_COUNT;
+  IF before_count <> after_count THEN
+    RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
+      USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
+  END IF;
+  EXECUTE format('DROP TABLE %I.%I', nsp, old_name);
+
+  FOREACH stmt IN ARRAY stmts LOOP
+    EXECUTE stmt;
+  END LOOP;
+  IF tenancy_col IS NOT NULL THEN
+    PERFORM @extschema@.enable_tenancy(newrel, tenancy_col);
+  END IF;
+  parent_table := newrel; action := 'convert'; partition_name := newrel::text;
+  detail := format('%s rows moved', after_count);
+  RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.enable_tenancy(
+  tbl regclass,
+  tenant_column name DEFAULT 'tenant_id',
+  create_index boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cls pg_class%ROWTYPE;
+  col record;
+  reg @extschema@.tenant_tables%ROWTYPE;
+  part regclass;
+  parts int := 0;
+  idx regclass;
+  idx_created boolean := false;
+  uuid_columns text;
+BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'enable_tenancy: the table may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to isolate, e.g. saas.enable_tenancy(''app.projects'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.enable_tenancy(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  IF cls.relkind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION '"%" is not a table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            DETAIL = format('Its relkind is %L.', cls.relkind),
+            HINT = 'enable_tenancy isolates tables and partitioned tables. For a view, isolate its base tables and create the view WITH (security_invoker = true).';
+  END IF;
+  IF cls.relispartition THEN
+    RAISE EXCEPTION '"%" is a partition of "%"', tbl, (SELECT inhparent::regclass FROM pg_inherits WHERE inhrelid = tbl)
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'Call enable_tenancy on the partitioned table; it covers every partition, present and future.';
+  END IF;
+  IF cls.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, '@extschema@'::regnamespace) THEN
+    RAISE EXCEPTION '"%" belongs to % and is not a user table', tbl, cls.relnamespace::regnamespace
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'pg_saas''s own tables are isolated already; enable tenancy on your application''s tables.';
+  END IF;
+
+  SELECT a.attnum, a.atttypid, a.attnotnull INTO col
+  FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO uuid_columns
+    FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.atttypid = 'uuid'::regtype AND a.attnum > 0 AND NOT a.attisdropped;
+    RAISE EXCEPTION 'column "%" of "%" does not exist', tenant_column, tbl
+      USING ERRCODE = 'undefined_column',
+            HINT = CASE WHEN uuid_columns IS NULL
+                        THEN format('Add a tenant column: ALTER TABLE %s ADD COLUMN %I uuid NOT NULL;', tbl, tenant_column)
+                        ELSE format('Name the tenant column, e.g. saas.enable_tenancy(%L, %L). uuid columns of this table: %s.',
+                                    tbl::text, split_part(uuid_columns, ', ', 1), uuid_columns) END;
+  END IF;
+  IF col.atttypid <> 'uuid'::regtype THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not uuid', tenant_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch',
+            HINT = 'Tenants are identified by uuid (saas.tenants.id); convert the column with ALTER TABLE ... ALTER COLUMN ... TYPE uuid USING ... or add a uuid column.';
+  END IF;
+
+  SELECT * INTO reg FROM @extschema@.tenant_tables WHERE relid = tbl;
+  IF FOUND AND reg.tenant_column <> tenant_column THEN
+    RAISE EXCEPTION '"%" is already isolated by column "%"', tbl, reg.tenant_column
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('Run saas.disable_tenancy(%L) first to switch to column %I.', tbl::text, tenant_column);
+  END IF;
+
+  IF NOT FOUND THEN
+    reg.relid := tbl;
+    reg.tenant_column := tenant_column;
+    reg.previous_default := (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                             WHERE d.adrelid = tbl AND d.adnum = col.attnum);
+    reg.rls_was_enabled := cls.relrowsecurity;
+    reg.rls_was_forced := cls.relforcerowsecurity;
+    reg.enabled_at := now();
+  END IF;
+
+  FOR part IN SELECT * FROM @extschema@._tenancy_tree(tbl) LOOP
+    PERFORM @extschema@._tenancy_apply(part, tenant_column);
+    parts := parts + 1;
+  END LOOP;
+
+  -- An index leading with the tenant column, unless one exists already.
+  SELECT i.indexrelid::regclass INTO idx
+  FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum
+  ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1;
+  IF idx IS NULL AND create_index THEN
+    EXECUTE format('CREATE INDEX ON %s (%I)', tbl, tenant_column);
+    SELECT i.indexrelid::regclass INTO idx
+    FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col.attnum AND i.indnatts = 1
+    ORDER BY i.indexrelid DESC LIMIT 1;
+    idx_created := true;
+    reg.created_index := (SELECT relname FROM pg_class WHERE oid = idx);
+  END IF;
+
+  INSERT INTO @extschema@.tenant_tables AS t
+    (relid, tenant_column, previous_default, created_index, rls_was_enabled, rls_was_forced, enabled_at)
+  VALUES (reg.relid, reg.tenant_column, reg.previous_default, reg.created_index,
+          reg.rls_was_enabled, reg.rls_was_forced, reg.enabled_at)
+  ON CONFLICT (relid) DO UPDATE SET created_index = coalesce(t.created_index, EXCLUDED.created_index);
+
+  RETURN jsonb_build_object(
+    'table', tbl::text,
+    'tenant_column', tenant_column,
+    'relations', parts,
+    'tenant_index', idx::text,
+    'index_created', idx_created);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.audit_enable(
+  tbl regclass,
+  ignored_columns text[] DEFAULT '{}',
+  changed_only boolean DEFAULT true,
+  mode text DEFAULT 'row'
+)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  kind "char";
+  is_partition boolean;
+  missing text[];
+  cols text;
+  keys text[];
+  tcol name;
+  cfg @extschema@.audit_tables;
+  args text;
+  part regclass;
+BEGIN
+  IF tbl IS NULL OR ignored_columns IS NULL OR changed_only IS NULL OR mode IS NULL THEN
+    RAISE EXCEPTION 'audit_enable: no argument may be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Leave out an argument to get its default: ignored_columns ''{}'', changed_only true, mode ''row''.';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.audit_enable(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  IF array_ndims(ignored_columns) > 1 THEN
+    RAISE EXCEPTION 'audit_enable: ignored_columns must be a list, not a % dimensional array', array_ndims(ignored_columns)
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass column names as a one-dimensional array, e.g. ''{updated_at,search_vector}''.';
+  END IF;
+  SELECT c.relkind, c.relispartition INTO kind, is_partition FROM pg_class c WHERE c.oid = tbl;
+  IF kind IN ('v', 'm') THEN
+    RAISE EXCEPTION '"%" is a %, not a table', tbl, CASE kind WHEN 'v' THEN 'view' ELSE 'materialized view' END
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'Audit the tables the view reads and writes: changes land there.';
+  ELSIF kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION '"%" is not a table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'audit_enable works on ordinary and partitioned tables.';
+  END IF;
+  IF is_partition THEN
+    RAISE EXCEPTION '"%" is a partition of "%"', tbl, pg_partition_root(tbl)
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Enable auditing on the partitioned table: SELECT saas.audit_enable(%L); it covers every partition, present and future.', pg_partition_root(tbl)::text);
+  END IF;
+  IF tbl IN ('@extschema@.audit_log'::regclass, '@extschema@.audit_seals'::regclass) THEN
+    RAISE EXCEPTION 'the audit log cannot audit itself'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'It is append-only and hashed already; check it with saas.audit_verify().';
+  END IF;
+  IF mode NOT IN ('row', 'statement') THEN
+    RAISE EXCEPTION 'unknown audit mode "%"', mode
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''row'' (one trigger call per row) or ''statement'' (transition tables, for bulk-heavy tables).';
+  END IF;
+  SELECT array_agg(c ORDER BY c) INTO missing FROM unnest(ignored_columns) c
+  WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped);
+  IF missing IS NOT NULL THEN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    RAISE EXCEPTION 'table "%" has no column %', tbl, array_to_string(missing, ', ')
+      USING ERRCODE = 'undefined_column',
+            HINT = format('ignored_columns names columns of the table: %s.', cols);
+  END IF;
+
+  SELECT array_agg(a.attname::text ORDER BY k.ord) INTO keys
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+  WHERE i.indrelid = tbl AND i.indisprimary;
+  IF keys IS NULL THEN
+    RAISE NOTICE 'table "%" has no primary key: audit rows will identify a record by all its column values', tbl
+      USING HINT = 'Add a primary key and call audit_enable again for compact record keys.';
+  END IF;
+
+  -- The tenant of a row: tenancy's column for the table, else a uuid
+  -- column named tenant_id, else (in the trigger) the request's tenant.
+  SELECT r.tenant_column INTO tcol FROM @extschema@.tenant_tables r WHERE r.relid = tbl;
+  IF tcol IS NULL THEN
+    SELECT a.attname INTO tcol FROM pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND a.atttypid = 'uuid'::regtype AND NOT a.attisdropped;
+  END IF;
+
+  PERFORM @extschema@._audit_ensure_log();
+
+  INSERT INTO @extschema@.audit_tables AS t (relid, mode, changed_only, ignored_columns, key_columns, tenant_column)
+  VALUES (tbl, mode, changed_only, ignored_columns, coalesce(keys, '{}'), tcol)
+  ON CONFLICT (relid) DO UPDATE
+    SET mode = excluded.mode, changed_only = excluded.changed_only, ignored_columns = excluded.ignored_columns,
+        key_columns = excluded.key_columns, tenant_column = excluded.tenant_column, enabled_at = now()
+  RETURNING * INTO cfg;
+
+  -- Re-enabling replaces the old triggers with the new options.
+  PERFORM @extschema@._audit_drop_triggers(tbl);
+  args := @extschema@._audit_trigger_args(cfg);
+  IF cfg.mode = 'row' THEN
+    EXECUTE format('CREATE TRIGGER saas_audit_row AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION @extschema@.audit_row_trigger(%L)', tbl, args);
+  END IF;
+  -- Statement triggers are not inherited: put them on every partition too,
+  -- so DML that targets a partition directly is audited as well.
+  FOR part IN SELECT @extschema@._audit_tree(tbl) LOOP
+    PERFORM @extschema@._audit_statement_triggers(part, cfg);
+  END LOOP;
+END
+$$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -54,6 +54,8 @@ fn values(type_name: &str) -> Vec<String> {
             "saas.tenants",
             "saas.audit_log",
             "fuzz_t.\"Weird Name\"",
+            "999999",
+            "pg_temp.fuzz_temp",
         ]
         .iter()
         .map(|v| lit(v))
@@ -169,6 +171,7 @@ async fn setup(url: &str) -> Client {
              CREATE TABLE fuzz_t.parted (tenant_id uuid NOT NULL, at timestamptz NOT NULL, body text) PARTITION BY RANGE (at);
              CREATE TABLE fuzz_t.\"Weird Name\" (tenant_id uuid NOT NULL, at timestamptz, v int);
              CREATE VIEW fuzz_t.a_view AS SELECT * FROM fuzz_t.plain;
+             CREATE TEMP TABLE fuzz_temp (tenant_id uuid NOT NULL, at timestamptz NOT NULL) PARTITION BY RANGE (at);
              INSERT INTO saas.tenants (id, slug, name) VALUES ('00000001-0000-4000-8000-00000000f022', 'fuzz', 'Fuzz');",
         )
         .await
