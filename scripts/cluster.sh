@@ -99,7 +99,9 @@ EOF
     chown "$PG_USER:$PG_USER" "$dir/data/pg_saas_cluster.conf"
     grep -q "^include_if_exists = 'pg_saas_cluster.conf'" "$dir/data/postgresql.conf" \
       || echo "include_if_exists = 'pg_saas_cluster.conf'" >>"$dir/data/postgresql.conf"
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+    # RUST_BACKTRACE=1 as on a server whose operator turned it on: pg_saas
+    # must still never send a Rust backtrace to a client (tests/fuzz.rs).
+    if ! as_pg env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
       echo "cluster '$name' failed to start; last lines of $dir/server.log:" >&2
       tail -n 20 "$dir/server.log" >&2
       exit 1

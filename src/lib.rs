@@ -28,6 +28,10 @@ pub mod uuid;
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx puts a Rust backtrace into an error's DETAIL when the server
+    // runs with RUST_BACKTRACE set; clients must never receive one. Set
+    // before anything captures one (std reads it once).
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     gucs::init();
     tenancy::init();
     audit::init();

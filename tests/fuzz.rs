@@ -4,7 +4,7 @@
 //! argument at a time, each call in a transaction rolled back afterwards.
 //! A call may succeed or fail; it fails this test when it answers XX000
 //! (an internal error), an error without a HINT, a timeout (a hang), or
-//! takes the server down.
+//! takes the server down, or sends a Rust backtrace to the client.
 
 mod common;
 
@@ -262,6 +262,16 @@ async fn every_public_function_answers_bad_input_properly() {
                     }
                     Some(d) => {
                         let code = d.code().code();
+                        // A Rust backtrace (pgrx adds one when the server
+                        // runs with RUST_BACKTRACE set, as the test clusters do).
+                        if d.detail().is_some_and(|t| {
+                            t.contains("\n   0: ") || t.contains("stack backtrace")
+                        }) {
+                            let _ = writeln!(
+                                problems,
+                                "{call}\n    -> {code} with a Rust backtrace in its DETAIL"
+                            );
+                        }
                         if code == "XX000" {
                             let _ = writeln!(
                                 problems,
@@ -299,5 +309,40 @@ async fn every_public_function_answers_bad_input_properly() {
         problems.is_empty(),
         "{calls} calls of {} functions; these answered badly:\n{problems}",
         funcs.len()
+    );
+}
+
+/// An error PostgreSQL raises inside pg_saas's Rust code (here: a column
+/// its kept query names, renamed under it) comes back without the Rust
+/// backtrace pgrx would add when the server runs with RUST_BACKTRACE set,
+/// as the test clusters do (scripts/cluster.sh).
+#[tokio::test]
+async fn rust_backtraces_never_reach_clients() {
+    let Some(client) = common::connect("rust_backtraces_never_reach_clients").await else {
+        return;
+    };
+    let set: Option<String> = client
+        .query_one("SELECT current_setting('saas.tenant_claim', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(set.is_some(), "pg_saas is loaded");
+    client
+        .batch_execute(
+            "BEGIN; ALTER TABLE saas.rate_limit_rules RENAME COLUMN cost TO cost_renamed",
+        )
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("SELECT saas.rate_limit_rule_set('/rpc/fuzz_backtrace', 1, '1 hour')")
+        .await
+        .expect_err("the renamed column makes the rule's upsert fail");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42703", "{db:?}");
+    let detail = db.detail().unwrap_or("");
+    assert!(
+        !detail.contains("   0: ") && !detail.contains("panic"),
+        "a Rust backtrace reached the client:\n{detail}"
     );
 }
