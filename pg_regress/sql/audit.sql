@@ -401,6 +401,20 @@ SELECT saas.audit_disable('audit_test.deep');
 DROP TABLE audit_test.deep;
 RESET saas.audit_clock;
 
+-- Audit never makes a valid write fail: json that jsonb cannot hold (a
+-- \u0000 in a string, numbers beyond numeric's range) is logged as a JSON
+-- string of its exact text (issue 15, item 10).
+CREATE TABLE audit_test.odd_json (id int PRIMARY KEY, j json);
+SELECT saas.audit_enable('audit_test.odd_json');
+SET saas.audit_clock = '2026-11-10 10:30:00+00';
+INSERT INTO audit_test.odd_json VALUES
+  (1, '{"s": "a\u0000b"}'), (2, '[1e1000000]'), (3, '{"n": -1e-1000000}'), (4, '{"ok": 1}');
+SELECT (new_values ->> 'id')::int AS id, jsonb_typeof(new_values -> 'j') AS logged_as, new_values ->> 'j' AS j
+FROM saas.audit_log WHERE table_name = 'odd_json' ORDER BY 1;
+SELECT bool_and(ok) AS verifies FROM saas.audit_verify('2026-11-01', '2026-12-01');
+SELECT saas.audit_disable('audit_test.odd_json');
+RESET saas.audit_clock;
+
 -- The client's address is the first X-Forwarded-For hop from the right
 -- that is not a trusted proxy (saas.trusted_proxies).
 CREATE TABLE audit_test.ip_probe (id int PRIMARY KEY);

@@ -81,10 +81,80 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// Whether jsonb can hold the JSON value whose canonical text this is. The
+/// json type accepts what jsonb refuses: a `\u0000` in a string or a key
+/// (jsonb stores text, which has no NUL) and numbers beyond numeric's range
+/// (at most 131072 digits before the decimal point and 16383 after). The
+/// audit log keeps such a value as a JSON string of its text instead, so an
+/// audited write never fails where the unaudited one succeeds.
+pub fn jsonb_can_hold(canonical: &str) -> bool {
+    const MAX_INT_DIGITS: i64 = 131_072;
+    const MAX_FRAC_DIGITS: i64 = 16_383;
+    let b = canonical.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        if b.get(i + 1) == Some(&b'u') && b.get(i + 2..i + 6) == Some(b"0000") {
+                            return false;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                // Canonical numbers are -?DIGITS(eEXP)? (canonical_number).
+                let number = canonical[start..i].trim_start_matches('-');
+                let (digits, exp) = match number.split_once('e') {
+                    Some((d, e)) => (d, e.parse::<i64>().unwrap_or(i64::MAX)),
+                    None => (number, 0),
+                };
+                let digits = digits.len() as i64;
+                if exp == i64::MAX
+                    || digits.saturating_add(exp) > MAX_INT_DIGITS
+                    || exp < -MAX_FRAC_DIGITS
+                {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn jsonb_can_hold_what_numeric_and_text_can() {
+        let ok = jsonb_can_hold;
+        assert!(ok(r#"{"a":[1,"x",null,true,15e-1,-2e10]}"#));
+        assert!(
+            ok(r#""back\\u0000slash""#),
+            "an escaped backslash before u0000 is no NUL"
+        );
+        assert!(!ok(r#"{"a":"x\u0000y"}"#));
+        assert!(!ok(r#"{"a\u0000":1}"#));
+        assert!(!ok("1e1000000"));
+        assert!(!ok("-1e-1000000"));
+        assert!(ok("1e131071"));
+        assert!(!ok("1e131072"));
+        assert!(ok("1e-16383"));
+        assert!(!ok("1e-16384"));
+    }
     use serde_json::json;
 
     #[test]

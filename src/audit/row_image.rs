@@ -8,7 +8,7 @@
 //! functions allocate. Arrays, nested rows and types with a cast to json go
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
-use super::canonical::json_string;
+use super::canonical::{json_string, jsonb_can_hold};
 use super::canonical_number::{canonical_number, is_json_number};
 use super::json_err;
 use super::json_object::{JsonObject, Member};
@@ -280,9 +280,19 @@ unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(S
             let text = json_string(s);
             (text.clone(), text)
         };
+        // A value jsonb cannot hold (a NUL, a number beyond numeric's
+        // range) is kept as a JSON string of its text: the write succeeds,
+        // nothing is lost (docs/audit.md).
         let nested = |text: &str| {
             canonical_value(text, &stack_too_deep)
-                .map(|c| (text.to_string(), c))
+                .map(|c| {
+                    if jsonb_can_hold(&c) {
+                        (text.to_string(), c)
+                    } else {
+                        let quoted = json_string(text);
+                        (quoted.clone(), quoted)
+                    }
+                })
                 .map_err(|e| {
                     json_err(
                         "read a column's JSON",
