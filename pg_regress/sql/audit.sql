@@ -401,6 +401,21 @@ SELECT saas.audit_disable('audit_test.deep');
 DROP TABLE audit_test.deep;
 RESET saas.audit_clock;
 
+-- A user's cast to json that returns NULL is logged as JSON null (was an
+-- internal error, XX000, on the audited write).
+CREATE TYPE audit_test.level AS ENUM ('low', 'high');
+CREATE FUNCTION audit_test.level_json(audit_test.level) RETURNS json LANGUAGE sql
+  AS $$ SELECT CASE WHEN $1 = 'low' THEN NULL ELSE to_json($1::text) END $$;
+CREATE CAST (audit_test.level AS json) WITH FUNCTION audit_test.level_json(audit_test.level);
+CREATE TABLE audit_test.levels (id int PRIMARY KEY, l audit_test.level);
+SELECT saas.audit_enable('audit_test.levels');
+SET saas.audit_clock = '2026-11-10 10:20:00+00';
+INSERT INTO audit_test.levels VALUES (1, 'low'), (2, 'high');
+SELECT (new_values ->> 'id')::int AS id, new_values -> 'l' AS l
+FROM saas.audit_log WHERE table_name = 'levels' ORDER BY 1;
+SELECT saas.audit_disable('audit_test.levels');
+RESET saas.audit_clock;
+
 -- Audit never makes a valid write fail: json that jsonb cannot hold (a
 -- \u0000 in a string, numbers beyond numeric's range) is logged as a JSON
 -- string of its exact text (issue 15, item 10).

@@ -330,11 +330,12 @@ unsafe fn value_json(column: &mut Column, value: pg_sys::Datum) -> SaasResult<(S
                 pg_sys::InvalidOid,
                 value,
             ))?)?,
-            Category::Cast => nested(text_datum(pg_sys::FunctionCall1Coll(
-                &mut column.call,
-                pg_sys::InvalidOid,
-                value,
-            ))?)?,
+            // A user's cast to json may return NULL, which
+            // FunctionCall1Coll reports as an internal error: JSON null.
+            Category::Cast => match call_nullable(&mut column.call, value) {
+                None => ("null".to_string(), "null".to_string()),
+                Some(json) => nested(text_datum(json)?)?,
+            },
             Category::Other => string(output_text(&mut column.call, value)?),
         })
     }
@@ -352,6 +353,42 @@ unsafe fn output_text<'a>(
 ) -> SaasResult<&'a str> {
     // SAFETY: the caller upholds the contract under # Safety above.
     unsafe { utf8(CStr::from_ptr(pg_sys::OutputFunctionCall(call, value))) }
+}
+
+/// Calls the one-argument function `call` (a cast to json) on `value`; None
+/// when it returns NULL.
+///
+/// # Safety
+///
+/// `call` was set up by `fmgr_info` for a function taking one argument of
+/// `value`'s type; runs in a memory context that outlives the result.
+unsafe fn call_nullable(
+    call: &mut pg_sys::FmgrInfo,
+    value: pg_sys::Datum,
+) -> Option<pg_sys::Datum> {
+    // SAFETY: the caller upholds the contract under # Safety above; the call
+    // info is sized for one argument (SizeForFunctionCallInfo(1)) and
+    // zeroed, as LOCAL_FCINFO makes it; the call runs inside pgrx's FFI
+    // guard.
+    unsafe {
+        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
+            + std::mem::size_of::<pg_sys::NullableDatum>();
+        let fcinfo = pg_sys::palloc0(size) as pg_sys::FunctionCallInfo;
+        (*fcinfo).flinfo = call;
+        (*fcinfo).fncollation = pg_sys::InvalidOid;
+        (*fcinfo).nargs = 1;
+        (*fcinfo).args.as_mut_slice(1)[0] = pg_sys::NullableDatum {
+            value,
+            isnull: false,
+        };
+        let function = call.fn_addr.expect("fmgr_info sets fn_addr");
+        // An ERROR in the user's cast longjmps: through pgrx's guard, not
+        // across these Rust frames.
+        let result = pg_sys::ffi::pg_guard_ffi_boundary(|| function(fcinfo));
+        let isnull = (*fcinfo).isnull;
+        pg_sys::pfree(fcinfo.cast());
+        (!isnull).then_some(result)
+    }
 }
 
 /// A json (text-like) datum's text (in the row memory context).
