@@ -2029,6 +2029,41 @@ BEGIN
 END
 $$;
 
+-- The storage quota's refusal carries JSON details too.
+CREATE OR REPLACE FUNCTION @extschema@.storage_reserve(bytes bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._storage_tenant('storage_reserve', bytes);
+  plan_name text;
+  quota bigint;
+  used bigint;
+BEGIN
+  SELECT tn.plan, p.storage_bytes INTO plan_name, quota
+  FROM @extschema@.tenants tn LEFT JOIN @extschema@.plans p ON p.plan = tn.plan
+  WHERE tn.id = t;
+  INSERT INTO @extschema@.tenant_storage AS s (tenant_id, used_bytes)
+  SELECT t, bytes WHERE quota IS NULL OR bytes <= quota
+  ON CONFLICT (tenant_id) DO UPDATE SET used_bytes = s.used_bytes + EXCLUDED.used_bytes, updated_at = now()
+    WHERE quota IS NULL OR s.used_bytes + EXCLUDED.used_bytes <= quota
+  RETURNING s.used_bytes INTO used;
+  IF used IS NULL THEN
+    SELECT s.used_bytes INTO used FROM @extschema@.tenant_storage s WHERE s.tenant_id = t;
+    RAISE SQLSTATE 'PT402'
+      USING MESSAGE = format('storage quota exceeded: plan %L allows %s, %s in use, %s requested',
+                             plan_name, pg_size_pretty(quota), pg_size_pretty(coalesce(used, 0)), pg_size_pretty(bytes)),
+            -- Machine-readable, as every pg_saas refusal's details.
+            DETAIL = jsonb_build_object('reason', 'storage_quota_exhausted', 'plan', plan_name, 'limit', quota,
+                                        'used', coalesce(used, 0), 'requested', bytes,
+                                        'remaining', greatest(quota - coalesce(used, 0), 0))::text,
+            HINT = 'Delete files to free space or move the tenant to a plan with more storage.';
+  END IF;
+  RETURN used;
+END
+$$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

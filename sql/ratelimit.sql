@@ -263,7 +263,10 @@ BEGIN
     RAISE SQLSTATE 'PT402'
       USING MESSAGE = format('storage quota exceeded: plan %L allows %s, %s in use, %s requested',
                              plan_name, pg_size_pretty(quota), pg_size_pretty(coalesce(used, 0)), pg_size_pretty(bytes)),
-            DETAIL = format('quota %s bytes, used %s bytes, requested %s bytes', quota, coalesce(used, 0), bytes),
+            -- Machine-readable, as every pg_saas refusal's details.
+            DETAIL = jsonb_build_object('reason', 'storage_quota_exhausted', 'plan', plan_name, 'limit', quota,
+                                        'used', coalesce(used, 0), 'requested', bytes,
+                                        'remaining', greatest(quota - coalesce(used, 0), 0))::text,
             HINT = 'Delete files to free space or move the tenant to a plan with more storage.';
   END IF;
   RETURN used;

@@ -280,6 +280,14 @@ impl LogWriter {
             routes.default_index,
             logged_at,
         )?;
+        // Not the default partition: a month being rescued out of it may be
+        // attached while this call runs (ATTACH does not wait for writers),
+        // and a row written there directly would skip the partition
+        // constraint that catches that, and stay in the default for good.
+        // The INSERT routes such rows, checked. (Premade months make this rare.)
+        if i32::try_from(part).ok() == Some(routes.default_index) {
+            return None;
+        }
         match routes.partitions.get(part) {
             Some(&(oid, true)) => Some(oid),
             _ => None, // a sub-partitioned partition: the INSERT routes it
