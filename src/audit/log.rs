@@ -44,6 +44,7 @@ thread_local! {
 /// `audit::init`).
 pub(super) extern "C-unwind" fn on_pg_class_change(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
     LOG_TARGET.with(|t| t.set(None));
+    super::trigger::forget_logical_names();
 }
 
 /// The fallback INSERT of any number of records, one array per column

@@ -34,6 +34,8 @@ struct TriggerOptions {
 
 thread_local! {
     static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
+    /// Partitions' logical (root) table names, by partition OID.
+    static LOGICAL_NAMES: RefCell<HashMap<u32, (String, String)>> = RefCell::new(HashMap::new());
 }
 
 fn top_xid() -> i64 {
@@ -66,20 +68,63 @@ fn options_of(trigger: &pg_sys::Trigger) -> SaasResult<Rc<TriggerOptions>> {
     Ok(opts)
 }
 
+/// The schema and name a change is logged under: the logical table, the
+/// root of the partition tree when the trigger fires on a partition (row
+/// triggers fire on the leaf; DML may name a partition directly), so one
+/// table's changes read alike however they were made.
 fn table_names(rel: pg_sys::Relation) -> (String, String) {
     // SAFETY: the trigger's relation is open; names are copied.
     unsafe {
-        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-        let schema = if nsp.is_null() {
+        let relid = (*rel).rd_id;
+        if !(*(*rel).rd_rel).relispartition {
+            return names_of(relid);
+        }
+        let key = relid.to_u32();
+        if let Some(n) = LOGICAL_NAMES.with(|m| m.borrow().get(&key).cloned()) {
+            return n;
+        }
+        // pg_partition_root(regclass), the SQL-callable C function.
+        let root = pg_sys::DirectFunctionCall1Coll(
+            Some(partition_root),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(relid),
+        );
+        let names = names_of(pg_sys::Oid::from(root.value() as u32));
+        LOGICAL_NAMES.with(|m| m.borrow_mut().insert(key, names.clone()));
+        names
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `pg_partition_root(regclass)` (partition.h's
+    /// get_partition_ancestors is not in pgrx's bindings).
+    #[link_name = "pg_partition_root"]
+    fn partition_root(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// A relation's schema and name (empty strings for a relation that is gone).
+fn names_of(relid: pg_sys::Oid) -> (String, String) {
+    let copy = |p: *mut std::ffi::c_char| {
+        if p.is_null() {
             String::new()
         } else {
-            CStr::from_ptr(nsp).to_string_lossy().into_owned()
-        };
-        (schema, name)
+            // SAFETY: a palloc'd C string from the catalog lookups below.
+            unsafe { CStr::from_ptr(p).to_string_lossy().into_owned() }
+        }
+    };
+    // SAFETY: catalog lookups by OID; NULL when missing.
+    unsafe {
+        (
+            copy(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid))),
+            copy(pg_sys::get_rel_name(relid)),
+        )
     }
+}
+
+/// Forgets the logical names of partitions (any pg_class change: an attach
+/// or detach changes them).
+pub(super) fn forget_logical_names() {
+    LOGICAL_NAMES.with(|m| m.borrow_mut().clear());
 }
 
 /// The tenant a change belongs to: the row's tenant column, else the
