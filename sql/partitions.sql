@@ -590,6 +590,8 @@ SET datestyle = 'ISO, YMD'
 SET timezone = 'UTC'
 AS $$
 DECLARE
+  registry_row record;
+  part regclass;
   cls pg_class%ROWTYPE;
   nsp name;
   rel name;
@@ -729,10 +731,24 @@ BEGIN
     RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
       USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
   END IF;
+  -- Every module's registration of the old table passes to the new one
+  -- (the registries in table_registries: audit, tenancy, ...), before the
+  -- drop would make the sql_drop trigger forget them.
+  FOR registry_row IN SELECT r.registry, r.relid_column FROM @extschema@.table_registries r ORDER BY r.registry LOOP
+    EXECUTE format('UPDATE @extschema@.%I SET %I = $1 WHERE %I = $2',
+                   registry_row.registry, registry_row.relid_column, registry_row.relid_column)
+      USING newrel, tbl;
+  END LOOP;
   EXECUTE format('DROP TABLE %I.%I', nsp, old_name);
 
   FOREACH stmt IN ARRAY stmts LOOP
     EXECUTE stmt;
+  END LOOP;
+  -- ... and its partitions get what modules give a new partition (audit's
+  -- statement triggers, tenancy's policies), as they were made before the
+  -- registrations moved.
+  FOR part IN SELECT t.relid FROM pg_partition_tree(newrel) t WHERE t.relid <> newrel ORDER BY t.relid LOOP
+    PERFORM @extschema@._partition_run_hooks(newrel, part, builtin_only => true);
   END LOOP;
   IF tenancy_col IS NOT NULL THEN
     PERFORM @extschema@.enable_tenancy(newrel, tenancy_col);

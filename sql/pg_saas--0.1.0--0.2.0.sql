@@ -2064,6 +2064,191 @@ BEGIN
 END
 $$;
 
+-- convert_to_monthly passes every registration of the old table to the new one.
+CREATE OR REPLACE FUNCTION @extschema@.convert_to_monthly(
+  tbl regclass,
+  control_column name,
+  premake int DEFAULT 3,
+  retention interval DEFAULT NULL,
+  retention_action text DEFAULT 'drop',
+  time_zone text DEFAULT 'UTC',
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  registry_row record;
+  part regclass;
+  cls pg_class%ROWTYPE;
+  nsp name;
+  rel name;
+  old_name name;
+  col record;
+  con record;
+  stmts text[] := '{}';
+  stmt text;
+  seq record;
+  tenancy_col name;
+  before_count bigint;
+  after_count bigint;
+  cfg @extschema@.partition_config%ROWTYPE;
+  newrel regclass;
+BEGIN
+  IF tbl IS NULL OR control_column IS NULL THEN
+    RAISE EXCEPTION 'convert_to_monthly: the table and its control column may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'no relation has OID %', tbl::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Pass the table by name, e.g. saas.convert_to_monthly(''app.events''); an OID must name an existing table.';
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+  SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
+  SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
+  rel := cls.relname;
+  IF cls.relkind = 'p' THEN
+    RAISE EXCEPTION '"%" is partitioned already', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = format('Manage it with saas.create_monthly_partitions(%L, %L).', tbl::text, control_column);
+  END IF;
+  IF cls.relkind <> 'r' OR cls.relispartition THEN
+    RAISE EXCEPTION '"%" is not a plain table', tbl
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'convert_to_monthly converts ordinary tables.';
+  END IF;
+  SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
+  WHERE a.attrelid = tbl AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of "%" does not exist', control_column, tbl
+      USING ERRCODE = 'undefined_column', HINT = 'Name the date or timestamp column to partition by.';
+  END IF;
+  IF col.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+    RAISE EXCEPTION 'column "%" of "%" is %, not a date or timestamp', control_column, tbl, format_type(col.atttypid, NULL)
+      USING ERRCODE = 'datatype_mismatch', HINT = 'Monthly partitions need a timestamptz, timestamp or date control column.';
+  END IF;
+  FOR con IN SELECT c.conname, c.contype FROM pg_constraint c
+             WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x') AND NOT col.attnum = ANY (c.conkey) LOOP
+    RAISE EXCEPTION 'key "%" of "%" does not include column "%"', con.conname, tbl, control_column
+      USING ERRCODE = 'feature_not_supported',
+            HINT = format('PostgreSQL requires the partition column in every unique key of a partitioned table: redefine %I to include %I first.', con.conname, control_column);
+  END LOOP;
+  FOR con IN SELECT c.conname, c.conrelid::regclass AS referencing FROM pg_constraint c
+             WHERE c.confrelid = tbl AND c.contype = 'f' LOOP
+    RAISE EXCEPTION 'foreign key "%" of "%" references "%"', con.conname, con.referencing, tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop the referencing foreign keys, convert, then recreate them against the partitioned table (whose keys include the partition column).';
+  END LOOP;
+  IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = tbl OR inhrelid = tbl) THEN
+    RAISE EXCEPTION '"%" takes part in table inheritance', tbl
+      USING ERRCODE = 'feature_not_supported', HINT = 'Detach the inheritance children first.';
+  END IF;
+
+  EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+
+  -- Everything to re-create on the new table once the old name is free. The
+  -- definitions name the table as schema.name, which the new table will have.
+  SELECT coalesce(array_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s', tbl, c.conname, pg_get_constraintdef(c.oid)) ORDER BY c.contype, c.conname), '{}')
+    INTO stmts FROM pg_constraint c WHERE c.conrelid = tbl AND c.contype IN ('p', 'u', 'x', 'f');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid)
+                              FROM pg_index i WHERE i.indrelid = tbl
+                                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)), '{}');
+  stmts := stmts || coalesce((SELECT array_agg(pg_get_triggerdef(t.oid) ORDER BY t.tgname)
+                              FROM pg_trigger t WHERE t.tgrelid = tbl AND NOT t.tgisinternal), '{}');
+  IF cls.relrowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+  END IF;
+  IF cls.relforcerowsecurity THEN
+    stmts := stmts || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+  END IF;
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', p.policyname, tbl,
+                            p.permissive, p.cmd,
+                            (SELECT string_agg(CASE WHEN u.role_name = 'public' THEN 'PUBLIC' ELSE quote_ident(u.role_name) END, ', ') FROM unnest(p.roles) u(role_name)),
+                            CASE WHEN p.qual IS NOT NULL THEN format(' USING (%s)', p.qual) ELSE '' END,
+                            CASE WHEN p.with_check IS NOT NULL THEN format(' WITH CHECK (%s)', p.with_check) ELSE '' END)
+                     ORDER BY p.policyname)
+    FROM pg_policies p WHERE p.schemaname = nsp AND p.tablename = rel), '{}');
+  stmts := stmts || coalesce((
+    SELECT array_agg(format('GRANT %s ON %s TO %s%s', a.privilege_type, tbl,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                            CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY a.grantee, a.privilege_type)
+    FROM aclexplode(cls.relacl) a WHERE a.grantee <> cls.relowner), '{}');
+  IF obj_description(tbl, 'pg_class') IS NOT NULL THEN
+    stmts := stmts || format('COMMENT ON TABLE %s IS %L', tbl, obj_description(tbl, 'pg_class'));
+  END IF;
+  SELECT reg.tenant_column INTO tenancy_col FROM @extschema@.tenant_tables reg WHERE reg.relid = tbl;
+
+  -- The old table steps aside; the new one takes its name.
+  old_name := left(rel, 40) || '_saas_unpartitioned';
+  EXECUTE format('ALTER TABLE %s RENAME TO %I', tbl, old_name);
+  EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE (%I)',
+                 nsp, rel, nsp, old_name, control_column);
+  newrel := format('%I.%I', nsp, rel)::regclass;
+  EXECUTE format('ALTER TABLE %s OWNER TO %I', newrel, cls.relowner::regrole::text);
+  -- Serial sequences follow their column; identity sequences continue.
+  FOR seq IN SELECT d.objid::regclass AS seqrel, a.attname, d.deptype FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LOOP
+    IF seq.deptype = 'a' THEN
+      EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', seq.seqrel, newrel, seq.attname);
+    ELSE
+      EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), last_value, is_called) FROM %s',
+                     newrel::text, seq.attname, seq.seqrel);
+    END IF;
+  END LOOP;
+
+  -- Partitions for every month that has rows, and the usual months ahead.
+  RETURN QUERY SELECT * FROM @extschema@.create_monthly_partitions(newrel, control_column, premake, retention, retention_action, time_zone, p_now);
+  SELECT * INTO cfg FROM @extschema@.partition_config c WHERE c.parent = newrel;
+  RETURN QUERY SELECT newrel, r.* FROM @extschema@._partition_cover_rows(cfg, format('%I.%I', nsp, old_name)::regclass) r;
+
+  EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
+  -- The new table has no triggers or policies of its own yet (stmts add
+  -- them below), so the INSERT's row count is what it holds.
+  EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
+  GET DIAGNOSTICS after_count = ROW_COUNT;
+  IF before_count <> after_count THEN
+    RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count
+      USING ERRCODE = 'data_corrupted', HINT = 'Nothing was changed; report this with the table definition.';
+  END IF;
+  -- Every module's registration of the old table passes to the new one
+  -- (the registries in table_registries: audit, tenancy, ...), before the
+  -- drop would make the sql_drop trigger forget them.
+  FOR registry_row IN SELECT r.registry, r.relid_column FROM @extschema@.table_registries r ORDER BY r.registry LOOP
+    EXECUTE format('UPDATE @extschema@.%I SET %I = $1 WHERE %I = $2',
+                   registry_row.registry, registry_row.relid_column, registry_row.relid_column)
+      USING newrel, tbl;
+  END LOOP;
+  EXECUTE format('DROP TABLE %I.%I', nsp, old_name);
+
+  FOREACH stmt IN ARRAY stmts LOOP
+    EXECUTE stmt;
+  END LOOP;
+  -- ... and its partitions get what modules give a new partition (audit's
+  -- statement triggers, tenancy's policies), as they were made before the
+  -- registrations moved.
+  FOR part IN SELECT t.relid FROM pg_partition_tree(newrel) t WHERE t.relid <> newrel ORDER BY t.relid LOOP
+    PERFORM @extschema@._partition_run_hooks(newrel, part, builtin_only => true);
+  END LOOP;
+  IF tenancy_col IS NOT NULL THEN
+    PERFORM @extschema@.enable_tenancy(newrel, tenancy_col);
+  END IF;
+  parent_table := newrel; action := 'convert'; partition_name := newrel::text;
+  detail := format('%s rows moved', after_count);
+  RETURN NEXT;
+END
+$$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

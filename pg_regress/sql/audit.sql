@@ -401,6 +401,20 @@ SELECT saas.audit_disable('audit_test.deep');
 DROP TABLE audit_test.deep;
 RESET saas.audit_clock;
 
+-- convert_to_monthly keeps a table's audit: it stays registered, its new
+-- partitions get the statement triggers, and DML straight into a partition
+-- is logged under the table's name (issue 15, item 8).
+CREATE TABLE audit_test.conv (id int NOT NULL, at timestamptz NOT NULL, v int, PRIMARY KEY (id, at));
+INSERT INTO audit_test.conv VALUES (1, '2026-10-05 00:00+00', 1);
+SELECT saas.audit_enable('audit_test.conv', mode => 'statement');
+SELECT count(*) AS actions FROM saas.convert_to_monthly('audit_test.conv', 'at', 1, p_now => '2026-10-15 00:00+00');
+SELECT relid::text AS still_audited, mode FROM saas.audit_tables WHERE relid = 'audit_test.conv'::regclass;
+SET saas.audit_clock = '2026-11-10 10:10:00+00';
+INSERT INTO audit_test.conv_p2026_10 VALUES (2, '2026-10-06 00:00+00', 2);
+SELECT operation, table_name, new_values ->> 'id' AS id FROM saas.audit_log WHERE table_name LIKE 'conv%' ORDER BY id;
+RESET saas.audit_clock;
+SELECT saas.audit_disable('audit_test.conv') AS was_audited;
+
 -- A user's cast to json that returns NULL is logged as JSON null (was an
 -- internal error, XX000, on the audited write).
 CREATE TYPE audit_test.level AS ENUM ('low', 'high');
