@@ -689,7 +689,7 @@ BEGIN
     FROM pg_policies p WHERE p.schemaname = nsp AND p.tablename = rel), '{}');
   stmts := stmts || coalesce((
     SELECT array_agg(format('GRANT %s ON %s TO %s%s', a.privilege_type, tbl,
-                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                             CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY a.grantee, a.privilege_type)
     FROM aclexplode(cls.relacl) a WHERE a.grantee <> cls.relowner), '{}');
   IF obj_description(tbl, 'pg_class') IS NOT NULL THEN
@@ -703,7 +703,7 @@ BEGIN
   EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE (%I)',
                  nsp, rel, nsp, old_name, control_column);
   newrel := format('%I.%I', nsp, rel)::regclass;
-  EXECUTE format('ALTER TABLE %s OWNER TO %I', newrel, cls.relowner::regrole::text);
+  EXECUTE format('ALTER TABLE %s OWNER TO %s', newrel, cls.relowner::regrole);
   -- Serial sequences follow their column; identity sequences continue.
   FOR seq IN SELECT d.objid::regclass AS seqrel, a.attname, d.deptype FROM pg_depend d
              JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid

@@ -401,6 +401,36 @@ SELECT saas.audit_disable('audit_test.deep');
 DROP TABLE audit_test.deep;
 RESET saas.audit_clock;
 
+-- The tenant of a change to a table without a tenant column comes from
+-- the request, resolved as the tenant directory's owner: the writing role
+-- (RLS applies to it) gets its tenant, not a 42501 from reading the
+-- directory through its own policies, even with nothing resolved before.
+CREATE TABLE audit_test.prefs (k text PRIMARY KEY, v text);
+GRANT INSERT ON audit_test.prefs TO regress_audit_api;
+SELECT saas.audit_enable('audit_test.prefs');
+SET saas.audit_clock = '2026-11-10 10:05:00+00';
+BEGIN;
+SET LOCAL ROLE regress_audit_api;
+SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_admin::text), to_json(:ta::text)), true) IS NOT NULL AS set;
+INSERT INTO audit_test.prefs VALUES ('theme', 'dark');
+COMMIT;
+SELECT tenant_id = :ta AS logged_for_the_request_tenant, actor_id = :u_admin AS actor
+FROM saas.audit_log WHERE table_name = 'prefs';
+RESET saas.audit_clock;
+SELECT saas.audit_disable('audit_test.prefs');
+
+-- TRUNCATE of a partitioned audited table: one record per relation it
+-- empties, each under its own name.
+CREATE TABLE audit_test.parted_t (tenant_id uuid NOT NULL, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE audit_test.parted_t_a PARTITION OF audit_test.parted_t FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');
+CREATE TABLE audit_test.parted_t_b PARTITION OF audit_test.parted_t FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
+SELECT saas.audit_enable('audit_test.parted_t', mode => 'statement');
+SET saas.audit_clock = '2026-11-10 10:06:00+00';
+TRUNCATE audit_test.parted_t;
+SELECT operation, table_name FROM saas.audit_log WHERE table_name LIKE 'parted_t%' ORDER BY table_name;
+RESET saas.audit_clock;
+SELECT saas.audit_disable('audit_test.parted_t');
+
 -- convert_to_monthly keeps a table's audit: it stays registered, its new
 -- partitions get the statement triggers, and DML straight into a partition
 -- is logged under the table's name (issue 15, item 8).

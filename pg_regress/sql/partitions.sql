@@ -157,6 +157,20 @@ RESET client_min_messages;
 DROP ROLE regress_conv_reader;
 SELECT count(*) AS configs_left FROM saas.partition_config;
 
+-- convert_to_monthly keeps an owner whose name needs quoting.
+CREATE ROLE "Regress-Owner" NOLOGIN;
+CREATE SCHEMA conv_owner;
+GRANT ALL ON SCHEMA conv_owner TO "Regress-Owner";
+CREATE TABLE conv_owner.t (id int NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (id, at));
+ALTER TABLE conv_owner.t OWNER TO "Regress-Owner";
+GRANT SELECT ON conv_owner.t TO "Regress-Owner";
+SELECT count(*) AS actions FROM saas.convert_to_monthly('conv_owner.t', 'at', 0, p_now => '2026-11-15 00:00+00');
+SELECT relowner::regrole AS owner, relkind FROM pg_class WHERE oid = 'conv_owner.t'::regclass;
+SET client_min_messages = warning;
+DROP SCHEMA conv_owner CASCADE;
+RESET client_min_messages;
+DROP ROLE "Regress-Owner";
+
 -- ---------------------------------------------------------------------------
 -- A partition is never a way around its parent's row level security, also
 -- when the parent's policies are the user's own (not enable_tenancy) and

@@ -77,7 +77,7 @@ fn table_names(rel: pg_sys::Relation) -> (String, String) {
     unsafe {
         let relid = (*rel).rd_id;
         if !(*(*rel).rd_rel).relispartition {
-            return names_of(relid);
+            return own_names(rel);
         }
         let key = relid.to_u32();
         if let Some(n) = LOGICAL_NAMES.with(|m| m.borrow().get(&key).cloned()) {
@@ -100,6 +100,28 @@ unsafe extern "C-unwind" {
     /// get_partition_ancestors is not in pgrx's bindings).
     #[link_name = "pg_partition_root"]
     fn partition_root(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// The open relation's own schema and name (per row on plain tables: one
+/// namespace lookup, the name from the relation).
+///
+/// # Safety
+///
+/// `rel` is open.
+unsafe fn own_names(rel: pg_sys::Relation) -> (String, String) {
+    // SAFETY: the caller keeps `rel` open; names are copied.
+    unsafe {
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+        let schema = if nsp.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(nsp).to_string_lossy().into_owned()
+        };
+        (schema, name)
+    }
 }
 
 /// A relation's schema and name (empty strings for a relation that is gone).
@@ -262,6 +284,8 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
 
 fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()> {
     // No row images: the record carries the request's tenant and no key.
+    // Under the relation's own name: TRUNCATE of a partitioned table fires
+    // on the table and on each partition, each a record of what it emptied.
     let ctx = request_context()?;
     let r = record_for(
         "TRUNCATE",
@@ -269,7 +293,8 @@ fn audit_truncate(rel: pg_sys::Relation, opts: &TriggerOptions) -> SaasResult<()
         None,
         &Common {
             opts,
-            table: &table_names(rel),
+            // SAFETY: the trigger's relation is open while it fires.
+            table: &unsafe { own_names(rel) },
             ctx: &ctx,
             now: audit_now()?,
             txid: top_xid(),

@@ -15,7 +15,7 @@ pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::{string_setting_is, TENANT_CLAIM};
-use crate::pgutil::{kept_plan, local_xid, to_pg_uuid};
+use crate::pgutil::{as_owner, kept_plan, local_xid, to_pg_uuid};
 use crate::request::sub_uuid;
 use crate::request_settings::{self, RequestSettings};
 use crate::uuid::Uuid;
@@ -159,6 +159,29 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option
     }))
 }
 
+/// The owner of saas.tenants (the extension's owner), read from the
+/// relation cache: who reads the tenant directory for a resolution.
+fn directory_owner() -> SaasResult<pg_sys::Oid> {
+    // SAFETY: catalog lookups by name, then the relation cache entry of an
+    // existing relation, opened and closed here without a lock (its owner
+    // is only read).
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+        let relid = pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace);
+        if relid == pg_sys::InvalidOid {
+            return Err(SaasError::new(
+                ErrorKind::ObjectNotInPrerequisiteState,
+                "pg_saas could not find saas.tenants",
+                "Check that the extension is installed completely (CREATE EXTENSION pg_saas).",
+            ));
+        }
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::RelationClose(rel);
+        Ok(owner)
+    }
+}
+
 fn suspended(tenant: Uuid) -> SaasError {
     SaasError::new(
         ErrorKind::InsufficientPrivilege,
@@ -201,7 +224,12 @@ fn resolve(inputs: &Inputs) -> SaasResult<(Option<Uuid>, Option<TenantRole>)> {
             },
         )
     };
-    match lookup(tenant, user)? {
+    // As the directory's owner: callers that are not SECURITY DEFINER (the
+    // audit trigger runs as the writing role) would otherwise read
+    // saas.tenants and saas.memberships through their own RLS, whose policy
+    // re-enters this resolution and sees nothing.
+    let owner = directory_owner()?;
+    match as_owner(owner, || lookup(tenant, user))? {
         // A header naming an unknown tenant is refused like any non-membership.
         None if member_required => Err(not_member()),
         // A signed claim (or set_tenant) for a tenant that no longer exists: deny.
