@@ -160,7 +160,6 @@ fn tenant_of(row: Option<&JsonObject>, opts: &TriggerOptions) -> SaasResult<Stri
     Ok(tenancy::resolved_tenant()?.map_or_else(|| NO_TENANT.to_string(), |t| t.to_string()))
 }
 
-/// Builds the record for one change, or `None` when nothing audited changed.
 /// What every record of one trigger call shares.
 #[derive(Clone, Copy)]
 struct Common<'a> {
@@ -171,6 +170,7 @@ struct Common<'a> {
     txid: i64,
 }
 
+/// Builds the record for one change, or `None` when nothing audited changed.
 fn record_for(
     operation: &str,
     old: Option<JsonObject>,

@@ -120,9 +120,9 @@ fn current_inputs(request: Rc<RequestSettings>) -> SaasResult<Inputs> {
     })
 }
 
-/// The tenant's status and the user's role in it, read past RLS (the
-/// functions calling this are SECURITY DEFINER, owned by the superuser that
-/// installed the extension). `None`: no such tenant.
+/// The tenant's status and the user's role in it. Run as the directory's
+/// owner (`resolve` does), so it reads past RLS whoever asks. `None`: no
+/// such tenant.
 fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option<TenantRole>)>> {
     let row: Option<(Option<String>, Option<String>)> = Spi::connect(|client| {
         let args = [to_pg_uuid(tenant).into(), user.map(to_pg_uuid).into()];
