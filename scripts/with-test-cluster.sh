@@ -18,7 +18,7 @@
 # target/pg/test, target/postgrest/test); starting a cluster of a name stops
 # and wipes the running one of that name, so a second run in the same
 # checkout needs another name as well as other ports, e.g.
-#   TEST_CLUSTER=jsdev TEST_PORT=54381 scripts/with-test-cluster.sh make js-run
+#   TEST_CLUSTER=jsdev TEST_PORT=54391 scripts/with-test-cluster.sh make js-run TEST_PORT=54391
 # (tests/backup.rs's own clusters have fixed names: one `make test` at a
 # time per checkout).
 set -euo pipefail
