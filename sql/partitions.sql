@@ -635,6 +635,13 @@ BEGIN
       USING ERRCODE = 'wrong_object_type',
             HINT = 'convert_to_monthly converts ordinary tables.';
   END IF;
+  -- PostgreSQL has no unlogged partitioned tables: converting would make
+  -- the data logged behind the owner's back.
+  IF cls.relpersistence = 'u' THEN
+    RAISE EXCEPTION '"%" is UNLOGGED, and a partitioned table cannot be', tbl
+      USING ERRCODE = 'feature_not_supported',
+            HINT = format('Decide first: ALTER TABLE %s SET LOGGED, then convert it.', tbl);
+  END IF;
   SELECT a.attnum, a.atttypid INTO col FROM pg_attribute a
   WHERE a.attrelid = tbl AND a.attname = control_column AND a.attnum > 0 AND NOT a.attisdropped;
   IF NOT FOUND THEN
@@ -725,7 +732,13 @@ BEGIN
   EXECUTE format('SELECT count(*) FROM %I.%I', nsp, old_name) INTO before_count;
   -- The new table has no triggers or policies of its own yet (stmts add
   -- them below), so the INSERT's row count is what it holds.
-  EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I', newrel, nsp, old_name);
+  -- Every column but STORED generated ones, which the new table computes.
+  EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %I.%I', newrel,
+                 (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+                  WHERE a.attrelid = newrel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+                 (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+                  WHERE a.attrelid = newrel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+                 nsp, old_name);
   GET DIAGNOSTICS after_count = ROW_COUNT;
   IF before_count <> after_count THEN
     RAISE EXCEPTION 'row count mismatch converting "%": % before, % after', tbl, before_count, after_count

@@ -157,6 +157,22 @@ RESET client_min_messages;
 DROP ROLE regress_conv_reader;
 SELECT count(*) AS configs_left FROM saas.partition_config;
 
+-- convert_to_monthly keeps STORED generated columns (computed again in the
+-- new table) and refuses an UNLOGGED table rather than log it silently.
+CREATE SCHEMA conv_more;
+CREATE TABLE conv_more.gen (id int NOT NULL, at timestamptz NOT NULL, amount int,
+  doubled int GENERATED ALWAYS AS (amount * 2) STORED, PRIMARY KEY (id, at));
+INSERT INTO conv_more.gen (id, at, amount) VALUES (1, '2026-11-02 00:00+00', 21);
+SELECT count(*) AS actions FROM saas.convert_to_monthly('conv_more.gen', 'at', 0, p_now => '2026-11-15 00:00+00');
+SELECT id, amount, doubled, tableoid::regclass AS part FROM conv_more.gen ORDER BY id;
+CREATE UNLOGGED TABLE conv_more.scratch (id int NOT NULL, at timestamptz NOT NULL);
+SELECT count(*) FROM saas.convert_to_monthly('conv_more.scratch', 'at');
+\echo :LAST_ERROR_SQLSTATE
+SELECT relpersistence, relkind FROM pg_class WHERE oid = 'conv_more.scratch'::regclass;
+SET client_min_messages = warning;
+DROP SCHEMA conv_more CASCADE;
+RESET client_min_messages;
+
 -- convert_to_monthly keeps an owner whose name needs quoting.
 CREATE ROLE "Regress-Owner" NOLOGIN;
 CREATE SCHEMA conv_owner;
