@@ -341,16 +341,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Leave out an argument to get its default: ignored_columns ''{}'', changed_only true, mode ''row''.';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.audit_enable(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.audit_enable');
   IF array_ndims(ignored_columns) > 1 THEN
     RAISE EXCEPTION 'audit_enable: ignored_columns must be a list, not a % dimensional array', array_ndims(ignored_columns)
       USING ERRCODE = 'invalid_parameter_value',

@@ -150,16 +150,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = parent) THEN
-    RAISE EXCEPTION 'no relation has OID %', parent::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.create_monthly_partitions(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = parent) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', parent
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(parent, 'saas.create_monthly_partitions');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
   IF cls.relkind <> 'p' THEN
     RAISE EXCEPTION '"%" is not a partitioned table', parent
@@ -612,16 +603,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.convert_to_monthly(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.convert_to_monthly');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
   rel := cls.relname;

@@ -1066,6 +1066,29 @@ $carry_api$;
 -- ---------------------------------------------------------------------------
 -- Bad input answers with a SQLSTATE and a HINT (tests/fuzz.rs).
 -- ---------------------------------------------------------------------------
+-- A table a module may register (enable_tenancy, create_monthly_partitions,
+-- convert_to_monthly, audit_enable): one that exists, and not a temporary
+-- one, whose end at session close no registry would hear of. `fn` names the
+-- caller in the HINT.
+CREATE FUNCTION @extschema@._require_registrable(rel regclass, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = rel) THEN
+    RAISE EXCEPTION 'no relation has OID %', rel::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = format('Pass the table by name, e.g. %s(''app.events''); an OID must name an existing table.', fn);
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = rel) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', rel
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+END
+$$;
+
 -- At most 64 characters of a caller's input, for error messages (as
 -- src/error.rs's echoed(): never a whole header or body sent back).
 CREATE FUNCTION @extschema@._echo(v text)
@@ -1187,16 +1210,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the partitioned table and its timestamp column, e.g. saas.create_monthly_partitions(''app.events'', ''created_at'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = parent) THEN
-    RAISE EXCEPTION 'no relation has OID %', parent::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.create_monthly_partitions(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = parent) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', parent
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(parent, 'saas.create_monthly_partitions');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = parent;
   IF cls.relkind <> 'p' THEN
     RAISE EXCEPTION '"%" is not a partitioned table', parent
@@ -1251,16 +1265,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the table to isolate, e.g. saas.enable_tenancy(''app.projects'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.enable_tenancy(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.enable_tenancy');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   IF cls.relkind NOT IN ('r', 'p') THEN
     RAISE EXCEPTION '"%" is not a table', tbl
@@ -1375,16 +1380,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Leave out an argument to get its default: ignored_columns ''{}'', changed_only true, mode ''row''.';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.audit_enable(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.audit_enable');
   IF array_ndims(ignored_columns) > 1 THEN
     RAISE EXCEPTION 'audit_enable: ignored_columns must be a list, not a % dimensional array', array_ndims(ignored_columns)
       USING ERRCODE = 'invalid_parameter_value',
@@ -1540,16 +1536,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the table to convert and its timestamp column, e.g. saas.convert_to_monthly(''app.events'', ''created_at'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.convert_to_monthly(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.convert_to_monthly');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   SELECT n.nspname INTO nsp FROM pg_namespace n WHERE n.oid = cls.relnamespace;
   rel := cls.relname;

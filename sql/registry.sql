@@ -181,6 +181,29 @@ COMMENT ON TABLE @extschema@.retention_hooks IS
   'Functions of schema saas run after run_maintenance() retires a partition: (parent, partition_name, range_from, range_to, action).';
 ALTER TABLE @extschema@.retention_hooks ENABLE ROW LEVEL SECURITY;
 
+-- A table a module may register (enable_tenancy, create_monthly_partitions,
+-- convert_to_monthly, audit_enable): one that exists, and not a temporary
+-- one, whose end at session close no registry would hear of. `fn` names the
+-- caller in the HINT.
+CREATE FUNCTION @extschema@._require_registrable(rel regclass, fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = rel) THEN
+    RAISE EXCEPTION 'no relation has OID %', rel::oid
+      USING ERRCODE = 'undefined_table',
+            HINT = format('Pass the table by name, e.g. %s(''app.events''); an OID must name an existing table.', fn);
+  END IF;
+  IF (SELECT relpersistence FROM pg_class WHERE oid = rel) = 't' THEN
+    RAISE EXCEPTION '"%" is a temporary table', rel
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
+  END IF;
+END
+$$;
+
 -- At most 64 characters of a caller's input, for error messages (as
 -- src/error.rs's echoed(): never a whole header or body sent back).
 CREATE FUNCTION @extschema@._echo(v text)

@@ -192,16 +192,7 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the table to isolate, e.g. saas.enable_tenancy(''app.projects'').';
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_class WHERE oid = tbl) THEN
-    RAISE EXCEPTION 'no relation has OID %', tbl::oid
-      USING ERRCODE = 'undefined_table',
-            HINT = 'Pass the table by name, e.g. saas.enable_tenancy(''app.events''); an OID must name an existing table.';
-  END IF;
-  IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
-    RAISE EXCEPTION '"%" is a temporary table', tbl
-      USING ERRCODE = 'feature_not_supported',
-            HINT = 'A temporary table ends with its session, and nothing tells pg_saas''s registries; use an ordinary or UNLOGGED table.';
-  END IF;
+  PERFORM @extschema@._require_registrable(tbl, 'saas.enable_tenancy');
   SELECT * INTO STRICT cls FROM pg_class WHERE oid = tbl;
   IF cls.relkind NOT IN ('r', 'p') THEN
     RAISE EXCEPTION '"%" is not a table', tbl
