@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::pg_err;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -140,18 +142,6 @@ fn check_quiet(out: &Output, what: &str) {
         stderr.trim().is_empty(),
         "{what} printed on stderr:\n{stderr}"
     );
-}
-
-fn pg_err(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!(
-            "{}: {} (hint: {:?})",
-            d.code().code(),
-            d.message(),
-            d.hint()
-        ),
-        None => e.to_string(),
-    }
 }
 
 async fn lines(client: &Client, sql: &str) -> Vec<String> {

@@ -374,17 +374,8 @@ async fn vector_in_its_own_schema() {
     let admin = db_or_skip!("vector_in_its_own_schema");
     let url = std::env::var(common::URL_ENV).unwrap();
     let db = "pg_saas_vector_schema";
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        admin.batch_execute(&sql).await.unwrap();
-    }
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(connection);
+    common::recreate_db(&admin, db).await;
+    let client = common::connect_to(&url, db).await;
     client
         .batch_execute(
             "SET client_min_messages = warning;

@@ -152,12 +152,7 @@ fn values(type_name: &str) -> Vec<String> {
 async fn setup(url: &str) -> Client {
     let (admin, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
     tokio::spawn(connection);
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"),
-        format!("CREATE DATABASE {DB}"),
-    ] {
-        admin.batch_execute(&sql).await.unwrap();
-    }
+    common::recreate_db(&admin, DB).await;
     let client = connect_db(url).await;
     client
         .batch_execute(
@@ -180,11 +175,7 @@ async fn setup(url: &str) -> Client {
 }
 
 async fn connect_db(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&format!("{url} dbname={DB}"), NoTls)
-        .await
-        .expect("connect to the fuzz database");
-    tokio::spawn(connection);
-    client
+    common::connect_to(url, DB).await
 }
 
 /// A public function and its argument types (as format_type writes them).

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::{connect_to, pg_err, recreate_db};
+
 use std::collections::BTreeSet;
 use std::process::Command;
 use tokio_postgres::Client;
@@ -28,43 +30,6 @@ fn released_versions() -> Vec<String> {
         .collect();
     versions.sort();
     versions
-}
-
-/// A connection to `db` on the test cluster (libpq takes the last dbname).
-async fn connect_to(url: &str, db: &str) -> Client {
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{url} dbname={db}"), tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
-/// A server error with its SQLSTATE and message (Display shows "db error").
-fn pg_err(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!(
-            "{}: {} (hint: {:?}, where: {:?})",
-            d.code().code(),
-            d.message(),
-            d.hint(),
-            d.where_()
-        ),
-        None => e.to_string(),
-    }
-}
-
-async fn recreate_db(admin: &Client, db: &str) {
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
 }
 
 /// The extension's member objects, each described by everything a user or

@@ -957,3 +957,44 @@ pub fn random_uuid() -> String {
         &s[20..32]
     )
 }
+
+/// A server error with its SQLSTATE, message, HINT and context (an error's
+/// Display shows only "db error").
+pub fn pg_err(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{}: {} (hint: {:?}, where: {:?})",
+            d.code().code(),
+            d.message(),
+            d.hint(),
+            d.where_()
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// A connection to database `db` of the cluster `url` names (libpq takes
+/// the last dbname given).
+pub async fn connect_to(url: &str, db: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(&format!("{url} dbname={db}"), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Drops database `db` if it is there (closing its connections) and
+/// creates it empty.
+pub async fn recreate_db(admin: &Client, db: &str) {
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", pg_err(&e)));
+    }
+}
