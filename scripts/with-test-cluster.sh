@@ -26,7 +26,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEST_PORT=${TEST_PORT:-54331}
 REGRESS_DB=${REGRESS_DB:-pg_saas_regress}
 IT_DB=${IT_DB:-pg_saas_it}
-PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
+export PG_BIN
 # PostgREST's port follows the cluster's (54331 -> 54340; its admin server
 # on the next one), so test runs on other TEST_PORTs do not collide.
 PGRST_TEST_PORT=${PGRST_TEST_PORT:-$((TEST_PORT + 9))}
