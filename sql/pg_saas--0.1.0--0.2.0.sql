@@ -1687,6 +1687,21 @@ BEGIN
 END
 $$;
 
+-- ratelimit: the day's API-call counts live in shared memory when pg_saas
+-- is preloaded (read-only and read-write requests alike); a change to
+-- usage_daily other than a flush drops them at commit.
+CREATE FUNCTION @extschema@._usage_daily_changed()
+  RETURNS trigger
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_usage_daily_changed_wrapper';
+-- When pg_saas is preloaded the day's counts live in shared memory, loaded
+-- from this table once; a change other than a flush (an administrator's
+-- correction or reset) drops them at commit, so they are loaded again.
+CREATE TRIGGER usage_daily_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.usage_daily
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._usage_daily_changed();
+ALTER TABLE @extschema@.usage_daily ENABLE ALWAYS TRIGGER usage_daily_changed;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -39,6 +39,13 @@ CREATE TABLE @extschema@.usage_daily (
 COMMENT ON TABLE @extschema@.usage_daily IS
   'Daily usage counters per tenant and metric (UTC). Read with saas.usage_report(), which adds what is still pending in shared memory.';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.usage_daily', '');
+-- When pg_saas is preloaded the day's counts live in shared memory, loaded
+-- from this table once; a change other than a flush (an administrator's
+-- correction or reset) drops them at commit, so they are loaded again.
+CREATE TRIGGER usage_daily_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.usage_daily
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._usage_daily_changed();
+ALTER TABLE @extschema@.usage_daily ENABLE ALWAYS TRIGGER usage_daily_changed;
 
 -- Bytes a tenant has reserved (storage_reserve/storage_release).
 CREATE TABLE @extschema@.tenant_storage (

@@ -50,6 +50,10 @@ pub enum ErrorKind {
     /// `max_stack_depth`). 54001 `statement_too_complex`, as PostgreSQL's
     /// own "stack depth limit exceeded".
     StatementTooComplex,
+    /// Waited too long for something another transaction holds. 55P03
+    LockNotAvailable,
+    /// A fixed-size resource (shared-memory slots) is full. 53000
+    InsufficientResources,
 }
 
 impl ErrorKind {
@@ -73,6 +77,8 @@ impl ErrorKind {
         ErrorKind::FeatureNotSupported,
         ErrorKind::DataCorrupted,
         ErrorKind::StatementTooComplex,
+        ErrorKind::LockNotAvailable,
+        ErrorKind::InsufficientResources,
     ];
 
     /// The five-character SQLSTATE of this kind.
@@ -96,6 +102,8 @@ impl ErrorKind {
             ErrorKind::FeatureNotSupported => "0A000",
             ErrorKind::DataCorrupted => "XX001",
             ErrorKind::StatementTooComplex => "54001",
+            ErrorKind::LockNotAvailable => "55P03",
+            ErrorKind::InsufficientResources => "53000",
         }
     }
 }
@@ -191,6 +199,8 @@ fn pg_code_of(kind: ErrorKind) -> pgrx::PgSqlErrorCode {
         ErrorKind::FeatureNotSupported => C::ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorKind::DataCorrupted => C::ERRCODE_DATA_CORRUPTED,
         ErrorKind::StatementTooComplex => C::ERRCODE_STATEMENT_TOO_COMPLEX,
+        ErrorKind::LockNotAvailable => C::ERRCODE_LOCK_NOT_AVAILABLE,
+        ErrorKind::InsufficientResources => C::ERRCODE_INSUFFICIENT_RESOURCES,
     }
 }
 

@@ -52,14 +52,53 @@ use record::Hash;
 pub const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
 
 pub(crate) fn init() {
-    // SAFETY: a static callback without argument; it only clears a Cell.
+    // SAFETY: static callbacks without argument: one only clears a Cell,
+    // the other is guarded (it may write the log and raise an ERROR).
     unsafe {
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::RELOID as i32,
             Some(log::on_pg_class_change),
             pg_sys::Datum::from(0usize),
-        )
-    };
+        );
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        trigger::forget_moved_row_of(my_subid);
+    }
+}
+
+/// At pre-commit, logs what the row trigger still holds (a moved row whose
+/// INSERT never came); on abort, forgets it.
+///
+/// # Safety
+///
+/// Called by PostgreSQL's transaction machinery only.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent as E;
+    if !trigger::has_moved_row() {
+        return;
+    }
+    if event == E::XACT_EVENT_PRE_COMMIT {
+        // SAFETY: the transaction is still in progress; the log's writers
+        // need an active snapshot, pushed and popped around them.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let done = trigger::finish_moved_rows(true);
+        // SAFETY: pops what was pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        done.or_raise();
+    } else if event == E::XACT_EVENT_ABORT || event == E::XACT_EVENT_PARALLEL_ABORT {
+        let _ = trigger::finish_moved_rows(false);
+    }
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> SaasError {

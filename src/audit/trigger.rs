@@ -32,8 +32,22 @@ struct TriggerOptions {
     ignored: Vec<String>,
 }
 
+/// The first half of a row moved to another partition by an UPDATE: its
+/// old image, waiting for the INSERT into the new partition that follows
+/// it in the trigger queue, so that the two are logged as the one UPDATE
+/// they are.
+struct MovedRow {
+    table: (String, String),
+    old: JsonObject,
+    opts: Rc<TriggerOptions>,
+    /// The subtransaction that deleted it: if that one aborts, so did the
+    /// move.
+    subxact: pg_sys::SubTransactionId,
+}
+
 thread_local! {
     static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
+    static MOVED: RefCell<Option<MovedRow>> = const { RefCell::new(None) };
     /// Partitions' logical (root) table names, by partition OID.
     static LOGICAL_NAMES: RefCell<HashMap<u32, (String, String)>> = RefCell::new(HashMap::new());
 }
@@ -235,6 +249,26 @@ fn firing<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<Firing<'a>> {
     })
 }
 
+/// Whether the deleted tuple was moved to another partition by an UPDATE
+/// (PostgreSQL marks its ctid so: `ItemPointerIndicatesMovedPartitions`).
+///
+/// # Safety
+///
+/// `tuple` is the old tuple of an AFTER ROW DELETE event, read from its
+/// page (its header is the stored one).
+unsafe fn moved_to_another_partition(tuple: pg_sys::HeapTuple) -> bool {
+    // SAFETY: the caller passes a valid heap tuple with its header.
+    unsafe {
+        if tuple.is_null() || (*tuple).t_data.is_null() {
+            return false;
+        }
+        let ctid = &(*(*tuple).t_data).t_ctid;
+        // MovedPartitionsBlockNumber (InvalidBlockNumber) and
+        // MovedPartitionsOffsetNumber (0xfffd).
+        ctid.ip_blkid.bi_hi == 0xFFFF && ctid.ip_blkid.bi_lo == 0xFFFF && ctid.ip_posid == 0xFFFD
+    }
+}
+
 pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
     let Firing {
         td,
@@ -247,24 +281,64 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
     // no row trigger; audit_enable gives it a statement trigger).
     // SAFETY: the relation's descriptor; tuples are valid for the event
     // kind they are read for.
-    let (operation, old, new) = unsafe {
+    let (operation, old, new, moved) = unsafe {
         let mut encoder = row_image::RowEncoder::new(desc);
         let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
-            ("INSERT", None, Some(encoder.encode(td.tg_trigtuple)?))
+            (
+                "INSERT",
+                None,
+                Some(encoder.encode(td.tg_trigtuple)?),
+                false,
+            )
         } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
             (
                 "UPDATE",
                 Some(encoder.encode(td.tg_trigtuple)?),
                 Some(encoder.encode(td.tg_newtuple)?),
+                false,
             )
         } else {
-            ("DELETE", Some(encoder.encode(td.tg_trigtuple)?), None)
+            (
+                "DELETE",
+                Some(encoder.encode(td.tg_trigtuple)?),
+                None,
+                moved_to_another_partition(td.tg_trigtuple),
+            )
         };
         encoder.finish();
         images
     };
-    let ctx = request_context()?;
     let table = table_names(rel);
+    // A row an UPDATE moved to another partition fires DELETE on the old
+    // partition, then INSERT on the new one (PostgreSQL queues no UPDATE
+    // for it): the DELETE waits for its INSERT and both are logged as one
+    // UPDATE of the logical table.
+    let waiting = MOVED.with(|m| m.borrow_mut().take());
+    let (operation, old) = match waiting {
+        Some(w) if operation == "INSERT" && w.table == table => ("UPDATE", Some(w.old)),
+        Some(w) => {
+            // Its INSERT never came (a BEFORE trigger of the new partition
+            // dropped the row): it was a DELETE.
+            write_moved_as_delete(w)?;
+            (operation, old)
+        }
+        None => (operation, old),
+    };
+    if moved {
+        if let Some(old) = old {
+            MOVED.with(|m| {
+                *m.borrow_mut() = Some(MovedRow {
+                    table,
+                    old,
+                    opts: opts.clone(),
+                    // SAFETY: plain read of transaction state.
+                    subxact: unsafe { pg_sys::GetCurrentSubTransactionId() },
+                })
+            });
+        }
+        return Ok(());
+    }
+    let ctx = request_context()?;
     if let Some(r) = record_for(
         operation,
         old,
@@ -278,6 +352,53 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
         },
     )? {
         write_records(vec![r])?;
+    }
+    Ok(())
+}
+
+fn write_moved_as_delete(w: MovedRow) -> SaasResult<()> {
+    let ctx = request_context()?;
+    if let Some(r) = record_for(
+        "DELETE",
+        Some(w.old),
+        None,
+        &Common {
+            opts: &w.opts,
+            table: &w.table,
+            ctx: &ctx,
+            now: audit_now()?,
+            txid: top_xid(),
+        },
+    )? {
+        write_records(vec![r])?;
+    }
+    Ok(())
+}
+
+/// Whether a moved row waits for its INSERT.
+pub(super) fn has_moved_row() -> bool {
+    MOVED.with(|m| m.borrow().is_some())
+}
+
+/// Subtransaction `subxact` aborted: a row it moved was not moved.
+pub(super) fn forget_moved_row_of(subxact: pg_sys::SubTransactionId) {
+    MOVED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.as_ref().is_some_and(|w| w.subxact >= subxact) {
+            *m = None;
+        }
+    });
+}
+
+/// Before the transaction commits: a moved row whose INSERT never came
+/// (the last of its statement) is logged as the DELETE it was. On abort
+/// it is forgotten with everything else.
+pub(super) fn finish_moved_rows(commit: bool) -> SaasResult<()> {
+    let Some(w) = MOVED.with(|m| m.borrow_mut().take()) else {
+        return Ok(());
+    };
+    if commit {
+        write_moved_as_delete(w)?;
     }
     Ok(())
 }

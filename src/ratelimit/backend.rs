@@ -37,8 +37,13 @@ pub(super) fn check_key(
 ) -> SaasResult<Decision> {
     match backend {
         Backend::Shared => {
-            let d = shmem::rate_check(slots::key_hash(namespace, key), limit, now, cost)
-                .ok_or_else(|| internal("reach its shared memory", "not preloaded"))??;
+            let d = shmem::rate_check(
+                slots::key_hash(shmem::database(), namespace, key),
+                limit,
+                now,
+                cost,
+            )
+            .ok_or_else(|| internal("reach its shared memory", "not preloaded"))??;
             Ok(d.decision)
         }
         Backend::Table => table_check(namespace, key, limit, now, cost),
@@ -56,6 +61,11 @@ pub(super) fn refund(
     cost: i64,
 ) {
     if backend == Backend::Shared {
-        shmem::rate_refund(slots::key_hash(namespace, key), limit, now, cost);
+        shmem::rate_refund(
+            slots::key_hash(shmem::database(), namespace, key),
+            limit,
+            now,
+            cost,
+        );
     }
 }

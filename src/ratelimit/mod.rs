@@ -144,6 +144,16 @@ fn _rate_limit_rules_changed<'a>(
     Ok(None)
 }
 
+/// Statement trigger on `saas.usage_daily`: a change other than a flush's
+/// drops the daily counts loaded from it when the transaction commits.
+#[pg_trigger]
+fn _usage_daily_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    usage::usage_table_changed();
+    Ok(None)
+}
+
 /// GCRA check of `key`: `count` requests per `period`, `max_burst` of them
 /// at once from an empty state; `cost` units per call. Exact under
 /// concurrency in both backends. Returns one `saas.rate_limit_result`;
@@ -330,6 +340,7 @@ extension_sql_file!(
         usage_flush,
         _usage_pending,
         _rate_limit_request,
-        _rate_limit_rules_changed
+        _rate_limit_rules_changed,
+        _usage_daily_changed
     ]
 );

@@ -197,7 +197,10 @@ pub(super) fn admission() -> SaasResult<Admission> {
                 continue;
             }
             give_back(backend, &admitted, now);
-            shmem::counter_add(&CounterKey::refusal(tenant_bytes, rule.id, day), 1);
+            shmem::counter_add(
+                &CounterKey::refusal(shmem::database(), tenant_bytes, rule.id, day),
+                1,
+            );
             let retry = gcra::ceil_seconds(d.retry_after_us).max(1);
             let mut headers = rate_headers(&d);
             headers.insert("Retry-After".into(), Value::String(retry.to_string()));

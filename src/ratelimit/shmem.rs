@@ -28,6 +28,11 @@ struct Header {
     evictions: [u64; RATE_LOCKS],
     /// Counts lost because the counter table was full (under its lock).
     dropped: u64,
+    /// A flush has taken its snapshot and not yet settled or aborted
+    /// (under the counter lock): the table's counts are in motion.
+    flushing: bool,
+    /// Flushes ended so far (under the counter lock).
+    flushes_ended: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +137,13 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
         });
         pg_sys::LWLockRelease(init_lock);
     }
+}
+
+/// The current database's OID: shared memory is the cluster's, every key
+/// in it is a database's.
+pub(crate) fn database() -> u32 {
+    // SAFETY: set once at backend start.
+    unsafe { pg_sys::MyDatabaseId.to_u32() }
 }
 
 fn shared() -> Option<Shared> {
@@ -314,40 +326,112 @@ pub(crate) fn counter_add(key: &CounterKey, amount: i64) -> bool {
     ok
 }
 
-/// `slots::add_within` under the counter lock.
-pub(crate) fn counter_add_within(
-    key: &CounterKey,
-    stored: i64,
-    amount: i64,
-    limit: i64,
-) -> Option<(i64, bool)> {
+/// `slots::admit` under the counter lock; None when not preloaded.
+pub(crate) fn counter_admit(key: &CounterKey, amount: i64, limit: i64) -> Option<slots::Admit> {
     let mut held = Held::take(shared()?, Guarded::Counters, true);
-    Some(slots::add_within(
-        held.counters_mut(),
-        key,
-        stored,
-        amount,
-        limit,
-    ))
+    Some(slots::admit(held.counters_mut(), key, amount, limit))
 }
 
-pub(crate) fn counter_pending(key: &CounterKey) -> i64 {
-    let Some(s) = shared() else { return 0 };
-    let held = Held::take(s, Guarded::Counters, false);
-    slots::pending(held.counters(), key)
+/// Where the flushes stood when a load began: the table's counts may be
+/// read for a load while no flush is in motion, and must not have changed
+/// by the time the load is recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlushState {
+    flushing: bool,
+    ended: u64,
 }
 
-pub(crate) fn counters_snapshot() -> Vec<CounterSlot> {
+impl FlushState {
+    pub(crate) fn flushing(&self) -> bool {
+        self.flushing
+    }
+}
+
+pub(crate) fn flush_state() -> Option<FlushState> {
+    let held = Held::take(shared()?, Guarded::Counters, false);
+    // SAFETY: written only under the counter lock, which is held.
+    let h = unsafe { &*held.shared.header };
+    Some(FlushState {
+        flushing: h.flushing,
+        ended: h.flushes_ended,
+    })
+}
+
+/// What [`counter_load`] did.
+pub(crate) enum Load {
+    Loaded,
+    /// A flush moved counts between `since` and now: read the table again.
+    Retry,
+    /// No room for the key.
+    Full,
+}
+
+/// Records `stored`, the table's count read after `since` was taken, as
+/// the base of `key`'s day count, unless a flush was in motion meanwhile
+/// (`own`: the flush in motion is this backend's, whose writes it sees and
+/// has taken out of `stored`; no other can run until it ends).
+pub(crate) fn counter_load(key: &CounterKey, stored: i64, since: FlushState, own: bool) -> Load {
+    let Some(s) = shared() else { return Load::Full };
+    let mut held = Held::take(s, Guarded::Counters, true);
+    // SAFETY: written only under the counter lock, which is held.
+    let (flushing, ended) = unsafe { ((*s.header).flushing, (*s.header).flushes_ended) };
+    let loaded = |c: &[CounterSlot]| {
+        c.iter()
+            .any(|x| x.key == *key && x.total != slots::UNLOADED)
+    };
+    if loaded(held.counters()) {
+        return Load::Loaded;
+    }
+    if !own && (since.flushing || flushing) || ended != since.ended {
+        return Load::Retry;
+    }
+    if slots::load(held.counters_mut(), key, stored) {
+        Load::Loaded
+    } else {
+        Load::Full
+    }
+}
+
+/// Marks a flush in motion and returns what it is to write.
+pub(crate) fn flush_begin() -> Vec<CounterSlot> {
     let Some(s) = shared() else { return Vec::new() };
-    let held = Held::take(s, Guarded::Counters, false);
-    slots::snapshot(held.counters())
+    let held = Held::take(s, Guarded::Counters, true);
+    // SAFETY: written only under the counter lock, held exclusively.
+    unsafe { (*s.header).flushing = true };
+    slots::snapshot(held.counters(), database())
 }
 
-pub(crate) fn counters_settle(flushed: &[CounterSlot]) {
+/// Ends this backend's flush: subtracts what it wrote when its transaction
+/// committed (`flushed`), nothing when it aborted.
+pub(crate) fn flush_end(flushed: &[CounterSlot]) {
     if let Some(s) = shared() {
         let mut held = Held::take(s, Guarded::Counters, true);
         slots::settle(held.counters_mut(), flushed);
+        // SAFETY: written only under the counter lock, held exclusively.
+        unsafe {
+            (*s.header).flushing = false;
+            (*s.header).flushes_ended += 1;
+        }
     }
+}
+
+/// Drops every loaded usage count (pending counts stay): the next
+/// admission of each loads it again from the table. Loads in progress
+/// retry, as after a flush.
+pub(crate) fn counters_unload() {
+    if let Some(s) = shared() {
+        let mut held = Held::take(s, Guarded::Counters, true);
+        slots::unload_all(held.counters_mut(), database());
+        // SAFETY: written only under the counter lock, held exclusively.
+        unsafe { (*s.header).flushes_ended += 1 };
+    }
+}
+
+/// This database's counters with something pending.
+pub(crate) fn counters_snapshot() -> Vec<CounterSlot> {
+    let Some(s) = shared() else { return Vec::new() };
+    let held = Held::take(s, Guarded::Counters, false);
+    slots::snapshot(held.counters(), database())
 }
 
 /// Occupancy figures for `rate_limit_stats()`.
@@ -380,7 +464,10 @@ pub(crate) fn stats(now: i64) -> Option<Stats> {
         live_keys: live as i64,
         evictions: evictions as i64,
         counter_slots: c.len() as i64,
-        counters_pending: c.iter().filter(|x| x.key.kind != 0).count() as i64,
+        counters_pending: c
+            .iter()
+            .filter(|x| x.key.kind != 0 && x.pending != 0)
+            .count() as i64,
         counts_dropped: dropped as i64,
     })
 }

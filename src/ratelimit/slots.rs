@@ -18,10 +18,12 @@ pub const PROBE: usize = 16;
 pub type KeyHash = [u64; 2];
 
 /// The digest of `key` in `namespace` (a rule id, or 0 for direct
-/// `rate_limit()` calls). SHA-256, so nobody can craft two keys that share
-/// a state.
-pub fn key_hash(namespace: i64, key: &str) -> KeyHash {
+/// `rate_limit()` calls) of `database` (shared memory is the cluster's;
+/// rule ids and keys are a database's). SHA-256, so nobody can craft two
+/// keys that share a state.
+pub fn key_hash(database: u32, namespace: i64, key: &str) -> KeyHash {
     let mut h = Sha256::new();
+    h.update(database.to_be_bytes());
     h.update(namespace.to_be_bytes());
     h.update(key.as_bytes());
     let d = h.finalize();
@@ -148,6 +150,9 @@ pub struct CounterKey {
     pub kind: u32,
     /// Days since 2000-01-01 (PostgreSQL's date), UTC.
     pub day: i32,
+    /// The database whose tables the counter belongs to (shared memory is
+    /// the cluster's).
+    pub database: u32,
     pub tenant: [u8; 16],
     /// The rule of a refusal counter; 0 for usage.
     pub rule_id: i64,
@@ -156,7 +161,7 @@ pub struct CounterKey {
 }
 
 impl CounterKey {
-    pub fn usage(tenant: [u8; 16], metric: &str, day: i32) -> Option<CounterKey> {
+    pub fn usage(database: u32, tenant: [u8; 16], metric: &str, day: i32) -> Option<CounterKey> {
         let bytes = metric.as_bytes();
         if bytes.is_empty() || bytes.len() > METRIC_MAX {
             return None;
@@ -166,16 +171,18 @@ impl CounterKey {
         Some(CounterKey {
             kind: KIND_USAGE,
             day,
+            database,
             tenant,
             rule_id: 0,
             metric: m,
         })
     }
 
-    pub fn refusal(tenant: [u8; 16], rule_id: i64, day: i32) -> CounterKey {
+    pub fn refusal(database: u32, tenant: [u8; 16], rule_id: i64, day: i32) -> CounterKey {
         CounterKey {
             kind: KIND_REFUSAL,
             day,
+            database,
             tenant,
             rule_id,
             metric: [0; METRIC_MAX],
@@ -202,6 +209,7 @@ impl CounterKey {
         };
         eat(&self.kind.to_le_bytes());
         eat(&self.day.to_le_bytes());
+        eat(&self.database.to_le_bytes());
         eat(&self.tenant);
         eat(&self.rule_id.to_le_bytes());
         eat(&self.metric);
@@ -209,18 +217,37 @@ impl CounterKey {
     }
 }
 
-/// A counter not yet written to its table.
+/// A daily counter: what is not yet written to its table (`pending`) and,
+/// once loaded, the whole day's count (`total`: the table's committed count
+/// when the slot was loaded, plus everything added since). A loaded usage
+/// counter is the authority for a quota: admissions compare against
+/// `total` alone, so no request has to read the table or wait on a row.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CounterSlot {
     pub key: CounterKey,
     pub pending: i64,
+    /// The day's count, or [`UNLOADED`].
+    pub total: i64,
 }
 
+/// `CounterSlot::total` of a counter that only accumulates pending counts.
+pub const UNLOADED: i64 = -1;
+
+impl CounterSlot {
+    fn loaded(&self) -> bool {
+        self.total != UNLOADED
+    }
+}
+
+/// Where `key` is, or a slot it may take: a free one, else a loaded
+/// counter with nothing pending (its count is all in the table, so it can
+/// be loaded again), the oldest day first.
 fn counter_place(slots: &[CounterSlot], key: &CounterKey) -> (Option<usize>, Option<usize>) {
     let len = slots.len();
     let home = key.home(len);
     let mut free = None;
+    let mut reusable: Option<usize> = None;
     for step in 0..(4 * PROBE).min(len) {
         let i = (home + step) % len;
         if slots[i].key == *key {
@@ -228,9 +255,14 @@ fn counter_place(slots: &[CounterSlot], key: &CounterKey) -> (Option<usize>, Opt
         }
         if slots[i].key.kind == 0 {
             free.get_or_insert(i);
+        } else if slots[i].pending == 0
+            && slots[i].loaded()
+            && reusable.is_none_or(|r| slots[i].key.day < slots[r].key.day)
+        {
+            reusable = Some(i);
         }
     }
-    (None, free)
+    (None, free.or(reusable))
 }
 
 /// The pending amount of `key`.
@@ -238,18 +270,23 @@ pub fn pending(slots: &[CounterSlot], key: &CounterKey) -> i64 {
     counter_place(slots, key).0.map_or(0, |i| slots[i].pending)
 }
 
-/// Adds `amount` to `key`'s pending count. False when the table has no room
-/// for a new key (the amount is not counted).
+/// Adds `amount` to `key`'s count (pending, and total when loaded). False
+/// when the table has no room for a new key (the amount is not counted).
 pub fn add(slots: &mut [CounterSlot], key: &CounterKey, amount: i64) -> bool {
     match counter_place(slots, key) {
         (Some(i), _) => {
-            slots[i].pending = slots[i].pending.saturating_add(amount);
+            let s = &mut slots[i];
+            s.pending = s.pending.saturating_add(amount);
+            if s.loaded() {
+                s.total = s.total.saturating_add(amount);
+            }
             true
         }
         (None, Some(i)) => {
             slots[i] = CounterSlot {
                 key: *key,
                 pending: amount,
+                total: UNLOADED,
             };
             true
         }
@@ -257,42 +294,92 @@ pub fn add(slots: &mut [CounterSlot], key: &CounterKey, amount: i64) -> bool {
     }
 }
 
-/// Adds `amount` unless that would take the stored plus pending count past
-/// `limit`; returns the count after the attempt and whether it was added.
-pub fn add_within(
-    slots: &mut [CounterSlot],
-    key: &CounterKey,
-    stored: i64,
-    amount: i64,
-    limit: i64,
-) -> (i64, bool) {
-    let now = stored.saturating_add(pending(slots, key));
-    if now.saturating_add(amount) > limit {
-        return (now, false);
+/// What [`admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Counted; the day's count is now this.
+    Admitted(i64),
+    /// Not counted: the day's count (this) leaves no room.
+    Refused(i64),
+    /// The counter is not loaded: load it (see [`load`]) and ask again.
+    NotLoaded,
+}
+
+/// Counts `amount` against `limit` on a loaded counter.
+pub fn admit(slots: &mut [CounterSlot], key: &CounterKey, amount: i64, limit: i64) -> Admit {
+    let (Some(i), _) = counter_place(slots, key) else {
+        return Admit::NotLoaded;
+    };
+    let s = &mut slots[i];
+    if !s.loaded() {
+        return Admit::NotLoaded;
     }
-    if add(slots, key, amount) {
-        (now + amount, true)
-    } else {
-        (now, false)
+    if s.total.saturating_add(amount) > limit {
+        return Admit::Refused(s.total);
+    }
+    s.total = s.total.saturating_add(amount);
+    s.pending = s.pending.saturating_add(amount);
+    Admit::Admitted(s.total)
+}
+
+/// Loads `key` with the table's committed count `stored`, which must have
+/// been read while no flush could commit (see `shmem::counter_load`):
+/// the day's count is then `stored` plus what is pending. False when the
+/// table has no room for the key.
+pub fn load(slots: &mut [CounterSlot], key: &CounterKey, stored: i64) -> bool {
+    match counter_place(slots, key) {
+        (Some(i), _) => {
+            let s = &mut slots[i];
+            if !s.loaded() {
+                s.total = stored.saturating_add(s.pending);
+            }
+            true
+        }
+        (None, Some(i)) => {
+            slots[i] = CounterSlot {
+                key: *key,
+                pending: 0,
+                total: stored,
+            };
+            true
+        }
+        (None, None) => false,
     }
 }
 
-/// Every counter with something pending (what a flush writes out).
-pub fn snapshot(slots: &[CounterSlot]) -> Vec<CounterSlot> {
+/// Forgets every loaded day count of `database`: counters with something
+/// pending keep it (unloaded), the others free their slot.
+pub fn unload_all(slots: &mut [CounterSlot], database: u32) {
+    for s in slots
+        .iter_mut()
+        .filter(|s| s.loaded() && s.key.kind != 0 && s.key.database == database)
+    {
+        if s.pending == 0 {
+            *s = CounterSlot::default();
+        } else {
+            s.total = UNLOADED;
+        }
+    }
+}
+
+/// Every counter of `database` with something pending (what its flush
+/// writes out).
+pub fn snapshot(slots: &[CounterSlot], database: u32) -> Vec<CounterSlot> {
     slots
         .iter()
-        .filter(|s| s.key.kind != 0 && s.pending != 0)
+        .filter(|s| s.key.kind != 0 && s.pending != 0 && s.key.database == database)
         .copied()
         .collect()
 }
 
-/// Subtracts what a committed flush wrote; counters that reach zero free
-/// their slot. Counts added since the snapshot stay pending.
+/// Subtracts what a committed flush wrote; unloaded counters that reach
+/// zero free their slot (loaded ones keep the day's count). Counts added
+/// since the snapshot stay pending.
 pub fn settle(slots: &mut [CounterSlot], flushed: &[CounterSlot]) {
     for f in flushed {
         if let (Some(i), _) = counter_place(slots, &f.key) {
             slots[i].pending -= f.pending;
-            if slots[i].pending == 0 {
+            if slots[i].pending == 0 && !slots[i].loaded() {
                 slots[i] = CounterSlot::default();
             }
         }
@@ -309,9 +396,25 @@ mod tests {
 
     #[test]
     fn keys_in_different_namespaces_differ() {
-        assert_ne!(key_hash(0, "a"), key_hash(1, "a"));
-        assert_eq!(key_hash(3, "user:1"), key_hash(3, "user:1"));
-        assert_ne!(key_hash(0, "ab"), key_hash(0, "ba"));
+        assert_ne!(key_hash(1, 0, "a"), key_hash(1, 1, "a"));
+        assert_eq!(key_hash(1, 3, "user:1"), key_hash(1, 3, "user:1"));
+        assert_ne!(key_hash(1, 0, "ab"), key_hash(1, 0, "ba"));
+        assert_ne!(
+            key_hash(1, 3, "user:1"),
+            key_hash(2, 3, "user:1"),
+            "databases apart"
+        );
+        let k = CounterKey::usage(1, [7; 16], "api_calls", 9000).unwrap();
+        let other_db = CounterKey::usage(2, [7; 16], "api_calls", 9000).unwrap();
+        let mut slots = vec![CounterSlot::default(); 64];
+        add(&mut slots, &k, 1);
+        add(&mut slots, &other_db, 5);
+        assert_eq!(
+            snapshot(&slots, 1).len(),
+            1,
+            "a flush writes its own database's counters"
+        );
+        assert_eq!(pending(&slots, &other_db), 5);
     }
 
     #[test]
@@ -350,7 +453,7 @@ mod tests {
     fn refund_restores_the_state() {
         let l = Limit::new(2, 2, 10 * SEC).unwrap();
         let mut seg = vec![RateSlot::default(); 64];
-        let k = key_hash(0, "x");
+        let k = key_hash(1, 0, "x");
         check(&mut seg, k, l, 0, 1).unwrap();
         check(&mut seg, k, l, 0, 1).unwrap();
         assert!(!check(&mut seg, k, l, 0, 1).unwrap().decision.allowed);
@@ -361,23 +464,78 @@ mod tests {
     }
 
     #[test]
-    fn counters_add_within_a_limit_and_settle() {
+    fn loaded_counters_admit_within_a_limit_and_survive_a_flush() {
         let mut slots = vec![CounterSlot::default(); 128];
-        let k = CounterKey::usage([7; 16], "api_calls", 9000).unwrap();
-        assert_eq!(add_within(&mut slots, &k, 8, 1, 10), (9, true));
-        assert_eq!(add_within(&mut slots, &k, 8, 1, 10), (10, true));
-        assert_eq!(add_within(&mut slots, &k, 8, 1, 10), (10, false));
-        let snap = snapshot(&slots);
+        let k = CounterKey::usage(1, [7; 16], "api_calls", 9000).unwrap();
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::NotLoaded);
+        // Counted before the load (an unlimited plan, an exempt path).
+        assert!(add(&mut slots, &k, 1));
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::NotLoaded);
+        assert!(load(&mut slots, &k, 7), "stored 7 + pending 1");
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::Admitted(9));
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::Admitted(10));
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::Refused(10));
+        assert!(
+            load(&mut slots, &k, 0),
+            "loading a loaded counter changes nothing"
+        );
+        assert_eq!(admit(&mut slots, &k, 1, 10), Admit::Refused(10));
+        let snap = snapshot(&slots, 1);
         assert_eq!(snap.len(), 1);
-        assert_eq!(snap[0].pending, 2);
+        assert_eq!(snap[0].pending, 3);
         assert_eq!(snap[0].key.metric_name(), "api_calls");
         add(&mut slots, &k, 5);
         settle(&mut slots, &snap);
         assert_eq!(pending(&slots, &k), 5, "counts after the snapshot stay");
-        let rest = snapshot(&slots);
+        let rest = snapshot(&slots, 1);
         settle(&mut slots, &rest);
-        assert!(slots.iter().all(|s| s.key.kind == 0));
-        assert!(CounterKey::usage([0; 16], &"m".repeat(METRIC_MAX + 1), 1).is_none());
+        assert_eq!(pending(&slots, &k), 0);
+        assert_eq!(
+            admit(&mut slots, &k, 1, 20),
+            Admit::Admitted(16),
+            "a flushed loaded counter keeps the day's count"
+        );
+        // Unloaded counters leave when flushed.
+        let r = CounterKey::refusal(1, [1; 16], 3, 9000);
+        add(&mut slots, &r, 2);
+        let snap = snapshot(&slots, 1);
+        settle(&mut slots, &snap);
+        assert!(slots.iter().all(|s| s.key != r));
+        assert!(CounterKey::usage(1, [0; 16], &"m".repeat(METRIC_MAX + 1), 1).is_none());
+        // Unloaded (the table was changed by hand): loaded again from it.
+        add(&mut slots, &k, 1);
+        unload_all(&mut slots, 1);
+        assert_eq!(admit(&mut slots, &k, 1, 20), Admit::NotLoaded);
+        assert!(load(&mut slots, &k, 0));
+        assert_eq!(
+            admit(&mut slots, &k, 1, 20),
+            Admit::Admitted(2),
+            "reset to 0, plus the pending 1"
+        );
+    }
+
+    #[test]
+    fn a_full_table_reuses_flushed_loaded_counters_oldest_day_first() {
+        let mut slots = vec![CounterSlot::default(); 4];
+        let day = |d: i32| CounterKey::usage(1, [d as u8; 16], "api_calls", d).unwrap();
+        for d in 1..=4 {
+            assert!(load(&mut slots, &day(d), 0));
+        }
+        assert!(add(&mut slots, &day(1), 1), "pending on day 1");
+        // Days 2..4 have nothing pending; day 2 is the oldest of them.
+        assert!(load(&mut slots, &day(9), 5));
+        assert!(slots.iter().all(|s| s.key != day(2)));
+        assert!(
+            slots.iter().any(|s| s.key == day(1)),
+            "pending counts are never evicted"
+        );
+        assert_eq!(admit(&mut slots, &day(9), 1, 6), Admit::Admitted(6));
+        // Only counters with something pending left: no room.
+        for d in [3, 4] {
+            add(&mut slots, &day(d), 1);
+        }
+        assert!(!load(&mut slots, &day(10), 0));
+        assert!(!add(&mut slots, &day(10), 1));
     }
 
     proptest! {
@@ -393,7 +551,7 @@ mod tests {
             let mut now = 0;
             for (k, gap, cost) in ops {
                 now += gap;
-                let key = key_hash(0, &k.to_string());
+                let key = key_hash(1, 0, &k.to_string());
                 let got = check(&mut seg, key, l, now, cost).unwrap();
                 let want = gcra::check(l, model.get(&k).copied(), now, cost).unwrap();
                 if want.allowed { model.insert(k, want.tat); }
@@ -414,17 +572,59 @@ mod tests {
             let mut stored: HashMap<CounterKey, i64> = HashMap::new();
             let mut added: HashMap<CounterKey, i64> = HashMap::new();
             for (t, amount, flush) in ops {
-                let key = CounterKey::usage([t; 16], "api_calls", 1).unwrap();
+                let key = CounterKey::usage(1, [t; 16], "api_calls", 1).unwrap();
                 prop_assert!(add(&mut slots, &key, amount));
                 *added.entry(key).or_default() += amount;
                 if flush {
-                    let snap = snapshot(&slots);
+                    let snap = snapshot(&slots, 1);
                     for s in &snap { *stored.entry(s.key).or_default() += s.pending; }
                     settle(&mut slots, &snap);
                 }
             }
             for (key, total) in added {
                 prop_assert_eq!(stored.get(&key).copied().unwrap_or(0) + pending(&slots, &key), total);
+            }
+        }
+
+        /// The quota protocol against a plain count per key: admissions,
+        /// uncounted-limit adds, flushes, and slots reused (a small table,
+        /// so loaded counters are evicted and loaded again from the table).
+        /// Every decision and count is the model's.
+        #[test]
+        fn quota_counters_decide_like_a_plain_count(
+            ops in proptest::collection::vec((0u8..6, 0u8..4), 1..400),
+        ) {
+            const LIMIT: i64 = 10;
+            let mut slots = vec![CounterSlot::default(); 4];
+            let mut stored: HashMap<CounterKey, i64> = HashMap::new();
+            let mut model: HashMap<CounterKey, i64> = HashMap::new();
+            for (t, op) in ops {
+                let key = CounterKey::usage(1, [t; 16], "api_calls", t as i32).unwrap();
+                let count = model.entry(key).or_default();
+                match op {
+                    0 | 1 => {
+                        let mut got = admit(&mut slots, &key, 1, LIMIT);
+                        if got == Admit::NotLoaded {
+                            if !load(&mut slots, &key, stored.get(&key).copied().unwrap_or(0)) {
+                                continue; // full: the caller reports it
+                            }
+                            got = admit(&mut slots, &key, 1, LIMIT);
+                        }
+                        let want = if *count < LIMIT { *count += 1; Admit::Admitted(*count) } else { Admit::Refused(*count) };
+                        prop_assert_eq!(got, want);
+                    }
+                    2 => {
+                        if add(&mut slots, &key, 1) { *count += 1; }
+                    }
+                    _ => {
+                        let snap = snapshot(&slots, 1);
+                        for s in &snap { *stored.entry(s.key).or_default() += s.pending; }
+                        settle(&mut slots, &snap);
+                    }
+                }
+            }
+            for (key, count) in model {
+                prop_assert_eq!(stored.get(&key).copied().unwrap_or(0) + pending(&slots, &key), count);
             }
         }
     }

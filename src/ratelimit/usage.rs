@@ -1,25 +1,48 @@
 //! Daily usage: the API calls `pre_request()` counts against the plan's
-//! quota, and the counts of read-only requests waiting in shared memory
-//! until `usage_flush()` writes them (and they leave shared memory when
-//! its transaction commits).
+//! quota, and the counts waiting in shared memory until `usage_flush()`
+//! writes them (they leave shared memory when its transaction commits).
+//!
+//! When pg_saas is preloaded every call, read-only or read-write, is
+//! counted in shared memory against a per-day counter loaded once from
+//! `usage_daily`: one decision point, so mixed traffic is exact and no
+//! request waits on the table's row. A load reads the table only while no
+//! flush is in motion (`shmem::counter_load`), with a snapshot taken after
+//! it checked, so it sees every flush that ended before it. Without
+//! preloading, read-write requests count in the table in one atomic upsert
+//! and read-only requests of a plan with a quota are refused (25006).
 
 use super::gcra::{self, DAY_US};
-use super::slots::{self, CounterKey, CounterSlot};
-use super::{internal, read_only, read_only_error, shmem, state_owner};
-use crate::error::SaasResult;
+use super::shmem::{self, Load};
+use super::slots::{self, Admit, CounterKey, CounterSlot};
+use super::{internal, read_only, read_only_error, state_owner};
+use crate::error::{ErrorKind, SaasError, SaasResult};
 use crate::pgutil::{as_owner, kept_plan, to_pg_uuid};
 use crate::uuid::Uuid;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 /// The usage metric `pre_request()` counts.
 const API_CALLS: &str = "api_calls";
 
+/// How long a counter load waits for another backend's flush to end.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 thread_local! {
-    static QUOTA_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
-    static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static PLAN_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    /// `SPI_prepare`d and kept: the stored count read with a fresh snapshot
+    /// (pgrx's statements run with the statement's or transaction's).
+    static STORED_LATEST_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// This backend has a flush in motion (until its transaction ends).
+    static FLUSHING_HERE: Cell<bool> = const { Cell::new(false) };
+    /// The flush is writing `usage_daily` (its trigger is not a change).
+    static WRITING_FLUSH: Cell<bool> = const { Cell::new(false) };
+    /// `usage_daily` was changed by other than a flush in this
+    /// transaction: loaded counters are dropped when it commits.
+    static UNLOAD_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
     /// Counters this transaction's flush wrote, by the subtransaction that
     /// wrote them; subtracted from shared memory when the transaction commits.
     static TO_SETTLE: RefCell<Vec<(pg_sys::SubTransactionId, Vec<CounterSlot>)>> = const { RefCell::new(Vec::new()) };
@@ -29,19 +52,37 @@ pub(super) extern "C-unwind" fn on_xact(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
 ) {
-    let flushed = TO_SETTLE.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if flushed.is_empty() {
+    use pg_sys::XactEvent as E;
+    if !FLUSHING_HERE.get() && !UNLOAD_AT_COMMIT.get() {
         return;
     }
-    if event == pg_sys::XactEvent::XACT_EVENT_COMMIT {
-        for (_, counters) in &flushed {
-            shmem::counters_settle(counters);
-        }
-    } else if event != pg_sys::XactEvent::XACT_EVENT_ABORT
-        && event != pg_sys::XactEvent::XACT_EVENT_PREPARE
-    {
+    let ended = [
+        E::XACT_EVENT_COMMIT,
+        E::XACT_EVENT_PARALLEL_COMMIT,
+        E::XACT_EVENT_ABORT,
+        E::XACT_EVENT_PARALLEL_ABORT,
+        E::XACT_EVENT_PREPARE,
+    ];
+    if !ended.contains(&event) {
         // Not the end of the transaction yet (pre-commit and the like).
-        TO_SETTLE.with(|s| *s.borrow_mut() = flushed);
+        return;
+    }
+    let committed = event == E::XACT_EVENT_COMMIT || event == E::XACT_EVENT_PARALLEL_COMMIT;
+    if UNLOAD_AT_COMMIT.replace(false) && committed {
+        shmem::counters_unload();
+    }
+    WRITING_FLUSH.set(false);
+    if !FLUSHING_HERE.replace(false) {
+        return;
+    }
+    let flushed = TO_SETTLE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if committed {
+        let all: Vec<CounterSlot> = flushed.into_iter().flat_map(|(_, c)| c).collect();
+        shmem::flush_end(&all);
+    } else {
+        // Rolled back (or prepared, to commit later: its counts stay
+        // pending, so a prepared flush is written twice if it commits).
+        shmem::flush_end(&[]);
     }
 }
 
@@ -58,6 +99,15 @@ pub(super) extern "C-unwind" fn on_subxact(
     }
 }
 
+/// `saas.usage_daily` changed (its statement trigger): unless the change is
+/// a flush's, the counters loaded from it are dropped when the transaction
+/// commits, so a count an administrator corrects or resets takes effect.
+pub(super) fn usage_table_changed() {
+    if shmem::available() && !WRITING_FLUSH.get() {
+        UNLOAD_AT_COMMIT.set(true);
+    }
+}
+
 /// A call the plan's daily API quota refuses.
 pub(super) struct QuotaRefused {
     pub plan: String,
@@ -70,9 +120,7 @@ pub(super) struct QuotaRefused {
 }
 
 /// Counts one API call of the tenant today and refuses it (402) when the
-/// plan's daily quota is spent. Read-write requests count in the table in
-/// one upsert; read-only ones in shared memory, against the table's count
-/// plus what is pending. All in one SPI session as the state owner.
+/// plan's daily quota is spent.
 pub(super) fn count_api_call(
     owner: pg_sys::Oid,
     tenant: Uuid,
@@ -80,114 +128,22 @@ pub(super) fn count_api_call(
     now: i64,
     exempt: bool,
 ) -> SaasResult<Option<QuotaRefused>> {
-    use pg_sys::BuiltinOid as B;
-    let key = CounterKey::usage(tenant.0, API_CALLS, day).expect("a short metric name");
-    let tenant_uuid = to_pg_uuid(tenant);
-    let usage_args = [B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()];
-    // The plan, its quota, and how much of it is used when the call is refused.
-    let (plan, quota, refused_at) = as_owner(owner, || {
+    let key = CounterKey::usage(shmem::database(), tenant.0, API_CALLS, day)
+        .expect("a short metric name");
+    let refused_at = as_owner(owner, || {
         Spi::connect_mut(|client| -> SaasResult<(String, Option<i64>, Option<i64>)> {
-            let stmt = kept_plan(
-                &QUOTA_PLAN,
-                client,
-                "SELECT t.plan, p.api_calls_per_day, \
-                        coalesce((SELECT u.count FROM saas.usage_daily u \
-                                  WHERE u.tenant_id = t.id AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3), 0) \
-                 FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
-                &usage_args,
-            )
-            .map_err(|e| internal("prepare the quota lookup", e))?;
-            let rows = client
-                .select(
-                    stmt,
-                    None,
-                    &[tenant_uuid.into(), API_CALLS.into(), day.into()],
-                )
-                .map_err(|e| internal("read the plan", e))?;
-            let (plan, quota, stored) = if rows.is_empty() {
-                (String::new(), None, 0)
-            } else {
-                let row = rows.first();
-                let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
-                (
-                    row.get::<String>(1).map_err(e)?.unwrap_or_default(),
-                    row.get::<i64>(2).map_err(e)?,
-                    row.get::<i64>(3).map_err(e)?.unwrap_or(0),
-                )
-            };
+            let (plan, quota) = plan_of(client, tenant)?;
             // An exempt call is counted as on an unlimited plan: never refused.
-            let quota = if exempt { None } else { quota };
-            if read_only() {
-                let Some(limit) = quota else {
-                    // Unlimited plan: counted for the report when preloaded.
-                    shmem::counter_add(&key, 1);
-                    return Ok((plan, quota, None));
-                };
-                let (used, added) = shmem::counter_add_within(&key, stored, 1, limit)
-                    .ok_or_else(|| read_only_error("the daily API quota"))?;
-                return Ok((plan, quota, (!added).then_some(used)));
-            }
-            let pending = shmem::counter_pending(&key);
-            let stmt = kept_plan(
-                &USAGE_ADD_PLAN,
-                client,
-                "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \
-                 SELECT $1, $2, DATE '2000-01-01' + $3, 1 WHERE $4::int8 IS NULL OR 1 + $5 <= $4 \
-                 ON CONFLICT (tenant_id, metric, day) DO UPDATE SET count = u.count + 1 \
-                 WHERE $4::int8 IS NULL OR u.count + 1 + $5 <= $4 \
-                 RETURNING u.count",
-                &[
-                    B::UUIDOID.value(),
-                    B::TEXTOID.value(),
-                    B::INT4OID.value(),
-                    B::INT8OID.value(),
-                    B::INT8OID.value(),
-                ],
-            )
-            .map_err(|e| internal("prepare the usage counter", e))?;
-            let out = client
-                .update(
-                    stmt,
-                    None,
-                    &[
-                        tenant_uuid.into(),
-                        API_CALLS.into(),
-                        day.into(),
-                        quota.into(),
-                        pending.into(),
-                    ],
-                )
-                .map_err(|e| internal("count the API call", e))?;
-            if !out.is_empty() {
-                return Ok((plan, quota, None));
-            }
-            // Refused: read the count the upsert saw, for the message.
-            let stmt = kept_plan(
-                &USAGE_READ_PLAN,
-                client,
-                "SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3",
-                &usage_args,
-            )
-            .map_err(|e| internal("prepare the usage lookup", e))?;
-            let rows = client
-                .select(
-                    stmt,
-                    None,
-                    &[tenant_uuid.into(), API_CALLS.into(), day.into()],
-                )
-                .map_err(|e| internal("read usage", e))?;
-            let stored = if rows.is_empty() {
-                0
+            let limit = if exempt { None } else { quota };
+            let refused = if shmem::available() {
+                count_in_shared_memory(tenant, &key, limit)?
             } else {
-                rows.first()
-                    .get::<i64>(1)
-                    .map_err(|e| internal("read usage", e))?
-                    .unwrap_or(0)
+                count_in_table(client, tenant, day, limit)?
             };
-            Ok((plan, quota, Some(stored + pending)))
+            Ok((plan, quota, refused))
         })
     })?;
-    let Some(used) = refused_at else {
+    let (plan, quota, Some(used)) = refused_at else {
         return Ok(None);
     };
     let next_day_us = (day as i64 + 1) * DAY_US;
@@ -197,6 +153,226 @@ pub(super) fn count_api_call(
         used,
         retry_after_s: gcra::ceil_seconds(next_day_us - now).max(1),
     }))
+}
+
+/// The tenant's plan and its daily API quota (None: unlimited).
+fn plan_of(client: &mut SpiClient<'_>, tenant: Uuid) -> SaasResult<(String, Option<i64>)> {
+    use pg_sys::BuiltinOid as B;
+    let stmt = kept_plan(
+        &PLAN_PLAN,
+        client,
+        "SELECT t.plan, p.api_calls_per_day \
+         FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
+        &[B::UUIDOID.value()],
+    )
+    .map_err(|e| internal("prepare the quota lookup", e))?;
+    let rows = client
+        .select(stmt, None, &[to_pg_uuid(tenant).into()])
+        .map_err(|e| internal("read the plan", e))?;
+    if rows.is_empty() {
+        return Ok((String::new(), None));
+    }
+    let row = rows.first();
+    let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
+    Ok((
+        row.get::<String>(1).map_err(e)?.unwrap_or_default(),
+        row.get::<i64>(2).map_err(e)?,
+    ))
+}
+
+/// Counts the call in shared memory; Some(count) when `limit` refuses it.
+fn count_in_shared_memory(
+    tenant: Uuid,
+    key: &CounterKey,
+    limit: Option<i64>,
+) -> SaasResult<Option<i64>> {
+    let Some(limit) = limit else {
+        // Unlimited: counted for the report (a full table drops the count,
+        // as rate_limit_stats() reports).
+        shmem::counter_add(key, 1);
+        return Ok(None);
+    };
+    let deadline = Instant::now() + FLUSH_WAIT;
+    loop {
+        match shmem::counter_admit(key, 1, limit) {
+            Some(Admit::Admitted(_)) => return Ok(None),
+            Some(Admit::Refused(used)) => return Ok(Some(used)),
+            Some(Admit::NotLoaded) | None => {}
+        }
+        let Some(since) = shmem::flush_state() else {
+            return Err(counters_full());
+        };
+        let own = FLUSHING_HERE.get();
+        if since.flushing() && !own {
+            wait_for_flush(deadline)?;
+            continue;
+        }
+        // Our own flush's rows are visible to us, and still pending.
+        let stored = stored_count_latest(tenant, key.day)? - in_flight_here(key);
+        match shmem::counter_load(key, stored, since, own) {
+            Load::Loaded => {}
+            Load::Retry => wait_for_flush(deadline)?,
+            Load::Full => return Err(counters_full()),
+        }
+    }
+}
+
+fn wait_for_flush(deadline: Instant) -> SaasResult<()> {
+    if Instant::now() >= deadline {
+        return Err(SaasError::new(
+            ErrorKind::LockNotAvailable,
+            "the daily API quota could not be read: a usage flush has been in progress too long",
+            "A transaction that called saas.usage_flush() (run_maintenance() calls it) is still open; commit or roll it back. Run flushes in short transactions of their own.",
+        ));
+    }
+    // SAFETY: sleeps 1 ms; interrupts (statement_timeout, cancel) are
+    // honoured right after.
+    unsafe { pg_sys::pg_usleep(1000) };
+    pgrx::check_for_interrupts!();
+    Ok(())
+}
+
+fn counters_full() -> SaasError {
+    SaasError::new(
+        ErrorKind::InsufficientResources,
+        "the daily API quota could not be counted: every shared-memory usage counter holds unflushed counts",
+        "Run saas.usage_flush() (or run_maintenance()) more often, or raise saas.usage_counter_slots and restart PostgreSQL.",
+    )
+}
+
+/// What this transaction's flush wrote for `key`, not yet settled.
+fn in_flight_here(key: &CounterKey) -> i64 {
+    TO_SETTLE.with(|s| {
+        s.borrow()
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .filter(|c| c.key == *key)
+            .map(|c| c.pending)
+            .sum()
+    })
+}
+
+/// The table's count of the tenant's API calls on `day`, read with a
+/// snapshot taken now (not the statement's, nor a repeatable-read
+/// transaction's): a load must see every flush that ended before it.
+/// Runs inside the caller's SPI connection, as the state owner.
+fn stored_count_latest(tenant: Uuid, day: i32) -> SaasResult<i64> {
+    use pg_sys::BuiltinOid as B;
+    const SQL: &std::ffi::CStr = c"SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3";
+    // SAFETY: SPI is connected (the caller's Spi::connect_mut); the plan is
+    // kept for the backend's life; the arguments are datums of the types
+    // the plan was prepared with, allocated in SPI's procedure context.
+    unsafe {
+        let mut plan = STORED_LATEST_PLAN.get();
+        if plan.is_null() {
+            let mut types = [B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()];
+            plan = pg_sys::SPI_prepare(SQL.as_ptr(), 3, types.as_mut_ptr());
+            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                return Err(internal("prepare the usage lookup", "SPI_prepare failed"));
+            }
+            STORED_LATEST_PLAN.set(plan);
+        }
+        let mut values = [
+            to_pg_uuid(tenant).into_datum().expect("a uuid datum"),
+            API_CALLS.into_datum().expect("a text datum"),
+            day.into_datum().expect("an int4 datum"),
+        ];
+        let nulls = [b' ' as std::ffi::c_char; 3];
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            return Err(internal("read usage", format!("SPI code {rc}")));
+        }
+        if pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
+            return Ok(0);
+        }
+        let table = &*pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let datum = pg_sys::SPI_getbinval(*table.vals, table.tupdesc, 1, &mut isnull);
+        Ok(i64::from_datum(datum, isnull).unwrap_or(0))
+    }
+}
+
+/// Counts the call in the table, in one upsert that checks the quota (the
+/// row lock orders concurrent writers); Some(count) when refused.
+fn count_in_table(
+    client: &mut SpiClient<'_>,
+    tenant: Uuid,
+    day: i32,
+    limit: Option<i64>,
+) -> SaasResult<Option<i64>> {
+    use pg_sys::BuiltinOid as B;
+    if read_only() {
+        if limit.is_none() {
+            // Unlimited and nowhere to count it: admitted uncounted.
+            return Ok(None);
+        }
+        return Err(read_only_error("the daily API quota"));
+    }
+    let tenant_uuid = to_pg_uuid(tenant);
+    let stmt = kept_plan(
+        &USAGE_ADD_PLAN,
+        client,
+        "INSERT INTO saas.usage_daily AS u (tenant_id, metric, day, count) \
+         SELECT $1, $2, DATE '2000-01-01' + $3, 1 WHERE $4::int8 IS NULL OR 1 <= $4 \
+         ON CONFLICT (tenant_id, metric, day) DO UPDATE SET count = u.count + 1 \
+         WHERE $4::int8 IS NULL OR u.count + 1 <= $4 \
+         RETURNING u.count",
+        &[
+            B::UUIDOID.value(),
+            B::TEXTOID.value(),
+            B::INT4OID.value(),
+            B::INT8OID.value(),
+        ],
+    )
+    .map_err(|e| internal("prepare the usage counter", e))?;
+    let out = client
+        .update(
+            stmt,
+            None,
+            &[
+                tenant_uuid.into(),
+                API_CALLS.into(),
+                day.into(),
+                limit.into(),
+            ],
+        )
+        .map_err(|e| internal("count the API call", e))?;
+    if !out.is_empty() {
+        return Ok(None);
+    }
+    // Refused: read the count the upsert saw, for the message.
+    let stmt = kept_plan(
+        &USAGE_READ_PLAN,
+        client,
+        "SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3",
+        &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+    )
+    .map_err(|e| internal("prepare the usage lookup", e))?;
+    let rows = client
+        .select(
+            stmt,
+            None,
+            &[tenant_uuid.into(), API_CALLS.into(), day.into()],
+        )
+        .map_err(|e| internal("read usage", e))?;
+    let stored = if rows.is_empty() {
+        0
+    } else {
+        rows.first()
+            .get::<i64>(1)
+            .map_err(|e| internal("read usage", e))?
+            .unwrap_or(0)
+    };
+    Ok(Some(stored))
 }
 
 pub(super) fn usage_flush_impl() -> SaasResult<i64> {
@@ -211,7 +387,9 @@ pub(super) fn usage_flush_impl() -> SaasResult<i64> {
             client
                 .update("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('saas.usage_flush'))", None, &[])
                 .map_err(|e| internal("lock the flush", e))?;
-            let snap = shmem::counters_snapshot();
+            FLUSHING_HERE.set(true);
+            WRITING_FLUSH.set(true);
+            let snap = shmem::flush_begin();
             let (usage, refusals): (Vec<&CounterSlot>, Vec<&CounterSlot>) =
                 snap.iter().partition(|c| c.key.kind == slots::KIND_USAGE);
             let tenants = |v: &[&CounterSlot]| -> Vec<pgrx::Uuid> {
@@ -253,6 +431,7 @@ pub(super) fn usage_flush_impl() -> SaasResult<i64> {
                     )
                     .map_err(|e| internal("write refusal counters", e))?;
             }
+            WRITING_FLUSH.set(false);
             Ok(snap)
         })
     })?;
