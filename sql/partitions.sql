@@ -324,8 +324,16 @@ BEGIN
     RETURN;
   END IF;
 
-  -- Rescue: the default partition holds rows of this month. Lock it first so
-  -- no insert lands there between the move and the attach.
+  -- Rescue: the default partition holds rows of this month. Writers wait
+  -- until this transaction ends, then go to the new partition. The parent
+  -- is locked first: an INSERT locks the parent, then routes its row; were
+  -- only the default partition locked, the row would be routed to it while
+  -- the month is not attached yet, wait, and then fail the default's new
+  -- partition constraint (23514). Then the default partition, against
+  -- writes made to it directly. SHARE ROW EXCLUSIVE lets readers through.
+  -- Lock order (docs/partitions.md, "Locks"): parent, default partition,
+  -- new partition.
+  PERFORM @extschema@._partition_ddl(format('LOCK TABLE ONLY %s IN SHARE ROW EXCLUSIVE MODE', cfg.parent));
   PERFORM @extschema@._partition_ddl(format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', dflt));
   PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)',
                                             qualified, cfg.parent));
@@ -499,9 +507,14 @@ BEGIN
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Call saas.create_monthly_partitions on it first.';
   END IF;
+  -- Lock order (docs/partitions.md, "Locks"): user parents by name, then
+  -- the extension's own (the audit log, which triggers on user tables write
+  -- to, so writers lock a user table before it too), then the tasks.
   FOR cfg IN SELECT * FROM @extschema@.partition_config c
              WHERE run_maintenance.parent IS NULL OR c.parent = run_maintenance.parent
-             ORDER BY c.parent::text LOOP
+             ORDER BY EXISTS (SELECT FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.parent AND d.deptype = 'e'),
+                      c.parent::text LOOP
     -- One subtransaction per parent: one failing parent does not stop the others.
     BEGIN
       -- 1. Months ahead.

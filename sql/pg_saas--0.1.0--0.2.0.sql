@@ -158,9 +158,14 @@ BEGIN
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Call saas.create_monthly_partitions on it first.';
   END IF;
+  -- Lock order (docs/partitions.md, "Locks"): user parents by name, then
+  -- the extension's own (the audit log, which triggers on user tables write
+  -- to, so writers lock a user table before it too), then the tasks.
   FOR cfg IN SELECT * FROM @extschema@.partition_config c
              WHERE run_maintenance.parent IS NULL OR c.parent = run_maintenance.parent
-             ORDER BY c.parent::text LOOP
+             ORDER BY EXISTS (SELECT FROM pg_depend d
+                              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.parent AND d.deptype = 'e'),
+                      c.parent::text LOOP
     -- One subtransaction per parent: one failing parent does not stop the others.
     BEGIN
       -- 1. Months ahead.
@@ -915,6 +920,89 @@ BEGIN
   END IF;
 
   RETURN QUERY SELECT parent, r.* FROM @extschema@._partition_premake(cfg, p_now) r;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- A rescue locks the parent before the default partition, so inserts wait
+-- and then go to the new month instead of failing with 23514.
+-- ---------------------------------------------------------------------------
+-- Makes sure the month starting at month_start has a partition. When the
+-- default partition holds rows of that month, they are moved: create the
+-- partition standalone, move the rows, attach it; one subtransaction, so a
+-- failure leaves the rows where they were. One row for the action taken;
+-- none when the month is covered already.
+CREATE OR REPLACE FUNCTION @extschema@._partition_ensure_month(cfg @extschema@.partition_config, month_start timestamp)
+RETURNS TABLE (action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  lo text := @extschema@._month_bound(month_start, cfg.control_type, cfg.time_zone);
+  hi text := @extschema@._month_bound(month_start + interval '1 month', cfg.control_type, cfg.time_zone);
+  nsp name;
+  rel name;
+  pname text;
+  qualified text;
+  dflt regclass;
+  stranded boolean;
+  moved bigint;
+  replication_role text;
+BEGIN
+  -- Covered already (by our partition or one the user made)?
+  IF @extschema@._partition_find(cfg, lo, hi, false) IS NOT NULL THEN
+    RETURN;
+  END IF;
+
+  SELECT n.nspname, c.relname INTO nsp, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = cfg.parent;
+  pname := @extschema@.monthly_partition_name(rel, extract(year FROM month_start)::int, extract(month FROM month_start)::int);
+  qualified := format('%I.%I', nsp, pname);
+  dflt := @extschema@._partition_default(cfg.parent);
+
+  IF dflt IS NOT NULL THEN
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I >= %L AND %I < %L)', dflt, cfg.control_column, lo, cfg.control_column, hi) INTO stranded;
+  END IF;
+
+  IF NOT coalesce(stranded, false) THEN
+    PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                                              qualified, cfg.parent, lo, hi));
+    PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
+    RETURN QUERY SELECT 'create'::text, qualified, format('[%s, %s)', lo, hi);
+    RETURN;
+  END IF;
+
+  -- Rescue: the default partition holds rows of this month. Writers wait
+  -- until this transaction ends, then go to the new partition. The parent
+  -- is locked first: an INSERT locks the parent, then routes its row; were
+  -- only the default partition locked, the row would be routed to it while
+  -- the month is not attached yet, wait, and then fail the default's new
+  -- partition constraint (23514). Then the default partition, against
+  -- writes made to it directly. SHARE ROW EXCLUSIVE lets readers through.
+  -- Lock order (docs/partitions.md, "Locks"): parent, default partition,
+  -- new partition.
+  PERFORM @extschema@._partition_ddl(format('LOCK TABLE ONLY %s IN SHARE ROW EXCLUSIVE MODE', cfg.parent));
+  PERFORM @extschema@._partition_ddl(format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', dflt));
+  PERFORM @extschema@._partition_ddl(format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)',
+                                            qualified, cfg.parent));
+  -- Moving a row is not a change of it: no user trigger (audit, append-only
+  -- guards) and no ON DELETE action may fire for the move. Superusers (and
+  -- pg_cron as one) move in replica mode, undone with this subtransaction.
+  IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+    replication_role := current_setting('session_replication_role');
+    PERFORM set_config('session_replication_role', 'replica', true);
+  END IF;
+  EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) INSERT INTO %s SELECT * FROM moved',
+                 dflt, cfg.control_column, lo, cfg.control_column, hi, qualified);
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  IF replication_role IS NOT NULL THEN
+    PERFORM set_config('session_replication_role', replication_role, true);
+  END IF;
+  PERFORM @extschema@._partition_ddl(format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                                            cfg.parent, qualified, lo, hi));
+  PERFORM @extschema@._partition_run_hooks(cfg.parent, qualified::regclass);
+  RETURN QUERY SELECT 'rescue'::text, qualified, format('[%s, %s): moved %s rows from %s', lo, hi, moved, dflt);
 END
 $$;
 

@@ -230,6 +230,7 @@ async fn writers_lose_nothing_while_maintenance_runs() {
         let c = common::connect("writer").await.unwrap();
         handles.push(tokio::spawn(async move {
             let mut committed = 0i64;
+            let mut refused = Vec::new();
             for n in 0..ROWS {
                 // Across month boundaries, the near future and the far future.
                 let offset_days = match n % 4 {
@@ -250,13 +251,23 @@ async fn writers_lose_nothing_while_maintenance_runs() {
                             committed += 1;
                             break;
                         }
-                        // A row routed while its month was being attached is refused,
-                        // never lost: the writer retries, as an application would.
-                        Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        // Inserts wait for maintenance and go where their
+                        // month now is; none may be refused (before 0.2.0 a
+                        // row routed to the default partition during a
+                        // rescue failed its new constraint, 23514). Counted,
+                        // and retried so the tally below still holds.
+                        Ok(k) => {
+                            refused.push(format!("{k} rows inserted"));
+                            break;
+                        }
+                        Err(e) => {
+                            refused.push(common::pg_err(&e));
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
                     }
                 }
             }
-            committed
+            (committed, refused)
         }));
     }
     // Maintenance runs meanwhile, its clock advancing a month per pass.
@@ -280,9 +291,16 @@ async fn writers_lose_nothing_while_maintenance_runs() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut committed = 0;
+    let mut refused = Vec::new();
     for h in handles {
-        committed += h.await.unwrap();
+        let (c, r) = h.await.unwrap();
+        committed += c;
+        refused.extend(r);
     }
+    assert!(
+        refused.is_empty(),
+        "inserts refused while maintenance ran: {refused:?}"
+    );
     // A final pass with the writers gone rescues whatever arrived last.
     maint
         .query(
@@ -354,4 +372,230 @@ async fn maintenance_is_scheduled_with_pg_cron() {
         .unwrap()
         .get(0);
     assert!(!again, "nothing left to unschedule");
+}
+
+/// Waits until backend `pid` is waiting for a lock; panics after 10 s.
+async fn wait_until_blocked(admin: &Client, pid: i32, what: &str) {
+    for _ in 0..1000 {
+        let waiting: bool = admin
+            .query_one(
+                "SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1), false)",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} never waited for a lock");
+}
+
+async fn backend_pid(client: &Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Issue 15 item 9: an INSERT into the parent while a rescue (rows moved
+/// from the default partition into their new month) is still open waits,
+/// then lands in the new month. It used to be routed to the default
+/// partition, wait there, and fail its new partition constraint (23514).
+#[tokio::test]
+async fn inserts_wait_for_an_open_rescue_then_land_in_the_new_month() {
+    let admin = db_or_skip!("inserts_wait_for_an_open_rescue_then_land_in_the_new_month");
+    fresh_schema(
+        &admin,
+        "it_rescue_wait",
+        "CREATE TABLE it_rescue_wait.ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
+         SELECT count(*) FROM saas.create_monthly_partitions('it_rescue_wait.ev', 'at', 0, p_now => '2026-11-15');
+         INSERT INTO it_rescue_wait.ev VALUES ('2027-02-10', 1);",
+    )
+    .await;
+    // Session 1: the rescue, its transaction left open.
+    let rescuer = common::connect("rescuer").await.unwrap();
+    rescuer.batch_execute("BEGIN").await.unwrap();
+    let actions: Vec<String> = rescuer
+        .query(
+            "SELECT action FROM saas.run_maintenance('it_rescue_wait.ev', p_now => '2026-11-15')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actions, ["rescue"]);
+    // Session 2: an ordinary insert of a row of the rescued month.
+    let writer = common::connect("writer").await.unwrap();
+    let writer_pid = backend_pid(&writer).await;
+    let insert = tokio::spawn(async move {
+        writer
+            .execute(
+                "INSERT INTO it_rescue_wait.ev VALUES ('2027-02-11', 2)",
+                &[],
+            )
+            .await
+            .map_err(|e| common::pg_err(&e))
+    });
+    wait_until_blocked(&admin, writer_pid, "the insert").await;
+    assert!(!insert.is_finished(), "the insert did not wait");
+    rescuer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        insert.await.unwrap(),
+        Ok(1),
+        "the insert waited, then succeeded"
+    );
+    let rows = admin
+        .query(
+            "SELECT tableoid::regclass::text, v FROM it_rescue_wait.ev ORDER BY v",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        rows,
+        [
+            ("it_rescue_wait.ev_p2027_02".to_string(), 1),
+            ("it_rescue_wait.ev_p2027_02".to_string(), 2)
+        ]
+    );
+    drop_schema(&admin, "it_rescue_wait").await;
+}
+
+/// The SQLSTATE of every error a statement gave or a maintenance pass
+/// reported in an `error` row (its detail starts with it, after the task's
+/// name for a task).
+fn error_codes(rows: &Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>) -> Vec<String> {
+    match rows {
+        Err(e) => vec![common::pg_err(e)],
+        Ok(rows) => rows
+            .iter()
+            .filter(|r| r.get::<_, String>(0) == "error")
+            .map(|r| r.get::<_, String>(1))
+            .collect(),
+    }
+}
+
+/// Issue 15 item 9: audit_seal and run_maintenance running together used to
+/// deadlock (40P01): maintenance changed the log's partitions (holding its
+/// parent), then sealed (the seal lock); a concurrent seal held the seal
+/// lock and waited for the log. The seal now locks the log's parent first,
+/// and maintenance takes the log after every user parent. In a database of
+/// its own, since full passes touch every managed parent.
+#[tokio::test]
+async fn sealing_and_maintenance_never_deadlock() {
+    let admin = db_or_skip!("sealing_and_maintenance_never_deadlock");
+    let url = std::env::var(common::URL_ENV).unwrap();
+    let db = "pg_saas_it_seal_locks";
+    common::recreate_db(&admin, db).await;
+    let setup = common::connect_to(&url, db).await;
+    // A user hook that takes its time widens the window in which
+    // maintenance holds a new month of the log and has not sealed yet.
+    setup
+        .batch_execute(
+            "SET client_min_messages = warning;
+             CREATE EXTENSION pg_saas CASCADE;
+             CREATE SCHEMA z_app;
+             CREATE TABLE z_app.notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text);
+             SELECT saas.audit_enable('z_app.notes');
+             CREATE TABLE z_app.ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
+             SELECT count(*) FROM saas.create_monthly_partitions('z_app.ev', 'at', 0, p_now => '2030-01-15');
+             CREATE FUNCTION z_app.slow_hook(regclass, regclass) RETURNS void LANGUAGE sql
+               AS 'SELECT pg_sleep(0.02)';
+             INSERT INTO saas.partition_hooks (hook_name, hook) VALUES ('z_slow', 'z_app.slow_hook(regclass, regclass)');
+             INSERT INTO z_app.notes (body) VALUES ('first');",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", common::pg_err(&e)));
+
+    // Deterministic: maintenance has made a month of the log in an open
+    // transaction; a seal starts and waits; maintenance's full pass seals.
+    let maint = common::connect_to(&url, db).await;
+    let sealer = common::connect_to(&url, db).await;
+    let sealer_pid = backend_pid(&sealer).await;
+    maint.batch_execute("BEGIN").await.unwrap();
+    let made = maint
+        .query(
+            "SELECT action, coalesce(detail, '') FROM saas.run_maintenance('saas.audit_log', p_now => '2030-01-15')",
+            &[],
+        )
+        .await;
+    assert_eq!(error_codes(&made), Vec::<String>::new());
+    let seal = tokio::spawn(async move {
+        let r = sealer.query("SELECT * FROM saas.audit_seal()", &[]).await;
+        (
+            sealer,
+            r.map_err(|e| common::pg_err(&e)).map(|rows| rows.len()),
+        )
+    });
+    wait_until_blocked(&admin, sealer_pid, "the seal").await;
+    let pass = maint
+        .query(
+            "SELECT action, coalesce(detail, '') FROM saas.run_maintenance(p_now => '2030-01-15')",
+            &[],
+        )
+        .await;
+    let pass_errors = error_codes(&pass);
+    maint.batch_execute("COMMIT").await.unwrap();
+    let (mut sealer, sealed) = seal.await.unwrap();
+    assert_eq!(pass_errors, Vec::<String>::new(), "maintenance's full pass");
+    assert!(sealed.is_ok(), "the concurrent seal: {sealed:?}");
+
+    // Many times over: full passes (each making a month of the log and of
+    // z_app.ev) and seals at once, with audited writes in between.
+    let mut errors = Vec::new();
+    for i in 1..=25i32 {
+        setup
+            .batch_execute(&format!(
+                "INSERT INTO z_app.notes (body) VALUES ('pass {i}')"
+            ))
+            .await
+            .unwrap();
+        let delay = Duration::from_millis(u64::try_from(i % 5).unwrap() * 10);
+        let seal = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let r = sealer.query("SELECT * FROM saas.audit_seal()", &[]).await;
+            (sealer, r)
+        });
+        let pass = maint
+            .query(
+                "SELECT action, coalesce(detail, ''), parent_table::text FROM saas.run_maintenance( \
+                 p_now => '2030-01-15'::timestamptz + make_interval(months => $1))",
+                &[&i],
+            )
+            .await;
+        errors.extend(
+            error_codes(&pass)
+                .into_iter()
+                .map(|e| format!("pass {i}: {e}")),
+        );
+        // The documented order: user parents (z_app.ev, though it sorts
+        // after saas) before the log, which their triggers write to.
+        if let Ok(rows) = &pass {
+            let parents: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
+            let last_user = parents.iter().rposition(|p| p == "z_app.ev");
+            let first_log = parents.iter().position(|p| p == "saas.audit_log");
+            assert!(
+                last_user.is_some() && first_log.is_some() && last_user < first_log,
+                "pass {i} order: {parents:?}"
+            );
+        }
+        let (s, r) = seal.await.unwrap();
+        sealer = s;
+        if let Err(e) = r {
+            errors.push(format!("seal {i}: {}", common::pg_err(&e)));
+        }
+    }
+    assert_eq!(errors, Vec::<String>::new());
+    drop((setup, maint, sealer));
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
 }

@@ -256,3 +256,43 @@ UPDATE saas.partition_config SET retention = '100000 years' WHERE parent = 'bad_
 SET client_min_messages = warning;
 DROP SCHEMA bad_rows CASCADE;
 RESET client_min_messages;
+
+-- ---------------------------------------------------------------------------
+-- Long names: parents whose 63-byte names differ only after byte 54 get
+-- partitions of their own (the cut name is tagged with a hash of the whole
+-- name; cutting alone gave both the same names: 42P07 for the second).
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA long_names;
+CREATE TABLE long_names.events_whose_names_are_sixty_three_bytes_long_and_differ_at_one (at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE long_names.events_whose_names_are_sixty_three_bytes_long_and_differ_at_two (at date NOT NULL) PARTITION BY RANGE (at);
+SELECT action, partition_name, octet_length(partition_name) - length('long_names.') AS bytes
+FROM saas.create_monthly_partitions('long_names.events_whose_names_are_sixty_three_bytes_long_and_differ_at_one', 'at', 1, p_now => '2026-11-15 00:00+00');
+SELECT action, partition_name, octet_length(partition_name) - length('long_names.') AS bytes
+FROM saas.create_monthly_partitions('long_names.events_whose_names_are_sixty_three_bytes_long_and_differ_at_two', 'at', 1, p_now => '2026-11-15 00:00+00');
+-- The same name in SQL; names that fit are unchanged.
+SELECT saas.monthly_partition_name('events_whose_names_are_sixty_three_bytes_long_and_differ_at_one', 2026, 11) AS one,
+       saas.monthly_partition_name('events_whose_names_are_sixty_three_bytes_long_and_differ_at_two', 2026, 11) AS two,
+       saas.monthly_partition_name(repeat('x', 54), 2026, 11) = repeat('x', 54) || '_p2026_11' AS fits_unchanged,
+       saas.default_partition_name(repeat('x', 55)) = repeat('x', 55) || '_default' AS default_fits_unchanged;
+-- A long-named parent from 0.1.0 keeps its partitions, named by the old rule
+-- (cut to 54 bytes, no tag): maintenance finds months by their bounds and
+-- the default partition in the catalog, never by name. Months made from
+-- now on get the new names beside them.
+CREATE TABLE long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s (at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_default
+  PARTITION OF long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s DEFAULT;
+CREATE TABLE long_names.old_events_whose_names_run_to_sixty_three_bytes_made_b_p2026_11
+  PARTITION OF long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
+INSERT INTO long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s VALUES ('2026-11-20'), ('2027-03-03');
+SELECT action, partition_name, detail
+FROM saas.create_monthly_partitions('long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s', 'at', 1, '1 month', p_now => '2026-11-15 00:00+00');
+SELECT action, partition_name, detail
+FROM saas.run_maintenance('long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s', p_now => '2026-11-15 00:00+00');
+-- Retention retires the old-named month like any other.
+SELECT action, partition_name
+FROM saas.run_maintenance('long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s', p_now => '2027-01-15 00:00+00')
+ORDER BY 1, 2;
+SELECT tableoid::regclass AS partition, at FROM long_names.old_events_whose_names_run_to_sixty_three_bytes_made_by_v0_1_0s ORDER BY at;
+SET client_min_messages = warning;
+DROP SCHEMA long_names CASCADE;
+RESET client_min_messages;

@@ -21,6 +21,18 @@ pub(super) type NewSeal = (pgrx::Uuid, i64, i64, i64, i64);
 pub(super) fn seal_impl() -> SaasResult<Vec<NewSeal>> {
     let sealed_at = audit_now()?;
     Spi::connect_mut(|client| {
+        // The log's parent before the seal lock (docs/partitions.md, "Locks"):
+        // SHARE UPDATE EXCLUSIVE waits for maintenance's DDL on the log
+        // (creating, attaching, rescuing, detaching a month), which then
+        // seals in the same transaction; taken after the seal lock, the two
+        // deadlocked (40P01). Writers (ROW EXCLUSIVE) are not held up.
+        client
+            .update(
+                "LOCK TABLE ONLY saas.audit_log IN SHARE UPDATE EXCLUSIVE MODE",
+                None,
+                &[],
+            )
+            .map_err(spi_err("lock the log"))?;
         // One sealer at a time: each extends every chain from where the last ended.
         client
             .update(
