@@ -1790,6 +1790,32 @@ CREATE TRIGGER usage_daily_changed
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._usage_daily_changed();
 ALTER TABLE @extschema@.usage_daily ENABLE ALWAYS TRIGGER usage_daily_changed;
 
+-- tenancy: tenants and memberships kept per backend, forgotten on change.
+CREATE FUNCTION @extschema@._tenant_directory_changed()
+  RETURNS trigger
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_tenant_directory_changed_wrapper';
+-- Each backend keeps the tenants and memberships it resolved (pre_request
+-- and the policies ask on every request); any change to either table tells
+-- every backend to forget them. Also under session_replication_role =
+-- replica (logical replication, pg_restore --disable-triggers).
+CREATE TRIGGER tenants_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.tenants
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._tenant_directory_changed();
+ALTER TABLE @extschema@.tenants ENABLE ALWAYS TRIGGER tenants_changed;
+CREATE TRIGGER memberships_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.memberships
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._tenant_directory_changed();
+ALTER TABLE @extschema@.memberships ENABLE ALWAYS TRIGGER memberships_changed;
+
+-- pre_request keeps each tenant's plan and quota per backend; a change of
+-- plans (or of a tenant's plan: tenants_changed) makes every backend read
+-- them again.
+CREATE TRIGGER plans_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.plans
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
+ALTER TABLE @extschema@.plans ENABLE ALWAYS TRIGGER plans_changed;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

@@ -23,6 +23,13 @@ COMMENT ON TABLE @extschema@.plans IS
   'Plan limits by saas.tenants.plan: API calls per day, storage bytes, more in limits. No row or NULL: unlimited.';
 ALTER TABLE @extschema@.plans ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.plans', '');
+-- pre_request keeps each tenant's plan and quota per backend; a change of
+-- plans (or of a tenant's plan: tenants_changed) makes every backend read
+-- them again.
+CREATE TRIGGER plans_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.plans
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
+ALTER TABLE @extschema@.plans ENABLE ALWAYS TRIGGER plans_changed;
 
 -- ---------------------------------------------------------------------------
 -- Daily usage per tenant and metric (UTC days). Read-write requests count

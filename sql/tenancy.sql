@@ -47,6 +47,18 @@ COMMENT ON TABLE @extschema@.memberships IS
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.memberships', '');
+-- Each backend keeps the tenants and memberships it resolved (pre_request
+-- and the policies ask on every request); any change to either table tells
+-- every backend to forget them. Also under session_replication_role =
+-- replica (logical replication, pg_restore --disable-triggers).
+CREATE TRIGGER tenants_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.tenants
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._tenant_directory_changed();
+ALTER TABLE @extschema@.tenants ENABLE ALWAYS TRIGGER tenants_changed;
+CREATE TRIGGER memberships_changed
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.memberships
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._tenant_directory_changed();
+ALTER TABLE @extschema@.memberships ENABLE ALWAYS TRIGGER memberships_changed;
 
 -- ---------------------------------------------------------------------------
 -- Registry of tables under enable_tenancy (what to undo, what to extend to

@@ -109,6 +109,81 @@ pub(crate) fn kept_plan(
     Ok(kept)
 }
 
+/// Where a statement for [`select_latest`] is kept for the backend's life.
+pub(crate) type RawPlanCell = std::thread::LocalKey<std::cell::Cell<pg_sys::SPIPlanPtr>>;
+
+/// The first row of a kept SELECT, as text columns, read with a snapshot
+/// taken now: neither the statement's nor a repeatable-read transaction's.
+/// What a per-backend cache fills itself from, so that every change
+/// committed before the read is seen and every later one invalidates it.
+/// Must run inside an SPI connection (`Spi::connect`).
+pub(crate) fn select_latest(
+    cell: &'static RawPlanCell,
+    sql: &CStr,
+    types: &[pg_sys::Oid],
+    args: &[Option<pg_sys::Datum>],
+) -> SaasResult<Option<Vec<Option<String>>>> {
+    let failed = |what: String| {
+        SaasError::new(
+            ErrorKind::ObjectNotInPrerequisiteState,
+            "pg_saas could not read its own tables",
+            "Check that the extension is installed completely.",
+        )
+        .with_detail(what)
+    };
+    assert_eq!(types.len(), args.len(), "one type per argument");
+    // SAFETY: SPI is connected (the caller's Spi::connect); the plan is
+    // prepared with `types` and kept for the backend's life; the datums
+    // are of those types; the text results are copied before SPI finishes.
+    unsafe {
+        let mut plan = cell.with(|c| c.get());
+        if plan.is_null() {
+            let mut t = types.to_vec();
+            plan = pg_sys::SPI_prepare(sql.as_ptr(), t.len() as i32, t.as_mut_ptr());
+            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                return Err(failed(format!(
+                    "could not prepare {}",
+                    sql.to_string_lossy()
+                )));
+            }
+            cell.with(|c| c.set(plan));
+        }
+        let mut values: Vec<pg_sys::Datum> = args
+            .iter()
+            .map(|a| a.unwrap_or(pg_sys::Datum::from(0usize)))
+            .collect();
+        let nulls: Vec<std::ffi::c_char> = args
+            .iter()
+            .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+            .collect();
+        let rc = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            return Err(failed(format!("SPI code {rc}")));
+        }
+        if pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
+            return Ok(None);
+        }
+        let table = &*pg_sys::SPI_tuptable;
+        let columns = (*table.tupdesc).natts;
+        let row = (1..=columns)
+            .map(|i| {
+                let v = pg_sys::SPI_getvalue(*table.vals, table.tupdesc, i);
+                (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+            })
+            .collect();
+        Ok(Some(row))
+    }
+}
+
 /// The timestamp a test-hook clock setting (`saas.audit_clock`,
 /// `saas.rate_limit_clock`) pins, as PostgreSQL microseconds; None when it
 /// is empty, which means the real clock.

@@ -307,11 +307,9 @@ async fn plan_quota_gives_402_and_usage_survives_a_flush() {
         .batch_execute("SET client_min_messages = error")
         .await
         .unwrap();
-    assert_eq!(
-        pending(tenant_a.clone()).await,
-        4,
-        "every call, read-only or not, waits in shared memory for a flush"
-    );
+    // Every call, read-only or not, waits in shared memory for a flush
+    // (another test's run_maintenance may have flushed them already: the
+    // report counts both).
     assert_eq!(report(tenant_a.clone()).await, Some(4));
     assert_eq!(report(tenant_b.clone()).await, Some(6));
     admin

@@ -665,3 +665,134 @@ async fn anonymous_suspended_and_intruders() {
         ]
     );
 }
+
+/// Each backend keeps the tenants, memberships and plans it resolved; a
+/// change committed by another backend reaches it by its next transaction:
+/// a removed member, a suspended tenant and a smaller quota all hold on the
+/// very next request of a backend that cached the old answer.
+#[tokio::test]
+async fn directory_changes_reach_backends_that_kept_the_old_answer() {
+    let test = "directory_changes_reach_backends_that_kept_the_old_answer";
+    let admin = db_or_skip!(test);
+    let Some(user) = common::connect(test).await else {
+        return;
+    };
+    let tenant = common::random_uuid();
+    let sub = common::random_uuid();
+    let plan = format!("it-dir-{}", &tenant[0..8]);
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO saas.plans (plan, api_calls_per_day) VALUES ('{plan}', 1000);
+             INSERT INTO saas.tenants (id, slug, name, plan) VALUES ('{tenant}', 'dir-{s}', 'dir', '{plan}');
+             INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{tenant}', '{sub}', 'admin');",
+            s = &tenant[0..8]
+        ))
+        .await
+        .unwrap();
+    // One request as PostgREST makes it: claims naming the tenant, then
+    // pre_request; the tenant and role it resolved, or the error's SQLSTATE.
+    let request = |path: &'static str| {
+        let (user, tenant, sub) = (&user, tenant.clone(), sub.clone());
+        async move {
+            let claims =
+                json!({"role": "authenticated", "sub": sub, "tenant_id": tenant}).to_string();
+            user.batch_execute("BEGIN").await.unwrap();
+            let out = async {
+                user.execute(
+                    "SELECT set_config('request.jwt.claims', $1, true), set_config('request.method', 'GET', true),
+                            set_config('request.path', $2, true), set_config('request.headers', '{}', true)",
+                    &[&claims, &path],
+                )
+                .await?;
+                user.execute("SELECT saas.pre_request()", &[]).await?;
+                let row = user
+                    .query_one("SELECT saas.current_tenant()::text, saas.has_role('admin')", &[])
+                    .await?;
+                Ok::<_, tokio_postgres::Error>(format!(
+                    "{} admin={}",
+                    row.get::<_, Option<String>>(0).unwrap_or_default(),
+                    row.get::<_, bool>(1)
+                ))
+            }
+            .await;
+            user.batch_execute("ROLLBACK").await.unwrap();
+            out.map_err(|e| {
+                let db = e.as_db_error().expect("a database error");
+                format!("{} {}", db.code().code(), db.message())
+            })
+        }
+    };
+    let admitted = format!("{tenant} admin=true");
+    assert_eq!(request("/items").await, Ok(admitted.clone()));
+    assert_eq!(request("/items").await, Ok(admitted.clone()), "kept");
+
+    // The role changes: seen at once.
+    admin
+        .execute(
+            "UPDATE saas.memberships SET role = 'member' WHERE tenant_id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(request("/items").await, Ok(format!("{tenant} admin=false")));
+
+    // A smaller quota: the next request is refused.
+    admin
+        .execute(
+            "UPDATE saas.plans SET api_calls_per_day = 3 WHERE plan = $1",
+            &[&plan],
+        )
+        .await
+        .unwrap();
+    let refused = request("/items").await.unwrap_err();
+    assert!(
+        refused.starts_with("PGRST"),
+        "quota of 3 after 3 calls: {refused}"
+    );
+
+    // Suspended: refused; active again: admitted (exempt path, past quota).
+    admin
+        .execute(
+            "UPDATE saas.tenants SET status = 'suspended' WHERE id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let suspended = request("/rpc/usage_report").await.unwrap_err();
+    assert!(
+        suspended.starts_with("42501") && suspended.contains("suspended"),
+        "{suspended}"
+    );
+    admin
+        .execute(
+            "UPDATE saas.tenants SET status = 'active' WHERE id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        request("/rpc/usage_report").await,
+        Ok(format!("{tenant} admin=false"))
+    );
+
+    // Removed: the token still names the tenant, the request is refused.
+    admin
+        .execute(
+            "DELETE FROM saas.memberships WHERE tenant_id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let removed = request("/rpc/usage_report").await.unwrap_err();
+    assert!(
+        removed.starts_with("42501") && removed.contains("not a member"),
+        "{removed}"
+    );
+
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM saas.tenants WHERE id = '{tenant}'; DELETE FROM saas.plans WHERE plan = '{plan}';"
+        ))
+        .await
+        .unwrap();
+}

@@ -56,6 +56,10 @@ pub(crate) fn init() {
             pg_sys::Datum::from(0usize),
         );
         pg_sys::CacheRegisterRelcacheCallback(
+            Some(usage::on_relcache_change),
+            pg_sys::Datum::from(0usize),
+        );
+        pg_sys::CacheRegisterRelcacheCallback(
             Some(rule_cache::on_relcache_change),
             pg_sys::Datum::from(0usize),
         );

@@ -16,21 +16,30 @@ use super::shmem::{self, Load};
 use super::slots::{self, Admit, CounterKey, CounterSlot};
 use super::{internal, read_only, read_only_error, state_owner};
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::pgutil::{as_owner, kept_plan, to_pg_uuid};
+use crate::pgutil::{as_owner, kept_plan, select_latest, to_pg_uuid};
 use crate::uuid::Uuid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The usage metric `pre_request()` counts.
 const API_CALLS: &str = "api_calls";
 
+/// Plans kept per backend at most (then all are dropped and refilled).
+const PLANS_MAX: usize = 10_000;
+
 /// How long a counter load waits for another backend's flush to end.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 thread_local! {
-    static PLAN_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
+    static PLAN_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// Each tenant's plan and daily quota, kept until `saas.plans` or
+    /// `saas.tenants` changes.
+    static PLANS: RefCell<HashMap<Uuid, (String, Option<i64>)>> = RefCell::new(HashMap::new());
+    static PLAN_RELIDS: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    static PLAN_GENERATION: Cell<u64> = const { Cell::new(0) };
     static USAGE_ADD_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     static USAGE_READ_PLAN: Cell<Option<&'static OwnedPreparedStatement>> = const { Cell::new(None) };
     /// `SPI_prepare`d and kept: the stored count read with a fresh snapshot
@@ -132,7 +141,7 @@ pub(super) fn count_api_call(
         .expect("a short metric name");
     let refused_at = as_owner(owner, || {
         Spi::connect_mut(|client| -> SaasResult<(String, Option<i64>, Option<i64>)> {
-            let (plan, quota) = plan_of(client, tenant)?;
+            let (plan, quota) = plan_of(tenant)?;
             // An exempt call is counted as on an unlimited plan: never refused.
             let limit = if exempt { None } else { quota };
             let refused = if shmem::available() {
@@ -155,29 +164,62 @@ pub(super) fn count_api_call(
     }))
 }
 
-/// The tenant's plan and its daily API quota (None: unlimited).
-fn plan_of(client: &mut SpiClient<'_>, tenant: Uuid) -> SaasResult<(String, Option<i64>)> {
-    use pg_sys::BuiltinOid as B;
-    let stmt = kept_plan(
-        &PLAN_PLAN,
-        client,
-        "SELECT t.plan, p.api_calls_per_day \
-         FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
-        &[B::UUIDOID.value()],
-    )
-    .map_err(|e| internal("prepare the quota lookup", e))?;
-    let rows = client
-        .select(stmt, None, &[to_pg_uuid(tenant).into()])
-        .map_err(|e| internal("read the plan", e))?;
-    if rows.is_empty() {
-        return Ok((String::new(), None));
+/// Drops the kept plans when `saas.plans` or `saas.tenants` is
+/// invalidated (their statement triggers; InvalidOid: every relation).
+pub(super) extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || PLAN_RELIDS.with(Cell::get).contains(&relid) {
+        PLANS.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.clear();
+            }
+        });
+        PLAN_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     }
-    let row = rows.first();
-    let e = |e: pgrx::spi::SpiError| internal("read the plan", e);
-    Ok((
-        row.get::<String>(1).map_err(e)?.unwrap_or_default(),
-        row.get::<i64>(2).map_err(e)?,
-    ))
+}
+
+/// The tenant's plan and its daily API quota (None: unlimited), kept per
+/// backend until either table changes; read with a fresh snapshot after
+/// the generation is noted, as tenancy's directory is.
+fn plan_of(tenant: Uuid) -> SaasResult<(String, Option<i64>)> {
+    if let Some(hit) = PLANS.with(|p| p.borrow().get(&tenant).cloned()) {
+        return Ok(hit);
+    }
+    let generation = PLAN_GENERATION.with(Cell::get);
+    let row = select_latest(
+        &PLAN_PLAN,
+        c"SELECT t.plan, p.api_calls_per_day \
+          FROM saas.tenants t LEFT JOIN saas.plans p ON p.plan = t.plan WHERE t.id = $1",
+        &[pg_sys::BuiltinOid::UUIDOID.value()],
+        &[to_pg_uuid(tenant).into_datum()],
+    )?;
+    let entry = match row {
+        None => (String::new(), None),
+        Some(r) => {
+            let mut r = r.into_iter();
+            let plan = r.next().flatten().unwrap_or_default();
+            let quota = r.next().flatten().and_then(|q| q.parse().ok());
+            (plan, quota)
+        }
+    };
+    if PLAN_GENERATION.with(Cell::get) == generation {
+        // SAFETY: catalog lookups by name; InvalidOid when missing.
+        let relids = unsafe {
+            let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+            [
+                pg_sys::get_relname_relid(c"plans".as_ptr(), namespace),
+                pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace),
+            ]
+        };
+        PLAN_RELIDS.with(|r| r.set(relids));
+        PLANS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() >= PLANS_MAX {
+                p.clear();
+            }
+            p.insert(tenant, entry.clone());
+        });
+    }
+    Ok(entry)
 }
 
 /// Counts the call in shared memory; Some(count) when `limit` refuses it.
@@ -258,47 +300,20 @@ fn in_flight_here(key: &CounterKey) -> i64 {
 /// Runs inside the caller's SPI connection, as the state owner.
 fn stored_count_latest(tenant: Uuid, day: i32) -> SaasResult<i64> {
     use pg_sys::BuiltinOid as B;
-    const SQL: &std::ffi::CStr = c"SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3";
-    // SAFETY: SPI is connected (the caller's Spi::connect_mut); the plan is
-    // kept for the backend's life; the arguments are datums of the types
-    // the plan was prepared with, allocated in SPI's procedure context.
-    unsafe {
-        let mut plan = STORED_LATEST_PLAN.get();
-        if plan.is_null() {
-            let mut types = [B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()];
-            plan = pg_sys::SPI_prepare(SQL.as_ptr(), 3, types.as_mut_ptr());
-            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-                return Err(internal("prepare the usage lookup", "SPI_prepare failed"));
-            }
-            STORED_LATEST_PLAN.set(plan);
-        }
-        let mut values = [
-            to_pg_uuid(tenant).into_datum().expect("a uuid datum"),
-            API_CALLS.into_datum().expect("a text datum"),
-            day.into_datum().expect("an int4 datum"),
-        ];
-        let nulls = [b' ' as std::ffi::c_char; 3];
-        let rc = pg_sys::SPI_execute_snapshot(
-            plan,
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            pg_sys::GetLatestSnapshot(),
-            std::ptr::null_mut(),
-            true,
-            false,
-            1,
-        );
-        if rc != pg_sys::SPI_OK_SELECT as i32 {
-            return Err(internal("read usage", format!("SPI code {rc}")));
-        }
-        if pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
-            return Ok(0);
-        }
-        let table = &*pg_sys::SPI_tuptable;
-        let mut isnull = false;
-        let datum = pg_sys::SPI_getbinval(*table.vals, table.tupdesc, 1, &mut isnull);
-        Ok(i64::from_datum(datum, isnull).unwrap_or(0))
-    }
+    let row = select_latest(
+        &STORED_LATEST_PLAN,
+        c"SELECT u.count FROM saas.usage_daily u WHERE u.tenant_id = $1 AND u.metric = $2 AND u.day = DATE '2000-01-01' + $3",
+        &[B::UUIDOID.value(), B::TEXTOID.value(), B::INT4OID.value()],
+        &[
+            to_pg_uuid(tenant).into_datum(),
+            API_CALLS.into_datum(),
+            day.into_datum(),
+        ],
+    )?;
+    Ok(row
+        .and_then(|r| r.into_iter().next().flatten())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Counts the call in the table, in one upsert that checks the quota (the

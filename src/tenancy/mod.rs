@@ -15,18 +15,61 @@ pub mod context;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::{string_setting_is, TENANT_CLAIM};
-use crate::pgutil::{as_owner, kept_plan, local_xid, to_pg_uuid};
+use crate::pgutil::{as_owner, local_xid, select_latest, to_pg_uuid};
 use crate::request::sub_uuid;
 use crate::request_settings::{self, RequestSettings};
 use crate::uuid::Uuid;
 use context::{tenant_source, TenantRole, TenantSource};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 pub(crate) fn init() {
-    // SAFETY: registering a callback with a static function and no argument.
-    unsafe { pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut()) };
+    // SAFETY: registering callbacks with static functions and no argument;
+    // both only update thread-locals and never raise.
+    unsafe {
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_change),
+            pg_sys::Datum::from(0usize),
+        );
+    }
+}
+
+/// Drops the kept directory answers when `saas.tenants` or
+/// `saas.memberships` is invalidated (InvalidOid: every relation).
+extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || DIRECTORY_RELIDS.with(Cell::get).contains(&relid) {
+        DIRECTORY.with(|d| {
+            // Never borrowed across a call that could invalidate.
+            if let Ok(mut d) = d.try_borrow_mut() {
+                d.clear();
+            }
+        });
+        DIRECTORY_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+    }
+}
+
+/// Statement trigger on `saas.tenants` and `saas.memberships` (any change,
+/// TRUNCATE too): a relcache invalidation of the table, so every backend
+/// drops the tenants and memberships it keeps (this one after the
+/// statement, the others before their next transaction).
+#[pg_trigger]
+fn _tenant_directory_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    let rel = trigger.relation().map_err(|e| {
+        SaasError::new(
+            ErrorKind::ObjectNotInPrerequisiteState,
+            "pg_saas could not read its trigger's relation",
+            "Create this trigger only through the extension.",
+        )
+        .with_detail(e.to_string())
+    })?;
+    // SAFETY: the trigger's relation is open while it fires.
+    unsafe { pg_sys::CacheInvalidateRelcache(rel.as_ptr()) };
+    Ok(None)
 }
 
 /// The inputs `current_tenant()` resolved from: a change of any input (a
@@ -88,8 +131,22 @@ thread_local! {
     /// in it sees no tenant. Keyed by lxid so an ERROR thrown mid-resolution
     /// cannot leave the flag set for later transactions.
     static RESOLVING: Cell<Option<u32>> = const { Cell::new(None) };
-    static LOOKUP_PLAN: Cell<Option<&'static pgrx::spi::OwnedPreparedStatement>> = const { Cell::new(None) };
+    static LOOKUP_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// `lookup`'s answers per tenant and user, kept across transactions
+    /// until either table changes (see `_tenant_directory_changed`).
+    static DIRECTORY: RefCell<HashMap<(Uuid, Option<Uuid>), DirectoryEntry>> = RefCell::new(HashMap::new());
+    /// The OIDs of saas.tenants and saas.memberships when DIRECTORY was filled.
+    static DIRECTORY_RELIDS: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    /// Invalidations seen so far: an answer read while one arrives is used
+    /// once, not kept.
+    static DIRECTORY_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
+
+/// A tenant's status and the user's role in it; None: no such tenant.
+type DirectoryEntry = Option<(String, Option<TenantRole>)>;
+
+/// Answers kept per backend at most (then all are dropped and refilled).
+const DIRECTORY_MAX: usize = 10_000;
 
 fn claim_name() -> SaasResult<String> {
     let name = TENANT_CLAIM
@@ -122,41 +179,58 @@ fn current_inputs(request: Rc<RequestSettings>) -> SaasResult<Inputs> {
 
 /// The tenant's status and the user's role in it. Run as the directory's
 /// owner (`resolve` does), so it reads past RLS whoever asks. `None`: no
-/// such tenant.
-fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<Option<(String, Option<TenantRole>)>> {
-    let row: Option<(Option<String>, Option<String>)> = Spi::connect(|client| {
-        let args = [to_pg_uuid(tenant).into(), user.map(to_pg_uuid).into()];
-        let uuid = pg_sys::BuiltinOid::UUIDOID.value();
-        // Once per request: kept, not parsed each time.
-        let stmt = kept_plan(
+/// such tenant. Kept per backend until the directory changes: read with a
+/// snapshot taken after the generation is noted, so a change committed
+/// before the read is in it and any later one drops it.
+fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<DirectoryEntry> {
+    let key = (tenant, user);
+    if let Some(hit) = DIRECTORY.with(|d| d.borrow().get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let generation = DIRECTORY_GENERATION.with(Cell::get);
+    let uuid = pg_sys::BuiltinOid::UUIDOID.value();
+    let row = Spi::connect(|_| {
+        select_latest(
             &LOOKUP_PLAN,
-            client,
-            "SELECT t.status, m.role::text FROM saas.tenants t \
-             LEFT JOIN saas.memberships m ON m.tenant_id = t.id AND m.user_id = $2 \
-             WHERE t.id = $1",
+            c"SELECT t.status, m.role::text FROM saas.tenants t \
+              LEFT JOIN saas.memberships m ON m.tenant_id = t.id AND m.user_id = $2 \
+              WHERE t.id = $1",
             &[uuid, uuid],
-        )?;
-        let table = client.select(stmt, Some(1), &args)?;
-        if table.is_empty() {
-            Ok::<_, pgrx::spi::Error>(None)
-        } else {
-            Ok(Some(table.first().get_two::<String, String>()?))
-        }
-    })
-    .map_err(|e| {
-        SaasError::new(
-            ErrorKind::ObjectNotInPrerequisiteState,
-            "pg_saas could not read its tenant tables",
-            "Check that the extension is installed completely (saas.tenants, saas.memberships).",
+            &[
+                to_pg_uuid(tenant).into_datum(),
+                user.map(to_pg_uuid).and_then(|u| u.into_datum()),
+            ],
         )
-        .with_detail(e.to_string())
     })?;
-    Ok(row.map(|(status, role)| {
-        (
-            status.unwrap_or_default(),
-            role.and_then(|r| TenantRole::parse(&r).ok()),
-        )
-    }))
+    let entry = row.map(|r| {
+        let mut r = r.into_iter();
+        let status = r.next().flatten().unwrap_or_default();
+        let role = r.next().flatten().and_then(|x| TenantRole::parse(&x).ok());
+        (status, role)
+    });
+    if DIRECTORY_GENERATION.with(Cell::get) == generation {
+        remember_directory_relids();
+        DIRECTORY.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() >= DIRECTORY_MAX {
+                d.clear();
+            }
+            d.insert(key, entry.clone());
+        });
+    }
+    Ok(entry)
+}
+
+fn remember_directory_relids() {
+    // SAFETY: catalog lookups by name; InvalidOid when missing.
+    let relids = unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+        [
+            pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace),
+            pg_sys::get_relname_relid(c"memberships".as_ptr(), namespace),
+        ]
+    };
+    DIRECTORY_RELIDS.with(|r| r.set(relids));
 }
 
 /// The owner of saas.tenants (the extension's owner), read from the
@@ -408,6 +482,7 @@ extension_sql_file!(
         current_tenant,
         current_user_id,
         has_role,
-        set_tenant
+        set_tenant,
+        _tenant_directory_changed
     ]
 );
