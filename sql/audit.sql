@@ -50,8 +50,12 @@ COMMENT ON COLUMN @extschema@.audit_log.row_hash IS
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.audit_log', 'id'), '');
 
 -- Seals: one chain per tenant. Seal n covers the tenant's rows written by
--- transactions with ids in [xid_from, xid_to); xid_to is the snapshot xmin
--- when it was taken, so every such transaction had finished.
+-- transactions with ids in [xid_from, xid_to) and logged in the month
+-- [month_from, month_to) of the log; xid_to is the snapshot xmin when it was
+-- taken, so every such transaction had finished. A seal never spans a month,
+-- so retention retires whole seals (seals made by 0.1.0 have no month: they
+-- cover their range in every month; one across a month boundary is sealed
+-- again month by month, reseals naming it).
 CREATE TABLE @extschema@.audit_seals (
   tenant_id        uuid        NOT NULL,
   seal_no          bigint      NOT NULL,
@@ -64,11 +68,20 @@ CREATE TABLE @extschema@.audit_seals (
   rows_digest      bytea       NOT NULL,
   prev_hash        bytea       NOT NULL,
   seal_hash        bytea       NOT NULL,
+  month_from       timestamptz,
+  month_to         timestamptz,
+  reseals          bigint,
   CONSTRAINT audit_seals_pkey PRIMARY KEY (tenant_id, seal_no),
-  CONSTRAINT audit_seals_range CHECK (xid_from < xid_to)
+  CONSTRAINT audit_seals_range CHECK (xid_from < xid_to),
+  CONSTRAINT audit_seals_month CHECK ((month_from IS NULL) = (month_to IS NULL) AND month_from < month_to),
+  CONSTRAINT audit_seals_reseals CHECK (reseals IS NULL OR (reseals < seal_no AND month_from IS NOT NULL))
 );
 COMMENT ON TABLE @extschema@.audit_seals IS
   'Chained seals over audit_log rows, one chain per tenant; kept when retention retires the months they cover.';
+COMMENT ON COLUMN @extschema@.audit_seals.month_from IS
+  'Start of the month of the log the seal covers (its rows were logged in [month_from, month_to)); NULL for a seal made by 0.1.0, which covers every month.';
+COMMENT ON COLUMN @extschema@.audit_seals.reseals IS
+  'For a re-seal: the 0.1.0 seal (no month) whose rows of this month it seals again, so retiring another of its months leaves these checked.';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.audit_seals', '');
 
 -- Months of the log retired by retention (run_maintenance records each):
@@ -495,13 +508,26 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  tenants uuid[];
+  seal_nos bigint[];
   sealed_chains bigint;
   sealed_rows numeric;
+  resealed bigint;
 BEGIN
-  SELECT count(*), coalesce(sum(s.row_count), 0) INTO sealed_chains, sealed_rows FROM @extschema@.audit_seal() s;
-  IF sealed_chains > 0 THEN
+  SELECT array_agg(s.tenant_id), array_agg(s.seal_no) INTO tenants, seal_nos FROM @extschema@.audit_seal() s;
+  -- A pass seals a chain once per month its rows were logged in; a re-seal
+  -- seals again rows of a 0.1.0 seal. A statement of its own, whose
+  -- snapshot sees the new seals.
+  SELECT count(DISTINCT a.tenant_id) FILTER (WHERE a.reseals IS NULL),
+         coalesce(sum(a.row_count) FILTER (WHERE a.reseals IS NULL), 0),
+         count(*) FILTER (WHERE a.reseals IS NOT NULL)
+  INTO sealed_chains, sealed_rows, resealed
+  FROM unnest(tenants, seal_nos) AS n(tenant_id, seal_no)
+  JOIN @extschema@.audit_seals a ON a.tenant_id = n.tenant_id AND a.seal_no = n.seal_no;
+  IF sealed_chains > 0 OR resealed > 0 THEN
     parent_table := '@extschema@.audit_log'::regclass; action := 'seal'; partition_name := NULL;
-    detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains);
+    detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains)
+              || CASE WHEN resealed > 0 THEN format('; %s re-seals of 0.1.0 seals that span months', resealed) ELSE '' END;
     RETURN NEXT;
   END IF;
 END

@@ -250,13 +250,26 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  tenants uuid[];
+  seal_nos bigint[];
   sealed_chains bigint;
   sealed_rows numeric;
+  resealed bigint;
 BEGIN
-  SELECT count(*), coalesce(sum(s.row_count), 0) INTO sealed_chains, sealed_rows FROM @extschema@.audit_seal() s;
-  IF sealed_chains > 0 THEN
+  SELECT array_agg(s.tenant_id), array_agg(s.seal_no) INTO tenants, seal_nos FROM @extschema@.audit_seal() s;
+  -- A pass seals a chain once per month its rows were logged in; a re-seal
+  -- seals again rows of a 0.1.0 seal. A statement of its own, whose
+  -- snapshot sees the new seals.
+  SELECT count(DISTINCT a.tenant_id) FILTER (WHERE a.reseals IS NULL),
+         coalesce(sum(a.row_count) FILTER (WHERE a.reseals IS NULL), 0),
+         count(*) FILTER (WHERE a.reseals IS NOT NULL)
+  INTO sealed_chains, sealed_rows, resealed
+  FROM unnest(tenants, seal_nos) AS n(tenant_id, seal_no)
+  JOIN @extschema@.audit_seals a ON a.tenant_id = n.tenant_id AND a.seal_no = n.seal_no;
+  IF sealed_chains > 0 OR resealed > 0 THEN
     parent_table := '@extschema@.audit_log'::regclass; action := 'seal'; partition_name := NULL;
-    detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains);
+    detail := format('%s rows sealed in %s tenant chains', sealed_rows, sealed_chains)
+              || CASE WHEN resealed > 0 THEN format('; %s re-seals of 0.1.0 seals that span months', resealed) ELSE '' END;
     RETURN NEXT;
   END IF;
 END
@@ -485,6 +498,25 @@ $$;
 
 -- An upgraded log's ids all come from this cluster: its base is 0.
 UPDATE @extschema@.audit_xid_base SET xid_base = 0, fixed_at = now() WHERE id = 1;
+
+-- Seals never span a month of the log (issue 15, item 7): a seal of 0.1.0
+-- taken across a month boundary lost the checks of its newer month's rows
+-- when retention retired the older month. Seals now have a month, and a
+-- 0.1.0 seal has none (it covers every month, its hash unchanged).
+ALTER TABLE @extschema@.audit_seals
+  ADD COLUMN month_from timestamptz,
+  ADD COLUMN month_to timestamptz,
+  ADD COLUMN reseals bigint,
+  ADD CONSTRAINT audit_seals_month CHECK ((month_from IS NULL) = (month_to IS NULL) AND month_from < month_to),
+  ADD CONSTRAINT audit_seals_reseals CHECK (reseals IS NULL OR (reseals < seal_no AND month_from IS NOT NULL));
+COMMENT ON COLUMN @extschema@.audit_seals.month_from IS
+  'Start of the month of the log the seal covers (its rows were logged in [month_from, month_to)); NULL for a seal made by 0.1.0, which covers every month.';
+COMMENT ON COLUMN @extschema@.audit_seals.reseals IS
+  'For a re-seal: the 0.1.0 seal (no month) whose rows of this month it seals again, so retiring another of its months leaves these checked.';
+-- Each 0.1.0 seal across a month boundary whose rows are all still there is
+-- sealed again now, month by month (audit_seal does it on every pass too),
+-- before retention can retire one of its months.
+SELECT count(*) AS sealed FROM @extschema@.audit_seal();
 
 -- ---------------------------------------------------------------------------
 -- Partition hooks are named by text, not regprocedure (pg_upgrade refuses

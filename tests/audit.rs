@@ -449,6 +449,158 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The INSERT of a forged log row `r` (its hash recomputed), whose
+/// `new_values` is `{"body": r's body}`, as a superuser with triggers off
+/// would write it.
+fn forged_insert(r: &AuditRecord) -> String {
+    format!(
+        "INSERT INTO saas.audit_log (tenant_id, id, logged_at, txid, actor_role, operation, schema_name, table_name,
+             record_key, new_values, row_hash) OVERRIDING SYSTEM VALUE
+         VALUES ('{}', {}, 'epoch'::timestamptz + {} * interval '1 microsecond', {}, {}, '{}', '{}', '{}',
+             '{}', '{}', '\\x{}')",
+        r.tenant_id,
+        r.id,
+        r.logged_at_unix_micros,
+        r.txid,
+        r.actor_role.as_deref().map_or("NULL".to_string(), |v| format!("'{v}'")),
+        r.operation,
+        r.schema_name,
+        r.table_name,
+        r.record_key.as_ref().unwrap().text(),
+        r.new_values.as_ref().unwrap().text(),
+        hex(&r.hash())
+    )
+}
+
+/// Seals are cut at month boundaries (issue 15, item 7): rows of two months
+/// sealed together get a seal each. A row is checked against the seal of its
+/// own transaction and month, whatever range is verified: one forged with a
+/// sealed transaction id in a month that transaction's seals do not cover is
+/// found, and so is one forged into a sealed month outside the range its
+/// seal's rows were logged in (before, that seal was not checked at all).
+#[tokio::test]
+async fn every_row_is_checked_against_the_seal_of_its_month() {
+    let mut admin = db_or_skip!("every_row_is_checked_against_the_seal_of_its_month");
+    let tenant = random_uuid();
+    let tenant = tenant.as_str();
+    fixture(
+        &admin,
+        "it_audit_months",
+        &[(tenant, "it-audit-months")],
+        &[],
+    )
+    .await;
+    // A random month of this test's own, and the two after it.
+    let n = u32::from_str_radix(&random_uuid()[0..6], 16).unwrap();
+    let (y, m, day) = (2006 + n % 14, (n / 14) % 12, 1 + (n / 168) % 20);
+    let at = |k: u32, d: u32, hour: u32| {
+        let mm = m + k;
+        format!("{}-{:02}-{d:02} {hour:02}:00+00", y + mm / 12, 1 + mm % 12)
+    };
+    let window = |k: u32, d: u32| (at(k, d, 0), at(k, d + 1, 0));
+    for (k, body) in [(0, "this month"), (1, "next month")] {
+        admin
+            .batch_execute(&format!(
+                "BEGIN; SELECT set_config('saas.audit_clock', '{}', true);
+                 INSERT INTO it_audit_months.notes (tenant_id, body) VALUES ('{tenant}', '{body}'); COMMIT;",
+                at(k, day, 12)
+            ))
+            .await
+            .unwrap();
+    }
+    let (w0, w1) = (window(0, day), window(1, day));
+    for w in [&w0, &w1] {
+        assert_eq!(seal_until_covered(&admin, (&w.0, &w.1)).await, 0);
+        let clean = verify(&admin, &w.0, &w.1).await;
+        assert!(clean.ok, "{clean:?}");
+    }
+    // Forgeries of this month's row: same transaction, another time.
+    let row = admin
+        .query_one(
+            "SELECT id, tenant_id::text, txid, actor_role, operation, schema_name, table_name, record_key::text
+             FROM saas.audit_log WHERE tenant_id = $1::text::uuid AND new_values ->> 'body' = 'this month'",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let micros = |t: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT (extract(epoch FROM $1::text::timestamptz) * 1000000)::int8",
+                    &[&t],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (two_months_on, five_days_on) = (
+        micros(at(2, day, 12)).await,
+        micros(at(0, day + 5, 12)).await,
+    );
+    let forged = |id_offset: i64, logged_at: i64| AuditRecord {
+        id: 990_000_000 + row.get::<_, i64>(0) + id_offset,
+        tenant_id: row.get(1),
+        logged_at_unix_micros: logged_at,
+        txid: row.get(2),
+        actor_id: None,
+        actor_role: row.get(3),
+        operation: row.get(4),
+        schema_name: row.get(5),
+        table_name: row.get(6),
+        record_key: Some(JsonObject::parse(&row.get::<_, String>(7)).unwrap()),
+        old_values: None,
+        new_values: Some(JsonObject::parse(&json!({"body": "forged"}).to_string()).unwrap()),
+        client_ip: None,
+        user_agent: None,
+        request_id: None,
+        request_method: None,
+        request_path: None,
+    };
+    // Two months on: no seal of that transaction covers that month.
+    let w2 = window(2, day);
+    let elsewhere = forged(0, two_months_on);
+    let found = tampered(&mut admin, &forged_insert(&elsewhere), (&w2.0, &w2.1)).await;
+    assert!(
+        !found.ok && found.kind.as_deref() == Some("row") && found.log_id == Some(elsewhere.id),
+        "{found:?}"
+    );
+    assert!(found.detail.contains("inserted after sealing"), "{found:?}");
+    // Five days later in the same month: the month's seal has one row too
+    // many, though its own rows lie outside the verified range.
+    let w5 = window(0, day + 5);
+    let later = forged(1, five_days_on);
+    let found = tampered(&mut admin, &forged_insert(&later), (&w5.0, &w5.1)).await;
+    assert!(
+        !found.ok && found.kind.as_deref() == Some("seal"),
+        "{found:?}"
+    );
+    assert!(found.detail.contains("inserted after sealing"), "{found:?}");
+
+    for w in [&w0, &w1, &w2, &w5] {
+        let after = verify(&admin, &w.0, &w.1).await;
+        assert!(after.ok, "{after:?}");
+    }
+    let r = admin
+        .query_one(
+            "SELECT count(*), count(month_from), sum(row_count)::int8,
+                    bool_and(first_logged_at >= month_from AND last_logged_at < month_to)
+             FROM saas.audit_seals WHERE tenant_id = $1::text::uuid",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let (seals, with_month, rows, within): (i64, i64, i64, bool) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(
+        (seals, with_month, rows, within),
+        (2, 2, 2, true),
+        "one seal per month, each within its month"
+    );
+}
+
 /// Long and short transactions write audited rows while another session
 /// seals every few milliseconds. A seal must cover only finished
 /// transactions, so verification never fails, and once all have committed

@@ -273,7 +273,9 @@ async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
     for t in tables {
         let row = client
             .query_one(
-                &format!("SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"),
+                // Columns an upgrade adds are NULL in the rows it found
+                // (0.2.0's months of audit_seals): left out of the text.
+                &format!("SELECT count(*), coalesce(md5(string_agg(j, '|' ORDER BY j)), '') FROM (SELECT jsonb_strip_nulls(to_jsonb(x))::text AS j FROM {t} x) x"),
                 &[],
             )
             .await
@@ -409,6 +411,168 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         .batch_execute("DROP DATABASE pg_saas_upgrade_fresh WITH (FORCE)")
         .await
         .unwrap();
+}
+
+/// A seal made by 0.1.0 covers its transaction range in every month; one
+/// taken across a month boundary lost the checks of the newer month's rows
+/// when retention retired the older month (issue 15, item 7). The upgrade
+/// seals such a seal again month by month, so after retirement a deleted row
+/// of the newer month is still found. Where 0.1.0's retention retired the
+/// older month already, nothing can check the newer month's rows against that
+/// seal any more, and audit_verify says so instead of answering ok.
+#[tokio::test]
+async fn a_0_1_0_seal_across_months_keeps_the_newer_month_checked() {
+    let Some(admin) =
+        common::connect("a_0_1_0_seal_across_months_keeps_the_newer_month_checked").await
+    else {
+        return;
+    };
+    let url = std::env::var(common::URL_ENV).unwrap();
+    const SETUP: &str = "SET client_min_messages = warning;
+        CREATE EXTENSION pg_saas VERSION '0.1.0' CASCADE;
+        CREATE TABLE public.settings (key text PRIMARY KEY, value text);
+        SELECT saas.audit_enable('public.settings');
+        UPDATE saas.partition_config SET retention = '12 months' WHERE parent = 'saas.audit_log'::regclass;
+        -- One transaction (the clock is read per row): whenever the
+        -- horizon passes it, one 0.1.0 seal covers both months.
+        BEGIN; SET LOCAL saas.audit_clock = '2025-12-31 23:59:00+00';
+        INSERT INTO settings VALUES ('december', 'row');
+        SET LOCAL saas.audit_clock = '2026-01-01 00:01:00+00';
+        INSERT INTO settings VALUES ('january 1', 'row'), ('january 2', 'row'); COMMIT;
+        SELECT count(*) FROM saas.run_maintenance('saas.audit_log', p_now => '2026-11-15');";
+    // Retention at a time when December is past the 12 months and January is not.
+    const RETIRE: &str =
+        "SELECT count(*) FROM saas.run_maintenance('saas.audit_log', p_now => '2027-01-15')";
+    const VERIFY: &str =
+        "SELECT ok, kind, detail, retired_seals FROM saas.audit_verify('-infinity', 'infinity')";
+    const DELETE_JANUARY_ROW: &str = "BEGIN; SET LOCAL session_replication_role = replica;
+        DELETE FROM saas.audit_log WHERE new_values ->> 'key' = 'january 1'";
+    let verdict = |r: tokio_postgres::Row| -> (bool, Option<String>, String, i64) {
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+
+    for retire_first in [false, true] {
+        let db = format!("pg_saas_upgrade_months_{retire_first}");
+        recreate_db(&admin, &db).await;
+        let client = connect_to(&url, &db).await;
+        client
+            .batch_execute(SETUP)
+            .await
+            .unwrap_or_else(|e| panic!("{db}: set up at 0.1.0: {}", pg_err(&e)));
+        // Sealed once the horizon passes the transaction (other tests' open
+        // transactions, in any database, can hold it back for a moment).
+        let mut seals = 0i64;
+        for _ in 0..600 {
+            client
+                .batch_execute("SELECT count(*) FROM saas.audit_seal()")
+                .await
+                .unwrap();
+            seals = client
+                .query_one(
+                    "SELECT count(*) FROM saas.audit_seals
+                     WHERE first_logged_at < '2026-01-01 00:00+00' AND last_logged_at >= '2026-01-01 00:00+00'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if seals > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(seals, 1, "{db}: 0.1.0 sealed December and January together");
+        if retire_first {
+            client.batch_execute(RETIRE).await.unwrap();
+        }
+        client
+            .batch_execute("ALTER EXTENSION pg_saas UPDATE")
+            .await
+            .unwrap_or_else(|e| panic!("{db}: upgrade: {}", pg_err(&e)));
+        let reseals: Vec<(i64, String)> = client
+            .query(
+                "SELECT row_count, to_char(month_from AT TIME ZONE 'UTC', 'YYYY-MM') FROM saas.audit_seals
+                 WHERE reseals IS NOT NULL ORDER BY month_from",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if retire_first {
+            assert!(
+                reseals.is_empty(),
+                "{db}: December's rows are gone: {reseals:?}"
+            );
+        } else {
+            assert_eq!(
+                reseals,
+                vec![(1, "2025-12".to_string()), (2, "2026-01".to_string())],
+                "{db}: the upgrade re-sealed the 0.1.0 seal month by month"
+            );
+            let v = verdict(client.query_one(VERIFY, &[]).await.unwrap());
+            assert!(v.0, "{db}: before retention: {v:?}");
+            client.batch_execute(RETIRE).await.unwrap();
+        }
+        let retired: i64 = client
+            .query_one("SELECT count(*) FROM saas.audit_retired", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(retired, 1, "{db}: December retired");
+
+        let v = verdict(client.query_one(VERIFY, &[]).await.unwrap());
+        if retire_first {
+            assert!(
+                !v.0 && v.1.as_deref() == Some("unverifiable") && v.2.contains("cannot be checked"),
+                "{db}: {v:?}"
+            );
+        } else {
+            assert!(
+                v.0 && v.3 == 2,
+                "{db}: the 0.1.0 seal and December's re-seal retired: {v:?}"
+            );
+        }
+        client.batch_execute(DELETE_JANUARY_ROW).await.unwrap();
+        let v = verdict(client.query_one(VERIFY, &[]).await.unwrap());
+        client.batch_execute("ROLLBACK").await.unwrap();
+        if retire_first {
+            assert!(
+                !v.0 && v.1.as_deref() == Some("unverifiable"),
+                "{db}: {v:?}"
+            );
+        } else {
+            assert!(
+                !v.0 && v.1.as_deref() == Some("seal")
+                    && v.2.contains("1 of its 2 rows are missing"),
+                "{db}: the deleted January row is found: {v:?}"
+            );
+        }
+        // New rows after the upgrade are sealed by month and verify.
+        client
+            .batch_execute(
+                "INSERT INTO settings VALUES ('later', 'row');
+                 SELECT count(*) FROM saas.run_maintenance(p_now => '2027-01-15');",
+            )
+            .await
+            .unwrap();
+        let v = verdict(
+            client
+                .query_one(
+                    "SELECT ok, kind, detail, retired_seals FROM saas.audit_verify(now() - interval '1 day', 'infinity')",
+                    &[],
+                )
+                .await
+                .unwrap(),
+        );
+        assert!(v.0, "{db}: rows written after the upgrade: {v:?}");
+        drop(client);
+        admin
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]

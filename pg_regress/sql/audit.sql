@@ -297,6 +297,54 @@ SELECT parent_table, action, partition_name FROM saas.run_maintenance('saas.audi
 SELECT ok, retired_seals > 0 AS says_retired, detail LIKE '%retired by retention%' AS detail_says_so
 FROM saas.audit_verify('-infinity', 'infinity');
 
+-- Seals never span a month (issue 15, item 7). Rows of December and January
+-- sealed in one pass get one seal per month, chained, with the same
+-- transaction range. Retiring December retires its seal alone: deleting a
+-- January row is still found (before, the pass's one seal began in the
+-- retired December and was skipped whole: ok), and December's seal still
+-- verifies as a link of the chain.
+SET saas.audit_clock = '2025-12-31 23:59:00+00';
+INSERT INTO audit_test.settings VALUES ('december', 'row');
+SET saas.audit_clock = '2026-01-01 00:01:00+00';
+INSERT INTO audit_test.settings VALUES ('january 1', 'row'), ('january 2', 'row');
+RESET saas.audit_clock;
+SELECT parent_table, action, partition_name FROM saas.run_maintenance('saas.audit_log', p_now => '2026-11-15') WHERE action <> 'create' ORDER BY 1, 2, 3;
+SELECT count(*) AS new_seals FROM saas.audit_seal();
+SELECT to_char(month_from AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS month_from, to_char(month_to AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS month_to,
+       row_count, to_char(first_logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS first_logged_at,
+       to_char(last_logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS last_logged_at, reseals
+FROM saas.audit_seals WHERE month_from IN ('2025-12-01 00:00+00', '2026-01-01 00:00+00') ORDER BY month_from;
+SELECT count(DISTINCT (s.xid_from, s.xid_to)) AS xid_ranges, max(s.seal_no) - min(s.seal_no) AS apart,
+       bool_and(s.prev_hash = p.seal_hash) AS chained
+FROM saas.audit_seals s JOIN saas.audit_seals p ON p.tenant_id = s.tenant_id AND p.seal_no = s.seal_no - 1
+WHERE s.month_from IN ('2025-12-01 00:00+00', '2026-01-01 00:00+00');
+SELECT parent_table, action, partition_name FROM saas.run_maintenance('saas.audit_log', p_now => '2027-01-15') WHERE action IN ('drop', 'detach') ORDER BY 1, 2, 3;
+SELECT ok, rows_checked, seals_checked, retired_seals FROM saas.audit_verify('2025-12-01 00:00+00', '2026-02-01 00:00+00');
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM saas.audit_log WHERE new_values ->> 'key' = 'january 1';
+SELECT ok, kind, regexp_replace(detail, 'seal [0-9]+', 'seal N') AS detail FROM saas.audit_verify('2025-12-01 00:00+00', '2026-02-01 00:00+00');
+SELECT ok, kind, regexp_replace(detail, 'seal [0-9]+', 'seal N') AS detail FROM saas.audit_verify('-infinity', 'infinity');
+SELECT seal_no = (SELECT seal_no FROM saas.audit_seals WHERE month_from = '2026-01-01 00:00+00') AS january_seal
+FROM saas.audit_verify('2025-12-01 00:00+00', '2026-02-01 00:00+00');
+ROLLBACK;
+-- The retired month's seal is still a checked link: edited, or deleted.
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE saas.audit_seals SET row_count = 2 WHERE month_from = '2025-12-01 00:00+00';
+SELECT ok, kind, seal_no = (SELECT seal_no FROM saas.audit_seals WHERE month_from = '2025-12-01 00:00+00') AS december_seal,
+       regexp_replace(detail, 'seal [0-9]+', 'seal N') AS detail
+FROM saas.audit_verify('2025-12-01 00:00+00', '2026-02-01 00:00+00');
+ROLLBACK;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM saas.audit_seals WHERE month_from = '2025-12-01 00:00+00';
+SELECT ok, kind, seal_no = (SELECT seal_no FROM saas.audit_seals WHERE month_from = '2026-01-01 00:00+00') AS january_seal,
+       regexp_replace(detail, 'seal [0-9]+', 'seal N', 'g') AS detail
+FROM saas.audit_verify('2026-01-01 00:00+00', '2026-02-01 00:00+00');
+ROLLBACK;
+SELECT ok, retired_seals > 0 AS says_retired FROM saas.audit_verify('-infinity', 'infinity');
+
 -- ---------------------------------------------------------------------------
 -- How rows are stored: the triggers write straight into their month's
 -- partition; a partition they cannot vouch for (here one with a CHECK added

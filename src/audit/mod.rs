@@ -10,7 +10,8 @@
 //! - `seal` and `verify`: `audit_seal()` and `audit_verify()`.
 //! - Pure Rust: `canonical` (canonical JSON), `canonical_number`,
 //!   `json_scan`, `json_object` (row images), `record` (row and seal
-//!   hashes), `diff` (changed columns).
+//!   hashes), `coverage` (which seal holds a row, which seals retention
+//!   retired), `diff` (changed columns).
 //!
 //! Why Rust: the row trigger is the hot path. It reads each row's columns
 //! once, hashes the row without a round trip through SQL, and writes it
@@ -27,6 +28,7 @@
 
 pub mod canonical;
 mod canonical_number;
+mod coverage;
 mod diff;
 mod direct_writer;
 mod json_object;

@@ -149,7 +149,10 @@ impl RowsDigest {
 }
 
 /// A seal: one link of a tenant's chain, covering that tenant's rows written
-/// by transactions with ids in `[xid_from, xid_to)`.
+/// by transactions with ids in `[xid_from, xid_to)` and, from 0.2.0, logged
+/// in one month of the log, `[month_from, month_to)`: a seal never spans a
+/// month, so retention retires whole seals. A seal of 0.1.0 has no month and
+/// covers its range in every month.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Seal {
     pub tenant_id: String,
@@ -165,9 +168,19 @@ pub struct Seal {
     /// are sealed too.
     pub first_logged_at: i64,
     pub last_logged_at: i64,
+    /// The month of the log the seal covers (unix micros, end exclusive);
+    /// `None` for a seal made before 0.2.0.
+    pub month: Option<(i64, i64)>,
+    /// For a re-seal: the number of the 0.1.0 seal (no month) whose rows of
+    /// `month` it seals again, so that retiring one of that seal's months
+    /// leaves the others checked.
+    pub reseals: Option<i64>,
 }
 
 impl Seal {
+    /// The canonical JSON the seal hash is taken over. A 0.1.0 seal has the
+    /// ten keys it always had (its hash is unchanged); a seal with a month
+    /// adds `month_from` and `month_to`, a re-seal `reseals` too.
     pub fn canonical(&self) -> String {
         let mut m = Map::new();
         m.insert("tenant_id".into(), Value::String(self.tenant_id.clone()));
@@ -180,11 +193,30 @@ impl Seal {
         m.insert("sealed_at".into(), Value::from(self.sealed_at_unix_micros));
         m.insert("first_logged_at".into(), Value::from(self.first_logged_at));
         m.insert("last_logged_at".into(), Value::from(self.last_logged_at));
+        if let Some((from, to)) = self.month {
+            m.insert("month_from".into(), Value::from(from));
+            m.insert("month_to".into(), Value::from(to));
+        }
+        if let Some(n) = self.reseals {
+            m.insert("reseals".into(), Value::from(n));
+        }
         canonical_json(&Value::Object(m))
     }
 
     pub fn hash(&self) -> Hash {
         sha256(self.canonical().as_bytes())
+    }
+
+    /// Whether a row logged at `at` (unix micros) lies in the seal's month
+    /// (any time, for a 0.1.0 seal).
+    pub fn covers_time(&self, at: i64) -> bool {
+        self.month.is_none_or(|(from, to)| at >= from && at < to)
+    }
+
+    /// Whether a row of the seal's tenant with transaction id `txid`,
+    /// logged at `at`, is one of the seal's rows.
+    pub fn covers(&self, txid: i64, at: i64) -> bool {
+        txid >= self.xid_from && txid < self.xid_to && self.covers_time(at)
     }
 }
 
@@ -287,6 +319,67 @@ mod tests {
         r.old_values = None;
         r.id = -5;
         assert_eq!(r.canonical(), oracle_canonical(&r));
+    }
+
+    fn seal() -> Seal {
+        Seal {
+            tenant_id: "00000000-0000-0000-0000-000000000001".into(),
+            seal_no: 3,
+            xid_from: 100,
+            xid_to: 200,
+            row_count: 2,
+            rows_digest: [0xab; 32],
+            prev_hash: [0x01; 32],
+            sealed_at_unix_micros: 1_700_000_000_000_000,
+            first_logged_at: 1_699_999_000_000_000,
+            last_logged_at: 1_699_999_500_000_000,
+            month: None,
+            reseals: None,
+        }
+    }
+
+    /// A seal made by 0.1.0 (no month) hashes as it always did: its
+    /// canonical text is the ten keys it had, so old chains still verify.
+    #[test]
+    fn a_seal_without_a_month_hashes_as_in_0_1_0() {
+        let s = seal();
+        let ab = "ab".repeat(32);
+        let one = "01".repeat(32);
+        assert_eq!(
+            s.canonical(),
+            format!(
+                "{{\"first_logged_at\":1699999e9,\"last_logged_at\":16999995e8,\"prev_hash\":\"{one}\",\
+                 \"row_count\":2,\"rows_digest\":\"{ab}\",\"seal_no\":3,\"sealed_at\":17e14,\
+                 \"tenant_id\":\"00000000-0000-0000-0000-000000000001\",\"xid_from\":1e2,\"xid_to\":2e2}}"
+            )
+        );
+    }
+
+    #[test]
+    fn a_seal_s_month_and_reseal_are_hashed() {
+        let legacy = seal();
+        let mut month = seal();
+        month.month = Some((1_698_796_800_000_000, 1_701_388_800_000_000));
+        assert_ne!(month.hash(), legacy.hash());
+        assert!(month.canonical().contains("\"month_from\":16987968e8"));
+        let mut other_month = month.clone();
+        other_month.month = Some((1_701_388_800_000_000, 1_704_067_200_000_000));
+        assert_ne!(other_month.hash(), month.hash());
+        let mut reseal = month.clone();
+        reseal.reseals = Some(1);
+        assert_ne!(reseal.hash(), month.hash());
+        assert!(reseal.canonical().contains("\"reseals\":1"));
+    }
+
+    #[test]
+    fn a_seal_covers_its_range_and_month() {
+        let legacy = seal();
+        assert!(legacy.covers(100, i64::MIN) && legacy.covers(199, i64::MAX));
+        assert!(!legacy.covers(99, 0) && !legacy.covers(200, 0));
+        let mut month = seal();
+        month.month = Some((1_000, 2_000));
+        assert!(month.covers(150, 1_000) && month.covers(150, 1_999));
+        assert!(!month.covers(150, 999) && !month.covers(150, 2_000));
     }
 
     #[test]
