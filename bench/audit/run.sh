@@ -22,12 +22,12 @@
 #     the trigger with no floor subtracted (pgaudit is no trigger: it has
 #     only the first figure).
 # Single-row statements run in a procedure that commits after each (one
-# transaction per statement, as autocommit clients send them): per sample,
-# the mean over SINGLE statements after WARM unmeasured ones. Rounds
-# interleave the four sides (the order rotates each round) so a burst of
-# load elsewhere hits one round of every side, not one side; we report the
-# median over the rounds with p25-p75, and ours/peer as the ratio of the
-# medians with the min-max of the per-round ratios. "over floor" is a
+# transaction per statement, as autocommit clients send them), the sides
+# taking turns statement by statement, so load from elsewhere (other builds
+# on the same cores) falls on every side alike: per round, each side's mean
+# over SINGLE statements after WARM unmeasured ones. We report the median
+# over the rounds with p25-p75, and ours/peer as the ratio of the medians
+# with the min-max of the per-round ratios. "over floor" is a
 # sample's execution time minus the floor's in the same round: everything
 # auditing adds, including queueing the after-trigger events and filling
 # the transition tables, which the trigger time leaves out.
@@ -102,52 +102,60 @@ GRANT INSERT, UPDATE, DELETE ON b_audit.pgaudit, b_audit.bulk_pgaudit TO b_audit
 VACUUM ANALYZE b_audit.floor, b_audit.plpgsql, b_audit.pgaudit, b_audit.ours;
 
 CREATE TABLE b_audit.samples (round int, case_name text, side text, exec_ms float8, trig_ms float8);
--- sample(round, case, side, n, warm, first): n + warm statements of CASE on
--- the side's table, one transaction each, under EXPLAIN ANALYZE; stores the
--- mean execution time and trigger time per statement of the last n.
-CREATE PROCEDURE b_audit.sample(round int, case_name text, side text, n int, warm int, first bigint)
+-- sample(round, case, sides, n, warm, first): n + warm statements of CASE on
+-- each side's table, the sides taking turns statement by statement, one
+-- transaction per statement, under EXPLAIN ANALYZE; stores each side's mean
+-- execution time and trigger time per statement over the last n.
+CREATE PROCEDURE b_audit.sample(round int, case_name text, sides text[], n int, warm int, first bigint)
 LANGUAGE plpgsql AS \$\$
 DECLARE
-  tbl text := format('b_audit.%I', CASE WHEN case_name = 'bulk' THEN 'bulk_' || side ELSE side END);
-  id bigint; plan json; exec_ms float8 := 0; trig_ms float8 := 0;
+  exec_ms float8[] := array_fill(0::float8, ARRAY[cardinality(sides)]);
+  trig_ms float8[] := array_fill(0::float8, ARRAY[cardinality(sides)]);
+  tbl text; id bigint; plan json;
 BEGIN
-  -- pgaudit logs only for its own side: the others run without its check.
-  PERFORM set_config('pgaudit.role', CASE WHEN side = 'pgaudit' THEN 'b_auditor' ELSE '' END, false);
   FOR i IN 1 .. n + warm LOOP
     id := (first + i) * 7919 % $ROWS + 1;  -- 7919 is prime to ROWS: distinct ids
-    EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || CASE case_name
-      WHEN 'insert' THEN format('INSERT INTO %s (tenant_id, c1, c2, c3, c4, c5, c6, c7, c8)
-        VALUES (%L, %L, %s, %s * 1.5, now(), true, %L, %L, %s)', tbl, '$TENANT', 'new ' || i, i, i, repeat('x', 20), '{"g": 1}', i)
-      WHEN 'update' THEN format('UPDATE %s SET c2 = c2 + 1, c1 = %L WHERE id = %s', tbl, 'updated', id)
-      WHEN 'delete' THEN format('DELETE FROM %s WHERE id = %s', tbl, id)
-      WHEN 'bulk' THEN format('INSERT INTO %s (tenant_id, c1, c2, c3, c4, c5, c6, c7, c8)
-        SELECT %L, %L || g, g, g * 1.5, now(), true, %L, jsonb_build_object(%L, g), g FROM generate_series(1, $BULK) g',
-        tbl, '$TENANT', 'bulk ', repeat('x', 20), 'g')
-    END INTO plan;
-    IF i > warm THEN
-      exec_ms := exec_ms + (plan -> 0 ->> 'Execution Time')::float8;
-      trig_ms := trig_ms + (SELECT coalesce(sum((t ->> 'Time')::float8), 0) FROM json_array_elements(plan -> 0 -> 'Triggers') t);
-    END IF;
-    COMMIT;
+    FOR s IN 1 .. cardinality(sides) LOOP
+      tbl := format('b_audit.%I', CASE WHEN case_name = 'bulk' THEN 'bulk_' || sides[s] ELSE sides[s] END);
+      -- pgaudit logs only for its own side: the others run without its check.
+      PERFORM set_config('pgaudit.role', CASE WHEN sides[s] = 'pgaudit' THEN 'b_auditor' ELSE '' END, false);
+      EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || CASE case_name
+        WHEN 'insert' THEN format('INSERT INTO %s (tenant_id, c1, c2, c3, c4, c5, c6, c7, c8)
+          VALUES (%L, %L, %s, %s * 1.5, now(), true, %L, %L, %s)', tbl, '$TENANT', 'new ' || i, i, i, repeat('x', 20), '{"g": 1}', i)
+        WHEN 'update' THEN format('UPDATE %s SET c2 = c2 + 1, c1 = %L WHERE id = %s', tbl, 'updated', id)
+        WHEN 'delete' THEN format('DELETE FROM %s WHERE id = %s', tbl, id)
+        WHEN 'bulk' THEN format('INSERT INTO %s (tenant_id, c1, c2, c3, c4, c5, c6, c7, c8)
+          SELECT %L, %L || g, g, g * 1.5, now(), true, %L, jsonb_build_object(%L, g), g FROM generate_series(1, $BULK) g',
+          tbl, '$TENANT', 'bulk ', repeat('x', 20), 'g')
+      END INTO plan;
+      IF i > warm THEN
+        exec_ms[s] := exec_ms[s] + (plan -> 0 ->> 'Execution Time')::float8;
+        trig_ms[s] := trig_ms[s] + (SELECT coalesce(sum((t ->> 'Time')::float8), 0) FROM json_array_elements(plan -> 0 -> 'Triggers') t);
+      END IF;
+      COMMIT;
+    END LOOP;
   END LOOP;
   PERFORM set_config('pgaudit.role', '', false);
-  INSERT INTO b_audit.samples VALUES (round, case_name, side, exec_ms / n, trig_ms / n);
+  INSERT INTO b_audit.samples SELECT round, case_name, u.side, u.e / n, u.t / n FROM unnest(sides, exec_ms, trig_ms) u(side, e, t);
   COMMIT;
 END \$\$;
 SQL
 
-# One session runs every sample, so every side works with warm caches.
+# One session runs every sample, so every side works with warm caches. The
+# sides take turns statement by statement for single rows (a burst of load
+# elsewhere hits all alike), and bulk insert by bulk insert, each after a
+# CHECKPOINT (no side pays for another's dirty pages); the order rotates
+# each round.
 echo "  $ROUNDS rounds of: $SINGLE single-row statements per case and side (after $WARM unmeasured), one $BULK-row INSERT per side"
 script=$(
   for round in $(seq 1 "$ROUNDS"); do
-    for i in "${!sides[@]}"; do
-      side=${sides[$(((i + round) % ${#sides[@]}))]}  # the order rotates
-      echo "CALL b_audit.sample($round, 'insert', '$side', $SINGLE, $WARM, 0);"
-      echo "CALL b_audit.sample($round, 'update', '$side', $SINGLE, $WARM, $(((round - 1) * (SINGLE + WARM))));"
-      echo "CALL b_audit.sample($round, 'delete', '$side', $SINGLE, $WARM, $((ROWS / 2 + (round - 1) * (SINGLE + WARM))));"
-      # After a CHECKPOINT: no side pays for another's dirty pages.
-      echo "CHECKPOINT; CALL b_audit.sample($round, 'bulk', '$side', 1, 0, 0);"
-    done
+    order=()
+    for i in "${!sides[@]}"; do order+=("'${sides[$(((i + round) % ${#sides[@]}))]}'"); done
+    list=$(IFS=,; echo "ARRAY[${order[*]}]")
+    echo "CALL b_audit.sample($round, 'insert', $list, $SINGLE, $WARM, 0);"
+    echo "CALL b_audit.sample($round, 'update', $list, $SINGLE, $WARM, $(((round - 1) * (SINGLE + WARM))));"
+    echo "CALL b_audit.sample($round, 'delete', $list, $SINGLE, $WARM, $((ROWS / 2 + (round - 1) * (SINGLE + WARM))));"
+    for side in "${order[@]}"; do echo "CHECKPOINT; CALL b_audit.sample($round, 'bulk', ARRAY[$side], 1, 0, 0);"; done
   done
 )
 bench_psql <<<"$script"
@@ -174,7 +182,8 @@ WITH s AS (
 )
 SELECT o.case_name, o.metric, q.side, round(o.p[2]::numeric, 2), round(o.p[1]::numeric, 2), round(o.p[3]::numeric, 2),
        round(q.p[2]::numeric, 2), round(q.p[1]::numeric, 2), round(q.p[3]::numeric, 2),
-       round(min(so.v / nullif(sp.v, 0))::numeric, 2), round(max(so.v / nullif(sp.v, 0))::numeric, 2)
+       -- per-round ratios only where the peer's figure is above zero in every round
+       coalesce(CASE WHEN bool_and(sp.v > 0) THEN round(min(so.v / sp.v)::numeric, 2) || '-' || round(max(so.v / sp.v)::numeric, 2) END, 'n/a')
 FROM q o JOIN q USING (case_name, metric)
 JOIN s so ON so.case_name = o.case_name AND so.metric = o.metric AND so.side = 'ours'
 JOIN s sp ON sp.case_name = o.case_name AND sp.metric = o.metric AND sp.side = q.side AND sp.round = so.round
@@ -186,11 +195,11 @@ SQL
 )
 declare -A label=([total]="total statement time" [over_floor]="over no-audit floor" [trigger]="trigger time")
 declare -A peer_label=([plpgsql]="plpgsql to_jsonb trigger" [pgaudit]="pgaudit object log")
-while read -r case metric peer o o25 o75 p p25 p75 rmin rmax; do
+while read -r case metric peer o o25 o75 p p25 p75 ratios; do
   unit=us; [ "$case" != bulk ] || unit=ms
   what="$case: ${label[$metric]}"; [ "$case" != bulk ] || what="bulk insert $BULK rows: ${label[$metric]}"
   report "$what" "$o" "${peer_label[$peer]}" "$p" "$unit" \
-    "median [p25-p75] of $ROUNDS rounds: ours $o [$o25-$o75], peer $p [$p25-$p75]; per-round ours/peer $rmin-$rmax"
+    "median [p25-p75] of $ROUNDS rounds: ours $o [$o25-$o75], peer $p [$p25-$p75]; per-round ours/peer $ratios"
 done <<<"$stats"
 
 # pgaudit logged every statement it audited (EXPLAIN ANALYZE runs them).
