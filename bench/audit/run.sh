@@ -28,10 +28,10 @@
 # over SINGLE statements after WARM unmeasured ones, its slowest TRIM left
 # out (below). We report the median over the rounds with p25-p75, and
 # ours/peer as the ratio of the medians with the min-max of the per-round
-# ratios. Every statement's figures land in target/bench/audit-statements.tsv. "over floor" is a
-# sample's execution time minus the floor's in the same round: everything
-# auditing adds, including queueing the after-trigger events and filling
-# the transition tables, which the trigger time leaves out.
+# ratios. "over floor" is a side's execution time minus the floor's in the
+# same round: everything auditing adds, including queueing the after-trigger
+# events and filling the transition tables, which the trigger time leaves
+# out. Every statement's figures land in target/bench/audit-statements.tsv.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -41,8 +41,9 @@ ROUNDS=${AUDIT_ROUNDS:-9}
 SINGLE=${AUDIT_SINGLE:-1000}
 WARM=${AUDIT_WARM:-100}
 # A round's figure for a side is the mean of its statements but the slowest
-# TRIM: on a busy machine those are the ones another process preempted
-# (1 ms or more added to a 30 us statement), and which side they hit is luck.
+# TRIM: on a busy machine those are the ones that waited for a core (tens of
+# us to milliseconds added to a 30 us statement), and which side that hits
+# is luck.
 # AUDIT_TRIM=0 gives plain means (Time/Calls). Bulk inserts are one per round.
 TRIM=${AUDIT_TRIM:-0.05}
 TENANT=0000000a-0000-4000-8000-00000000bec0
