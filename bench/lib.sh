@@ -32,19 +32,20 @@ pgbench_latency_ms() {
     | awk '/latency average/ { print $4 }'
 }
 
-# record CASE OURS PEER_NAME PEER UNIT: one results.tsv line, no printout
-# (for figures that are not a timing comparison).
+# record CASE OURS PEER_NAME PEER UNIT [SPREAD]: one results.tsv line, no
+# printout (for figures that are not a timing comparison). SPREAD, free text
+# (e.g. the interquartile ranges behind two medians), is a 7th column.
 record() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${BENCH_MODULE:?}" "$1" "$2" "$3" "$4" "$5" >>"${BENCH_RESULTS:?}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${BENCH_MODULE:?}" "$1" "$2" "$3" "$4" "$5" "${6-}" >>"${BENCH_RESULTS:?}"
 }
 
-# report CASE OURS PEER_NAME PEER UNIT: one comparison (lower is better),
-# recorded and printed.
+# report CASE OURS PEER_NAME PEER UNIT [SPREAD]: one comparison (lower is
+# better), recorded and printed.
 report() {
-  local case=$1 ours=$2 peer_name=$3 peer=$4 unit=$5
-  record "$case" "$ours" "$peer_name" "$peer" "$unit"
-  awk -v c="$case" -v o="$ours" -v pn="$peer_name" -v p="$peer" -v u="$unit" \
-    'BEGIN { r = (p > 0 ? o / p : 0); printf "  %-40s ours %.3f %s, %s %.3f %s: ours/peer %.3gx%s\n", c, o, u, pn, p, u, r, (r > 0 && r < 1 ? sprintf(" (peer %.3gx slower)", 1 / r) : "") }'
+  local case=$1 ours=$2 peer_name=$3 peer=$4 unit=$5 spread=${6-}
+  record "$case" "$ours" "$peer_name" "$peer" "$unit" "$spread"
+  awk -v c="$case" -v o="$ours" -v pn="$peer_name" -v p="$peer" -v u="$unit" -v s="$spread" \
+    'BEGIN { r = (p > 0 ? o / p : 0); printf "  %-40s ours %.3f %s, %s %.3f %s: ours/peer %.3gx%s\n", c, o, u, pn, p, u, r, (r > 0 && r < 1 ? sprintf(" (peer %.3gx slower)", 1 / r) : ""); if (s != "") printf "    %s\n", s }'
 }
 
 # require_equal_work A|B [EXPECTED]: stop the module unless both halves of

