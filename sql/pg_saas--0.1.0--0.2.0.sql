@@ -633,8 +633,16 @@ BEGIN
        AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid) THEN
       PERFORM @extschema@._partition_run_hooks(pg_partition_root(cmd.objid), cmd.objid::regclass, builtin_only => true);
     END IF;
-    -- The table itself when it is a partition, and every partition below it.
-    FOR part IN SELECT t.relid FROM pg_partition_tree(cmd.objid) t
+    -- The table itself when it is a partition, and every partition below it,
+    -- read from the catalog without locking them (pg_partition_tree would:
+    -- while this DDL holds the parent, a parallel pg_restore job holding a
+    -- partition and waiting for the parent deadlocked); a partition is
+    -- locked only when it must change.
+    FOR part IN WITH RECURSIVE tree(relid, level) AS (
+                  SELECT cmd.objid, 0
+                  UNION ALL
+                  SELECT i.inhrelid, t.level + 1 FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid)
+                SELECT t.relid FROM tree t
                 JOIN pg_class c ON c.oid = t.relid
                 WHERE c.relispartition ORDER BY t.level, t.relid LOOP
       PERFORM @extschema@._partition_protect(part);

@@ -642,7 +642,6 @@ async fn adv_estimated_counts_are_refused_on_head_views_and_partitions() {
 /// the `count=planned` of the first and PostgREST answered it from the
 /// planner's statistics of every tenant's rows.
 #[tokio::test]
-#[ignore = "product bug: a repeated Prefer header (count=planned, then return=minimal) passes pre_request; PostgREST 12 keeps only the last value in request.headers but applies both"]
 async fn adv_estimated_count_in_a_repeated_prefer_header_is_refused() {
     let (http, admin) = http_or_skip!("adv_estimated_count_in_a_repeated_prefer_header_is_refused");
     let (a, b, ua) = (random_uuid(), random_uuid(), random_uuid());
@@ -684,12 +683,16 @@ async fn adv_estimated_count_in_a_repeated_prefer_header_is_refused() {
             None,
         )
         .await;
-        assert_eq!(
-            (r.status, r.header("Content-Range")),
-            (400, None),
+        // pre_request refuses what request.headers shows (the last Prefer);
+        // an estimate asked in an earlier one is refused where PostgREST
+        // makes it, at its EXPLAIN (42501, 403).
+        let code = r.json()["code"].clone();
+        assert!(
+            (r.status, &code) == (400, &json!("PT400"))
+                || (r.status, &code) == (403, &json!("42501")),
             "Prefer: {first} + Prefer: {second}: {r:?}"
         );
-        assert_eq!(r.json()["code"], json!("PT400"));
+        assert_eq!(r.header("Content-Range"), None, "{r:?}");
     }
 }
 

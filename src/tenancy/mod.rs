@@ -12,6 +12,7 @@
 //! which is why only API roles (behind PostgREST) get `grant_api`.
 
 pub mod context;
+mod explain_guard;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::{string_setting_is, TENANT_CLAIM};
@@ -26,6 +27,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 pub(crate) fn init() {
+    explain_guard::init();
     // SAFETY: registering callbacks with static functions and no argument;
     // both only update thread-locals and never raise.
     unsafe {
