@@ -36,7 +36,7 @@ unsafe fn refused(pstmt: *mut pg_sys::PlannedStmt) -> bool {
         if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_ExplainStmt {
             return false;
         }
-        if !setting(c"request.method").is_some_and(|m| !m.is_empty()) {
+        if setting(c"request.method").is_none_or(|m| m.is_empty()) {
             return false;
         }
         let user = pg_sys::GetUserId();
@@ -46,7 +46,9 @@ unsafe fn refused(pstmt: *mut pg_sys::PlannedStmt) -> bool {
 
 /// # Safety
 ///
-/// Called by PostgreSQL as its ProcessUtility hook, with its arguments.
+/// Called by PostgreSQL as its ProcessUtility hook, with its arguments
+/// (PostgreSQL's signature, hence the argument count).
+#[allow(clippy::too_many_arguments)]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
