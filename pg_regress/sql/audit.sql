@@ -509,6 +509,29 @@ SELECT operation, table_name, new_values ->> 'id' AS id FROM saas.audit_log WHER
 RESET saas.audit_clock;
 SELECT saas.audit_disable('audit_test.conv') AS was_audited;
 
+-- The row trigger keeps each table's column plan and name across
+-- statements and transactions; a column added, renamed or retyped, and a
+-- table or schema renamed, are seen by the very next write.
+CREATE SCHEMA audit_shape;
+CREATE TABLE audit_shape.shape (id int PRIMARY KEY, a text);
+SELECT saas.audit_enable('audit_shape.shape');
+SET saas.audit_clock = '2026-11-10 10:15:00+00';
+INSERT INTO audit_shape.shape VALUES (1, 'x');
+ALTER TABLE audit_shape.shape ADD COLUMN b int;
+INSERT INTO audit_shape.shape VALUES (2, 'y', 5);
+ALTER TABLE audit_shape.shape RENAME COLUMN a TO a2;
+ALTER TABLE audit_shape.shape ALTER COLUMN b TYPE text;
+INSERT INTO audit_shape.shape VALUES (3, 'z', 'six');
+ALTER TABLE audit_shape.shape RENAME TO shape2;
+INSERT INTO audit_shape.shape2 VALUES (4, 'w', 'seven');
+ALTER SCHEMA audit_shape RENAME TO audit_shape2;
+INSERT INTO audit_shape2.shape2 VALUES (5, 'v', 'eight');
+RESET saas.audit_clock;
+SELECT schema_name, table_name, new_values FROM saas.audit_log
+WHERE schema_name LIKE 'audit_shape%' ORDER BY id;
+SELECT saas.audit_disable('audit_shape2.shape2');
+DROP SCHEMA audit_shape2 CASCADE;
+
 -- A user's cast to json that returns NULL is logged as JSON null (was an
 -- internal error, XX000, on the audited write).
 CREATE TYPE audit_test.level AS ENUM ('low', 'high');

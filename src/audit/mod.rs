@@ -54,17 +54,38 @@ use record::Hash;
 pub const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
 
 pub(crate) fn init() {
-    // SAFETY: static callbacks without argument: one only clears a Cell,
-    // the other is guarded (it may write the log and raise an ERROR).
+    // SAFETY: static callbacks without argument: the cache callbacks only
+    // clear thread-locals; the transaction callback is guarded (it may
+    // write the log and raise an ERROR).
     unsafe {
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::RELOID as i32,
             Some(log::on_pg_class_change),
             pg_sys::Datum::from(0usize),
         );
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(log::on_pg_class_change),
+            pg_sys::Datum::from(0usize),
+        );
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            Some(request_context::on_role_change),
+            pg_sys::Datum::from(0usize),
+        );
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_change),
+            pg_sys::Datum::from(0usize),
+        );
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
+}
+
+/// A relation's relcache entry was invalidated (InvalidOid: all): its
+/// kept column plan goes.
+extern "C-unwind" fn on_relcache_change(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    row_image::forget_kept(relid);
 }
 
 extern "C-unwind" fn on_subxact(

@@ -37,6 +37,15 @@ thread_local! {
 /// Actor, client and request of the current statement, cached while the
 /// request settings (and the transaction), the current user and
 /// `saas.trusted_proxies` stay the same.
+/// A role changed (its name is in the kept context): derive again.
+pub(super) extern "C-unwind" fn on_role_change(_arg: pgrx::pg_sys::Datum, _cache: i32, _hash: u32) {
+    CACHED.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = None;
+        }
+    });
+}
+
 pub(super) fn request_context() -> SaasResult<Rc<RequestContext>> {
     // SAFETY: plain read of the backend's current user.
     let user = unsafe { pg_sys::GetUserId() };
@@ -46,9 +55,15 @@ pub(super) fn request_context() -> SaasResult<Rc<RequestContext>> {
         c.borrow()
             .as_ref()
             .filter(|d| {
+                // The same settings in a later transaction derive the same
+                // context (each autocommitted write is a transaction).
                 d.user == user
-                    && Rc::ptr_eq(&d.request, &request)
                     && Rc::ptr_eq(&d.proxies, &proxies)
+                    && (Rc::ptr_eq(&d.request, &request)
+                        || (d.request.claims_text() == request.claims_text()
+                            && d.request.headers_text() == request.headers_text()
+                            && d.request.method() == request.method()
+                            && d.request.path() == request.path()))
             })
             .map(|d| d.context.clone())
     });

@@ -3,8 +3,9 @@
 //! after `json_categorize_type`) and its canonical form, without building
 //! one JSON document per row and reading it back.
 //!
-//! The column plan (category and output function) is made once per trigger
-//! call, not per row; a per-row memory context takes what the output
+//! The column plan (category and output function) is made once per
+//! relation and kept until its relcache entry is invalidated (row trigger),
+//! or once per statement (statement trigger), not per row; a per-row memory context takes what the output
 //! functions allocate. Arrays, nested rows and types with a cast to json go
 //! through the same SQL-callable functions `row_to_json` uses for them.
 
@@ -16,7 +17,10 @@ use super::json_scan::canonical_value;
 use crate::error::{ErrorKind, SaasError, SaasResult};
 use crate::pgutil::stack_too_deep;
 use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
+use std::rc::Rc;
 
 /// The SQL-callable C functions `row_to_json` uses for nested values
 /// (DirectFunctionCall needs the C symbols, not pg_sys's Rust wrappers).
@@ -60,6 +64,81 @@ pub(super) struct RowEncoder {
     values: Vec<pg_sys::Datum>,
     nulls: Vec<bool>,
     row_memory: pg_sys::MemoryContext,
+    /// A kept encoder's own long-lived context (its output functions'
+    /// state, and `row_memory` below it), deleted on drop; null for one
+    /// made per call, whose memory goes with the call's context.
+    kept_memory: pg_sys::MemoryContext,
+}
+
+thread_local! {
+    /// Column plans of the row trigger's relations, kept across calls and
+    /// transactions until the relation's relcache entry is invalidated
+    /// (`forget_kept`): building one costs catalog lookups per column.
+    static KEPT: RefCell<HashMap<u32, Rc<RefCell<RowEncoder>>>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with the kept encoder of relation `relid` (descriptor `desc`),
+/// made on first use. A nested call for the same relation (an output
+/// function that writes to it) gets an encoder of its own.
+///
+/// # Safety
+///
+/// `desc` is the open relation's descriptor, as for [`RowEncoder::new`].
+pub(super) unsafe fn with_kept<T>(
+    relid: pg_sys::Oid,
+    desc: pg_sys::TupleDesc,
+    f: impl FnOnce(&mut RowEncoder) -> T,
+) -> T {
+    // SAFETY: the caller upholds the contract under # Safety above.
+    unsafe {
+        let key = relid.to_u32();
+        let kept = KEPT
+            .with(|k| k.borrow().get(&key).cloned())
+            .filter(|e| e.try_borrow().map_or(true, |e| e.desc == desc));
+        let encoder = match kept {
+            Some(e) => e,
+            None => {
+                let e = Rc::new(RefCell::new(RowEncoder::kept(desc)));
+                KEPT.with(|k| k.borrow_mut().insert(key, e.clone()));
+                e
+            }
+        };
+        // A binding, so the borrow ends before `encoder` is dropped.
+        let out = match encoder.try_borrow_mut() {
+            Ok(mut e) => f(&mut e),
+            Err(_) => {
+                let mut own = RowEncoder::new(desc);
+                let out = f(&mut own);
+                own.finish();
+                out
+            }
+        };
+        out
+    }
+}
+
+/// Drops the kept column plan of `relid` (InvalidOid: all of them), when
+/// its relcache entry is invalidated (a column added, renamed or retyped).
+pub(super) fn forget_kept(relid: pg_sys::Oid) {
+    KEPT.with(|k| {
+        if let Ok(mut k) = k.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                k.clear();
+            } else {
+                k.remove(&relid.to_u32());
+            }
+        }
+    });
+}
+
+impl Drop for RowEncoder {
+    fn drop(&mut self) {
+        if !self.kept_memory.is_null() {
+            // SAFETY: the kept encoder's own context (with `row_memory`
+            // inside it), made by `kept`, used by nothing else.
+            unsafe { pg_sys::MemoryContextDelete(self.kept_memory) };
+        }
+    }
 }
 
 impl RowEncoder {
@@ -69,6 +148,38 @@ impl RowEncoder {
     /// `desc` describes the tuples [`RowEncoder::encode`] gets and
     /// outlives the encoder (the trigger's relation stays open).
     pub(super) unsafe fn new(desc: pg_sys::TupleDesc) -> RowEncoder {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe { RowEncoder::build(desc, pg_sys::CurrentMemoryContext, std::ptr::null_mut()) }
+    }
+
+    /// An encoder to keep across calls, in a context of its own under
+    /// TopMemoryContext.
+    ///
+    /// # Safety
+    ///
+    /// As for [`RowEncoder::new`], while the relcache entry is valid.
+    unsafe fn kept(desc: pg_sys::TupleDesc) -> RowEncoder {
+        // SAFETY: the caller upholds the contract under # Safety above.
+        unsafe {
+            let memory = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::TopMemoryContext,
+                c"pg_saas audit column plan".as_ptr(),
+                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+            );
+            RowEncoder::build(desc, memory, memory)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`RowEncoder::new`]; `parent` outlives the encoder.
+    unsafe fn build(
+        desc: pg_sys::TupleDesc,
+        parent: pg_sys::MemoryContext,
+        kept_memory: pg_sys::MemoryContext,
+    ) -> RowEncoder {
         // SAFETY: the caller upholds the contract under # Safety above.
         unsafe {
             let natts = (*desc).natts as usize;
@@ -85,7 +196,8 @@ impl RowEncoder {
                 let (category, func) = categorize(att.atttypid);
                 let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
                 if func != pg_sys::InvalidOid {
-                    pg_sys::fmgr_info(func, &mut call);
+                    // The function's own state lives as long as the plan.
+                    pg_sys::fmgr_info_cxt(func, &mut call, parent);
                 }
                 columns.push(Some(Column {
                     name,
@@ -94,7 +206,7 @@ impl RowEncoder {
                 }));
             }
             let row_memory = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
+                parent,
                 c"pg_saas audit row image".as_ptr(),
                 pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
                 pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
@@ -106,6 +218,7 @@ impl RowEncoder {
                 values: vec![pg_sys::Datum::from(0); natts],
                 nulls: vec![true; natts],
                 row_memory,
+                kept_memory,
             }
         }
     }
@@ -203,8 +316,10 @@ impl RowEncoder {
     /// Frees the row memory. Not a Drop, for the reason `TransitionReader`
     /// gives; after an error the memory goes with its parent context.
     pub(super) fn finish(self) {
-        // SAFETY: the context was made by `new` and is not current.
-        unsafe { pg_sys::MemoryContextDelete(self.row_memory) };
+        if self.kept_memory.is_null() {
+            // SAFETY: the context was made by `new` and is not current.
+            unsafe { pg_sys::MemoryContextDelete(self.row_memory) };
+        }
     }
 }
 

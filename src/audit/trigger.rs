@@ -48,7 +48,8 @@ struct MovedRow {
 thread_local! {
     static OPTIONS: RefCell<HashMap<u32, Rc<TriggerOptions>>> = RefCell::new(HashMap::new());
     static MOVED: RefCell<Option<MovedRow>> = const { RefCell::new(None) };
-    /// Partitions' logical (root) table names, by partition OID.
+    /// Tables' logical names by OID (a partition's root's), until pg_class
+    /// or pg_namespace changes.
     static LOGICAL_NAMES: RefCell<HashMap<u32, (String, String)>> = RefCell::new(HashMap::new());
 }
 
@@ -90,12 +91,14 @@ fn table_names(rel: pg_sys::Relation) -> (String, String) {
     // SAFETY: the trigger's relation is open; names are copied.
     unsafe {
         let relid = (*rel).rd_id;
-        if !(*(*rel).rd_rel).relispartition {
-            return own_names(rel);
-        }
         let key = relid.to_u32();
         if let Some(n) = LOGICAL_NAMES.with(|m| m.borrow().get(&key).cloned()) {
             return n;
+        }
+        if !(*(*rel).rd_rel).relispartition {
+            let names = own_names(rel);
+            LOGICAL_NAMES.with(|m| m.borrow_mut().insert(key, names.clone()));
+            return names;
         }
         // pg_partition_root(regclass), the SQL-callable C function.
         let root = pg_sys::DirectFunctionCall1Coll(
@@ -116,8 +119,8 @@ unsafe extern "C-unwind" {
     fn partition_root(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
-/// The open relation's own schema and name (per row on plain tables: one
-/// namespace lookup, the name from the relation).
+/// The open relation's own schema and name (one namespace lookup, the
+/// name from the relation).
 ///
 /// # Safety
 ///
@@ -282,31 +285,31 @@ pub(super) fn audit_row<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> 
     // SAFETY: the relation's descriptor; tuples are valid for the event
     // kind they are read for.
     let (operation, old, new, moved) = unsafe {
-        let mut encoder = row_image::RowEncoder::new(desc);
-        let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
-            (
-                "INSERT",
-                None,
-                Some(encoder.encode(td.tg_trigtuple)?),
-                false,
-            )
-        } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
-            (
-                "UPDATE",
-                Some(encoder.encode(td.tg_trigtuple)?),
-                Some(encoder.encode(td.tg_newtuple)?),
-                false,
-            )
-        } else {
-            (
-                "DELETE",
-                Some(encoder.encode(td.tg_trigtuple)?),
-                None,
-                moved_to_another_partition(td.tg_trigtuple),
-            )
-        };
-        encoder.finish();
-        images
+        row_image::with_kept((*rel).rd_id, desc, |encoder| -> SaasResult<_> {
+            let images = if op == pg_sys::TRIGGER_EVENT_INSERT {
+                (
+                    "INSERT",
+                    None,
+                    Some(encoder.encode(td.tg_trigtuple)?),
+                    false,
+                )
+            } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+                (
+                    "UPDATE",
+                    Some(encoder.encode(td.tg_trigtuple)?),
+                    Some(encoder.encode(td.tg_newtuple)?),
+                    false,
+                )
+            } else {
+                (
+                    "DELETE",
+                    Some(encoder.encode(td.tg_trigtuple)?),
+                    None,
+                    moved_to_another_partition(td.tg_trigtuple),
+                )
+            };
+            Ok(images)
+        })?
     };
     let table = table_names(rel);
     // A row an UPDATE moved to another partition fires DELETE on the old
