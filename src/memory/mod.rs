@@ -22,10 +22,7 @@ fn metric(name: &str) -> SaasResult<Metric> {
     Metric::parse(name).ok_or_else(|| {
         SaasError::new(
             ErrorKind::InvalidParameter,
-            format!(
-                "unknown distance \"{}\"",
-                crate::error::echoed(name)
-            ),
+            format!("unknown distance \"{}\"", crate::error::echoed(name)),
             "Use 'cosine', 'l2' or 'ip' (pgvector's <=>, <-> and <#>).",
         )
     })

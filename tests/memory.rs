@@ -1,0 +1,239 @@
+//! Memory search (issue 19) as API roles use it:
+//!
+//! - through the real PostgREST: search as a GET (read-only: touch skipped
+//!   and said so), add and search by POST, tenant isolation of memories,
+//!   embeddings and the query log;
+//! - under RLS as PostgREST runs a request (role `authenticated`, claims):
+//!   a tenant holding 1% of a model's rows gets k results from the index
+//!   stage, the same rows brute force gives.
+
+mod common;
+
+use common::http::Http;
+use common::random_uuid;
+use serde_json::json;
+use tokio_postgres::Client;
+
+/// Two tenants with one member each, a 4-dimension model, and memories:
+/// `small` holds 1% of the rows, `big` the rest, clustered near the query.
+async fn fixture(admin: &Client, model: &str, small: &str, big: &str, su: &str, bu: &str) {
+    let sql = format!(
+        "INSERT INTO saas.tenants (id, slug, name) VALUES ('{small}', 'm-{s}', 'mem small'), ('{big}', 'm-{b}', 'mem big');
+         INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{small}', '{su}', 'member'), ('{big}', '{bu}', 'member');
+         SELECT saas.memory_index_model('{model}', 4);
+         INSERT INTO saas.memories (tenant_id, subject, kind, content, importance, event_at, created_at)
+         SELECT CASE WHEN g % 100 = 0 THEN '{small}'::uuid ELSE '{big}'::uuid END, 'subject:' || (g % 7), 'note',
+                'memory ' || g, (g % 10) / 10.0, timestamptz '2026-01-01' + g * interval '1 hour', timestamptz '2026-01-01'
+         FROM generate_series(1, 3000) g;
+         INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding)
+         SELECT m.tenant_id, m.id, '{model}',
+                CASE WHEN m.tenant_id = '{big}' THEN format('[1,%s,%s,0]', (m.id % 13) / 100.0, (m.id % 7) / 100.0)
+                     ELSE format('[%s,1,%s,%s]', (m.id % 11) / 10.0, (m.id % 5) / 10.0, (m.id % 3) / 10.0) END::vector
+         FROM saas.memories m WHERE m.tenant_id IN ('{small}', '{big}');",
+        s = &small[0..8],
+        b = &big[0..8]
+    );
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("memory fixture: {e:?}"));
+}
+
+/// The ids a search returns as PostgREST would run it for `user` of `tenant`.
+async fn search_as(
+    admin: &Client,
+    tenant: &str,
+    user: &str,
+    model: &str,
+    exact_below: i64,
+    k: i32,
+) -> Vec<i64> {
+    let claims = json!({"sub": user, "role": "authenticated", "tenant_id": tenant}).to_string();
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL ROLE authenticated;
+             SELECT set_config('request.jwt.claims', '{claims}', true);
+             SET LOCAL saas.memory_exact_below = {exact_below};"
+        ))
+        .await
+        .unwrap();
+    let rows = admin
+        .query(
+            "SELECT memory_id FROM saas.memory_search('[1,0,0,0]'::vector, $1, k => $2, p_now => '2026-06-01') ORDER BY rank",
+            &[&model, &k],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("search as {tenant}: {e:?}"));
+    admin.batch_execute("COMMIT").await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn memory_a_one_percent_tenant_gets_k_results_under_rls() {
+    let Some(admin) = common::connect("memory_a_one_percent_tenant_gets_k_results_under_rls").await
+    else {
+        return;
+    };
+    let (small, big, su, bu) = (random_uuid(), random_uuid(), random_uuid(), random_uuid());
+    let model = format!("onepct-{}", &small[0..8]);
+    fixture(&admin, &model, &small, &big, &su, &bu).await;
+    // The index stage (forced), then brute force: the same k rows, all the small tenant's.
+    let by_index = search_as(&admin, &small, &su, &model, 0, 10).await;
+    let by_brute = search_as(&admin, &small, &su, &model, 1_000_000, 10).await;
+    assert_eq!(by_index.len(), 10, "fewer than k rows from the index stage");
+    assert_eq!(
+        by_index, by_brute,
+        "the index stage disagrees with brute force"
+    );
+    let owners: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.memories WHERE id = ANY ($1) AND tenant_id = $2::text::uuid",
+            &[&by_index, &small],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owners, 10, "rows of another tenant were returned");
+    // k over the tenant's rows: min(k, eligible), never fewer.
+    let all = search_as(&admin, &small, &su, &model, 0, 1000).await;
+    assert_eq!(all.len(), 30);
+}
+
+#[tokio::test]
+async fn memory_http_search_by_get_and_tenant_isolation() {
+    let Some(http) = Http::from_env("memory_http_search_by_get_and_tenant_isolation") else {
+        return;
+    };
+    let Some(admin) = common::connect("memory_http_search_by_get_and_tenant_isolation").await
+    else {
+        return;
+    };
+    let (small, big, su, bu) = (random_uuid(), random_uuid(), random_uuid(), random_uuid());
+    let model = format!("http-{}", &small[0..8]);
+    fixture(&admin, &model, &small, &big, &su, &bu).await;
+    admin
+        .batch_execute("ALTER DATABASE pg_saas_it SET saas.memory_log_sample_rate = 1")
+        .await
+        .ok();
+    let api = |r: common::http::HttpRequest| {
+        r.header("Accept-Profile", "saas_api")
+            .header("Content-Profile", "saas_api")
+    };
+    http.wait_until_served(&admin, "/rpc/memory_search").await;
+    let st = http.token(&json!({"sub": su, "role": "authenticated", "tenant_id": small}));
+    let bt = http.token(&json!({"sub": bu, "role": "authenticated", "tenant_id": big}));
+
+    // GET: read-only; k rows, explanations, touch skipped and said so.
+    let r = api(http.get(&format!(
+        "/rpc/memory_search?query=[1,0,0,0]&model={model}&k=5&touch=true"
+    )))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let rows = r.rows();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for row in &rows {
+        assert!(
+            row["explanation"]["terms"]["similarity"]["contribution"].is_number(),
+            "{row}"
+        );
+        assert!(
+            row["explanation"]["touch"]
+                .as_str()
+                .unwrap()
+                .starts_with("skipped"),
+            "{row}"
+        );
+    }
+    // POST: add a memory with its embedding, then search (read-write: touched).
+    let r = api(http.post(
+        "/rpc/memory_add",
+        &json!({"content": "prefers email", "subject": "subject:x", "model": model, "embedding": "[1,0,0,0]"}),
+    ))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let new_id = r.json().as_i64().expect("the new id");
+    let r = api(http.post(
+        "/rpc/memory_search",
+        &json!({"query": "[1,0,0,0]", "model": model, "k": 3, "touch": true}),
+    ))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let rows = r.rows();
+    assert_eq!(rows[0]["memory_id"].as_i64(), Some(new_id), "{rows:?}");
+    assert_eq!(rows[0]["explanation"]["touch"], "refreshed");
+
+    // The other tenant sees none of it: memories, embeddings, log.
+    let r = api(http.post(
+        "/rpc/memory_search",
+        &json!({"query": "[1,0,0,0]", "model": model, "k": 1000}),
+    ))
+    .bearer(&bt)
+    .send()
+    .await;
+    let ids: Vec<i64> = r
+        .rows()
+        .iter()
+        .map(|x| x["memory_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2970);
+    assert!(!ids.contains(&new_id));
+    for (table, col) in [
+        ("memories", "id"),
+        ("memory_embeddings", "memory_id"),
+        ("memory_entities", "memory_id"),
+    ] {
+        let r = http
+            .get(&format!("/{table}?select={col}&{col}=eq.{new_id}"))
+            .header("Accept-Profile", "saas")
+            .bearer(&bt)
+            .send()
+            .await;
+        if r.is_success() {
+            assert!(
+                r.rows().is_empty(),
+                "{table} leaks to the other tenant: {:?}",
+                r.rows()
+            );
+        }
+    }
+    let logged: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.memory_query_log WHERE tenant_id = $1::text::uuid AND $2 = ANY (result_ids)",
+            &[&big, &new_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 0, "the other tenant's log names our memory");
+    // Erasure through the API leaves nothing of the subject.
+    let r = api(http.post("/rpc/memory_forget", &json!({"subject": "subject:x"})))
+        .bearer(&st)
+        .send()
+        .await;
+    r.expect_status(200);
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM saas.memories WHERE id = $1) + (SELECT count(*) FROM saas.memory_embeddings WHERE memory_id = $1)
+                  + (SELECT count(*) FROM saas.memory_query_log WHERE $1 = ANY (result_ids))",
+            &[&new_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    // Bad input answers 400 with a hint.
+    let r = api(http.get(&format!("/rpc/memory_search?query=[1,0]&model={model}")))
+        .bearer(&st)
+        .send()
+        .await;
+    r.expect_status(400);
+    admin
+        .batch_execute("ALTER DATABASE pg_saas_it RESET saas.memory_log_sample_rate")
+        .await
+        .ok();
+}
