@@ -2745,6 +2745,34 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', 'saas_api.memory_pending(text, integer)', 'EXECUTE'),
   ('memory', 'function', 'saas_api.memory_forget(text)', 'EXECUTE');
 
+-- memory: roles that grant_api served before (they can run current_tenant())
+-- get the module's API rows, as grant_api now gives them.
+DO $carry_memory$
+DECLARE
+  grantee regrole;
+  g record;
+BEGIN
+  FOR grantee IN
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+    WHERE p.oid = '@extschema@.current_tenant()'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    ORDER BY 1
+  LOOP
+    FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
+             WHERE a.module = 'memory' ORDER BY 1, 2, 3 LOOP
+      IF g.object_kind = 'table' THEN
+        EXECUTE pg_catalog.format('GRANT %s ON @extschema@.%I TO %s', g.privilege, g.object_name, grantee);
+      ELSIF g.object_name LIKE 'saas\_api.%' THEN
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', g.object_name, grantee);
+      ELSE
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO %s', g.object_name, grantee);
+      END IF;
+    END LOOP;
+  END LOOP;
+END
+$carry_memory$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget
