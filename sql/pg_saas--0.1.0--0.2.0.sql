@@ -1856,6 +1856,923 @@ CREATE TRIGGER plans_changed
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._rate_limit_rules_changed();
 ALTER TABLE @extschema@.plans ENABLE ALWAYS TRIGGER plans_changed;
 
+-- memory (issue 19): the Rust functions of src/memory, then sql/memory.sql.
+CREATE FUNCTION @extschema@._memory_best_unseen("distance_kind" TEXT, "distance" double precision, "w_similarity" double precision, "w_recency" double precision, "w_importance" double precision, "w_entity" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_best_unseen_wrapper';
+CREATE FUNCTION @extschema@._memory_half_life_elasticsearch("scale_seconds" double precision, "decay" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_half_life_elasticsearch_wrapper';
+CREATE FUNCTION @extschema@._memory_half_life_factor("factor" double precision, "unit_seconds" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_half_life_factor_wrapper';
+CREATE FUNCTION @extschema@._memory_half_life_langchain("decay_rate" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_half_life_langchain_wrapper';
+CREATE FUNCTION @extschema@._memory_recency("age_seconds" double precision, "half_life_seconds" double precision, "evergreen" bool, "floor" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_recency_wrapper';
+CREATE FUNCTION @extschema@._memory_score("w_similarity" double precision, "w_recency" double precision, "w_importance" double precision, "w_entity" double precision, "similarity" double precision, "recency" double precision, "importance" double precision, "entity" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_score_wrapper';
+CREATE FUNCTION @extschema@._memory_similarity("distance_kind" TEXT, "distance" double precision)
+  RETURNS double precision
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_similarity_wrapper';
+
+-- Memory: memories with embeddings per model (pgvector), searched exactly by
+-- a decayed, importance- and entity-boosted score with an explanation per
+-- row; erasure by subject; a sampled query log. The score, its terms, the
+-- stopping bound and the half-life converters are Rust (src/memory); the
+-- tables and entry points are here. docs/memory.md is the reference.
+--
+-- pgvector may live in any schema (Supabase: extensions): the column and
+-- parameter types resolve while this script runs (CREATE EXTENSION puts the
+-- schemas of required extensions on its search_path); function bodies find
+-- the schema at call time (_memory_vector_schema) and name it.
+
+-- ---------------------------------------------------------------------------
+-- Models: global (a Citus reference table). One row per embedding model,
+-- with its dimension, distance and the HNSW index memory_index_model built.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.memory_models (
+  model       text        NOT NULL,
+  dims        int         NOT NULL,
+  distance    text        NOT NULL DEFAULT 'cosine',
+  index_name  text,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT memory_models_pkey PRIMARY KEY (model),
+  CONSTRAINT memory_models_dims CHECK (dims BETWEEN 1 AND 2000),
+  CONSTRAINT memory_models_distance CHECK (distance IN ('cosine', 'l2', 'ip')),
+  CONSTRAINT memory_models_name CHECK (model ~ '^[A-Za-z0-9._:/-]{1,100}$')
+);
+COMMENT ON TABLE @extschema@.memory_models IS
+  'Embedding models of memory search: dimension, distance, HNSW index (saas.memory_index_model).';
+ALTER TABLE @extschema@.memory_models ENABLE ROW LEVEL SECURITY;
+CREATE POLICY saas_memory_models_read ON @extschema@.memory_models FOR SELECT USING (true);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_models', '');
+
+-- ---------------------------------------------------------------------------
+-- Memories, their entity links and their embeddings: tenant tables (forced
+-- RLS, tenant_id leading every key), Citus-ready.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.memories (
+  tenant_id         uuid        NOT NULL,
+  id                bigint      GENERATED ALWAYS AS IDENTITY,
+  subject           text,
+  kind              text        NOT NULL DEFAULT 'note',
+  content           text        NOT NULL,
+  metadata          jsonb       NOT NULL DEFAULT '{}',
+  importance        float8      NOT NULL DEFAULT 0.5,
+  evergreen         boolean     NOT NULL DEFAULT false,
+  event_at          timestamptz NOT NULL DEFAULT now(),
+  created_at        timestamptz NOT NULL DEFAULT now(),
+  last_accessed_at  timestamptz,
+  access_count      bigint      NOT NULL DEFAULT 0,
+  entities          text[]      NOT NULL DEFAULT '{}',
+  CONSTRAINT memories_pkey PRIMARY KEY (tenant_id, id),
+  CONSTRAINT memories_importance CHECK (importance >= 0 AND importance <= 1),
+  CONSTRAINT memories_kind CHECK (kind <> '' AND length(kind) <= 100),
+  CONSTRAINT memories_access_count CHECK (access_count >= 0)
+);
+COMMENT ON TABLE @extschema@.memories IS
+  'AI memories per tenant: what, about whom (subject), kind, importance, when; searched by saas.memory_search.';
+CREATE INDEX memories_subject ON @extschema@.memories (tenant_id, subject);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.memories', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.memories', 'id'), '');
+
+CREATE TABLE @extschema@.memory_entities (
+  tenant_id  uuid   NOT NULL,
+  entity     text   NOT NULL,
+  memory_id  bigint NOT NULL,
+  CONSTRAINT memory_entities_pkey PRIMARY KEY (tenant_id, entity, memory_id),
+  CONSTRAINT memory_entities_memory_fkey FOREIGN KEY (tenant_id, memory_id)
+    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.memory_entities IS
+  'Entity links: which memories mention which entity (their subject included); the entity stage of memory_search reads them.';
+CREATE INDEX memory_entities_memory ON @extschema@.memory_entities (tenant_id, memory_id);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_entities', '');
+
+CREATE TABLE @extschema@.memory_embeddings (
+  tenant_id    uuid        NOT NULL,
+  memory_id    bigint      NOT NULL,
+  model        text        NOT NULL,
+  embedding    vector      NOT NULL,
+  embedded_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, memory_id, model),
+  CONSTRAINT memory_embeddings_memory_fkey FOREIGN KEY (tenant_id, memory_id)
+    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE,
+  CONSTRAINT memory_embeddings_model_fkey FOREIGN KEY (model)
+    REFERENCES @extschema@.memory_models (model)
+);
+COMMENT ON TABLE @extschema@.memory_embeddings IS
+  'One embedding per memory per model, stored as given (never truncated or padded); each model has its own HNSW expression index.';
+CREATE INDEX memory_embeddings_model ON @extschema@.memory_embeddings (tenant_id, model, memory_id);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_embeddings', '');
+
+-- ---------------------------------------------------------------------------
+-- The query log: sampled (saas.memory_log_sample_rate), monthly partitions
+-- made by memory_index_model and kept by run_maintenance (retention 6 months).
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.memory_query_log (
+  tenant_id    uuid        NOT NULL,
+  id           bigint      GENERATED ALWAYS AS IDENTITY,
+  logged_at    timestamptz NOT NULL,
+  model        text        NOT NULL,
+  k            int         NOT NULL,
+  stage        text        NOT NULL,
+  exact        boolean     NOT NULL,
+  candidates   int         NOT NULL,
+  returned     int         NOT NULL,
+  top_score    float8,
+  latency_ms   float8      NOT NULL,
+  subjects     text[]      NOT NULL DEFAULT '{}',
+  entities     text[]      NOT NULL DEFAULT '{}',
+  result_ids   bigint[]    NOT NULL DEFAULT '{}'
+) PARTITION BY RANGE (logged_at);
+COMMENT ON TABLE @extschema@.memory_query_log IS
+  'Sampled memory_search calls: model, k, stage, exact, candidates examined, rows, top score, latency. Readable per tenant.';
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.memory_query_log', 'id'), '');
+
+SELECT @extschema@._tenancy_apply('@extschema@.memories', 'tenant_id');
+SELECT @extschema@._tenancy_apply('@extschema@.memory_entities', 'tenant_id');
+SELECT @extschema@._tenancy_apply('@extschema@.memory_embeddings', 'tenant_id');
+SELECT @extschema@._tenancy_apply('@extschema@.memory_query_log', 'tenant_id');
+
+-- ---------------------------------------------------------------------------
+-- Helpers
+-- ---------------------------------------------------------------------------
+-- pgvector's schema, quoted, at call time.
+CREATE FUNCTION @extschema@._memory_vector_schema()
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  s text;
+BEGIN
+  SELECT pg_catalog.quote_ident(n.nspname) INTO s
+  FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+  WHERE e.extname = 'vector';
+  IF s IS NULL THEN
+    RAISE EXCEPTION 'pgvector is not installed'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'CREATE EXTENSION vector (pg_saas requires it).';
+  END IF;
+  RETURN s;
+END
+$$;
+
+CREATE FUNCTION @extschema@._memory_tenant()
+RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@.current_tenant();
+BEGIN
+  IF t IS NULL THEN
+    RAISE EXCEPTION 'memory functions need a tenant'
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Call through the API with a tenant claim or X-Tenant-Id, or saas.set_tenant(...) first.';
+  END IF;
+  RETURN t;
+END
+$$;
+
+-- The model row, or 22023 (unknown) / 55000 (no index yet).
+CREATE FUNCTION @extschema@._memory_model(p_model text, need_index boolean)
+RETURNS @extschema@.memory_models
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r @extschema@.memory_models%ROWTYPE;
+BEGIN
+  IF p_model IS NULL THEN
+    RAISE EXCEPTION 'the model may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the embedding model, e.g. ''text-embedding-3-small''.';
+  END IF;
+  SELECT * INTO r FROM @extschema@.memory_models m WHERE m.model = p_model;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown embedding model "%"', @extschema@._echo(p_model)
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Register it first: saas.memory_index_model(model, dims). Registered: '
+                   || coalesce((SELECT string_agg(m.model, ', ' ORDER BY m.model) FROM @extschema@.memory_models m), 'none') || '.';
+  END IF;
+  IF need_index AND (r.index_name IS NULL OR pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(r.index_name)) IS NULL) THEN
+    RAISE EXCEPTION 'model "%" has no HNSW index', @extschema@._echo(p_model)
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('Build it with saas.memory_index_model(%L, %s, %L) (as the owner).', r.model, r.dims, r.distance);
+  END IF;
+  RETURN r;
+END
+$$;
+
+-- Checks a vector against the model: finite values, the model's dimension.
+CREATE FUNCTION @extschema@._memory_check_vector(v text, p_model text, p_dims int, what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  n int;
+BEGIN
+  IF v IS NULL THEN
+    RAISE EXCEPTION '% may not be NULL', what
+      USING ERRCODE = 'null_value_not_allowed', HINT = format('Pass a vector of %s dimensions.', p_dims);
+  END IF;
+  IF v ~* '(nan|inf)' THEN
+    RAISE EXCEPTION '% holds NaN or infinity', what
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Every element of an embedding must be a finite number.';
+  END IF;
+  n := pg_catalog.array_length(pg_catalog.string_to_array(pg_catalog.btrim(v, '[]'), ','), 1);
+  IF n IS DISTINCT FROM p_dims THEN
+    RAISE EXCEPTION '% has % dimensions, model "%" has %', what, coalesce(n, 0), @extschema@._echo(p_model), p_dims
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Embed with the model the vector is searched or stored under; vectors are never truncated or padded.';
+  END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- memory_index_model: register a model and build its HNSW expression index.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.memory_index_model(
+  model text,
+  dims int,
+  distance text DEFAULT 'cosine',
+  m int DEFAULT 16,
+  ef_construction int DEFAULT 64)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  vs text := @extschema@._memory_vector_schema();
+  old @extschema@.memory_models%ROWTYPE;
+  idx text;
+  opclass text;
+BEGIN
+  IF model IS NULL OR dims IS NULL OR distance IS NULL OR m IS NULL OR ef_construction IS NULL THEN
+    RAISE EXCEPTION 'memory_index_model: no argument may be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'e.g. saas.memory_index_model(''minilm-l6'', 384).';
+  END IF;
+  IF model !~ '^[A-Za-z0-9._:/-]{1,100}$' THEN
+    RAISE EXCEPTION 'invalid model name "%"', @extschema@._echo(model)
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Model names are 1 to 100 letters, digits and . _ : / -.';
+  END IF;
+  IF dims < 1 OR dims > 2000 THEN
+    RAISE EXCEPTION 'dims % is out of range', dims
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'pgvector''s HNSW indexes vectors of 1 to 2000 dimensions.';
+  END IF;
+  opclass := CASE distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' WHEN 'ip' THEN 'vector_ip_ops' END;
+  IF opclass IS NULL THEN
+    RAISE EXCEPTION 'unknown distance "%"', @extschema@._echo(distance)
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''cosine'', ''l2'' or ''ip''.';
+  END IF;
+  IF m < 2 OR m > 100 OR ef_construction < 4 OR ef_construction > 1000 THEN
+    RAISE EXCEPTION 'HNSW parameters m % / ef_construction % are out of range', m, ef_construction
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'pgvector takes m 2..100 and ef_construction 4..1000 (defaults 16 and 64).';
+  END IF;
+  SELECT * INTO old FROM @extschema@.memory_models r WHERE r.model = memory_index_model.model;
+  IF FOUND AND (old.dims <> dims OR old.distance <> distance) THEN
+    RAISE EXCEPTION 'model "%" is registered with % dimensions and distance %', model, old.dims, old.distance
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'A model''s dimension never changes: register the new one under a new name and re-embed (saas.memory_pending).';
+  END IF;
+  idx := 'memory_hnsw_' || left(md5(model), 16);
+  INSERT INTO @extschema@.memory_models (model, dims, distance, index_name)
+  VALUES (model, dims, distance, idx)
+  ON CONFLICT ON CONSTRAINT memory_models_pkey DO UPDATE SET index_name = EXCLUDED.index_name;
+  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
+                 idx, vs, dims, vs, opclass, m, ef_construction, model);
+  PERFORM @extschema@._memory_ensure_log();
+  RETURN jsonb_build_object('model', model, 'dims', dims, 'distance', distance, 'index', idx);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_index_model(text, int, text, int, int) IS
+  'Registers an embedding model and builds its HNSW expression index (embedding::vector(dims), partial on the model). Idempotent. For the owner.';
+
+CREATE FUNCTION @extschema@._memory_ensure_log()
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM @extschema@.partition_config WHERE parent = '@extschema@.memory_query_log'::regclass) THEN
+    PERFORM @extschema@.create_monthly_partitions('@extschema@.memory_query_log', 'logged_at', retention => interval '6 months');
+  END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Writing memories
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.memory_embed(memory_id bigint, model text, embedding vector, p_now timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._memory_tenant();
+  r @extschema@.memory_models%ROWTYPE := @extschema@._memory_model(model, false);
+BEGIN
+  IF memory_id IS NULL OR p_now IS NULL THEN
+    RAISE EXCEPTION 'memory_embed: memory_id and p_now may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the id saas.memory_add returned.';
+  END IF;
+  PERFORM @extschema@._memory_check_vector(embedding::text, r.model, r.dims, 'the embedding');
+  IF NOT EXISTS (SELECT FROM @extschema@.memories mm WHERE mm.tenant_id = t AND mm.id = memory_embed.memory_id) THEN
+    RAISE EXCEPTION 'memory % does not exist', memory_id
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Embed memories of the current tenant (saas.memory_pending lists them).';
+  END IF;
+  INSERT INTO @extschema@.memory_embeddings AS e (tenant_id, memory_id, model, embedding, embedded_at)
+  VALUES (t, memory_id, model, embedding, p_now)
+  ON CONFLICT ON CONSTRAINT memory_embeddings_pkey DO UPDATE SET embedding = EXCLUDED.embedding, embedded_at = EXCLUDED.embedded_at;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_embed(bigint, text, vector, timestamptz) IS
+  'Stores (or replaces) a memory''s embedding for a model; the vector must have the model''s dimension.';
+
+CREATE FUNCTION @extschema@.memory_add(
+  content text,
+  subject text DEFAULT NULL,
+  kind text DEFAULT 'note',
+  importance float8 DEFAULT 0.5,
+  evergreen boolean DEFAULT false,
+  entities text[] DEFAULT '{}',
+  metadata jsonb DEFAULT '{}',
+  event_at timestamptz DEFAULT NULL,
+  model text DEFAULT NULL,
+  embedding vector DEFAULT NULL,
+  p_now timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._memory_tenant();
+  new_id bigint;
+  ents text[];
+BEGIN
+  IF content IS NULL OR kind IS NULL OR importance IS NULL OR evergreen IS NULL OR entities IS NULL
+     OR metadata IS NULL OR p_now IS NULL THEN
+    RAISE EXCEPTION 'memory_add: content, kind, importance, evergreen, entities, metadata and p_now may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'e.g. saas.memory_add(''Allergic to penicillin'', subject => ''patient:42'', kind => ''allergy'').';
+  END IF;
+  IF NOT (importance >= 0 AND importance <= 1) THEN
+    RAISE EXCEPTION 'importance % is out of range', importance
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Importance is between 0 and 1.';
+  END IF;
+  IF kind = '' OR length(kind) > 100 THEN
+    RAISE EXCEPTION 'invalid kind "%"', @extschema@._echo(kind)
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'A kind is 1 to 100 characters, e.g. ''note'', ''preference'', ''allergy''.';
+  END IF;
+  IF jsonb_typeof(metadata) <> 'object' THEN
+    RAISE EXCEPTION 'metadata must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass an object, e.g. ''{"source": "chat"}''.';
+  END IF;
+  IF (model IS NULL) <> (embedding IS NULL) THEN
+    RAISE EXCEPTION 'memory_add: model and embedding go together'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass both, or neither and embed later with saas.memory_embed.';
+  END IF;
+  SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') INTO ents
+  FROM unnest(entities) x WHERE x IS NOT NULL AND x <> '';
+  INSERT INTO @extschema@.memories (tenant_id, subject, kind, content, metadata, importance, evergreen,
+                                    event_at, created_at, entities)
+  VALUES (t, subject, kind, content, metadata, importance, evergreen, coalesce(event_at, p_now), p_now, ents)
+  RETURNING id INTO new_id;
+  INSERT INTO @extschema@.memory_entities (tenant_id, entity, memory_id)
+  SELECT t, x, new_id FROM unnest(ents || CASE WHEN subject IS NULL OR subject = '' THEN '{}'::text[] ELSE ARRAY[subject] END) x
+  ON CONFLICT DO NOTHING;
+  IF model IS NOT NULL THEN
+    PERFORM @extschema@.memory_embed(new_id, model, embedding, p_now);
+  END IF;
+  RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_add(text, text, text, float8, boolean, text[], jsonb, timestamptz, text, vector, timestamptz) IS
+  'Adds a memory of the current tenant (optionally with its embedding for one model); returns its id.';
+
+CREATE FUNCTION @extschema@.memory_pending(model text, max_rows int DEFAULT 1000)
+RETURNS TABLE (memory_id bigint, kind text, content text, created_at timestamptz)
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._memory_tenant();
+BEGIN
+  PERFORM @extschema@._memory_model(model, false);
+  IF max_rows IS NULL OR max_rows < 1 OR max_rows > 100000 THEN
+    RAISE EXCEPTION 'max_rows % is out of range', max_rows
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Ask for 1 to 100000 rows at a time.';
+  END IF;
+  RETURN QUERY
+  SELECT mm.id, mm.kind, mm.content, mm.created_at
+  FROM @extschema@.memories mm
+  WHERE mm.tenant_id = t
+    AND NOT EXISTS (SELECT FROM @extschema@.memory_embeddings e
+                    WHERE e.tenant_id = t AND e.memory_id = mm.id AND e.model = memory_pending.model)
+  ORDER BY mm.id
+  LIMIT max_rows;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_pending(text, int) IS
+  'The current tenant''s memories without an embedding for the model, oldest first: what to embed before searches switch to it.';
+
+-- ---------------------------------------------------------------------------
+-- Erasure
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.memory_forget(subject text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._memory_tenant();
+  ids bigint[];
+  n_emb bigint;
+  n_ent bigint;
+  n_log bigint;
+  n_mem bigint;
+BEGIN
+  IF subject IS NULL OR subject = '' THEN
+    RAISE EXCEPTION 'memory_forget: the subject may not be NULL or empty'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the subject to erase, e.g. saas.memory_forget(''patient:42'').';
+  END IF;
+  -- Memories about the subject, and memories that mention it.
+  SELECT coalesce(array_agg(mm.id ORDER BY mm.id), '{}') INTO ids
+  FROM @extschema@.memories mm
+  WHERE mm.tenant_id = t AND (mm.subject = memory_forget.subject OR memory_forget.subject = ANY (mm.entities));
+  DELETE FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.memory_id = ANY (ids);
+  GET DIAGNOSTICS n_emb = ROW_COUNT;
+  DELETE FROM @extschema@.memory_entities l
+  WHERE l.tenant_id = t AND (l.memory_id = ANY (ids) OR l.entity = memory_forget.subject);
+  GET DIAGNOSTICS n_ent = ROW_COUNT;
+  DELETE FROM @extschema@.memories mm WHERE mm.tenant_id = t AND mm.id = ANY (ids);
+  GET DIAGNOSTICS n_mem = ROW_COUNT;
+  DELETE FROM @extschema@.memory_query_log q
+  WHERE q.tenant_id = t
+    AND (memory_forget.subject = ANY (q.subjects) OR memory_forget.subject = ANY (q.entities) OR q.result_ids && ids);
+  GET DIAGNOSTICS n_log = ROW_COUNT;
+  RETURN jsonb_build_object('memories', n_mem, 'embeddings', n_emb, 'entity_links', n_ent, 'query_log_rows', n_log);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_forget(text) IS
+  'Erases a subject from the current tenant''s memory: memories about or mentioning it, their embeddings and entity links, and query-log rows naming it or returning them. Returns the counts.';
+
+-- ---------------------------------------------------------------------------
+-- Search
+-- ---------------------------------------------------------------------------
+-- Sampled log row, written as the owner for the caller's tenant.
+CREATE FUNCTION @extschema@._memory_log_write(
+  p_model text, p_k int, p_stage text, p_exact boolean, p_candidates int, p_returned int,
+  p_top float8, p_latency_ms float8, p_subjects text[], p_entities text[], p_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  INSERT INTO @extschema@.memory_query_log (tenant_id, logged_at, model, k, stage, exact, candidates, returned,
+                                            top_score, latency_ms, subjects, entities, result_ids)
+  VALUES (@extschema@._memory_tenant(), now(), p_model, p_k, p_stage, p_exact, p_candidates, p_returned,
+          p_top, p_latency_ms, coalesce(p_subjects, '{}'), coalesce(p_entities, '{}'), coalesce(p_ids, '{}'));
+END
+$$;
+
+CREATE FUNCTION @extschema@.memory_search(
+  query vector,
+  model text,
+  k int DEFAULT 10,
+  subjects text[] DEFAULT '{}',
+  entities text[] DEFAULT '{}',
+  weights jsonb DEFAULT '{}',
+  half_life interval DEFAULT '30 days',
+  half_lives jsonb DEFAULT '{}',
+  evergreen_kinds text[] DEFAULT '{}',
+  recency_floor float8 DEFAULT 0,
+  age_from text DEFAULT 'event',
+  touch boolean DEFAULT false,
+  p_now timestamptz DEFAULT now())
+RETURNS TABLE (memory_id bigint, subject text, kind text, content text, metadata jsonb,
+               score float8, rank int, exact boolean, explanation jsonb)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  started timestamptz := clock_timestamp();
+  t uuid := @extschema@._memory_tenant();
+  r @extschema@.memory_models%ROWTYPE := @extschema@._memory_model(model, true);
+  vs text := @extschema@._memory_vector_schema();
+  w float8[] := ARRAY[1.0, 0.3, 0.2, 0.3];
+  wk text;
+  wv jsonb;
+  hl_default float8;
+  hl_map jsonb := '{}';
+  qents text[];
+  op text;
+  dist_expr text;
+  src text;
+  terms text;
+  brute text;
+  eligible bigint;
+  stage text;
+  is_exact boolean;
+  examined int := 0;
+  streamed bigint := 0;
+  stopped boolean := false;
+  top float8[] := '{}';
+  kth float8;
+  c_ids bigint[] := '{}';
+  c_scores float8[] := '{}';
+  c_stage text[] := '{}';
+  ent_ids bigint[] := '{}';
+  row record;
+  sel_ids bigint[];
+  touch_note text := 'not requested';
+  old_iter text;
+  n_ret int;
+  top_sc float8;
+BEGIN
+  -- Arguments.
+  IF k IS NULL OR weights IS NULL OR half_life IS NULL OR half_lives IS NULL OR subjects IS NULL OR entities IS NULL
+     OR evergreen_kinds IS NULL OR recency_floor IS NULL OR age_from IS NULL OR touch IS NULL OR p_now IS NULL THEN
+    RAISE EXCEPTION 'memory_search: only the query and model are required, and no argument may be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave an argument out to use its default.';
+  END IF;
+  PERFORM @extschema@._memory_check_vector(query::text, r.model, r.dims, 'the query vector');
+  IF k < 1 OR k > 1000 THEN
+    RAISE EXCEPTION 'k % is out of range', k
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Ask for 1 to 1000 memories (k).';
+  END IF;
+  IF jsonb_typeof(weights) <> 'object' THEN
+    RAISE EXCEPTION 'weights must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''{"similarity": 1, "recency": 0.3, "importance": 0.2, "entity": 0.3}''.';
+  END IF;
+  FOR wk, wv IN SELECT * FROM jsonb_each(weights) LOOP
+    IF wk NOT IN ('similarity', 'recency', 'importance', 'entity') THEN
+      RAISE EXCEPTION 'unknown weight "%"', @extschema@._echo(wk)
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'Weights are similarity, recency, importance and entity.';
+    END IF;
+    IF jsonb_typeof(wv) <> 'number' OR (wv #>> '{}')::float8 < 0 THEN
+      RAISE EXCEPTION 'weight "%" must be a non-negative number, not %', wk, @extschema@._echo(wv::text)
+        USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Weights are numbers >= 0; 0 turns a term off.';
+    END IF;
+    w[array_position(ARRAY['similarity', 'recency', 'importance', 'entity'], wk)] := (wv #>> '{}')::float8;
+  END LOOP;
+  IF w[1] + w[2] + w[3] + w[4] <= 0 THEN
+    RAISE EXCEPTION 'every weight is zero'
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give at least one term a positive weight.';
+  END IF;
+  hl_default := extract(epoch FROM half_life);
+  IF hl_default <= 0 THEN
+    RAISE EXCEPTION 'half-life % is not positive', half_life
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give half-lives as positive intervals, e.g. ''30 days''; evergreen kinds do not decay at all.';
+  END IF;
+  IF jsonb_typeof(half_lives) <> 'object' THEN
+    RAISE EXCEPTION 'half_lives must be a JSON object of kind to interval'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''{"preference": "90 days", "chat": "2 days"}''.';
+  END IF;
+  FOR wk, wv IN SELECT * FROM jsonb_each(half_lives) LOOP
+    BEGIN
+      hl_map := hl_map || jsonb_build_object(wk, extract(epoch FROM (wv #>> '{}')::interval));
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR invalid_parameter_value THEN
+      RAISE EXCEPTION 'half-life of kind "%" is not an interval: %', @extschema@._echo(wk), @extschema@._echo(wv::text)
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'Give intervals as text, e.g. ''{"preference": "90 days"}''.';
+    END;
+    IF (hl_map ->> wk)::float8 <= 0 THEN
+      RAISE EXCEPTION 'half-life of kind "%" is not positive', @extschema@._echo(wk)
+        USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give half-lives as positive intervals; list kinds that never decay in evergreen_kinds.';
+    END IF;
+  END LOOP;
+  IF NOT (recency_floor >= 0 AND recency_floor <= 1) THEN
+    RAISE EXCEPTION 'recency_floor % is out of range', recency_floor
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'The floor is between 0 and 1 (0: none).';
+  END IF;
+  IF age_from NOT IN ('event', 'access') THEN
+    RAISE EXCEPTION 'unknown age_from "%"', @extschema@._echo(age_from)
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''event'' (age from event_at) or ''access'' (from the last access, else creation).';
+  END IF;
+  SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') INTO qents
+  FROM unnest(subjects || entities) x WHERE x IS NOT NULL AND x <> '';
+
+  -- The score of a memory m at distance d.dist, every term kept for the explanation.
+  op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
+  dist_expr := format('(e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) ($1::%1$s.vector(%2$s))', vs, r.dims, op);
+  terms := format($t$
+    SELECT m.id, d.dist, x.sim, x.rec, m.importance AS imp, x.ent, x.hl, x.age, x.evergreen, x.matched,
+           @extschema@._memory_score($3[1], $3[2], $3[3], $3[4], x.sim, x.rec, m.importance, x.ent) AS score
+    FROM (%%s) d
+    CROSS JOIN LATERAL (SELECT * FROM @extschema@.memories mm WHERE mm.tenant_id = $2 AND mm.id = d.memory_id OFFSET 0) m
+    CROSS JOIN LATERAL (
+      SELECT @extschema@._memory_similarity(%1$L, d.dist) AS sim, a.evergreen, a.hl, a.age,
+             @extschema@._memory_recency(a.age, a.hl, a.evergreen, $7) AS rec, b.matched,
+             CASE WHEN cardinality($9) = 0 THEN 0::float8 ELSE cardinality(b.matched)::float8 / cardinality($9) END AS ent
+      FROM (SELECT m.evergreen OR m.kind = ANY ($6) AS evergreen,
+                   coalesce(($4 ->> m.kind)::float8, $5) AS hl,
+                   extract(epoch FROM $10 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                                 ELSE m.event_at END)::float8 AS age) a,
+           (SELECT coalesce(array_agg(q ORDER BY q), '{}') AS matched FROM unnest($9) q
+            WHERE q = m.subject OR q = ANY (m.entities)) b) x
+  $t$, r.distance);
+  src := format('SELECT e.memory_id, %s AS dist FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %L',
+                dist_expr, r.model);
+
+  brute := 'SELECT coalesce(array_agg(s.id ORDER BY s.score DESC, s.id), ''{}''), coalesce(array_agg(s.score ORDER BY s.score DESC, s.id), ''{}'')
+             FROM (SELECT z.id, z.score FROM (%s) z ORDER BY z.score DESC, z.id LIMIT %s) s';
+  SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
+
+  IF eligible <= current_setting('saas.memory_exact_below')::bigint THEN
+    stage := 'brute_force';
+    is_exact := true;
+    examined := eligible;
+    EXECUTE format(brute, format(terms, src), k)
+      INTO sel_ids, c_scores
+      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
+    c_ids := sel_ids;
+    c_stage := array_fill('brute_force'::text, ARRAY[cardinality(sel_ids)]);
+  ELSE
+    stage := 'index';
+    -- Entity stage: every memory matching a query entity, whatever its distance.
+    IF cardinality(qents) > 0 THEN
+      FOR row IN EXECUTE format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l WHERE l.tenant_id = $2 AND l.entity = ANY ($9))')
+        USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
+      LOOP
+        ent_ids := ent_ids || row.id;
+        c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'entity'::text;
+        examined := examined + 1;
+      END LOOP;
+      SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(c_scores) s ORDER BY s DESC LIMIT k) z;
+    END IF;
+    -- Index stage: the tenant's memories in distance order (HNSW iterative
+    -- scan, strict order), until no unseen memory can beat the k-th score.
+    old_iter := current_setting('hnsw.iterative_scan', true);
+    PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+    FOR row IN EXECUTE format(terms, src || ' ORDER BY 2')
+      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
+    LOOP
+      streamed := streamed + 1;
+      kth := CASE WHEN cardinality(top) >= k THEN top[k] END;
+      IF kth IS NOT NULL AND kth >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
+        stopped := true;
+        EXIT;
+      END IF;
+      CONTINUE WHEN row.id = ANY (ent_ids);
+      examined := examined + 1;
+      c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'index'::text;
+      IF kth IS NULL OR row.score > kth THEN
+        SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(top || row.score) s ORDER BY s DESC LIMIT k) z;
+      END IF;
+    END LOOP;
+    PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
+    IF NOT stopped AND streamed < eligible THEN
+      -- The index stream ended early (hnsw.max_scan_tuples): never fewer
+      -- rows silently; search exactly instead.
+      stage := 'brute_force_fallback';
+      is_exact := true;
+      examined := eligible;
+      EXECUTE format(brute, format(terms, src), k)
+        INTO sel_ids, c_scores
+        USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
+      c_ids := sel_ids;
+      c_stage := array_fill('brute_force'::text, ARRAY[cardinality(sel_ids)]);
+    ELSE
+      -- Every memory seen means exact; a stop at the bound is certified
+      -- relative to the index stream.
+      is_exact := NOT stopped;
+      SELECT coalesce(array_agg(c.id ORDER BY c.sc DESC, c.id), '{}') INTO sel_ids
+      FROM (SELECT c.id, c.sc FROM unnest(c_ids, c_scores) AS c(id, sc) ORDER BY c.sc DESC, c.id LIMIT k) c;
+    END IF;
+  END IF;
+
+  -- Access refresh: only in a read-write transaction.
+  IF touch THEN
+    IF current_setting('transaction_read_only') = 'on' THEN
+      touch_note := 'skipped: read-only transaction (a GET); search with POST to refresh access';
+    ELSE
+      UPDATE @extschema@.memories mm SET last_accessed_at = p_now, access_count = mm.access_count + 1
+      WHERE mm.tenant_id = t AND mm.id = ANY (sel_ids);
+      touch_note := 'refreshed';
+    END IF;
+  END IF;
+
+  RETURN QUERY EXECUTE format($q$
+    SELECT z.id, m.subject, m.kind, m.content, m.metadata, z.score, s.ord::int, $11,
+           jsonb_build_object(
+             'score', z.score,
+             'stage', coalesce($13[array_position($14, z.id)], 'index'),
+             'exact', $11,
+             'result', $15,
+             'distance', z.dist,
+             'terms', jsonb_build_object(
+               'similarity', jsonb_build_object('value', z.sim, 'weight', $3[1], 'contribution', $3[1] * z.sim / ($3[1] + $3[2] + $3[3] + $3[4])),
+               'recency', jsonb_build_object('value', z.rec, 'weight', $3[2], 'contribution', $3[2] * z.rec / ($3[1] + $3[2] + $3[3] + $3[4]),
+                                             'age_seconds', z.age, 'half_life_seconds', CASE WHEN z.evergreen THEN NULL ELSE z.hl END,
+                                             'evergreen', z.evergreen, 'floor', $7, 'age_from', $8),
+               'importance', jsonb_build_object('value', z.imp, 'weight', $3[3], 'contribution', $3[3] * z.imp / ($3[1] + $3[2] + $3[3] + $3[4])),
+               'entity', jsonb_build_object('value', z.ent, 'weight', $3[4], 'contribution', $3[4] * z.ent / ($3[1] + $3[2] + $3[3] + $3[4]),
+                                            'matched', to_jsonb(z.matched))),
+             'touch', $12)
+    FROM unnest($16) WITH ORDINALITY AS s(id, ord)
+    JOIN (%s) z ON z.id = s.id
+    JOIN @extschema@.memories m ON m.tenant_id = $2 AND m.id = z.id
+    ORDER BY s.ord
+  $q$, format(terms, src || ' AND e.memory_id = ANY ($16)'))
+  USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now,
+        is_exact, touch_note, c_stage, c_ids,
+        CASE WHEN is_exact THEN 'exact' ELSE 'certified relative to the index stream' END, sel_ids;
+
+  n_ret := cardinality(sel_ids);
+  IF current_setting('transaction_read_only') = 'off'
+     AND random() < current_setting('saas.memory_log_sample_rate')::float8 THEN
+    SELECT max(c.sc) INTO top_sc FROM unnest(c_ids, c_scores) AS c(id, sc) WHERE c.id = ANY (sel_ids);
+    PERFORM @extschema@._memory_log_write(model, k, stage, is_exact, examined, n_ret, top_sc,
+                                          extract(epoch FROM clock_timestamp() - started) * 1000,
+                                          subjects, entities, sel_ids);
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_search(vector, text, int, text[], text[], jsonb, interval, jsonb, text[], float8, text, boolean, timestamptz) IS
+  'The current tenant''s top-k memories by an absolute score (similarity, recency by half-life, importance, entity boost), exact: min(k, eligible) rows, each with its explanation. See docs/memory.md.';
+
+-- ---------------------------------------------------------------------------
+-- Half-lives from other systems' decay parameters (src/memory/decay.rs).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.memory_half_life_from_langchain(decay_rate float8)
+RETURNS interval
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT make_interval(secs => @extschema@._memory_half_life_langchain(decay_rate)) $$;
+COMMENT ON FUNCTION @extschema@.memory_half_life_from_langchain(float8) IS
+  'The half-life of LangChain''s TimeWeightedVectorStoreRetriever decay_rate ((1 - decay_rate) ^ hours): 0.01 gives 68.97 hours.';
+
+CREATE FUNCTION @extschema@.memory_half_life_from_factor(factor float8, per interval DEFAULT '1 hour')
+RETURNS interval
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT make_interval(secs => @extschema@._memory_half_life_factor(factor, extract(epoch FROM per)::float8)) $$;
+COMMENT ON FUNCTION @extschema@.memory_half_life_from_factor(float8, interval) IS
+  'The half-life of a decay by factor per interval: Generative Agents'' 0.995 per hour gives 138.28 hours.';
+
+CREATE FUNCTION @extschema@.memory_half_life_from_elasticsearch(scale interval, decay float8 DEFAULT 0.5)
+RETURNS interval
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT make_interval(secs => @extschema@._memory_half_life_elasticsearch(extract(epoch FROM scale)::float8, decay)) $$;
+COMMENT ON FUNCTION @extschema@.memory_half_life_from_elasticsearch(interval, float8) IS
+  'The half-life of Elasticsearch''s exp decay function (value decay at scale; offset 0).';
+
+-- ---------------------------------------------------------------------------
+-- Registry rows
+-- ---------------------------------------------------------------------------
+-- Names with pgvector's type carry its schema (grant_api runs with a pinned
+-- search_path); pgvector is assumed to stay where it was installed.
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
+SELECT 'memory', 'function', replace(g.name, 'vector', v.name), 'EXECUTE'
+FROM (SELECT pg_catalog.format('%I.vector', n.nspname) AS name
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'vector') v,
+     (VALUES
+  ('memory_add(text, text, text, double precision, boolean, text[], jsonb, timestamp with time zone, text, vector, timestamp with time zone)'),
+  ('memory_embed(bigint, text, vector, timestamp with time zone)'),
+  ('memory_search(vector, text, integer, text[], text[], jsonb, interval, jsonb, text[], double precision, text, boolean, timestamp with time zone)'),
+  ('saas_api.memory_search(vector, text, integer, text[], text[], jsonb, interval, jsonb, text[], double precision, text, boolean)'),
+  ('saas_api.memory_add(text, text, text, double precision, boolean, text[], jsonb, timestamp with time zone, text, vector)'),
+  ('saas_api.memory_embed(bigint, text, vector)')) g(name);
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('memory', 'function', 'memory_pending(text, integer)', 'EXECUTE'),
+  ('memory', 'function', 'memory_forget(text)', 'EXECUTE'),
+  ('memory', 'function', 'memory_half_life_from_langchain(double precision)', 'EXECUTE'),
+  ('memory', 'function', 'memory_half_life_from_factor(double precision, interval)', 'EXECUTE'),
+  ('memory', 'function', 'memory_half_life_from_elasticsearch(interval, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_vector_schema()', 'EXECUTE'),
+  ('memory', 'function', '_memory_tenant()', 'EXECUTE'),
+  ('memory', 'function', '_memory_model(text, boolean)', 'EXECUTE'),
+  ('memory', 'function', '_memory_check_vector(text, text, integer, text)', 'EXECUTE'),
+  ('memory', 'function', '_memory_log_write(text, integer, text, boolean, integer, integer, double precision, double precision, text[], text[], bigint[])', 'EXECUTE'),
+  ('memory', 'function', '_memory_similarity(text, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_best_unseen(text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_half_life_factor(double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_half_life_elasticsearch(double precision, double precision)', 'EXECUTE'),
+  ('memory', 'table', 'memories', 'SELECT'),
+  ('memory', 'table', 'memories', 'UPDATE'),
+  ('memory', 'table', 'memories', 'INSERT'),
+  ('memory', 'table', 'memory_entities', 'SELECT'),
+  ('memory', 'table', 'memory_entities', 'INSERT'),
+  ('memory', 'table', 'memory_embeddings', 'SELECT'),
+  ('memory', 'table', 'memory_embeddings', 'INSERT'),
+  ('memory', 'table', 'memory_embeddings', 'UPDATE'),
+  ('memory', 'table', 'memory_models', 'SELECT'),
+  ('memory', 'table', 'memory_query_log', 'SELECT');
+
+-- ---------------------------------------------------------------------------
+-- The API surface (saas_api): thin wrappers PostgREST serves. Search by GET
+-- runs read-only (no touch, no log; the explanation says so); by POST it may
+-- refresh access and is logged.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION saas_api.memory_search(
+  query vector, model text, k int DEFAULT 10, subjects text[] DEFAULT '{}', entities text[] DEFAULT '{}',
+  weights jsonb DEFAULT '{}', half_life interval DEFAULT '30 days', half_lives jsonb DEFAULT '{}',
+  evergreen_kinds text[] DEFAULT '{}', recency_floor float8 DEFAULT 0, age_from text DEFAULT 'event',
+  touch boolean DEFAULT false)
+RETURNS TABLE (memory_id bigint, subject text, kind text, content text, metadata jsonb,
+               score float8, rank int, exact boolean, explanation jsonb)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT * FROM @extschema@.memory_search(query, model, k, subjects, entities, weights, half_life, half_lives,
+                                          evergreen_kinds, recency_floor, age_from, touch)
+$$;
+COMMENT ON FUNCTION saas_api.memory_search(vector, text, int, text[], text[], jsonb, interval, jsonb, text[], float8, text, boolean) IS
+  'Your tenant''s top-k memories for a query vector, each with its explanation (saas.memory_search).';
+
+CREATE FUNCTION saas_api.memory_add(
+  content text, subject text DEFAULT NULL, kind text DEFAULT 'note', importance float8 DEFAULT 0.5,
+  evergreen boolean DEFAULT false, entities text[] DEFAULT '{}', metadata jsonb DEFAULT '{}',
+  event_at timestamptz DEFAULT NULL, model text DEFAULT NULL, embedding vector DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT @extschema@.memory_add(content, subject, kind, importance, evergreen, entities, metadata, event_at, model, embedding)
+$$;
+COMMENT ON FUNCTION saas_api.memory_add(text, text, text, float8, boolean, text[], jsonb, timestamptz, text, vector) IS
+  'Adds a memory to your tenant, optionally with its embedding; returns its id (saas.memory_add).';
+
+CREATE FUNCTION saas_api.memory_embed(memory_id bigint, model text, embedding vector)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.memory_embed(memory_id, model, embedding) $$;
+COMMENT ON FUNCTION saas_api.memory_embed(bigint, text, vector) IS
+  'Stores a memory''s embedding for a model (saas.memory_embed).';
+
+CREATE FUNCTION saas_api.memory_pending(model text, max_rows int DEFAULT 1000)
+RETURNS TABLE (memory_id bigint, kind text, content text, created_at timestamptz)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.memory_pending(model, max_rows) $$;
+COMMENT ON FUNCTION saas_api.memory_pending(text, int) IS
+  'Your memories without an embedding for the model (saas.memory_pending).';
+
+CREATE FUNCTION saas_api.memory_forget(subject text)
+RETURNS jsonb
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.memory_forget(subject) $$;
+COMMENT ON FUNCTION saas_api.memory_forget(text) IS
+  'Erases a subject from your tenant''s memory, leaving nothing (saas.memory_forget).';
+
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('memory', 'function', 'saas_api.memory_pending(text, integer)', 'EXECUTE'),
+  ('memory', 'function', 'saas_api.memory_forget(text)', 'EXECUTE');
+
+-- memory: roles that grant_api served before (they can run current_tenant())
+-- get the module's API rows, as grant_api now gives them.
+DO $carry_memory$
+DECLARE
+  grantee regrole;
+  g record;
+BEGIN
+  FOR grantee IN
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+    WHERE p.oid = '@extschema@.current_tenant()'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    ORDER BY 1
+  LOOP
+    FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
+             WHERE a.module = 'memory' ORDER BY 1, 2, 3 LOOP
+      IF g.object_kind = 'table' THEN
+        EXECUTE pg_catalog.format('GRANT %s ON @extschema@.%I TO %s', g.privilege, g.object_name, grantee);
+      ELSIF g.object_name LIKE 'saas\_api.%' THEN
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', g.object_name, grantee);
+      ELSE
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.%s TO %s', g.object_name, grantee);
+      END IF;
+    END LOOP;
+  END LOOP;
+END
+$carry_memory$;
+
 -- Deny by default: no routine, table, view or sequence of the schemas
 -- (saas, saas_api) is for PUBLIC. API roles get exactly what the modules listed in api_grants
 -- (saas.grant_api); DBAs and jobs get explicit GRANTs. A module cannot forget

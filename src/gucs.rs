@@ -113,6 +113,15 @@ extern "C-unwind" fn check_trusted_proxies(
     false
 }
 
+/// `saas.memory_log_sample_rate`: the share of `memory_search` calls (in
+/// read-write transactions) written to `saas.memory_query_log`. Superuser-only.
+pub(crate) static MEMORY_LOG_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+
+/// `saas.memory_exact_below`: a tenant with at most this many embeddings for
+/// the model is searched by brute force (exact, and cheaper than the index
+/// there; bench/memory measures the crossing).
+pub(crate) static MEMORY_EXACT_BELOW: GucSetting<i32> = GucSetting::<i32>::new(3_000);
+
 /// Registers every `saas.*` setting, then reserves the prefix. Runs first
 /// in `_PG_init`: the shared-memory request reads the slot counts.
 pub(crate) fn init() {
@@ -196,6 +205,27 @@ that is not one of these; X-Real-IP only without X-Forwarded-For. Empty trusts n
         256,
         4 * 1024 * 1024,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // Memory search (read by sql/memory.sql with current_setting).
+    GucRegistry::define_float_guc(
+        c"saas.memory_log_sample_rate",
+        c"Share of memory_search calls logged to saas.memory_query_log (0 to 1).",
+        c"Only read-write transactions log; a read-only GET never writes the log.",
+        &MEMORY_LOG_SAMPLE_RATE,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"saas.memory_exact_below",
+        c"Tenants with at most this many embeddings of a model are searched exactly by brute force.",
+        c"Above it memory_search reads the model's HNSW index in distance order and stops at the exactness bound.",
+        &MEMORY_EXACT_BELOW,
+        0,
+        100_000_000,
+        GucContext::Userset,
         GucFlags::default(),
     );
     // SAFETY: called once per backend from _PG_init, after every saas.*

@@ -1,0 +1,268 @@
+//! The memory search score and the stopping bound of its candidate stage.
+//!
+//! A memory's score is an absolute, bounded weighted mean of four terms,
+//! each in [0, 1]: similarity (the distance mapped monotonically), recency
+//! (`0.5 ^ (age / half_life)`, 1 for evergreen memories, never below an
+//! optional floor), importance, and the entity boost (the share of the
+//! query's entities the memory mentions). Nothing is normalised over the
+//! candidates, so adding a memory never changes another memory's score.
+//!
+//! The candidate stage reads memories in ascending distance. Every term but
+//! similarity is at most 1, and the memories that match an entity are scored
+//! separately whatever their distance, so a memory not seen yet, at distance
+//! `d` or more, scores at most [`best_unseen`]`(d)`. Once the k-th best score
+//! seen reaches that, no unseen memory can beat it: [`can_stop`].
+
+/// How the index measures distance (pgvector operator classes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// `<=>`, cosine distance in [0, 2].
+    Cosine,
+    /// `<->`, Euclidean distance in [0, inf).
+    L2,
+    /// `<#>`, the negative inner product.
+    InnerProduct,
+}
+
+impl Metric {
+    pub fn parse(name: &str) -> Option<Metric> {
+        match name {
+            "cosine" => Some(Metric::Cosine),
+            "l2" => Some(Metric::L2),
+            "ip" => Some(Metric::InnerProduct),
+            _ => None,
+        }
+    }
+}
+
+/// Similarity in [0, 1] from a distance, non-increasing in the distance
+/// (the stopping bound relies on that). Cosine: `1 - d/2`; L2: `1/(1+d)`;
+/// inner product: the logistic of the inner product (`d` is its negative).
+pub fn similarity(metric: Metric, distance: f64) -> f64 {
+    if distance.is_nan() {
+        return 0.0;
+    }
+    let s = match metric {
+        Metric::Cosine => 1.0 - distance / 2.0,
+        Metric::L2 => 1.0 / (1.0 + distance.max(0.0)),
+        Metric::InnerProduct => 1.0 / (1.0 + distance.exp()),
+    };
+    s.clamp(0.0, 1.0)
+}
+
+/// Recency in [0, 1]: `0.5 ^ (age / half_life)`, 1 when evergreen, at least
+/// `floor`. A negative age (an event in the future) counts as 0.
+pub fn recency(age_seconds: f64, half_life_seconds: f64, evergreen: bool, floor: f64) -> f64 {
+    let floor = if floor.is_finite() {
+        floor.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if evergreen {
+        return 1.0;
+    }
+    let age = if age_seconds.is_finite() {
+        age_seconds.max(0.0)
+    } else if age_seconds > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    let r = 0.5f64.powf(age / half_life_seconds);
+    if r.is_nan() {
+        floor
+    } else {
+        r.clamp(0.0, 1.0).max(floor)
+    }
+}
+
+/// The weights of the four terms; non-negative, not all zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Weights {
+    pub similarity: f64,
+    pub recency: f64,
+    pub importance: f64,
+    pub entity: f64,
+}
+
+impl Weights {
+    pub const DEFAULT: Weights = Weights {
+        similarity: 1.0,
+        recency: 0.3,
+        importance: 0.2,
+        entity: 0.3,
+    };
+
+    pub fn total(&self) -> f64 {
+        self.similarity + self.recency + self.importance + self.entity
+    }
+
+    /// `None` unless every weight is finite and non-negative and one is positive.
+    pub fn checked(self) -> Option<Weights> {
+        let all = [self.similarity, self.recency, self.importance, self.entity];
+        if all.iter().all(|w| w.is_finite() && *w >= 0.0) && self.total() > 0.0 {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+/// The four terms of one memory, each in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms {
+    pub similarity: f64,
+    pub recency: f64,
+    pub importance: f64,
+    pub entity: f64,
+}
+
+/// The score in [0, 1]: `sum(w_i * t_i) / sum(w_i)`.
+pub fn score(w: &Weights, t: &Terms) -> f64 {
+    let clamp = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
+    let sum = w.similarity * clamp(t.similarity)
+        + w.recency * clamp(t.recency)
+        + w.importance * clamp(t.importance)
+        + w.entity * clamp(t.entity);
+    (sum / w.total()).clamp(0.0, 1.0)
+}
+
+/// The best score any memory at `distance` or farther can reach when it
+/// matches none of the query's entities (those are scored separately).
+pub fn best_unseen(w: &Weights, metric: Metric, distance: f64) -> f64 {
+    score(
+        w,
+        &Terms {
+            similarity: similarity(metric, distance),
+            recency: 1.0,
+            importance: 1.0,
+            entity: 0.0,
+        },
+    )
+}
+
+/// Whether the distance-ordered stream may stop: the k-th best score so far
+/// (`None` while fewer than k are scored) is at least what any unseen memory
+/// could score, the stream being at `distance`.
+pub fn can_stop(kth_score: Option<f64>, w: &Weights, metric: Metric, distance: f64) -> bool {
+    match kth_score {
+        Some(kth) => kth >= best_unseen(w, metric, distance),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const METRICS: [Metric; 3] = [Metric::Cosine, Metric::L2, Metric::InnerProduct];
+
+    #[test]
+    fn half_life_halves() {
+        assert_eq!(recency(0.0, 3600.0, false, 0.0), 1.0);
+        assert!((recency(3600.0, 3600.0, false, 0.0) - 0.5).abs() < 1e-12);
+        assert!((recency(7200.0, 3600.0, false, 0.0) - 0.25).abs() < 1e-12);
+        assert_eq!(recency(1e12, 3600.0, true, 0.0), 1.0);
+        assert_eq!(recency(1e12, 3600.0, false, 0.1), 0.1);
+        assert_eq!(recency(-50.0, 3600.0, false, 0.0), 1.0);
+    }
+
+    #[test]
+    fn similarity_maps_distances() {
+        assert_eq!(similarity(Metric::Cosine, 0.0), 1.0);
+        assert_eq!(similarity(Metric::Cosine, 2.0), 0.0);
+        assert_eq!(similarity(Metric::Cosine, 1.0), 0.5);
+        assert_eq!(similarity(Metric::L2, 0.0), 1.0);
+        assert_eq!(similarity(Metric::InnerProduct, 0.0), 0.5);
+        assert_eq!(Metric::parse("dot"), None);
+    }
+
+    #[test]
+    fn weights_are_checked() {
+        assert!(Weights::DEFAULT.checked().is_some());
+        let mut w = Weights::DEFAULT;
+        w.recency = -0.1;
+        assert!(w.checked().is_none());
+        let zero = Weights {
+            similarity: 0.0,
+            recency: 0.0,
+            importance: 0.0,
+            entity: 0.0,
+        };
+        assert!(zero.checked().is_none());
+    }
+
+    fn weights() -> impl Strategy<Value = Weights> {
+        (0.0..3.0f64, 0.0..3.0f64, 0.0..3.0f64, 0.0..3.0f64)
+            .prop_filter("some weight", |(a, b, c, d)| a + b + c + d > 1e-6)
+            .prop_map(|(a, b, c, d)| Weights {
+                similarity: a,
+                recency: b,
+                importance: c,
+                entity: d,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn score_is_bounded_and_monotone(w in weights(), m in 0usize..3,
+                                         d1 in 0.0..2.0f64, dd in 0.0..2.0f64,
+                                         r in 0.0..1.0f64, i in 0.0..1.0f64, e in 0.0..1.0f64) {
+            let metric = METRICS[m];
+            let near = Terms { similarity: similarity(metric, d1), recency: r, importance: i, entity: e };
+            let far = Terms { similarity: similarity(metric, d1 + dd), ..near };
+            let (a, b) = (score(&w, &near), score(&w, &far));
+            prop_assert!((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b));
+            prop_assert!(a >= b);
+            // The bound covers every memory at that distance without an entity match.
+            let no_entity = Terms { entity: 0.0, ..near };
+            prop_assert!(best_unseen(&w, metric, d1) >= score(&w, &no_entity));
+        }
+
+        #[test]
+        fn recency_is_bounded_and_decays(age in 0.0..1e9f64, more in 0.0..1e9f64,
+                                         hl in 1.0..1e8f64, floor in 0.0..1.0f64) {
+            let a = recency(age, hl, false, floor);
+            let b = recency(age + more, hl, false, floor);
+            prop_assert!((floor..=1.0).contains(&a));
+            prop_assert!(b <= a);
+            prop_assert_eq!(recency(age, hl, true, floor), 1.0);
+        }
+
+        /// The stream stopped by `can_stop` holds the exact top-k of the whole
+        /// stream (entity matches scored separately, as the search does).
+        #[test]
+        fn stopping_never_loses_the_top_k(
+            w in weights(), m in 0usize..3, k in 1usize..8,
+            items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64, any::<bool>()), 0..60),
+        ) {
+            let metric = METRICS[m];
+            let mut stream = items.clone();
+            stream.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let scored = |it: &(f64, f64, f64, bool)| score(&w, &Terms {
+                similarity: similarity(metric, it.0), recency: it.1, importance: it.2,
+                entity: if it.3 { 1.0 } else { 0.0 } });
+            // Truth: every item scored.
+            let mut all: Vec<f64> = stream.iter().map(scored).collect();
+            all.sort_by(|a, b| b.total_cmp(a));
+            all.truncate(k);
+            // The search: entity matches first, then the stream until the bound.
+            let mut seen: Vec<f64> = stream.iter().filter(|it| it.3).map(scored).collect();
+            for it in &stream {
+                let mut top = seen.clone();
+                top.sort_by(|a, b| b.total_cmp(a));
+                let kth = if top.len() >= k { Some(top[k - 1]) } else { None };
+                if can_stop(kth, &w, metric, it.0) {
+                    break;
+                }
+                if !it.3 {
+                    seen.push(scored(it));
+                }
+            }
+            seen.sort_by(|a, b| b.total_cmp(a));
+            seen.truncate(k);
+            prop_assert_eq!(seen, all);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Memory search (issue 19) as API roles use it:
+//!
+//! - (TODO, docs/memory.md: the same through the real PostgREST, search as a GET);
+//! - under RLS as PostgREST runs a request (role `authenticated`, claims):
+//!   a tenant holding 1% of a model's rows gets k results from the index
+//!   stage, the same rows brute force gives.
+
+mod common;
+
+use common::random_uuid;
+use serde_json::json;
+use tokio_postgres::Client;
+
+/// Two tenants with one member each, a 4-dimension model, and memories:
+/// `small` holds 1% of the rows, `big` the rest, clustered near the query.
+async fn fixture(admin: &Client, model: &str, small: &str, big: &str, su: &str, bu: &str) {
+    let sql = format!(
+        "INSERT INTO saas.tenants (id, slug, name) VALUES ('{small}', 'm-{s}', 'mem small'), ('{big}', 'm-{b}', 'mem big');
+         INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES ('{small}', '{su}', 'member'), ('{big}', '{bu}', 'member');
+         SELECT saas.memory_index_model('{model}', 4);
+         INSERT INTO saas.memories (tenant_id, subject, kind, content, importance, event_at, created_at)
+         SELECT CASE WHEN g % 100 = 0 THEN '{small}'::uuid ELSE '{big}'::uuid END, 'subject:' || (g % 7), 'note',
+                'memory ' || g, (g % 10) / 10.0, timestamptz '2026-01-01' + g * interval '1 hour', timestamptz '2026-01-01'
+         FROM generate_series(1, 3000) g;
+         INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding)
+         SELECT m.tenant_id, m.id, '{model}',
+                CASE WHEN m.tenant_id = '{big}' THEN format('[1,%s,%s,0]', (m.id % 13) / 100.0, (m.id % 7) / 100.0)
+                     ELSE format('[%s,1,%s,%s]', (m.id % 11) / 10.0, (m.id % 5) / 10.0, (m.id % 3) / 10.0) END::vector
+         FROM saas.memories m WHERE m.tenant_id IN ('{small}', '{big}');",
+        s = &small[0..8],
+        b = &big[0..8]
+    );
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("memory fixture: {e:?}"));
+}
+
+/// The ids a search returns as PostgREST would run it for `user` of `tenant`.
+async fn search_as(
+    admin: &Client,
+    tenant: &str,
+    user: &str,
+    model: &str,
+    exact_below: i64,
+    k: i32,
+) -> Vec<i64> {
+    let claims = json!({"sub": user, "role": "authenticated", "tenant_id": tenant}).to_string();
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL ROLE authenticated;
+             SELECT set_config('request.jwt.claims', '{claims}', true);
+             SET LOCAL saas.memory_exact_below = {exact_below};"
+        ))
+        .await
+        .unwrap();
+    let rows = admin
+        .query(
+            "SELECT memory_id FROM saas.memory_search('[1,0,0,0]'::vector, $1, k => $2, p_now => '2026-06-01') ORDER BY rank",
+            &[&model, &k],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("search as {tenant}: {e:?}"));
+    admin.batch_execute("COMMIT").await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn memory_a_one_percent_tenant_gets_k_results_under_rls() {
+    let Some(admin) = common::connect("memory_a_one_percent_tenant_gets_k_results_under_rls").await
+    else {
+        return;
+    };
+    let (small, big, su, bu) = (random_uuid(), random_uuid(), random_uuid(), random_uuid());
+    let model = format!("onepct-{}", &small[0..8]);
+    fixture(&admin, &model, &small, &big, &su, &bu).await;
+    // The index stage (forced), then brute force: the same k rows, all the small tenant's.
+    let by_index = search_as(&admin, &small, &su, &model, 0, 10).await;
+    let by_brute = search_as(&admin, &small, &su, &model, 1_000_000, 10).await;
+    assert_eq!(by_index.len(), 10, "fewer than k rows from the index stage");
+    assert_eq!(
+        by_index, by_brute,
+        "the index stage disagrees with brute force"
+    );
+    let owners: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.memories WHERE id = ANY ($1) AND tenant_id = $2::text::uuid",
+            &[&by_index, &small],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owners, 10, "rows of another tenant were returned");
+    // k over the tenant's rows: min(k, eligible), never fewer.
+    let all = search_as(&admin, &small, &su, &model, 0, 1000).await;
+    assert_eq!(all.len(), 30);
+}
