@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod error;
 mod gucs;
+pub mod llm;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
@@ -36,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     audit::init();
     ratelimit::init();
+    llm::init();
 }
 
 // The SQL of the shared layer; each module pulls in its own sql/<module>.sql
