@@ -316,7 +316,7 @@ BEGIN
                                       WHERE c.tenant_id = t AND c.cache_key = key), 0) ELSE 0 END,
          CASE WHEN hit THEN coalesce((SELECT c.cost_micros FROM @extschema@.llm_cache c
                                       WHERE c.tenant_id = t AND c.cache_key = key), 0) ELSE 0 END
-  ON CONFLICT (tenant_id, day, model) DO UPDATE SET
+  ON CONFLICT ON CONSTRAINT llm_cache_daily_pkey DO UPDATE SET
     hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses,
     tokens_saved = d.tokens_saved + EXCLUDED.tokens_saved, saved_micros = d.saved_micros + EXCLUDED.saved_micros;
 END
@@ -373,7 +373,7 @@ BEGIN
   -- lease of another caller leaves nothing returned.
   INSERT INTO @extschema@.llm_cache_leases AS l (tenant_id, cache_key, lease_id, holder, expires_at)
   VALUES (t, k, gen_random_uuid(), @extschema@.current_user_id(), now_ts + make_interval(secs => lease_seconds))
-  ON CONFLICT (tenant_id, cache_key) DO UPDATE SET
+  ON CONFLICT ON CONSTRAINT llm_cache_leases_pkey DO UPDATE SET
     lease_id = EXCLUDED.lease_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
     WHERE l.expires_at <= now_ts
   RETURNING l.lease_id INTO lease;
@@ -463,7 +463,7 @@ BEGIN
   INSERT INTO @extschema@.llm_cache AS c (tenant_id, cache_key, provider, model, request, response, prompt_tokens,
                                           completion_tokens, cost_micros, created_by, created_at, expires_at)
   VALUES (t, k, provider, req_model, request, response, pt, ct, cost, @extschema@.current_user_id(), now_ts, now_ts + ttl)
-  ON CONFLICT (tenant_id, cache_key) DO UPDATE SET
+  ON CONFLICT ON CONSTRAINT llm_cache_pkey DO UPDATE SET
     provider = EXCLUDED.provider, model = EXCLUDED.model, request = EXCLUDED.request, response = EXCLUDED.response,
     prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
     cost_micros = EXCLUDED.cost_micros, created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at,
@@ -509,7 +509,7 @@ BEGIN
       SELECT k.tenant_id, k.day, k.id, 0, k.pending, 0, 0 FROM taken k WHERE k.kind = 'miss'
     ) x
     GROUP BY x.tenant_id, x.day, x.model
-    ON CONFLICT (tenant_id, day, model) DO UPDATE SET
+    ON CONFLICT ON CONSTRAINT llm_cache_daily_pkey DO UPDATE SET
       hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses,
       tokens_saved = d.tokens_saved + EXCLUDED.tokens_saved, saved_micros = d.saved_micros + EXCLUDED.saved_micros
   )
@@ -598,7 +598,7 @@ BEGIN
                                            cache_write_micros_per_mtok, output_micros_per_mtok, cached_subset, currency)
   VALUES (provider, model, effective_from, input_micros_per_mtok, coalesce(cached_input_micros_per_mtok, input_micros_per_mtok),
           coalesce(cache_write_micros_per_mtok, input_micros_per_mtok), output_micros_per_mtok, cached_subset, currency)
-  ON CONFLICT (provider, model, effective_from) DO UPDATE SET
+  ON CONFLICT ON CONSTRAINT llm_prices_pkey DO UPDATE SET
     input_micros_per_mtok = EXCLUDED.input_micros_per_mtok, cached_input_micros_per_mtok = EXCLUDED.cached_input_micros_per_mtok,
     cache_write_micros_per_mtok = EXCLUDED.cache_write_micros_per_mtok, output_micros_per_mtok = EXCLUDED.output_micros_per_mtok,
     cached_subset = EXCLUDED.cached_subset, currency = EXCLUDED.currency;
@@ -990,7 +990,7 @@ BEGIN
   VALUES (t, (now_ts AT TIME ZONE 'UTC')::date, provider, model, 1, cache_hit::int, prompt_tokens, cached_read_tokens,
           cache_write_tokens, completion_tokens, reasoning_tokens, CASE WHEN cache_hit THEN 0 ELSE cost END,
           CASE WHEN cache_hit THEN greatest(saved, cost) ELSE saved END)
-  ON CONFLICT (tenant_id, day, provider, model) DO UPDATE SET
+  ON CONFLICT ON CONSTRAINT llm_usage_daily_pkey DO UPDATE SET
     calls = d.calls + 1, cache_hits = d.cache_hits + EXCLUDED.cache_hits, prompt_tokens = d.prompt_tokens + EXCLUDED.prompt_tokens,
     cached_read_tokens = d.cached_read_tokens + EXCLUDED.cached_read_tokens,
     cache_write_tokens = d.cache_write_tokens + EXCLUDED.cache_write_tokens,
@@ -1010,7 +1010,7 @@ BEGIN
     IF ids IS NOT NULL THEN
       INSERT INTO @extschema@.llm_budget_windows AS w (tenant_id, budget_id, window_start, used_micros, used_tokens)
       SELECT t, x.id, x.s, cost, prompt_tokens + completion_tokens FROM unnest(ids, starts) AS x(id, s)
-      ON CONFLICT (tenant_id, budget_id, window_start) DO UPDATE SET
+      ON CONFLICT ON CONSTRAINT llm_budget_windows_pkey DO UPDATE SET
         used_micros = w.used_micros + EXCLUDED.used_micros, used_tokens = w.used_tokens + EXCLUDED.used_tokens;
     END IF;
   END IF;
