@@ -16,6 +16,8 @@ use std::process::Command;
 use tokio_postgres::Client;
 
 const FILL: &str = include_str!("upgrade/fill.sql");
+/// The llm module's data (0.2.0), written after the upgrade and into the fresh install.
+const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
 
 /// Every released version, from the frozen install scripts in sql/.
 fn released_versions() -> Vec<String> {
@@ -174,6 +176,25 @@ async fn fill(client: &Client, what: &str) {
     assert!(sealed > 0, "{what}: the fill left nothing to seal");
 }
 
+/// The llm module in use (it came with 0.2.0): cache, ledger, prices, budgets.
+async fn fill_llm(client: &Client, what: &str) {
+    client
+        .batch_execute(FILL_LLM)
+        .await
+        .unwrap_or_else(|e| panic!("llm fill {what}: {}", pg_err(&e)));
+    let (hits, cost): (i64, i64) = client
+        .query_one(
+            "SELECT (SELECT hit_count FROM saas.llm_cache), (SELECT sum(cost_micros)::bigint FROM saas.llm_usage)",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_else(|e| panic!("llm fill {what}: {}", pg_err(&e)));
+    // 200 x 2 + 800 x 1 + 300 x 8 = 3600 (openai, the October price); 100 x 3 +
+    // 2000 x 0.3 + 500 x 3.75 + 50 x 15 = 3525 (anthropic, cache apart).
+    assert_eq!((hits, cost), (1, 7125), "llm fill {what}");
+}
+
 async fn describe(client: &Client) -> Vec<String> {
     let mut lines: Vec<String> = client
         .query(DESCRIBE_MEMBERS, &[])
@@ -313,6 +334,7 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         .await
         .unwrap();
     fill(&fresh, "the fresh install").await;
+    fill_llm(&fresh, "the fresh install").await;
     let fresh_members = describe(&fresh).await;
     let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
 
@@ -346,6 +368,7 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
             "from {old}: no upgrade path reaches {current} (sql/pg_saas--A--B.sql missing?)"
         );
 
+        fill_llm(&client, &format!("from {old}")).await;
         let upgraded_members = describe(&client).await;
         assert!(
             upgraded_members == fresh_members,
