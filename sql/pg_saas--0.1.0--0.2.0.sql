@@ -2968,7 +2968,8 @@ COMMENT ON FUNCTION @extschema@.llm_record_usage(text, text, bigint, bigint, big
 
 -- ---------------------------------------------------------------------------
 -- Maintenance: hits flushed, expired cache rows, leases and idempotency
--- keys deleted, expired reservations released, ledger partitions kept.
+-- keys deleted, expired reservations released. (The ledger's partitions are
+-- kept by the partitions module once the first record made them.)
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._llm_maintenance(p_now timestamptz)
 RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
@@ -2982,7 +2983,6 @@ DECLARE
   released bigint;
   keys bigint;
 BEGIN
-  PERFORM @extschema@._llm_ensure_ledger();
   flushed := @extschema@.llm_hits_flush();
   DELETE FROM @extschema@.llm_cache c WHERE c.expires_at <= p_now;
   GET DIAGNOSTICS expired = ROW_COUNT;

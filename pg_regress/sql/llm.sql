@@ -179,3 +179,20 @@ SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a
 SELECT saas.llm_budget_settle(2, 3000, 1200) AS late_settle;
 COMMIT;
 SELECT window_start, used_micros, reserved_micros FROM saas.llm_budget_windows WHERE tenant_id = :ta;
+
+-- Leave nothing for the suites after this one: the ledger's partitions and
+-- its partition_config row, and every llm row.
+DO $$
+DECLARE
+  part regclass;
+BEGIN
+  FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'saas.llm_usage'::regclass LOOP
+    EXECUTE format('DROP TABLE %s', part);
+  END LOOP;
+END
+$$;
+DELETE FROM saas.partition_config WHERE parent = 'saas.llm_usage'::regclass;
+TRUNCATE saas.llm_cache, saas.llm_cache_leases, saas.llm_cache_daily, saas.llm_usage_keys, saas.llm_usage_daily,
+         saas.llm_reservations, saas.llm_budget_windows, saas.llm_prices;
+DELETE FROM saas.llm_budgets;
+SELECT saas.llm_hits_flush() AS nothing_pending;
