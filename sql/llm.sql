@@ -114,7 +114,9 @@ CREATE TABLE @extschema@.llm_usage (
   finish_reason       text,
   idempotency_key     text,
   reservation_id      bigint,
-  CONSTRAINT llm_usage_pkey PRIMARY KEY (tenant_id, created_at, usage_id),
+  -- No primary key on the parent: each partition gets (tenant_id,
+  -- created_at, usage_id) from _llm_partition_hook, so pg_dump dumps the
+  -- partitions (made outside CREATE EXTENSION) with their keys.
   CONSTRAINT llm_usage_nonnegative CHECK (prompt_tokens >= 0 AND cached_read_tokens >= 0 AND cache_write_tokens >= 0
                                           AND completion_tokens >= 0 AND reasoning_tokens >= 0
                                           AND cost_micros >= 0 AND saved_micros >= 0)
@@ -188,9 +190,10 @@ CREATE TABLE @extschema@.llm_budget_windows (
   used_tokens      bigint      NOT NULL DEFAULT 0,
   reserved_micros  bigint      NOT NULL DEFAULT 0,
   reserved_tokens  bigint      NOT NULL DEFAULT 0,
+  -- No foreign key to llm_budgets: pg_restore loads the dumped rows of
+  -- extension tables in parallel, in any order. llm_budget_drop deletes a
+  -- budget's windows.
   CONSTRAINT llm_budget_windows_pkey PRIMARY KEY (tenant_id, budget_id, window_start),
-  CONSTRAINT llm_budget_windows_budget FOREIGN KEY (tenant_id, budget_id)
-    REFERENCES @extschema@.llm_budgets (tenant_id, budget_id) ON DELETE CASCADE,
   CONSTRAINT llm_budget_windows_nonnegative CHECK (used_micros >= 0 AND used_tokens >= 0
                                                    AND reserved_micros >= 0 AND reserved_tokens >= 0)
 );
@@ -709,18 +712,26 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  dropped boolean;
 BEGIN
   IF tenant IS NULL OR period IS NULL THEN
     RAISE EXCEPTION 'llm_budget_drop: tenant and period must not be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the tenant, period and user the budget was set with.';
   END IF;
-  DELETE FROM @extschema@.llm_budgets b
-  WHERE b.tenant_id = tenant AND b.period = llm_budget_drop.period AND b.user_id IS NOT DISTINCT FROM llm_budget_drop.user_id;
-  RETURN FOUND;
+  WITH gone AS (
+    DELETE FROM @extschema@.llm_budgets b
+    WHERE b.tenant_id = tenant AND b.period = llm_budget_drop.period AND b.user_id IS NOT DISTINCT FROM llm_budget_drop.user_id
+    RETURNING b.tenant_id, b.budget_id
+  ), windows AS (
+    DELETE FROM @extschema@.llm_budget_windows w USING gone g WHERE w.tenant_id = g.tenant_id AND w.budget_id = g.budget_id
+  )
+  SELECT count(*) > 0 INTO dropped FROM gone;
+  RETURN dropped;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.llm_budget_drop(uuid, text, uuid) IS
-  'Removes a budget (and its windows); false when there was none. For operators.';
+  'Removes a budget and its windows; false when there was none. For operators.';
 
 CREATE FUNCTION @extschema@.llm_budget_reserve(
   provider text,
@@ -910,6 +921,22 @@ BEGIN
 END
 $$;
 
+-- A partition of the ledger gets the ledger's key (as audit_log's do).
+CREATE FUNCTION @extschema@._llm_partition_hook(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF coalesce(pg_partition_root(part), parent) = '@extschema@.llm_usage'::regclass
+     AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = part AND contype = 'p') THEN
+    EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, created_at, usage_id)', part);
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
+VALUES ('llm', '@extschema@._llm_partition_hook(regclass, regclass)', true);
+
 CREATE FUNCTION @extschema@.llm_record_usage(
   provider text,
   model text,
@@ -1074,9 +1101,11 @@ CREATE FUNCTION saas_api.llm_cache_get(request jsonb)
 RETURNS jsonb
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.llm_cache_get(request) $$;
+-- A GET passes the request in the query string, which PostgREST gives a
+-- jsonb parameter as a JSON string: its text is the request.
+AS $$ SELECT @extschema@.llm_cache_get(CASE WHEN jsonb_typeof(request) = 'string' THEN (request #>> '{}')::jsonb ELSE request END) $$;
 COMMENT ON FUNCTION saas_api.llm_cache_get(jsonb) IS
-  'The cached response to this LLM request in the current tenant, or null; the hit is counted exactly (GET or POST).';
+  'The cached response to this LLM request in the current tenant, or null; the hit is counted exactly (GET with ?request=<JSON text>, or POST).';
 
 CREATE FUNCTION saas_api.llm_cache_lease(request jsonb, lease_seconds int DEFAULT 60)
 RETURNS jsonb

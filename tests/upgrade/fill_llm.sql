@@ -11,7 +11,7 @@ BEGIN;
 SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa');
 SELECT saas.llm_cache_put('{"model": "gpt-4o", "temperature": 0, "messages": [{"role": "user", "content": "hello"}]}',
                           '{"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}], "usage": {"prompt_tokens": 8, "completion_tokens": 2}}',
-                          provider => 'openai', ttl => '100 years', p_now => '2026-10-15 10:00+00');
+                          provider => 'openai', ttl => '10 years', p_now => '2026-10-15 10:00+00');
 SELECT saas.llm_cache_get('{"messages": [{"content": "hello", "role": "user"}], "temperature": 0.0, "model": "gpt-4o"}', '2026-10-15 11:00+00');
 SELECT reservation_id FROM saas.llm_budget_reserve('openai', 'gpt-4o', 1000, 500, '1 day', '2026-10-15 10:00+00');
 SELECT saas.llm_record_usage('openai', 'gpt-4o', 1000, 300, cached_read_tokens => 800, idempotency_key => 'call-1',
