@@ -2280,14 +2280,26 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  model text := @extschema@._llm_request('llm_cache_get', request);
-  t uuid := @extschema@._llm_tenant('llm_cache_get');
-  k text := @extschema@.llm_cache_key(request);
+  t uuid := @extschema@.current_tenant();
+  now_ts timestamptz := coalesce(p_now, now());
+  k text;
   resp jsonb;
 BEGIN
+  -- The hit path, kept short: the checks' helpers run only to raise.
+  IF request IS NULL OR jsonb_typeof(request -> 'model') IS DISTINCT FROM 'string' THEN
+    PERFORM @extschema@._llm_request('llm_cache_get', request);
+  END IF;
+  IF t IS NULL THEN
+    PERFORM @extschema@._llm_tenant('llm_cache_get');
+  END IF;
+  k := @extschema@.llm_cache_key(request);
   SELECT c.response INTO resp FROM @extschema@.llm_cache c
-  WHERE c.tenant_id = t AND c.cache_key = k AND c.expires_at > coalesce(p_now, now());
-  PERFORM @extschema@._llm_count_lookup(t, resp IS NOT NULL, k, model, coalesce(p_now, now()));
+  WHERE c.tenant_id = t AND c.cache_key = k AND c.expires_at > now_ts;
+  IF NOT @extschema@._llm_count(CASE WHEN resp IS NULL THEN 'miss' ELSE 'hit' END, t,
+                                (now_ts AT TIME ZONE 'UTC')::date - DATE '2000-01-01',
+                                CASE WHEN resp IS NULL THEN request ->> 'model' ELSE k END) THEN
+    PERFORM @extschema@._llm_count_lookup(t, resp IS NOT NULL, k, request ->> 'model', now_ts);
+  END IF;
   RETURN resp;
 END
 $$;
