@@ -109,10 +109,7 @@ async fn llm_cache_is_tenant_scoped_and_counts_concurrent_gets_exactly() {
     let req = request(&format!("roadmap {ta}"));
 
     // A miss in both tenants, then A stores its answer.
-    let path = format!(
-        "/rpc/llm_cache_get?request={}",
-        urlencode(&req.to_string())
-    );
+    let path = format!("/rpc/llm_cache_get?request={}", urlencode(&req.to_string()));
     let r = get(&http, &path, &a).send().await;
     assert_eq!(r.expect_status(200).json(), Value::Null, "{}", r.body);
     let r = post(
@@ -123,11 +120,21 @@ async fn llm_cache_is_tenant_scoped_and_counts_concurrent_gets_exactly() {
     )
     .send()
     .await;
-    assert_eq!(r.expect_status(200).json()["cached"], json!(true), "{}", r.body);
+    assert_eq!(
+        r.expect_status(200).json()["cached"],
+        json!(true),
+        "{}",
+        r.body
+    );
 
     // The same request in tenant B never hits A's answer.
     let r = get(&http, &path, &b).send().await;
-    assert_eq!(r.expect_status(200).json(), Value::Null, "cross-tenant hit: {}", r.body);
+    assert_eq!(
+        r.expect_status(200).json(),
+        Value::Null,
+        "cross-tenant hit: {}",
+        r.body
+    );
 
     // 48 concurrent GETs (READ ONLY transactions) all hit, and all count.
     let n = 48;
@@ -190,11 +197,9 @@ async fn llm_concurrent_misses_are_single_flighted() {
     let a = user(&u, &t);
     wait_served(&http, &a).await;
     let req = request(&format!("single flight {t}"));
-    let rs = all(
-        (0..16)
-            .map(|_| post(&http, "/rpc/llm_cache_lease", &json!({"request": req}), &a))
-            .collect(),
-    )
+    let rs = all((0..16)
+        .map(|_| post(&http, "/rpc/llm_cache_lease", &json!({"request": req}), &a))
+        .collect())
     .await;
     let statuses: Vec<String> = rs
         .iter()
@@ -223,15 +228,23 @@ async fn llm_concurrent_misses_are_single_flighted() {
     )
     .send()
     .await;
-    assert_eq!(r.expect_status(200).json()["cached"], json!(true), "{}", r.body);
-    let rs = all(
-        (0..8)
-            .map(|_| post(&http, "/rpc/llm_cache_lease", &json!({"request": req}), &a))
-            .collect(),
-    )
+    assert_eq!(
+        r.expect_status(200).json()["cached"],
+        json!(true),
+        "{}",
+        r.body
+    );
+    let rs = all((0..8)
+        .map(|_| post(&http, "/rpc/llm_cache_lease", &json!({"request": req}), &a))
+        .collect())
     .await;
     for r in rs {
-        assert_eq!(r.expect_status(200).json()["status"], json!("hit"), "{}", r.body);
+        assert_eq!(
+            r.expect_status(200).json()["status"],
+            json!("hit"),
+            "{}",
+            r.body
+        );
     }
     let left: i64 = admin
         .query_one(
@@ -264,11 +277,9 @@ async fn llm_64_concurrent_reservations_never_overspend() {
     .unwrap();
     wait_served(&http, &a).await;
     let body = json!({"provider": "openai", "model": "gpt-4o-llm-it", "prompt_tokens": 1000, "max_output_tokens": 500});
-    let rs = all(
-        (0..64)
-            .map(|_| post(&http, "/rpc/llm_budget_reserve", &body, &a))
-            .collect(),
-    )
+    let rs = all((0..64)
+        .map(|_| post(&http, "/rpc/llm_budget_reserve", &body, &a))
+        .collect())
     .await;
     let ok: Vec<&HttpResponse> = rs.iter().filter(|r| r.status == 200).collect();
     let refused: Vec<&HttpResponse> = rs.iter().filter(|r| r.status == 402).collect();
@@ -285,9 +296,16 @@ async fn llm_64_concurrent_reservations_never_overspend() {
     assert_eq!(details["reason"], json!("llm_budget_exceeded"));
     assert_eq!(details["limit_micros"], json!(78000));
     assert_eq!(details["requested_micros"], json!(7500));
-    assert_eq!(details["used_micros"].as_i64().unwrap() + details["reserved_micros"].as_i64().unwrap(), 75000);
+    assert_eq!(
+        details["used_micros"].as_i64().unwrap() + details["reserved_micros"].as_i64().unwrap(),
+        75000
+    );
     assert!(details["resets_at"].is_string(), "{details}");
-    let retry: i64 = refused[0].header("Retry-After").expect("Retry-After").parse().unwrap();
+    let retry: i64 = refused[0]
+        .header("Retry-After")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!((1..=86_400 + 3600).contains(&retry), "Retry-After {retry}");
     let reserved: i64 = admin
         .query_one(
@@ -302,12 +320,18 @@ async fn llm_64_concurrent_reservations_never_overspend() {
     // Settling: through the API, idempotent; the other tenant cannot.
     let rid = ok[0].rows()[0]["reservation_id"].clone();
     let settle = json!({"reservation_id": rid, "actual_micros": 2500, "actual_tokens": 1100});
-    let r = post(&http, "/rpc/llm_budget_settle", &settle, &other).send().await;
+    let r = post(&http, "/rpc/llm_budget_settle", &settle, &other)
+        .send()
+        .await;
     r.expect_status(400);
     assert_eq!(r.error().code, "22023", "{}", r.body);
-    let r = post(&http, "/rpc/llm_budget_settle", &settle, &a).send().await;
+    let r = post(&http, "/rpc/llm_budget_settle", &settle, &a)
+        .send()
+        .await;
     assert_eq!(r.expect_status(200).json(), json!(true));
-    let r = post(&http, "/rpc/llm_budget_settle", &settle, &a).send().await;
+    let r = post(&http, "/rpc/llm_budget_settle", &settle, &a)
+        .send()
+        .await;
     assert_eq!(r.expect_status(200).json(), json!(false), "settled once");
     // Usage recorded by A is A's alone.
     let r = post(

@@ -26,10 +26,14 @@ pub fn refusal(request: &Value, response: &Value, allow_nondeterministic: bool) 
         let ok = FINISHED_OPENAI.contains(&reason.as_str())
             || FINISHED_ANTHROPIC.contains(&reason.as_str());
         if !ok {
-            return Some(format!("the answer did not finish (finish reason {reason})"));
+            return Some(format!(
+                "the answer did not finish (finish reason {reason})"
+            ));
         }
     } else {
-        return Some("the response has no finish reason (choices[].finish_reason or stop_reason)".into());
+        return Some(
+            "the response has no finish reason (choices[].finish_reason or stop_reason)".into(),
+        );
     }
     if !allow_nondeterministic {
         let temp_zero = request
@@ -84,7 +88,11 @@ pub fn assemble_stream(chunks: &Value) -> Option<Value> {
     let mut choices: std::collections::BTreeMap<i64, (String, String, Value)> = Default::default();
     for chunk in chunks {
         let c = chunk.as_object()?;
-        for (field, slot) in [("id", &mut id), ("model", &mut model), ("created", &mut created)] {
+        for (field, slot) in [
+            ("id", &mut id),
+            ("model", &mut model),
+            ("created", &mut created),
+        ] {
             if slot.is_null() {
                 if let Some(v) = c.get(field) {
                     *slot = v.clone();
@@ -94,7 +102,12 @@ pub fn assemble_stream(chunks: &Value) -> Option<Value> {
         if let Some(u) = c.get("usage").filter(|u| !u.is_null()) {
             usage = u.clone();
         }
-        for choice in c.get("choices").and_then(Value::as_array).into_iter().flatten() {
+        for choice in c
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let index = choice.get("index").and_then(Value::as_i64).unwrap_or(0);
             let entry = choices
                 .entry(index)
@@ -119,7 +132,12 @@ pub fn assemble_stream(chunks: &Value) -> Option<Value> {
         })
         .collect();
     let mut out = json!({"object": "chat.completion", "choices": choices});
-    for (field, v) in [("id", id), ("model", model), ("created", created), ("usage", usage)] {
+    for (field, v) in [
+        ("id", id),
+        ("model", model),
+        ("created", created),
+        ("usage", usage),
+    ] {
         if !v.is_null() {
             out[field] = v;
         }
@@ -143,11 +161,21 @@ mod tests {
         assert!(refusal(&det, &openai("content_filter"), true).is_some());
         assert!(refusal(&json!({}), &openai("stop"), false).is_some());
         assert_eq!(refusal(&json!({}), &openai("stop"), true), None);
-        assert_eq!(refusal(&json!({"seed": 7, "temperature": 1}), &openai("stop"), false), None);
+        assert_eq!(
+            refusal(
+                &json!({"seed": 7, "temperature": 1}),
+                &openai("stop"),
+                false
+            ),
+            None
+        );
         assert!(refusal(&det, &json!({"error": {"message": "x"}}), false).is_some());
         assert!(refusal(&det, &json!({"choices": []}), false).is_some());
         assert!(refusal(&det, &json!({"stop_reason": "max_tokens"}), false).is_some());
-        assert_eq!(refusal(&det, &json!({"stop_reason": "end_turn"}), false), None);
+        assert_eq!(
+            refusal(&det, &json!({"stop_reason": "end_turn"}), false),
+            None
+        );
         let two = json!({"choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}]});
         assert!(refusal(&det, &two, false).unwrap().contains("length"));
     }

@@ -107,7 +107,9 @@ pub fn string<S: Sink>(s: &str, out: &mut S) {
 /// A JSON number's text as ECMAScript's `Number.prototype.toString` writes
 /// the double it denotes (RFC 8785 section 3.2.2.3).
 pub fn number(text: &str) -> SaasResult<String> {
-    let v: f64 = text.parse().map_err(|_| not_ijson(text, "is not a number"))?;
+    let v: f64 = text
+        .parse()
+        .map_err(|_| not_ijson(text, "is not a number"))?;
     if !v.is_finite() {
         return Err(not_ijson(text, "is beyond the range of a double"));
     }
@@ -148,10 +150,16 @@ pub fn es6_number(v: f64) -> String {
     // are the shorter prefix, then 5, then only zeros.
     if k > 1 && (digits.as_bytes()[k as usize - 1] - b'0') % 2 == 1 {
         let exact = format!("{:.800e}", v.abs());
-        let exact: String = exact.split_once('e').unwrap().0.chars().filter(|c| *c != '.').collect();
+        let exact: String = exact
+            .split_once('e')
+            .unwrap()
+            .0
+            .chars()
+            .filter(|c| *c != '.')
+            .collect();
         let e = exact.as_bytes();
         let tie = e[k as usize] == b'5' && e[k as usize + 1..].iter().all(|b| *b == b'0');
-        if tie && format!("{:e}", v.abs()).split_once('e').unwrap().1 == exp {
+        if tie {
             let truncated = &exact[..k as usize] == digits.as_str();
             let last = digits.pop().unwrap() as u8;
             digits.push(if truncated { last + 1 } else { last - 1 } as char);
@@ -180,7 +188,7 @@ pub fn es6_number(v: f64) -> String {
             out.push_str(&digits[1..]);
         }
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
+        out.push(if n >= 1 { '+' } else { '-' });
         out.push_str(&(n - 1).abs().to_string());
     }
     out
@@ -250,7 +258,13 @@ mod tests {
           "1": "One", "\ud83d\ude00": "Emoji: Grinning Face", "\u0080": "Control", "\u00f6": "Latin Small Letter O With Diaeresis"}"#;
         let out = canon(input);
         let order: Vec<&str> = [
-            "\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}",
+            "\r",
+            "1",
+            "\u{80}",
+            "\u{f6}",
+            "\u{20ac}",
+            "\u{1f600}",
+            "\u{fb33}",
         ]
         .to_vec();
         let mut at = 0;

@@ -195,10 +195,7 @@ mod tests {
                     .collect();
                 format!("{{ {} }}", parts.join(" , "))
             }
-            Value::Array(a) => format!(
-                "[{}]",
-                a.iter().map(respell).collect::<Vec<_>>().join(",")
-            ),
+            Value::Array(a) => format!("[{}]", a.iter().map(respell).collect::<Vec<_>>().join(",")),
             Value::Number(n) => format!("{}.000e0", n),
             other => serde_json::to_string(other).unwrap(),
         }

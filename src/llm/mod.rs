@@ -85,7 +85,11 @@ fn _llm_worst_case(
 
 /// Why an answer may not be cached, or NULL when it may.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn _llm_uncacheable(request: JsonB, response: JsonB, allow_nondeterministic: bool) -> Option<String> {
+fn _llm_uncacheable(
+    request: JsonB,
+    response: JsonB,
+    allow_nondeterministic: bool,
+) -> Option<String> {
     cacheable::refusal(&request.0, &response.0, allow_nondeterministic)
 }
 
@@ -132,7 +136,12 @@ fn slot_rows(slots: Vec<hits::HitSlot>) -> Vec<(String, pgrx::Uuid, i32, String,
         .into_iter()
         .map(|s| {
             (
-                if s.kind == hits::KIND_HIT { "hit" } else { "miss" }.to_string(),
+                if s.kind == hits::KIND_HIT {
+                    "hit"
+                } else {
+                    "miss"
+                }
+                .to_string(),
                 pgrx::Uuid::from_bytes(s.tenant),
                 s.day,
                 s.id_text(),
