@@ -3057,11 +3057,26 @@ VALUES ('llm', 'llm', '_llm_maintenance', 40, 'llm_cache');
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION saas_api.llm_cache_get(request jsonb)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
--- A GET passes the request in the query string, which PostgREST gives a
--- jsonb parameter as a JSON string: its text is the request.
-AS $$ SELECT @extschema@.llm_cache_get(CASE WHEN jsonb_typeof(request) = 'string' THEN (request #>> '{}')::jsonb ELSE request END) $$;
+AS $$
+DECLARE
+  r jsonb := request;
+BEGIN
+  -- A GET passes the request in the query string, which PostgREST gives a
+  -- jsonb parameter as a JSON string: its text is the request.
+  IF jsonb_typeof(request) = 'string' THEN
+    BEGIN
+      r := (request #>> '{}')::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+      RAISE EXCEPTION 'llm_cache_get: the request is text that is not JSON'
+        USING ERRCODE = 'invalid_text_representation',
+              HINT = 'Pass the request object as JSON; in a GET: ?request=<the object as JSON text, URL-encoded>.';
+    END;
+  END IF;
+  RETURN @extschema@.llm_cache_get(r);
+END
+$$;
 COMMENT ON FUNCTION saas_api.llm_cache_get(jsonb) IS
   'The cached response to this LLM request in the current tenant, or null; the hit is counted exactly (GET with ?request=<JSON text>, or POST).';
 
