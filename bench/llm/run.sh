@@ -88,7 +88,8 @@ SQL
 # pgbench SCRIPT: "latency_ms transactions" of one run.
 run_pgbench() {
   PGOPTIONS=${2-} "$PG_BIN/pgbench" -n -h localhost -M prepared -f "$1" -T "$SECONDS_PER_RUN" -c "$CLIENTS" -j "$JOBS" 2>&1 \
-    | awk '/latency average/ { l = $4 } /number of transactions actually processed/ { split($6, a, "/"); t = a[1] } END { print l, t }'
+    | awk '/latency average/ { l = $4 } /number of transactions actually processed/ { split($6, a, "/"); t = a[1] }
+           (/number of failed transactions/ && $5 != 0) || /aborted/ { print "  pgbench: " $0 > "/dev/stderr" } END { print l, t }'
 }
 
 # The Redis peer: its own server on a private port, KEYS answers.
@@ -115,6 +116,9 @@ echo "  lookups: $CLIENTS clients, ${SECONDS_PER_RUN}s per side per round, $ROUN
 : >"$TMP/ours" ; : >"$TMP/seed" ; : >"$TMP/redis"
 ours_n=0; seed_n=0
 for round in $(seq "$ROUNDS"); do
+  # The hit counters hold saas.llm_hit_slots keys between flushes (hourly
+  # run_maintenance in production): flushed before each round.
+  bench_psql -c "SELECT saas.llm_hits_flush()" >/dev/null
   read -r l n < <(run_pgbench "$TMP/ours.sql" "-c default_transaction_read_only=on"); echo "$l" >>"$TMP/ours"; ours_n=$((ours_n + n))
   read -r l n < <(run_pgbench "$TMP/seed.sql"); echo "$l" >>"$TMP/seed"; seed_n=$((seed_n + n))
   g=$(redis_ms GET key:__rand_int__); i=$(redis_ms INCR hits:key:__rand_int__)
