@@ -30,6 +30,7 @@ APT_PACKAGES=(
   libclang-dev clang
   shellcheck curl
   wrk
+  redis-server
 )
 
 # --- 1. apt packages -------------------------------------------------------

@@ -53,6 +53,10 @@ pub(crate) static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_
 /// flushes (read once, at server start).
 pub(crate) static USAGE_COUNTER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 
+/// `saas.llm_hit_slots`: LLM cache hits and misses held in shared memory
+/// between flushes (read once, at server start).
+pub(crate) static LLM_HIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+
 /// `saas.trusted_proxies`: the reverse proxies whose `X-Forwarded-For` hops
 /// are believed (`request::client_ip`), as addresses and CIDR ranges.
 ///
@@ -226,6 +230,16 @@ that is not one of these; X-Real-IP only without X-Forwarded-For. Empty trusts n
         0,
         100_000_000,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"saas.llm_hit_slots",
+        c"LLM cache hits and misses held in shared memory between flushes.",
+        c"104 bytes each; run_maintenance() writes them to saas.llm_cache and saas.llm_cache_daily and frees the slots. When full, a lookup in a read-write transaction counts in the table, one in a read-only transaction fails with 53000.",
+        &LLM_HIT_SLOTS,
+        64,
+        4 * 1024 * 1024,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     // SAFETY: called once per backend from _PG_init, after every saas.*

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod error;
 mod gucs;
 pub mod memory;
+pub mod llm;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
@@ -37,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     tenancy::init();
     audit::init();
     ratelimit::init();
+    llm::init();
 }
 
 // The SQL of the shared layer; each module pulls in its own sql/<module>.sql

@@ -20,6 +20,8 @@ use tokio_postgres::{Client, NoTls};
 
 const DB: &str = "pg_saas_backup";
 const FILL: &str = include_str!("upgrade/fill.sql");
+/// The llm module's state: cache, ledger partitions, prices, budgets.
+const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
 
 /// The rest of the state a backup must carry, beyond what the upgrade fill
 /// makes (which has a user's partition hook): usage counters, storage, a
@@ -278,6 +280,22 @@ async fn behaviour(client: &Client) -> Vec<String> {
         .await,
     );
     client.batch_execute("COMMIT").await.unwrap();
+    // The llm cache answers, budgets and the ledger's cost as before.
+    client
+        .batch_execute("BEGIN; SET LOCAL client_min_messages = error; SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa');")
+        .await
+        .unwrap_or_else(|e| panic!("llm: {}", pg_err(&e)));
+    out.extend(
+        lines(
+            client,
+            "SELECT 'llm ' || x FROM (
+               SELECT saas.llm_cache_get('{\"model\": \"gpt-4o\", \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}')::text AS x
+               UNION ALL SELECT format('%s %s', b.period, b.max_cost_micros) FROM saas.llm_budget_status() b
+               UNION ALL SELECT saas.llm_cost('openai', 'gpt-4o', 1000, 300, 800, 0, 0, '2026-10-15')::text) q ORDER BY 1",
+        )
+        .await,
+    );
+    client.batch_execute("COMMIT").await.unwrap();
     out.extend(
         lines(
             client,
@@ -386,6 +404,9 @@ async fn dump_and_restore_in_every_format_bring_everything_back() {
     src.batch_execute(MORE_STATE)
         .await
         .unwrap_or_else(|e| panic!("more state: {}", pg_err(&e)));
+    src.batch_execute(FILL_LLM)
+        .await
+        .unwrap_or_else(|e| panic!("llm fill: {}", pg_err(&e)));
     src.batch_execute("SELECT saas.audit_seal(); SELECT saas.usage_flush();")
         .await
         .unwrap();

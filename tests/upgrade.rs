@@ -16,6 +16,8 @@ use std::process::Command;
 use tokio_postgres::Client;
 
 const FILL: &str = include_str!("upgrade/fill.sql");
+/// The llm module's data (0.2.0), written after the upgrade and into the fresh install.
+const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
 
 /// Every released version, from the frozen install scripts in sql/.
 fn released_versions() -> Vec<String> {
@@ -174,6 +176,25 @@ async fn fill(client: &Client, what: &str) {
     assert!(sealed > 0, "{what}: the fill left nothing to seal");
 }
 
+/// The llm module in use (it came with 0.2.0): cache, ledger, prices, budgets.
+async fn fill_llm(client: &Client, what: &str) {
+    client
+        .batch_execute(FILL_LLM)
+        .await
+        .unwrap_or_else(|e| panic!("llm fill {what}: {}", pg_err(&e)));
+    let (hits, cost): (i64, i64) = client
+        .query_one(
+            "SELECT (SELECT hit_count FROM saas.llm_cache), (SELECT sum(cost_micros)::bigint FROM saas.llm_usage)",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_else(|e| panic!("llm fill {what}: {}", pg_err(&e)));
+    // 200 x 2 + 800 x 1 + 300 x 8 = 3600 (openai, the October price); 100 x 3 +
+    // 2000 x 0.3 + 500 x 3.75 + 50 x 15 = 3525 (anthropic, cache apart).
+    assert_eq!((hits, cost), (1, 7125), "llm fill {what}");
+}
+
 async fn describe(client: &Client) -> Vec<String> {
     let mut lines: Vec<String> = client
         .query(DESCRIBE_MEMBERS, &[])
@@ -260,11 +281,13 @@ async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // Built-in hooks of modules new in 0.2.0 are the upgrade's own rows.
     let hooks = client
         .query_one(
             "SELECT count(*)::text || ' ' || string_agg(format('%s %s %s', hook_name,
                     pg_catalog.to_regprocedure(hook::text)::oid, builtin), ', ' ORDER BY hook_name)
-             FROM saas.partition_hooks",
+             FROM saas.partition_hooks
+             WHERE hook_name NOT IN ('llm')",
             &[],
         )
         .await
@@ -313,6 +336,7 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         .await
         .unwrap();
     fill(&fresh, "the fresh install").await;
+    fill_llm(&fresh, "the fresh install").await;
     let fresh_members = describe(&fresh).await;
     let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
 
@@ -346,6 +370,9 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
             "from {old}: no upgrade path reaches {current} (sql/pg_saas--A--B.sql missing?)"
         );
 
+        // The data as the upgrade left it, before the llm fill adds to it.
+        let mut after = data_digest(&client).await;
+        fill_llm(&client, &format!("from {old}")).await;
         let upgraded_members = describe(&client).await;
         assert!(
             upgraded_members == fresh_members,
@@ -361,7 +388,6 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
 
         // The data is untouched (tables the upgrade added aside), and the
         // audit trail still verifies.
-        let mut after = data_digest(&client).await;
         after.retain(|(t, _, _)| before.iter().any(|(b, _, _)| b == t));
         assert_eq!(
             before, after,
