@@ -11,8 +11,8 @@ SET IntervalStyle = 'postgres';
 SET extra_float_digits = 0;
 SET saas.memory_log_sample_rate = 0;
 
-\set ta '''0000000a-0000-4000-8000-0000000000f1'''
-\set tb '''0000000b-0000-4000-8000-0000000000f1'''
+\set ta '''0000000a-0000-4000-8000-0000000000f2'''
+\set tb '''0000000b-0000-4000-8000-0000000000f2'''
 INSERT INTO saas.tenants (id, slug, name) VALUES
   (:ta, 'memory-a', 'Memory A'), (:tb, 'memory-b', 'Memory B');
 
