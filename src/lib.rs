@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod error;
 mod gucs;
+pub mod ltv;
 pub mod partitions;
 mod pgutil;
 pub mod ratelimit;
