@@ -687,8 +687,8 @@ BEGIN
     SELECT x.customer_id, x.currency, count(*) - 1 AS freq, min(x.day) AS f, max(x.day) AS l, sum(x.net) AS total,
            (array_agg(x.net ORDER BY x.day))[1] AS first_net
     FROM days x GROUP BY 1, 2)
-  SELECT c.customer_id, c.currency, c.freq, (c.l - c.f)::numeric / k, (e - c.f)::numeric / k,
-         CASE WHEN c.freq = 0 THEN 0 ELSE (c.total - c.first_net) / c.freq END
+  SELECT c.customer_id, c.currency, c.freq, trim_scale((c.l - c.f)::numeric / k), trim_scale((e - c.f)::numeric / k),
+         trim_scale(CASE WHEN c.freq = 0 THEN 0 ELSE (c.total - c.first_net) / c.freq END)
   FROM c ORDER BY 1, 2;
 END
 $$;
@@ -1086,6 +1086,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   k text;
+  want text;
 BEGIN
   IF input IS NULL OR jsonb_typeof(input) <> 'object' THEN
     RAISE EXCEPTION 'saas.retention_risk: the input must be a JSON object'
@@ -1094,18 +1095,19 @@ BEGIN
   END IF;
   FOR k IN SELECT jsonb_object_keys(input) LOOP
     IF k NOT IN ('motivational_drivers_match', 'working_preferences_match', 'role_skill_fit', 'last_assessment_days', 'performance_trend') THEN
-      RAISE EXCEPTION 'saas.retention_risk: unknown input "%"', @extschema@._echo(k)
+      RAISE EXCEPTION 'saas.retention_risk: unknown input "%"', left(k, 64)
         USING ERRCODE = 'invalid_parameter_value',
               HINT = 'Inputs: motivational_drivers_match, working_preferences_match, role_skill_fit, last_assessment_days, performance_trend.';
     END IF;
   END LOOP;
   FOR k IN SELECT unnest(ARRAY['motivational_drivers_match', 'working_preferences_match', 'role_skill_fit', 'last_assessment_days', 'performance_trend']) LOOP
+    want := CASE WHEN k = 'performance_trend' THEN 'string' ELSE 'number' END;
     IF jsonb_typeof(input -> k) IS NULL OR jsonb_typeof(input -> k) = 'null' THEN
       RAISE EXCEPTION 'saas.retention_risk: input "%" is missing', k
         USING ERRCODE = 'null_value_not_allowed', HINT = 'Every one of the five inputs is required.';
     END IF;
-    IF jsonb_typeof(input -> k) <> CASE k WHEN 'performance_trend' THEN 'string' ELSE 'number' END THEN
-      RAISE EXCEPTION 'saas.retention_risk: input "%" must be a %', k, CASE k WHEN 'performance_trend' THEN 'string' ELSE 'number' END
+    IF jsonb_typeof(input -> k) <> want THEN
+      RAISE EXCEPTION 'saas.retention_risk: input "%" must be a %', k, want
         USING ERRCODE = 'invalid_parameter_value', HINT = 'Match and fit values are numbers 0-100, days a whole number, the trend ''up'', ''stable'' or ''down''.';
     END IF;
   END LOOP;
@@ -1144,3 +1146,75 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('ltv', 'table', 'ltv_ledger', 'SELECT'),
   ('ltv', 'table', 'ltv_daily', 'SELECT'),
   ('ltv', 'table', 'retention_risk_settings', 'SELECT');
+
+-- The API surface (saas_api, served by PostgREST): the same functions, the
+-- ledger and the series; STABLE, so GET works (a READ ONLY transaction).
+-- What a caller sees is what RLS gives it: its tenant, admins and owners only.
+CREATE FUNCTION saas_api.ltv_ledger()
+RETURNS SETOF @extschema@.ltv_ledger
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.ltv_ledger ORDER BY customer_id, currency, source_id $$;
+CREATE FUNCTION saas_api.ltv_daily(from_day date DEFAULT NULL, to_day date DEFAULT NULL)
+RETURNS SETOF @extschema@.ltv_daily
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT * FROM @extschema@.ltv_daily d
+  WHERE (from_day IS NULL OR d.day >= from_day) AND (to_day IS NULL OR d.day <= to_day)
+  ORDER BY d.customer_id, d.currency, d.day, d.source_id
+$$;
+CREATE FUNCTION saas_api.ltv_summary(period interval DEFAULT '1 day', observation_end timestamptz DEFAULT now())
+RETURNS TABLE (customer_id text, currency text, frequency bigint, recency numeric, "T" numeric, monetary_value numeric)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.ltv_summary(period, observation_end) $$;
+CREATE FUNCTION saas_api.revenue_metrics("from" timestamptz, "to" timestamptz, bucket interval DEFAULT '1 month')
+RETURNS TABLE (bucket_start timestamptz, bucket_end timestamptz, currency text,
+               starting_mrr numeric, new_mrr numeric, expansion_mrr numeric, contraction_mrr numeric,
+               churned_mrr numeric, reactivated_mrr numeric, net_new_mrr numeric, mrr numeric,
+               starting_customers bigint, new_customers bigint, churned_customers bigint, customers bigint,
+               logo_churn_rate numeric, gross_revenue_churn_rate numeric, net_revenue_churn_rate numeric,
+               nrr numeric, arpa numeric)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.revenue_metrics("from", "to", bucket) $$;
+CREATE FUNCTION saas_api.cohorts(from_month date DEFAULT NULL, to_month date DEFAULT NULL)
+RETURNS TABLE (cohort_month date, currency text, months_since integer, customers bigint,
+               paying_customers bigint, net_revenue numeric, logo_retention numeric, revenue_retention numeric)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.cohorts(from_month, to_month) $$;
+CREATE FUNCTION saas_api.customer_health(as_of timestamptz DEFAULT now(), "window" interval DEFAULT '90 days')
+RETURNS TABLE (customer_id text, currency text, days_since_last integer, payment_days bigint, net numeric,
+               r_score integer, f_score integer, m_score integer, level text, drivers text[])
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.customer_health(as_of, "window") $$;
+CREATE FUNCTION saas_api.retention_risk(
+  motivational_drivers_match numeric, working_preferences_match numeric, role_skill_fit numeric,
+  last_assessment_days integer, performance_trend text)
+RETURNS @extschema@.retention_risk_result
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT @extschema@.retention_risk(jsonb_build_object(
+    'motivational_drivers_match', motivational_drivers_match, 'working_preferences_match', working_preferences_match,
+    'role_skill_fit', role_skill_fit, 'last_assessment_days', last_assessment_days, 'performance_trend', performance_trend))
+$$;
+COMMENT ON FUNCTION saas_api.retention_risk(numeric, numeric, numeric, integer, text) IS
+  'Retention risk with the current tenant''s latest rules (saas.retention_risk(jsonb)); GET /rpc/retention_risk?motivational_drivers_match=...';
+CREATE FUNCTION saas_api.retention_risk_settings_set(rules jsonb)
+RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.retention_risk_settings_set(rules) $$;
+INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
+  ('ltv', 'function', 'saas_api.ltv_ledger()', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.ltv_daily(date, date)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.ltv_summary(interval, timestamp with time zone)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.revenue_metrics(timestamp with time zone, timestamp with time zone, interval)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.cohorts(date, date)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.customer_health(timestamp with time zone, interval)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.retention_risk(numeric, numeric, numeric, integer, text)', 'EXECUTE'),
+  ('ltv', 'function', 'saas_api.retention_risk_settings_set(jsonb)', 'EXECUTE');
