@@ -328,6 +328,22 @@ BEGIN
   USING unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
   WHERE d.tenant_id = k.tenant_id AND d.source_id = p_source AND d.customer_id = k.customer_id
     AND d.currency = k.currency AND d.payments = 0 AND d.refund_count = 0;
+  -- Lock the customers' ledger rows (made first if missing, waiting for a
+  -- writer that is making one) before reading their series: a writer that
+  -- changed a series and holds a ledger row has committed by then, and the
+  -- next statement's snapshot sees it; one that comes later adds its delta
+  -- to what is written here. Without this, a concurrent writer's change
+  -- could be overwritten (a lost update).
+  INSERT INTO @extschema@.ltv_ledger AS l (tenant_id, source_id, customer_id, currency)
+  SELECT k.tenant_id, p_source, k.customer_id, k.currency
+  FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
+  ORDER BY 1, 3, 4
+  ON CONFLICT (tenant_id, source_id, customer_id, currency) DO NOTHING;
+  PERFORM FROM @extschema@.ltv_ledger l
+  JOIN unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
+    ON l.tenant_id = k.tenant_id AND l.source_id = p_source AND l.customer_id = k.customer_id AND l.currency = k.currency
+  ORDER BY l.tenant_id, l.customer_id, l.currency
+  FOR UPDATE OF l;
   WITH k AS (SELECT * FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)),
   agg AS (
     SELECT k.tenant_id, k.customer_id, k.currency, sum(d.gross) AS gross, sum(d.refunds) AS refunds,

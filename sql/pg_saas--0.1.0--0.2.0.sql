@@ -2236,6 +2236,22 @@ BEGIN
   USING unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
   WHERE d.tenant_id = k.tenant_id AND d.source_id = p_source AND d.customer_id = k.customer_id
     AND d.currency = k.currency AND d.payments = 0 AND d.refund_count = 0;
+  -- Lock the customers' ledger rows (made first if missing, waiting for a
+  -- writer that is making one) before reading their series: a writer that
+  -- changed a series and holds a ledger row has committed by then, and the
+  -- next statement's snapshot sees it; one that comes later adds its delta
+  -- to what is written here. Without this, a concurrent writer's change
+  -- could be overwritten (a lost update).
+  INSERT INTO @extschema@.ltv_ledger AS l (tenant_id, source_id, customer_id, currency)
+  SELECT k.tenant_id, p_source, k.customer_id, k.currency
+  FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
+  ORDER BY 1, 3, 4
+  ON CONFLICT (tenant_id, source_id, customer_id, currency) DO NOTHING;
+  PERFORM FROM @extschema@.ltv_ledger l
+  JOIN unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
+    ON l.tenant_id = k.tenant_id AND l.source_id = p_source AND l.customer_id = k.customer_id AND l.currency = k.currency
+  ORDER BY l.tenant_id, l.customer_id, l.currency
+  FOR UPDATE OF l;
   WITH k AS (SELECT * FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)),
   agg AS (
     SELECT k.tenant_id, k.customer_id, k.currency, sum(d.gross) AS gross, sum(d.refunds) AS refunds,
@@ -3126,6 +3142,33 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('ltv', 'function', 'saas_api.customer_health(timestamp with time zone, interval)', 'EXECUTE'),
   ('ltv', 'function', 'saas_api.retention_risk(numeric, numeric, numeric, integer, text)', 'EXECUTE'),
   ('ltv', 'function', 'saas_api.retention_risk_settings_set(jsonb)', 'EXECUTE');
+
+-- Roles that grant_api served before (they can run current_tenant()) get
+-- ltv's API rows as grant_api now gives them.
+DO $carry_ltv$
+DECLARE
+  grantee regrole;
+  g record;
+BEGIN
+  FOR grantee IN
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+    WHERE p.oid = '@extschema@.current_tenant()'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    ORDER BY 1
+  LOOP
+    FOR g IN SELECT a.object_kind, a.object_name, a.privilege FROM @extschema@.api_grants a
+             WHERE a.module = 'ltv' ORDER BY 1, 2, 3 LOOP
+      IF g.object_kind = 'function' THEN
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s',
+          CASE WHEN g.object_name LIKE 'saas\_api.%' THEN g.object_name ELSE '@extschema@.' || g.object_name END, grantee);
+      ELSE
+        EXECUTE pg_catalog.format('GRANT %s ON TABLE @extschema@.%I TO %s', g.privilege, g.object_name, grantee);
+      END IF;
+    END LOOP;
+  END LOOP;
+END
+$carry_ltv$;
 -- end ltv (issue 18)
 
 -- Deny by default: no routine, table, view or sequence of the schemas

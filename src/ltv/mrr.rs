@@ -64,7 +64,10 @@ fn active(s: &Sub, t: i64) -> bool {
 
 /// A customer's MRR at time `t` (every subscription active then).
 pub fn mrr_at(subs: &[Sub], customer: u32, t: i64) -> i64 {
-    subs.iter().filter(|s| s.customer == customer && active(s, t)).map(|s| s.mrr).sum()
+    subs.iter()
+        .filter(|s| s.customer == customer && active(s, t))
+        .map(|s| s.mrr)
+        .sum()
 }
 
 /// Movement amounts of one bucket `[from, to)`: per kind, the sum of the
@@ -99,7 +102,9 @@ pub fn bucket_movements(subs: &[Sub], from: i64, to: i64) -> Bucket {
         for t in points {
             let prev = mrr_at(subs, c, t - 1);
             let cur = mrr_at(subs, c, t);
-            let had = subs.iter().any(|s| s.customer == c && s.mrr > 0 && s.start < t);
+            let had = subs
+                .iter()
+                .any(|s| s.customer == c && s.mrr > 0 && s.start < t);
             add(&mut b, classify(&prev, &cur, &0, had), prev, cur);
         }
     }
@@ -133,7 +138,11 @@ pub fn oracle(subs: &[Sub], from: i64, to: i64) -> Bucket {
             let before = *last.get(&c).unwrap_or(&0);
             if t >= from && now != before {
                 let m = if before == 0 {
-                    if ever.contains(&c) { Movement::Reactivation } else { Movement::New }
+                    if ever.contains(&c) {
+                        Movement::Reactivation
+                    } else {
+                        Movement::New
+                    }
                 } else if now == 0 {
                     Movement::Churn
                 } else if now > before {
@@ -175,8 +184,18 @@ mod tests {
     #[test]
     fn another_active_subscription_is_not_churn() {
         let subs = [
-            Sub { customer: 1, start: 0, end: Some(5), mrr: 10 },
-            Sub { customer: 1, start: 2, end: None, mrr: 5 },
+            Sub {
+                customer: 1,
+                start: 0,
+                end: Some(5),
+                mrr: 10,
+            },
+            Sub {
+                customer: 1,
+                start: 2,
+                end: None,
+                mrr: 5,
+            },
         ];
         let b = bucket_movements(&subs, 3, 10);
         assert_eq!(b.churn, 0);
@@ -185,11 +204,13 @@ mod tests {
     }
 
     fn sub() -> impl Strategy<Value = Sub> {
-        (0u32..4, 0i64..30, proptest::option::of(1i64..20), 0i64..4).prop_map(|(c, s, len, m)| Sub {
-            customer: c,
-            start: s,
-            end: len.map(|l| s + l),
-            mrr: m * 10,
+        (0u32..4, 0i64..30, proptest::option::of(1i64..20), 0i64..4).prop_map(|(c, s, len, m)| {
+            Sub {
+                customer: c,
+                start: s,
+                end: len.map(|l| s + l),
+                mrr: m * 10,
+            }
         })
     }
 

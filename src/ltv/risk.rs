@@ -48,10 +48,30 @@ impl Default for RiskRules {
     fn default() -> Self {
         RiskRules {
             version: 0,
-            motivational: Step2 { high: 50.0, high_points: 30, medium: 70.0, medium_points: 15 },
-            working: Step2 { high: 50.0, high_points: 25, medium: 70.0, medium_points: 12 },
-            skill: Step2 { high: 60.0, high_points: 25, medium: 80.0, medium_points: 10 },
-            assessment: Step2 { high: 180.0, high_points: 10, medium: 90.0, medium_points: 5 },
+            motivational: Step2 {
+                high: 50.0,
+                high_points: 30,
+                medium: 70.0,
+                medium_points: 15,
+            },
+            working: Step2 {
+                high: 50.0,
+                high_points: 25,
+                medium: 70.0,
+                medium_points: 12,
+            },
+            skill: Step2 {
+                high: 60.0,
+                high_points: 25,
+                medium: 80.0,
+                medium_points: 10,
+            },
+            assessment: Step2 {
+                high: 180.0,
+                high_points: 10,
+                medium: 90.0,
+                medium_points: 5,
+            },
             trend_down_points: 10,
             level_critical: 70,
             level_high: 50,
@@ -162,7 +182,11 @@ impl RiskRules {
                 }
             }
         }
-        for (name, s) in [("motivational", r.motivational), ("working", r.working), ("skill", r.skill)] {
+        for (name, s) in [
+            ("motivational", r.motivational),
+            ("working", r.working),
+            ("skill", r.skill),
+        ] {
             if s.high > s.medium {
                 return Err(bad_rules(format!(
                     "retention_risk: {name}_high_below ({}) is above {name}_medium_below ({})",
@@ -178,7 +202,8 @@ impl RiskRules {
         }
         if !(r.level_medium <= r.level_high && r.level_high <= r.level_critical) {
             return Err(bad_rules(
-                "retention_risk: levels must rise: level_medium <= level_high <= level_critical".into(),
+                "retention_risk: levels must rise: level_medium <= level_high <= level_critical"
+                    .into(),
             ));
         }
         Ok(r)
@@ -312,7 +337,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn input(m: f64, w: f64, s: f64, d: i32, t: Trend) -> RiskInput {
-        RiskInput { motivational: m, working: w, skill: s, last_assessment_days: d, trend: t }
+        RiskInput {
+            motivational: m,
+            working: w,
+            skill: s,
+            last_assessment_days: d,
+            trend: t,
+        }
     }
     fn score(i: RiskInput) -> i32 {
         evaluate(&i, &RiskRules::default()).unwrap().score
@@ -354,15 +385,36 @@ mod tests {
     #[test]
     fn level_edges() {
         let r = RiskRules::default();
-        for (s, l) in [(0, "low"), (29, "low"), (30, "medium"), (49, "medium"), (50, "high"), (69, "high"), (70, "critical"), (100, "critical")] {
+        for (s, l) in [
+            (0, "low"),
+            (29, "low"),
+            (30, "medium"),
+            (49, "medium"),
+            (50, "high"),
+            (69, "high"),
+            (70, "critical"),
+            (100, "critical"),
+        ] {
             assert_eq!(level_of(s, &r), l, "score {s}");
         }
     }
 
     #[test]
     fn drivers_only_on_the_strong_step() {
-        let r = evaluate(&input(49.0, 69.0, 59.0, 181, Trend::Down), &RiskRules::default()).unwrap();
-        assert_eq!(r.drivers, vec![DRIVER_MOTIVATIONAL, DRIVER_SKILL, DRIVER_ASSESSMENT, DRIVER_TREND]);
+        let r = evaluate(
+            &input(49.0, 69.0, 59.0, 181, Trend::Down),
+            &RiskRules::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.drivers,
+            vec![
+                DRIVER_MOTIVATIONAL,
+                DRIVER_SKILL,
+                DRIVER_ASSESSMENT,
+                DRIVER_TREND
+            ]
+        );
         assert_eq!(r.score, 30 + 12 + 25 + 10 + 10);
         assert_eq!(r.level, "critical");
         assert_eq!(r.rule_version, 0);
@@ -371,22 +423,44 @@ mod tests {
     #[test]
     fn bad_input() {
         let r = RiskRules::default();
-        for i in [input(-0.1, 0.0, 0.0, 0, Trend::Up), input(0.0, 100.1, 0.0, 0, Trend::Up), input(0.0, 0.0, 0.0, -1, Trend::Up)] {
+        for i in [
+            input(-0.1, 0.0, 0.0, 0, Trend::Up),
+            input(0.0, 100.1, 0.0, 0, Trend::Up),
+            input(0.0, 0.0, 0.0, -1, Trend::Up),
+        ] {
             assert_eq!(evaluate(&i, &r).unwrap_err().kind, ErrorKind::OutOfRange);
         }
-        assert_eq!(Trend::parse("Down").unwrap_err().kind, ErrorKind::InvalidParameter);
+        assert_eq!(
+            Trend::parse("Down").unwrap_err().kind,
+            ErrorKind::InvalidParameter
+        );
     }
 
     #[test]
     fn rules_override_and_refuse() {
-        let r = RiskRules::from_json(r#"{"version": 3, "motivational_high_below": 40, "level_critical": 90}"#).unwrap();
+        let r = RiskRules::from_json(
+            r#"{"version": 3, "motivational_high_below": 40, "level_critical": 90}"#,
+        )
+        .unwrap();
         assert_eq!(r.version, 3);
         assert_eq!(r.motivational.high, 40.0);
         assert_eq!(r.level_critical, 90);
         assert_eq!(r.working, RiskRules::default().working);
-        for bad in [r#"[]"#, r#"{"nope": 1}"#, r#"{"level_high": 1.5}"#, r#"{"level_high": "x"}"#,
-                    r#"{"motivational_high_below": 80}"#, r#"{"level_medium": 60}"#, r#"{"skill_high_points": 101}"#, "{"] {
-            assert_eq!(RiskRules::from_json(bad).unwrap_err().kind, ErrorKind::InvalidParameter, "{bad}");
+        for bad in [
+            r#"[]"#,
+            r#"{"nope": 1}"#,
+            r#"{"level_high": 1.5}"#,
+            r#"{"level_high": "x"}"#,
+            r#"{"motivational_high_below": 80}"#,
+            r#"{"level_medium": 60}"#,
+            r#"{"skill_high_points": 101}"#,
+            "{",
+        ] {
+            assert_eq!(
+                RiskRules::from_json(bad).unwrap_err().kind,
+                ErrorKind::InvalidParameter,
+                "{bad}"
+            );
         }
         assert_eq!(RiskRules::from_json("{}").unwrap(), RiskRules::default());
     }
@@ -394,11 +468,29 @@ mod tests {
     /// The seed's rules written as the TypeScript does, for the oracle.
     fn seed(m: f64, w: f64, s: f64, d: i32, down: bool) -> i32 {
         let mut score = 0;
-        if m < 50.0 { score += 30 } else if m < 70.0 { score += 15 }
-        if w < 50.0 { score += 25 } else if w < 70.0 { score += 12 }
-        if s < 60.0 { score += 25 } else if s < 80.0 { score += 10 }
-        if d > 180 { score += 10 } else if d > 90 { score += 5 }
-        if down { score += 10 }
+        if m < 50.0 {
+            score += 30
+        } else if m < 70.0 {
+            score += 15
+        }
+        if w < 50.0 {
+            score += 25
+        } else if w < 70.0 {
+            score += 12
+        }
+        if s < 60.0 {
+            score += 25
+        } else if s < 80.0 {
+            score += 10
+        }
+        if d > 180 {
+            score += 10
+        } else if d > 90 {
+            score += 5
+        }
+        if down {
+            score += 10
+        }
         score
     }
 

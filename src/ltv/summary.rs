@@ -21,8 +21,15 @@ pub struct Summary {
 /// From a customer's series: `(day, net)` ascending with distinct days, net
 /// in the smallest currency unit. None when the customer has no day up to
 /// `observation_end`.
-pub fn from_daily(series: &[(i32, i64)], period_days: i32, observation_end: i32) -> Option<Summary> {
-    let days: Vec<&(i32, i64)> = series.iter().filter(|(d, _)| *d <= observation_end).collect();
+pub fn from_daily(
+    series: &[(i32, i64)],
+    period_days: i32,
+    observation_end: i32,
+) -> Option<Summary> {
+    let days: Vec<&(i32, i64)> = series
+        .iter()
+        .filter(|(d, _)| *d <= observation_end)
+        .collect();
     let first = days.first()?;
     let last = days.last()?;
     let n = days.len() as i64 - 1;
@@ -32,7 +39,11 @@ pub fn from_daily(series: &[(i32, i64)], period_days: i32, observation_end: i32)
         frequency: n,
         recency: (last.0 - first.0) as f64 / k,
         t: (observation_end - first.0) as f64 / k,
-        monetary_value: if n == 0 { 0.0 } else { repeat as f64 / n as f64 },
+        monetary_value: if n == 0 {
+            0.0
+        } else {
+            repeat as f64 / n as f64
+        },
     })
 }
 
@@ -56,12 +67,20 @@ mod tests {
         let min = *per_day.keys().next()?;
         let max = *per_day.keys().last()?;
         let count = per_day.len() as i64;
-        let rest: Vec<i64> = per_day.iter().filter(|(d, _)| **d != min).map(|(_, a)| *a).collect();
+        let rest: Vec<i64> = per_day
+            .iter()
+            .filter(|(d, _)| **d != min)
+            .map(|(_, a)| *a)
+            .collect();
         Some(Summary {
             frequency: count - 1,
             recency: (max - min) as f64 / period_days as f64,
             t: (observation_end - min) as f64 / period_days as f64,
-            monetary_value: if rest.is_empty() { 0.0 } else { rest.iter().sum::<i64>() as f64 / rest.len() as f64 },
+            monetary_value: if rest.is_empty() {
+                0.0
+            } else {
+                rest.iter().sum::<i64>() as f64 / rest.len() as f64
+            },
         })
     }
 
@@ -78,7 +97,15 @@ mod tests {
     #[test]
     fn one_purchase() {
         let s = from_daily(&[(10, 500)], 1, 20).unwrap();
-        assert_eq!(s, Summary { frequency: 0, recency: 0.0, t: 10.0, monetary_value: 0.0 });
+        assert_eq!(
+            s,
+            Summary {
+                frequency: 0,
+                recency: 0.0,
+                t: 10.0,
+                monetary_value: 0.0
+            }
+        );
         assert_eq!(from_daily(&[(30, 5)], 1, 20), None);
     }
 
