@@ -9,6 +9,7 @@
 //! calling the three functions below.
 
 pub mod mrr;
+pub mod percent;
 pub mod rfm;
 pub mod risk;
 pub mod summary;
@@ -34,46 +35,85 @@ COMMENT ON TYPE @extschema@.retention_risk_result IS
     requires = ["bootstrap"],
 );
 
-/// A numeric as f64 for comparisons against whole-number thresholds,
-/// exactly: a value that rounds onto an integer without being it (49.9999...
-/// as 50.0) is nudged to the neighbouring float on its side.
-fn exact_f64(n: &AnyNumeric, what: &str) -> SaasResult<f64> {
-    let f = f64::try_from(n.clone()).map_err(|_| out_of_range(what))?;
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 {
-        let i = AnyNumeric::from(f as i64);
-        if *n < i {
-            return Ok(f.next_down());
-        }
-        if *n > i {
-            return Ok(f.next_up());
-        }
-    }
-    if !f.is_finite() {
-        return Err(out_of_range(what));
-    }
-    Ok(f)
+/// A `numeric` argument decoded for exact comparison with whole-number
+/// thresholds (`percent`), the datum kept for error messages.
+pub struct Percent {
+    value: Option<f64>,
+    datum: pg_sys::Datum,
 }
 
-fn out_of_range(what: &str) -> SaasError {
-    SaasError::new(
-        ErrorKind::OutOfRange,
-        format!("retention_risk: {what} is outside 0-100"),
-        "Match and fit values are percentages from 0 to 100.",
-    )
+impl FromDatum for Percent {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: the datum is a non-null numeric argument of this call;
+        // detoasted (kept packed) in the call's memory context, read only.
+        let value = unsafe {
+            let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+            let len = pgrx::varlena::varsize_any_exhdr(v);
+            let data = std::slice::from_raw_parts(pgrx::varlena::vardata_any(v).cast::<u8>(), len);
+            percent::comparable(data)
+        };
+        Some(Percent { value, datum })
+    }
+}
+
+// SAFETY: a numeric argument, unboxed through FromDatum above.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Percent {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the caller's contract: a numeric argument, not null (STRICT).
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+pgrx::impl_sql_translatable!(Percent, arg_only = "NUMERIC");
+
+impl Percent {
+    fn get(&self, what: &str) -> SaasResult<f64> {
+        match self.value {
+            Some(v) if (0.0..=100.0).contains(&v) => Ok(v),
+            _ => {
+                // SAFETY: the argument's datum, valid for this call.
+                let text: String = unsafe {
+                    pgrx::direct_function_call::<&std::ffi::CStr>(
+                        pg_sys::numeric_out,
+                        &[Some(self.datum)],
+                    )
+                }
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default();
+                Err(SaasError::new(
+                    ErrorKind::OutOfRange,
+                    format!(
+                        "retention_risk: {what} is {}, outside 0-100",
+                        crate::error::echoed(&text)
+                    ),
+                    "Match and fit values are percentages from 0 to 100.",
+                ))
+            }
+        }
+    }
 }
 
 fn risk_impl(
-    m: &AnyNumeric,
-    w: &AnyNumeric,
-    s: &AnyNumeric,
+    m: &Percent,
+    w: &Percent,
+    s: &Percent,
     days: i32,
     trend: &str,
     rules: &RiskRules,
 ) -> SaasResult<RiskResult> {
     let input = RiskInput {
-        motivational: exact_f64(m, "motivational_drivers_match")?,
-        working: exact_f64(w, "working_preferences_match")?,
-        skill: exact_f64(s, "role_skill_fit")?,
+        motivational: m.get("motivational_drivers_match")?,
+        working: w.get("working_preferences_match")?,
+        skill: s.get("role_skill_fit")?,
         last_assessment_days: days,
         trend: Trend::parse(trend)?,
     };
@@ -123,9 +163,9 @@ unsafe impl pgrx::callconv::BoxRet for RiskRow {
 /// NULL in, NULL out.
 #[pg_extern(immutable, strict, parallel_safe, requires = ["retention_risk_result"])]
 fn retention_risk(
-    motivational_drivers_match: AnyNumeric,
-    working_preferences_match: AnyNumeric,
-    role_skill_fit: AnyNumeric,
+    motivational_drivers_match: Percent,
+    working_preferences_match: Percent,
+    role_skill_fit: Percent,
     last_assessment_days: i32,
     performance_trend: &str,
 ) -> RiskRow {
@@ -157,9 +197,9 @@ fn retention_risk(
     requires = ["retention_risk_result"]
 )]
 fn retention_risk_with_rules(
-    motivational_drivers_match: AnyNumeric,
-    working_preferences_match: AnyNumeric,
-    role_skill_fit: AnyNumeric,
+    motivational_drivers_match: Percent,
+    working_preferences_match: Percent,
+    role_skill_fit: Percent,
     last_assessment_days: i32,
     performance_trend: &str,
     rules: pgrx::JsonB,

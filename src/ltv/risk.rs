@@ -110,7 +110,7 @@ fn bad_rules(msg: String) -> SaasError {
         ErrorKind::InvalidParameter,
         msg,
         format!(
-            "Rules are a JSON object overriding some of: {}. Points and levels are whole numbers 0-100; match thresholds 0-100; day thresholds 0-36500; a high step is stricter than its medium step.",
+            "Rules are a JSON object overriding some of: {}. Points, levels and match thresholds are whole numbers 0-100; day thresholds 0-36500; a high step is stricter than its medium step.",
             RULE_KEYS.join(", ")
         ),
     )
@@ -144,27 +144,19 @@ impl RiskRules {
                 }
                 Ok(n as i32)
             };
-            let ranged = |max: f64| -> SaasResult<f64> {
-                if !(0.0..=max).contains(&n) {
-                    return Err(bad_rules(format!(
-                        "retention_risk: rule \"{k}\" must be from 0 to {max}, not {n}"
-                    )));
-                }
-                Ok(n)
-            };
             match k.as_str() {
                 "version" => r.version = whole(2_147_483_647.0)?,
-                "motivational_high_below" => r.motivational.high = ranged(100.0)?,
+                "motivational_high_below" => r.motivational.high = whole(100.0)? as f64,
                 "motivational_high_points" => r.motivational.high_points = whole(100.0)?,
-                "motivational_medium_below" => r.motivational.medium = ranged(100.0)?,
+                "motivational_medium_below" => r.motivational.medium = whole(100.0)? as f64,
                 "motivational_medium_points" => r.motivational.medium_points = whole(100.0)?,
-                "working_high_below" => r.working.high = ranged(100.0)?,
+                "working_high_below" => r.working.high = whole(100.0)? as f64,
                 "working_high_points" => r.working.high_points = whole(100.0)?,
-                "working_medium_below" => r.working.medium = ranged(100.0)?,
+                "working_medium_below" => r.working.medium = whole(100.0)? as f64,
                 "working_medium_points" => r.working.medium_points = whole(100.0)?,
-                "skill_high_below" => r.skill.high = ranged(100.0)?,
+                "skill_high_below" => r.skill.high = whole(100.0)? as f64,
                 "skill_high_points" => r.skill.high_points = whole(100.0)?,
-                "skill_medium_below" => r.skill.medium = ranged(100.0)?,
+                "skill_medium_below" => r.skill.medium = whole(100.0)? as f64,
                 "skill_medium_points" => r.skill.medium_points = whole(100.0)?,
                 "assessment_high_over_days" => r.assessment.high = whole(36500.0)? as f64,
                 "assessment_high_points" => r.assessment.high_points = whole(100.0)?,
@@ -451,6 +443,7 @@ mod tests {
             r#"{"nope": 1}"#,
             r#"{"level_high": 1.5}"#,
             r#"{"level_high": "x"}"#,
+            r#"{"skill_high_below": 59.5}"#,
             r#"{"motivational_high_below": 80}"#,
             r#"{"level_medium": 60}"#,
             r#"{"skill_high_points": 101}"#,
