@@ -1870,37 +1870,37 @@ CREATE TYPE @extschema@.retention_risk_result AS (
 COMMENT ON TYPE @extschema@.retention_risk_result IS
   'Result of saas.retention_risk: score 0-100 (higher is riskier), level (low, medium, high, critical), the drivers that explain it, and the version of the rules that produced it (0: the seed''s).';
 CREATE FUNCTION @extschema@."_ltv_quintile"(
-	"rank" bigint,
-	"n" bigint
+  "rank" bigint,
+  "n" bigint
 ) RETURNS INT
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_ltv_quintile_wrapper';
 CREATE FUNCTION @extschema@."_mrr_movement"(
-	"prev" NUMERIC,
-	"cur" NUMERIC,
-	"had_before" bool
+  "prev" NUMERIC,
+  "cur" NUMERIC,
+  "had_before" bool
 ) RETURNS TEXT
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_mrr_movement_wrapper';
 CREATE FUNCTION @extschema@."retention_risk"(
-	"motivational_drivers_match" NUMERIC,
-	"working_preferences_match" NUMERIC,
-	"role_skill_fit" NUMERIC,
-	"last_assessment_days" INT,
-	"performance_trend" TEXT
+  "motivational_drivers_match" NUMERIC,
+  "working_preferences_match" NUMERIC,
+  "role_skill_fit" NUMERIC,
+  "last_assessment_days" INT,
+  "performance_trend" TEXT
 ) RETURNS @extschema@.retention_risk_result
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'retention_risk_wrapper';
 CREATE FUNCTION @extschema@."retention_risk"(
-	"motivational_drivers_match" NUMERIC,
-	"working_preferences_match" NUMERIC,
-	"role_skill_fit" NUMERIC,
-	"last_assessment_days" INT,
-	"performance_trend" TEXT,
-	"rules" jsonb
+  "motivational_drivers_match" NUMERIC,
+  "working_preferences_match" NUMERIC,
+  "role_skill_fit" NUMERIC,
+  "last_assessment_days" INT,
+  "performance_trend" TEXT,
+  "rules" jsonb
 ) RETURNS @extschema@.retention_risk_result
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
