@@ -1957,7 +1957,9 @@ CREATE TABLE @extschema@.ltv_daily (
   refunds       numeric NOT NULL DEFAULT 0,
   payments      bigint  NOT NULL DEFAULT 0,
   refund_count  bigint  NOT NULL DEFAULT 0,
-  CONSTRAINT ltv_daily_pkey PRIMARY KEY (tenant_id, source_id, customer_id, currency, day)
+  -- customer, currency, day order: the summary, cohorts and health read a
+  -- tenant's series in key order and aggregate it without sorting.
+  CONSTRAINT ltv_daily_pkey PRIMARY KEY (tenant_id, customer_id, currency, day, source_id)
 );
 COMMENT ON TABLE @extschema@.ltv_daily IS
   'Per tenant, source, customer, currency and UTC day: payments and refunds, kept by the triggers of saas.ltv_track() in the same transaction as every change.';
@@ -1975,7 +1977,7 @@ CREATE TABLE @extschema@.ltv_ledger (
   refund_count      bigint  NOT NULL DEFAULT 0,
   first_payment_on  date,
   last_payment_on   date,
-  CONSTRAINT ltv_ledger_pkey PRIMARY KEY (tenant_id, source_id, customer_id, currency)
+  CONSTRAINT ltv_ledger_pkey PRIMARY KEY (tenant_id, customer_id, currency, source_id)
 );
 COMMENT ON TABLE @extschema@.ltv_ledger IS
   'Per tenant, source, customer and currency: gross, refunds, net, payment count, first and last payment day (UTC), kept by the triggers of saas.ltv_track().';
@@ -2589,6 +2591,9 @@ CREATE FUNCTION @extschema@.ltv_summary(
 RETURNS TABLE (customer_id text, currency text, frequency bigint, recency numeric, "T" numeric, monetary_value numeric)
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
+-- The series read in key order, aggregated as it streams: a hash of every
+-- customer-day would spill to disk for large tenants.
+SET enable_hashagg = off
 AS $$
 DECLARE
   k integer := @extschema@._ltv_period_days(period, 'period', 'saas.ltv_summary');
@@ -2608,8 +2613,9 @@ BEGIN
     WHERE d.tenant_id = (SELECT @extschema@.current_tenant()) AND d.day <= e
     GROUP BY 1, 2, 3 HAVING sum(d.payments) > 0),
   c AS (
+    -- min() of [day number, net] is the first day's pair: no sort per customer
     SELECT x.customer_id, x.currency, count(*) - 1 AS freq, min(x.day) AS f, max(x.day) AS l, sum(x.net) AS total,
-           (array_agg(x.net ORDER BY x.day))[1] AS first_net
+           (min(ARRAY[(x.day - date '2000-01-01')::numeric, x.net]))[2] AS first_net
     FROM days x GROUP BY 1, 2)
   SELECT c.customer_id, c.currency, c.freq, trim_scale((c.l - c.f)::numeric / k), trim_scale((e - c.f)::numeric / k),
          trim_scale(CASE WHEN c.freq = 0 THEN 0 ELSE (c.total - c.first_net) / c.freq END)

@@ -21,6 +21,11 @@ ROWS=${LTV_ROWS:-1000000}
 ROUNDS=${LTV_ROUNDS:-3}
 RISK_ROWS=${LTV_RISK_ROWS:-1000000}
 CALLS=${LTV_CALLS:-20}
+# Which parts to run (all by default): "1 2 3".
+SECTIONS=${LTV_SECTIONS:-1 2 3}
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# spread LABEL FIGURES...: the per-round figures behind a median.
+spread() { printf '%s: %s ms per round' "$1" "$(echo "${@:2}" | tr ' ' '/')"; }
 BATCHES=$((ROWS / 1000))
 
 bench_psql >/dev/null <<'SQL'
@@ -88,6 +93,7 @@ SQL
 # psql prints the WARNING on stderr: capture it.
 load_ms() { load "$1" 2>&1 | sed -n 's/.*WARNING: *ms //p' | tail -n 1; }
 
+if section 1; then
 plain=() tracked=() hand=()
 for r in $(seq 1 "$ROUNDS"); do
   for side in plain tracked hand; do
@@ -109,13 +115,15 @@ done
 # Same ledger on both tracked sides (the last round's).
 require_equal_work "$(bench_psql -At -c "SELECT (SELECT md5(string_agg(format('%s %s %s %s %s %s', tenant_id, customer_id, gross, payments, first_payment_on, last_payment_on), ',' ORDER BY tenant_id, customer_id)) FROM saas.ltv_ledger)
   || '|' || (SELECT md5(string_agg(format('%s %s %s %s %s %s', tenant_id, customer_id, gross, payments, first_payment_on, last_payment_on), ',' ORDER BY tenant_id, customer_id)) FROM b_ltv.ledger)")"
-spread() { printf '%s: %s ms per round' "$1" "$(echo "${@:2}" | tr ' ' '/')"; }
 p=$(echo "${plain[*]}" | median); t=$(echo "${tracked[*]}" | median); h=$(echo "${hand[*]}" | median)
 report "insert $ROWS payments: ltv_track vs none" "$t" "no tracking" "$p" ms "$(spread ours "${tracked[@]}"); $(spread none "${plain[@]}")"
 report "insert $ROWS payments: ltv_track vs row trigger" "$t" "plpgsql row trigger" "$h" ms "$(spread ours "${tracked[@]}"); $(spread row-trigger "${hand[@]}")"
 echo "  pg_ivm: not packaged for Debian 12 and not built here; no figure"
+bench_psql -c "SELECT saas.ltv_untrack('b_ltv.tracked')" >/dev/null
+fi
 
 # --- 2. retention_risk -----------------------------------------------------------
+if section 2; then
 bench_psql >/dev/null <<'SQL'
 CREATE FUNCTION b_ltv.risk_plpgsql(m numeric, w numeric, s numeric, d int, t text)
 RETURNS saas.retention_risk_result LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -150,11 +158,13 @@ for _ in $(seq 1 "$ROUNDS"); do
 done
 report "retention_risk over $RISK_ROWS rows" "$(echo "${ours[*]}" | median)" "plpgsql" "$(echo "${peer[*]}" | median)" ms \
   "$(spread ours "${ours[@]}"); $(spread plpgsql "${peer[@]}")"
+fi
 
 # --- 3. summary and metrics for one tenant -------------------------------------------
-bench_psql -c "SELECT saas.ltv_untrack('b_ltv.tracked')" >/dev/null
+section 3 || exit 0
 bench_psql >/dev/null <<'SQL'
 SET client_min_messages = warning;
+INSERT INTO saas.tenants (id, slug, name) VALUES ('00000000-0000-4000-8000-00000000aaaa', 'bench-ltv', 'bench ltv');
 DROP TABLE IF EXISTS b_ltv.one;
 CREATE TABLE b_ltv.one (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id uuid NOT NULL, customer_id text NOT NULL,
   amount numeric(12, 2) NOT NULL, paid_at timestamptz NOT NULL);
@@ -185,6 +195,9 @@ RAW_SUMMARY="WITH d AS (SELECT customer_id, (paid_at AT TIME ZONE 'UTC')::date A
 RAW_MRR="SELECT g, sum(mrr) FROM generate_series(timestamptz '2025-01-01', '2026-12-01', '1 month') g
   JOIN b_ltv.subs s ON s.tenant_id = '00000000-0000-4000-8000-00000000aaaa' AND s.started_at < g + interval '1 month'
    AND (s.ended_at IS NULL OR s.ended_at >= g + interval '1 month') GROUP BY 1"
+# Both sides must answer the same rows before any timing counts.
+require_equal_work "$(bench_psql -At -c "BEGIN; $SETT SELECT (SELECT count(*) FROM saas.ltv_summary('1 day', '2026-12-31')) || '|' || (SELECT count(*) FROM ($RAW_SUMMARY) x); COMMIT;" | grep '|')"
+require_equal_work "$(bench_psql -At -c "BEGIN; $SETT SELECT (SELECT count(*) FROM saas.revenue_metrics('2025-01-01', '2027-01-01')) || '|' || (SELECT count(*) FROM ($RAW_MRR) x); COMMIT;" | grep '|')"
 pct() { tr ' ' '\n' | awk 'NF' | sort -g | awk -v p="$1" '{ a[NR] = $1 } END { i = int(NR * p + 0.999); if (i < 1) i = 1; print a[i] }'; }
 for case in summary metrics; do
   ours=() peer=()
