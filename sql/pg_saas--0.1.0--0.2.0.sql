@@ -2603,6 +2603,10 @@ BEGIN
     RAISE EXCEPTION 'saas.ltv_summary: observation_end may not be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit it for now(), or pass a timestamptz.';
   END IF;
+  IF NOT isfinite(observation_end) THEN
+    RAISE EXCEPTION 'saas.ltv_summary: observation_end must be finite'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it for now(), or pass a real time.';
+  END IF;
   e := (observation_end AT TIME ZONE 'UTC')::date;
   -- Purchase days: days with a payment (all sources summed), up to the
   -- observation end's UTC day; the value of a day is its net.
@@ -2755,9 +2759,13 @@ BEGIN
     RAISE EXCEPTION '%: from (%) is after to (%)', fn, p_from, p_to
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier time first.';
   END IF;
-  IF p_bucket <= interval '0' THEN
-    RAISE EXCEPTION '%: bucket must be positive, not %', fn, p_bucket
+  IF p_bucket <= interval '0' OR p_bucket > interval '100 years' THEN
+    RAISE EXCEPTION '%: bucket must be positive and at most 100 years, not %', fn, p_bucket
       USING ERRCODE = 'numeric_value_out_of_range', HINT = 'E.g. bucket => ''1 month''.';
+  END IF;
+  IF NOT isfinite(p_from) OR NOT isfinite(p_to) THEN
+    RAISE EXCEPTION '%: from and to must be finite', fn
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass real times, e.g. ''2026-01-01'' and ''2027-01-01''.';
   END IF;
   IF p_from + p_bucket * 10000 < p_to THEN
     RAISE EXCEPTION '%: more than 10000 buckets of % between % and %', fn, p_bucket, p_from, p_to
@@ -2915,6 +2923,10 @@ BEGIN
   IF as_of IS NULL THEN
     RAISE EXCEPTION 'saas.customer_health: as_of may not be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit it for now(), or pass a timestamptz.';
+  END IF;
+  IF NOT isfinite(as_of) THEN
+    RAISE EXCEPTION 'saas.customer_health: as_of must be finite'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it for now(), or pass a real time.';
   END IF;
   e := (as_of AT TIME ZONE 'UTC')::date;
   RETURN QUERY

@@ -239,6 +239,21 @@ SELECT * FROM saas.revenue_metrics('2026-01-01', '2026-05-01', '0 days');
 ROLLBACK;
 BEGIN;
 SET LOCAL ROLE regress_ltv_api;
+SELECT * FROM saas.revenue_metrics('2026-01-01', '2026-05-01', '100000 years');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_ltv_api;
+SELECT * FROM saas.revenue_metrics('-infinity', '2026-05-01');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_ltv_api;
+SELECT * FROM saas.ltv_summary('1 day', 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_ltv_api;
 SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_badmin::text), to_json(:tb::text)), true) IS NOT NULL AS owner_b;
 SELECT bucket_start::date, mrr, customers FROM saas.revenue_metrics('2026-01-01', '2026-03-01');
 ROLLBACK;
