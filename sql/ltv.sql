@@ -888,28 +888,30 @@ BEGIN
     WITH s AS MATERIALIZED (%s),
     b AS (SELECT g AS b0, LEAST(g + $3, $2) AS b1 FROM generate_series($1, $2 - interval '1 microsecond', $3) g),
     cur AS (SELECT DISTINCT s.currency FROM s),
-    -- MRR per customer just before an instant: the state in force then
-    at_start AS (
-      SELECT b.b0, s.currency, s.customer_id, sum(s.mrr) AS m
-      FROM b JOIN s ON s.started_at < b.b0 AND (s.ended_at IS NULL OR s.ended_at >= b.b0)
-      GROUP BY 1, 2, 3),
-    at_end AS (
-      SELECT b.b0, s.currency, s.customer_id, sum(s.mrr) AS m
-      FROM b JOIN s ON s.started_at < b.b1 AND (s.ended_at IS NULL OR s.ended_at >= b.b1)
-      GROUP BY 1, 2, 3),
+    -- MRR and paying customers just before each bucket edge: the state in
+    -- force then (every subscription counted has a positive amount)
+    edges AS (SELECT b.b0 AS x FROM b UNION SELECT b.b1 FROM b),
+    at_edge AS (
+      SELECT e.x, s.currency, sum(s.mrr) AS mrr, count(DISTINCT s.customer_id) AS n
+      FROM edges e JOIN s ON s.started_at < e.x AND (s.ended_at IS NULL OR s.ended_at >= e.x)
+      GROUP BY 1, 2),
     points AS (
       SELECT DISTINCT b.b0, p.currency, p.customer_id, p.t
       FROM (SELECT currency, customer_id, started_at AS t FROM s
             UNION SELECT currency, customer_id, ended_at FROM s WHERE ended_at IS NOT NULL) p
       JOIN b ON p.t >= b.b0 AND p.t < b.b1),
+    -- each point against its customer's subscriptions only (a hash join,
+    -- not a scan of every subscription per point)
+    states AS (
+      SELECT p.b0, p.currency, p.customer_id, p.t,
+             coalesce(sum(s.mrr) FILTER (WHERE s.started_at < p.t AND (s.ended_at IS NULL OR s.ended_at >= p.t)), 0) AS prev,
+             coalesce(sum(s.mrr) FILTER (WHERE s.started_at <= p.t AND (s.ended_at IS NULL OR s.ended_at > p.t)), 0) AS now,
+             coalesce(bool_or(s.started_at < p.t), false) AS had
+      FROM points p JOIN s ON s.customer_id = p.customer_id AND s.currency = p.currency
+      GROUP BY 1, 2, 3, 4),
     moves AS (
-      SELECT p.b0, p.currency, p.customer_id, x.prev, x.now,
-             @extschema@._mrr_movement(x.prev, x.now, x.had) AS kind
-      FROM points p CROSS JOIN LATERAL (
-        SELECT coalesce(sum(s.mrr) FILTER (WHERE s.started_at < p.t AND (s.ended_at IS NULL OR s.ended_at >= p.t)), 0) AS prev,
-               coalesce(sum(s.mrr) FILTER (WHERE s.started_at <= p.t AND (s.ended_at IS NULL OR s.ended_at > p.t)), 0) AS now,
-               bool_or(s.started_at < p.t) AS had
-        FROM s WHERE s.customer_id = p.customer_id AND s.currency = p.currency) x),
+      SELECT x.b0, x.currency, x.customer_id, x.prev, x.now, @extschema@._mrr_movement(x.prev, x.now, x.had) AS kind
+      FROM states x),
     agg AS (
       SELECT b0, currency,
              coalesce(sum(now) FILTER (WHERE kind = 'new'), 0) AS new_mrr,
@@ -920,8 +922,8 @@ BEGIN
              count(*) FILTER (WHERE kind = 'new') AS new_customers,
              count(*) FILTER (WHERE kind = 'churn') AS churned_customers
       FROM moves GROUP BY 1, 2),
-    st AS (SELECT b0, currency, sum(m) AS mrr, count(*) AS n FROM at_start GROUP BY 1, 2),
-    en AS (SELECT b0, currency, sum(m) AS mrr, count(*) AS n FROM at_end GROUP BY 1, 2)
+    st AS (SELECT b.b0, a.currency, a.mrr, a.n FROM b JOIN at_edge a ON a.x = b.b0),
+    en AS (SELECT b.b0, a.currency, a.mrr, a.n FROM b JOIN at_edge a ON a.x = b.b1)
     SELECT b.b0, b.b1, c.currency,
            coalesce(st.mrr, 0), coalesce(a.new_mrr, 0), coalesce(a.expansion_mrr, 0), coalesce(a.contraction_mrr, 0),
            coalesce(a.churned_mrr, 0), coalesce(a.reactivated_mrr, 0),
