@@ -203,11 +203,21 @@ async fn fill(client: &Client, what: &str) {
         .batch_execute(FILL)
         .await
         .unwrap_or_else(|e| panic!("fill {what}: {}", pg_err(&e)));
-    let sealed: i64 = client
-        .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
-        .await
-        .unwrap_or_else(|e| panic!("seal {what}: {}", pg_err(&e)))
-        .get(0);
+    // A seal covers transactions below the cluster's snapshot horizon: a
+    // transaction of a test running in parallel (another database of the
+    // same cluster) can hold it below the fill's for a moment; wait for it.
+    let mut sealed: i64 = 0;
+    for _ in 0..100 {
+        sealed = client
+            .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
+            .await
+            .unwrap_or_else(|e| panic!("seal {what}: {}", pg_err(&e)))
+            .get(0);
+        if sealed > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(sealed > 0, "{what}: the fill left nothing to seal");
 }
 
