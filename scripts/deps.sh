@@ -7,7 +7,8 @@
 #   (npm ci from tools/postgrest/, checked against tools/postgrest/postgrest.sha256,
 #   linked as target/bin/postgrest). Production deployments use PostgREST's
 #   own releases or Supabase, not this copy. Then tests/js/'s pinned
-#   postgrest-js (npm ci), for the JavaScript client test of make test.
+#   postgrest-js (npm ci), for the JavaScript client test of make test, and
+#   a virtualenv with Python's lifetimes (the ltv module's reference).
 # It never edits the system's apt sources: pgvector's source package is
 # fetched through a private apt configuration under target/.
 set -euo pipefail
@@ -155,6 +156,21 @@ else
   log "npm ci in tests/js (@supabase/postgrest-js, pinned)"
   (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$js_want" >"$JS_STAMP"
+fi
+
+# --- 6. lifetimes (the ltv reference) ---------------------------------------
+# A virtualenv with Python's `lifetimes`, which wrote the committed fixture
+# tests/ltv/cdnow_summary.csv (tests/ltv/lifetimes_fixture.py says how);
+# make test reads the fixture and does not need it. Best effort: without
+# network access the tests still run.
+LT_VENV="$ROOT/target/venv-lifetimes"
+if [ -x "$LT_VENV/bin/python" ] && "$LT_VENV/bin/python" -c 'import lifetimes' 2>/dev/null; then
+  log "lifetimes virtualenv present (target/venv-lifetimes)"
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv "$LT_VENV" 2>/dev/null \
+     && "$LT_VENV/bin/pip" install -q 'lifetimes==0.11.3' >/dev/null 2>&1; then
+  log "lifetimes 0.11.3 installed in target/venv-lifetimes"
+else
+  log "lifetimes not installed (no python3-venv or no package index); only needed to regenerate tests/ltv/cdnow_summary.csv"
 fi
 
 log "done"

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod error;
 mod gucs;
 pub mod llm;
+pub mod ltv;
 pub mod memory;
 pub mod partitions;
 mod pgutil;

@@ -22,6 +22,7 @@ const DB: &str = "pg_saas_backup";
 const FILL: &str = include_str!("upgrade/fill.sql");
 /// The llm module's state: cache, ledger partitions, prices, budgets.
 const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
+const FILL_LTV: &str = include_str!("upgrade/fill_ltv.sql");
 
 /// The rest of the state a backup must carry, beyond what the upgrade fill
 /// makes (which has a user's partition hook): usage counters, storage, a
@@ -214,6 +215,8 @@ async fn snapshot(client: &Client) -> Vec<String> {
          FROM saas.audit_verify('2026-01-01', '2027-01-01')",
         "SELECT 'tenancy ' || r::text FROM saas.tenancy_report('{app}') r",
         "SELECT 'runway ' || r::text FROM saas.partition_runway() r",
+        "SELECT 'ltv source ' || relid::text || ' ' || source_id FROM saas.ltv_sources",
+        "SELECT 'ltv reconcile ' || r::text FROM saas.ltv_reconcile('app.payments') r",
     ];
     for sql in facts {
         out.extend(lines(client, sql).await);
@@ -303,6 +306,43 @@ async fn behaviour(client: &Client) -> Vec<String> {
         )
         .await,
     );
+    // The ledger triggers still fire on the restored table, under the
+    // restored source id, and the summary reads the restored series.
+    client
+        .batch_execute(
+            "INSERT INTO app.payments (tenant_id, customer_id, amount, paid_at)
+             VALUES ('00000001-0000-4000-8000-0000000000aa', 'c1', 99.99, '2026-11-02 10:00+00');
+             UPDATE app.payments SET amount = amount + 1 WHERE customer_id = 'c4';",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ltv write: {}", pg_err(&e)));
+    out.extend(
+        lines(
+            client,
+            "SELECT format('ltv ledger %s %s %s %s %s', tenant_id, customer_id, net, payments, last_payment_on)
+             FROM saas.ltv_ledger ORDER BY 1",
+        )
+        .await,
+    );
+    out.extend(
+        lines(
+            client,
+            "SELECT 'ltv reconcile after write ' || count(*) FROM saas.ltv_reconcile('app.payments')",
+        )
+        .await,
+    );
+    client
+        .batch_execute("BEGIN; SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa')")
+        .await
+        .unwrap();
+    out.extend(
+        lines(
+            client,
+            "SELECT 'ltv summary ' || s::text FROM saas.ltv_summary('1 day', '2026-11-30') s ORDER BY 1",
+        )
+        .await,
+    );
+    client.batch_execute("COMMIT").await.unwrap();
     out
 }
 
@@ -401,6 +441,9 @@ async fn dump_and_restore_in_every_format_bring_everything_back() {
     src.batch_execute(FILL)
         .await
         .unwrap_or_else(|e| panic!("fill: {}", pg_err(&e)));
+    src.batch_execute(FILL_LTV)
+        .await
+        .unwrap_or_else(|e| panic!("ltv fill: {}", pg_err(&e)));
     src.batch_execute(MORE_STATE)
         .await
         .unwrap_or_else(|e| panic!("more state: {}", pg_err(&e)));

@@ -18,6 +18,9 @@ use tokio_postgres::Client;
 const FILL: &str = include_str!("upgrade/fill.sql");
 /// The llm module's data (0.2.0), written after the upgrade and into the fresh install.
 const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
+/// The ltv module's data (0.2.0 on): run on the upgraded and the fresh
+/// database after their schemas are compared, and compared in turn.
+const FILL_LTV: &str = include_str!("upgrade/fill_ltv.sql");
 
 /// Every released version, from the frozen install scripts in sql/.
 fn released_versions() -> Vec<String> {
@@ -162,17 +165,61 @@ async fn registry_rows(client: &Client) -> Vec<String> {
     rows
 }
 
+/// Runs the ltv fill, then what the module reports: the ledger, the daily
+/// series, reconcile, the summary, metrics, cohorts and a risk score.
+async fn ltv_state(client: &Client, what: &str) -> Vec<String> {
+    client
+        .batch_execute(FILL_LTV)
+        .await
+        .unwrap_or_else(|e| panic!("ltv fill {what}: {}", pg_err(&e)));
+    // One transaction: the tenant set_tenant() chose lasts until its end.
+    client
+        .batch_execute("BEGIN; SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa')")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT format('ledger %s %s %s %s %s %s %s %s %s', tenant_id, customer_id, currency, gross, refunds, net, payments, first_payment_on, last_payment_on) FROM saas.ltv_ledger ORDER BY 1",
+        "SELECT format('daily %s', count(*)) || ' ' || md5(string_agg(format('%s %s %s %s %s %s', tenant_id, customer_id, day, gross, refunds, payments), ',' ORDER BY tenant_id, customer_id, day)) FROM saas.ltv_daily",
+        "SELECT format('reconcile %s', count(*)) FROM saas.ltv_reconcile('app.payments')",
+        "SELECT format('summary %s', s) FROM saas.ltv_summary('1 day', '2026-11-30') s ORDER BY 1",
+        "SELECT format('metrics %s', m) FROM saas.revenue_metrics('2026-08-01', '2026-12-01') m ORDER BY 1",
+        "SELECT format('cohorts %s', c) FROM saas.cohorts() c ORDER BY 1",
+        "SELECT format('risk %s', saas.retention_risk('{\"motivational_drivers_match\": 45, \"working_preferences_match\": 45, \"role_skill_fit\": 70, \"last_assessment_days\": 10, \"performance_trend\": \"up\"}'))",
+    ] {
+        for r in client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {sql}: {}", pg_err(&e)))
+        {
+            out.push(r.get::<_, Option<String>>(0).unwrap_or_default());
+        }
+    }
+    client.batch_execute("COMMIT").await.unwrap();
+    out
+}
+
 /// Fills a database and seals its audit log (in a transaction of its own).
 async fn fill(client: &Client, what: &str) {
     client
         .batch_execute(FILL)
         .await
         .unwrap_or_else(|e| panic!("fill {what}: {}", pg_err(&e)));
-    let sealed: i64 = client
-        .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
-        .await
-        .unwrap_or_else(|e| panic!("seal {what}: {}", pg_err(&e)))
-        .get(0);
+    // A seal covers transactions below the cluster's snapshot horizon: a
+    // transaction of a test running in parallel (another database of the
+    // same cluster) can hold it below the fill's for a moment; wait for it.
+    let mut sealed: i64 = 0;
+    for _ in 0..100 {
+        sealed = client
+            .query_one("SELECT count(*) FROM saas.audit_seal()", &[])
+            .await
+            .unwrap_or_else(|e| panic!("seal {what}: {}", pg_err(&e)))
+            .get(0);
+        if sealed > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(sealed > 0, "{what}: the fill left nothing to seal");
 }
 
@@ -339,6 +386,7 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
     fill_llm(&fresh, "the fresh install").await;
     let fresh_members = describe(&fresh).await;
     let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
+    let fresh_ltv = ltv_state(&fresh, "the fresh install").await;
 
     for old in released.iter().filter(|v| **v != current) {
         let db = format!("pg_saas_upgrade_{}", old.replace('.', "_"));
@@ -424,6 +472,12 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
         assert_eq!(
             errors, 0,
             "from {old}: run_maintenance reports errors after the upgrade"
+        );
+        // The ltv module works on the upgraded database as on a fresh one.
+        assert_eq!(
+            ltv_state(&client, &format!("upgraded from {old}")).await,
+            fresh_ltv,
+            "from {old}: the ltv module behaves differently after the upgrade"
         );
 
         drop(client);

@@ -26,9 +26,10 @@ INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES
   (:tb, :u_both, 'member'),
   (:ts, :u_both, 'owner');
 
--- The catalog: roles ordered weakest first, config tables marked for pg_dump.
+-- The catalog: roles ordered weakest first, config tables marked for pg_dump
+-- (by name: their creation order follows pgrx's ordering of the modules' SQL).
 SELECT enum_range(NULL::saas.tenant_role);
-SELECT unnest(extconfig)::regclass AS dumped_config FROM pg_extension WHERE extname = 'pg_saas' ORDER BY 1;
+SELECT c AS dumped_config FROM pg_extension, unnest(extconfig::regclass[]) c WHERE extname = 'pg_saas' ORDER BY c::text;
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_class c WHERE c.relnamespace = 'saas'::regnamespace AND c.relkind = 'r' ORDER BY 1;
 INSERT INTO saas.tenants (id, slug, name, created_at) VALUES (:tb, 'Bad Slug', 'x', '2026-11-23 00:00+00');

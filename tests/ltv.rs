@@ -1,0 +1,540 @@
+//! ltv against a live cluster:
+//!
+//! - random mixed DML (bulk inserts, refunds, updates moving payments to
+//!   other customers and days across partitions, deletes) by concurrent
+//!   writers on a partitioned payments table leaves the ledger and the daily
+//!   series equal to a full recomputation (`ltv_reconcile` finds nothing and
+//!   an independent GROUP BY agrees);
+//! - writers to different customers never wait on each other; the same
+//!   customer waits on a row lock only;
+//! - `ltv_summary` equals `lifetimes.utils.summary_data_from_transaction_data`
+//!   on the CDNOW sample lifetimes ships (fixture tests/ltv/cdnow_summary.csv,
+//!   written by tests/ltv/lifetimes_fixture.py);
+//! - tenant isolation of the ledger, the metrics and the cohorts through the
+//!   real PostgREST (saas_api), admins only.
+
+mod common;
+
+use common::http::Http;
+use common::random_uuid;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// splitmix64: each writer's statements are a function of its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn connect(test: &str) -> Option<Client> {
+    common::connect(test).await
+}
+
+fn pg_err(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {} ({:?})", d.code().code(), d.message(), d.hint()),
+        None => e.to_string(),
+    }
+}
+
+/// A partitioned payments table in its own schema, tracked.
+async fn payments_fixture(admin: &Client, schema: &str, tenants: &[&str]) {
+    let mut sql = format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE;
+         CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.payments (
+           id bigint GENERATED ALWAYS AS IDENTITY,
+           tenant_id uuid NOT NULL,
+           customer_id text NOT NULL,
+           amount numeric(12, 2) NOT NULL,
+           kind text NOT NULL DEFAULT 'payment',
+           paid_at timestamptz NOT NULL,
+           PRIMARY KEY (tenant_id, id, paid_at)
+         ) PARTITION BY RANGE (paid_at);
+         CREATE TABLE {schema}.payments_01 PARTITION OF {schema}.payments FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+         CREATE TABLE {schema}.payments_02 PARTITION OF {schema}.payments FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+         CREATE TABLE {schema}.payments_03 PARTITION OF {schema}.payments FOR VALUES FROM ('2026-03-01') TO ('2026-04-01');
+         CREATE TABLE {schema}.payments_rest PARTITION OF {schema}.payments DEFAULT;
+         SELECT saas.ltv_track('{schema}.payments', kind_column => 'kind', occurred_at_column => 'paid_at');"
+    );
+    for t in tenants {
+        sql.push_str(&format!(
+            "INSERT INTO saas.tenants (id, slug, name) VALUES ('{t}', 'ltv-{s}', 'ltv {s}');",
+            s = &t[0..8]
+        ));
+    }
+    common::shared_setup(admin, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("fixture {schema}: {}", pg_err(&e)));
+}
+
+/// One random statement of a writer.
+fn random_statement(rng: &mut Rng, schema: &str, tenants: &[String], customers: u64) -> String {
+    let t = &tenants[rng.below(tenants.len() as u64) as usize];
+    let c = rng.below(customers);
+    let day = rng.below(100);
+    match rng.below(10) {
+        // a bulk insert of 1-40 rows, a few refunds among them
+        0..=4 => {
+            let n = 1 + rng.below(40);
+            let seed = rng.next() % 1_000_000;
+            format!(
+                "INSERT INTO {schema}.payments (tenant_id, customer_id, amount, kind, paid_at)
+                 SELECT '{t}', 'c' || ((g * 7 + {seed}) % {customers}), ((g * 13 + {seed}) % 5000) / 100.0 + 1,
+                        CASE WHEN (g + {seed}) % 9 = 0 THEN 'refund' ELSE 'payment' END,
+                        timestamptz '2026-01-01 00:00+00' + ((g * 31 + {seed}) % 2400) * interval '1 hour'
+                 FROM generate_series(1, {n}) g"
+            )
+        }
+        // move payments to another customer and day (maybe another month)
+        5 | 6 => format!(
+            "UPDATE {schema}.payments SET customer_id = 'c{}', paid_at = paid_at + interval '{} days'
+             WHERE tenant_id = '{t}' AND customer_id = 'c{c}' AND paid_at < timestamptz '2026-01-01' + interval '{day} days'",
+            rng.below(customers),
+            rng.below(45)
+        ),
+        // change amounts, turn payments into refunds
+        7 => format!(
+            "UPDATE {schema}.payments SET amount = amount + 1, kind = CASE WHEN id % 4 = 0 THEN 'refund' ELSE kind END
+             WHERE tenant_id = '{t}' AND customer_id = 'c{c}'"
+        ),
+        // delete some
+        _ => format!(
+            "DELETE FROM {schema}.payments WHERE tenant_id = '{t}' AND customer_id = 'c{c}' AND id % 3 = {}",
+            rng.below(3)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_mixed_dml_leaves_the_ledger_equal_to_a_recomputation() {
+    let Some(admin) =
+        connect("concurrent_mixed_dml_leaves_the_ledger_equal_to_a_recomputation").await
+    else {
+        return;
+    };
+    let schema = "ltv_it_mixed";
+    let tenants: Vec<String> = (0..2).map(|_| random_uuid()).collect();
+    payments_fixture(
+        &admin,
+        schema,
+        &tenants.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let tenants = tenants.clone();
+        writers.push(tokio::spawn(async move {
+            let client = connect("writer").await.unwrap();
+            let mut rng = Rng(0x5eed_0000 + w);
+            let mut done = 0;
+            let mut retried = 0;
+            while done < 60 {
+                let sql = random_statement(&mut rng, schema, &tenants, 25);
+                match client.batch_execute(&sql).await {
+                    Ok(()) => done += 1,
+                    // Two writers updating the same payments rows in another
+                    // order (40P01), or one moving a row to another partition
+                    // under the other (40001): the statement rolls back
+                    // whole, as a client would retry it; try another.
+                    Err(e)
+                        if e.code()
+                            .is_some_and(|c| matches!(c.code(), "40P01" | "40001")) =>
+                    {
+                        retried += 1
+                    }
+                    Err(e) => panic!("writer {w}: {sql}: {}", pg_err(&e)),
+                }
+            }
+            retried
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let mismatches = admin
+        .query(
+            &format!("SELECT r::text FROM saas.ltv_reconcile('{schema}.payments') r"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "ledger differs from the recomputation: {:?}",
+        mismatches
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    );
+    // Independently of ltv_reconcile: the ledger against a GROUP BY.
+    let diff: i64 = admin
+        .query_one(
+            &format!(
+                "WITH want AS (
+                   SELECT tenant_id, customer_id, 'XXX'::text AS currency,
+                          sum(amount) FILTER (WHERE kind <> 'refund') AS gross,
+                          coalesce(sum(abs(amount)) FILTER (WHERE kind = 'refund'), 0) AS refunds,
+                          count(*) FILTER (WHERE kind <> 'refund') AS payments,
+                          min((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS f,
+                          max((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS l
+                   FROM {schema}.payments GROUP BY 1, 2),
+                 have AS (SELECT l.tenant_id, l.customer_id, l.currency, nullif(l.gross, 0) AS gross, l.refunds, l.payments,
+                                 l.first_payment_on AS f, l.last_payment_on AS l
+                          FROM saas.ltv_ledger l JOIN saas.ltv_sources s USING (source_id)
+                          WHERE s.relid = '{schema}.payments'::regclass)
+                 SELECT count(*) FROM want w FULL JOIN have h USING (tenant_id, customer_id, currency)
+                 WHERE (w.gross, w.refunds, w.payments, w.f, w.l) IS DISTINCT FROM (h.gross, h.refunds, h.payments, h.f, h.l)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("compare: {}", pg_err(&e)))
+        .get(0);
+    assert_eq!(
+        diff, 0,
+        "ledger rows differ from a GROUP BY of the payments"
+    );
+    let rows: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.payments"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        rows > 100,
+        "the writers left too few rows ({rows}) to prove much"
+    );
+
+    // A rebuild of a correct ledger changes nothing; untrack removes it.
+    admin
+        .batch_execute(&format!("CALL saas.ltv_rebuild('{schema}.payments', 7)"))
+        .await
+        .unwrap();
+    let after: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM saas.ltv_reconcile('{schema}.payments')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, 0);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.ltv_ledger WHERE tenant_id = ANY ($1::text[]::uuid[])",
+            &[&tenants],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "dropping the tracked table left ledger rows");
+}
+
+#[tokio::test]
+async fn writers_to_different_customers_never_wait() {
+    let Some(admin) = connect("writers_to_different_customers_never_wait").await else {
+        return;
+    };
+    let schema = "ltv_it_wait";
+    let tenant = random_uuid();
+    payments_fixture(&admin, schema, &[&tenant]).await;
+    let insert = |c: &str| {
+        format!(
+            "INSERT INTO {schema}.payments (tenant_id, customer_id, amount, paid_at) VALUES ('{tenant}', '{c}', 10, '2026-01-05 10:00+00')"
+        )
+    };
+    admin.batch_execute(&insert("x")).await.unwrap();
+    admin.batch_execute(&insert("y")).await.unwrap();
+
+    let a = connect("writer a").await.unwrap();
+    let b = connect("writer b").await.unwrap();
+    a.batch_execute(&format!("BEGIN; {}", insert("x")))
+        .await
+        .unwrap();
+    // Another customer of the same tenant, same day: no wait at all.
+    let start = Instant::now();
+    b.batch_execute(&format!(
+        "SET lock_timeout = '2s'; BEGIN; {}; COMMIT;",
+        insert("y")
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("a writer to another customer waited: {}", pg_err(&e)));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // The same customer waits for the row, and only for it.
+    let e = b
+        .batch_execute(&format!(
+            "SET lock_timeout = '200ms'; BEGIN; {}; COMMIT;",
+            insert("x")
+        ))
+        .await
+        .expect_err("the same customer's ledger row is locked by writer a");
+    assert_eq!(e.code().map(|c| c.code()), Some("55P03"), "{}", pg_err(&e));
+    b.batch_execute("ROLLBACK").await.unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    let n: i64 = admin
+        .query_one(
+            "SELECT payments FROM saas.ltv_ledger WHERE tenant_id = $1::text::uuid AND customer_id = 'x'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn summary_equals_lifetimes_on_the_cdnow_sample() {
+    let Some(admin) = connect("summary_equals_lifetimes_on_the_cdnow_sample").await else {
+        return;
+    };
+    let tenant = random_uuid();
+    common::shared_setup(
+        &admin,
+        &format!(
+            "DROP SCHEMA IF EXISTS ltv_it_cdnow CASCADE;
+             CREATE SCHEMA ltv_it_cdnow;
+             CREATE TABLE ltv_it_cdnow.orders (tenant_id uuid NOT NULL, customer text NOT NULL,
+                                               day date NOT NULL, cds int, spent numeric NOT NULL);
+             SELECT saas.ltv_track('ltv_it_cdnow.orders', 'customer', 'spent', 'day');
+             INSERT INTO saas.tenants (id, slug, name) VALUES ('{tenant}', 'ltv-cdnow-{s}', 'cdnow');",
+            s = &tenant[0..8]
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fixture: {}", pg_err(&e)));
+    // The transactions file lifetimes ships, in batches of 1000 rows.
+    let data = include_str!("ltv/CDNOW_sample.txt");
+    let rows: Vec<String> = data
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("('{tenant}', '{}', '{}', {}, {})", f[0], f[2], f[3], f[4])
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        admin
+            .batch_execute(&format!(
+                "INSERT INTO ltv_it_cdnow.orders VALUES {}",
+                chunk.join(",")
+            ))
+            .await
+            .unwrap();
+    }
+    let want = include_str!("ltv/cdnow_summary.csv");
+    let mut checked = 0;
+    for period in [1, 7] {
+        // set_tenant() scopes the rest of the transaction.
+        admin
+            .batch_execute(&format!("BEGIN; SELECT saas.set_tenant('{tenant}')"))
+            .await
+            .unwrap();
+        let got = admin
+            .query(
+                &format!(
+                    "SELECT customer_id, frequency, recency::float8, \"T\"::float8, monetary_value::float8
+                     FROM saas.ltv_summary('{period} days', '1998-06-30 12:00+00')
+                     ORDER BY customer_id"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("summary: {}", pg_err(&e)));
+        admin.batch_execute("COMMIT").await.unwrap();
+        let expected: Vec<Vec<&str>> = want
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f[0] == period.to_string())
+            .collect();
+        assert_eq!(got.len(), expected.len(), "customers with period {period}");
+        for (row, e) in got.iter().zip(&expected) {
+            let close = |a: f64, b: &str| {
+                let b: f64 = b.parse().unwrap();
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+            };
+            let id: String = row.get(0);
+            assert_eq!(id, e[1]);
+            assert_eq!(
+                row.get::<_, i64>(1),
+                e[2].parse::<i64>().unwrap(),
+                "frequency of {id}"
+            );
+            assert!(
+                close(row.get(2), e[3]),
+                "recency of {id}: {} vs {}",
+                row.get::<_, f64>(2),
+                e[3]
+            );
+            assert!(
+                close(row.get(3), e[4]),
+                "T of {id}: {} vs {}",
+                row.get::<_, f64>(3),
+                e[4]
+            );
+            assert!(
+                close(row.get(4), e[5]),
+                "monetary value of {id}: {} vs {}",
+                row.get::<_, f64>(4),
+                e[5]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 4000, "checked {checked} rows");
+    admin
+        .batch_execute("DROP SCHEMA ltv_it_cdnow CASCADE")
+        .await
+        .unwrap();
+}
+
+/// Through the real PostgREST: each tenant's admin reads its own ledger,
+/// metrics and cohorts only; a member reads no ledger; GET works (STABLE
+/// functions run READ ONLY).
+#[tokio::test]
+async fn http_tenant_isolation_of_ledger_metrics_and_cohorts() {
+    let Some(http) = Http::from_env("http_tenant_isolation_of_ledger_metrics_and_cohorts") else {
+        return;
+    };
+    let Some(admin) = connect("http_tenant_isolation_of_ledger_metrics_and_cohorts").await else {
+        return;
+    };
+    let (ta, tb) = (random_uuid(), random_uuid());
+    let (admin_a, admin_b, member_a) = (random_uuid(), random_uuid(), random_uuid());
+    let schema = "ltv_it_http";
+    payments_fixture(&admin, schema, &[&ta, &tb]).await;
+    common::shared_setup(
+        &admin,
+        &format!(
+            "INSERT INTO saas.memberships (tenant_id, user_id, role) VALUES
+               ('{ta}', '{admin_a}', 'admin'), ('{ta}', '{member_a}', 'member'), ('{tb}', '{admin_b}', 'owner');
+             INSERT INTO {schema}.payments (tenant_id, customer_id, amount, paid_at) VALUES
+               ('{ta}', 'a1', 10, '2026-01-03 10:00+00'), ('{ta}', 'a1', 15, '2026-02-03 10:00+00'),
+               ('{ta}', 'a2', 20, '2026-01-20 10:00+00'), ('{tb}', 'b1', 99, '2026-01-03 10:00+00');
+             CREATE TABLE {schema}.subscriptions (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+               tenant_id uuid NOT NULL, customer_id text NOT NULL, mrr numeric NOT NULL,
+               started_at timestamptz NOT NULL, ended_at timestamptz);
+             SELECT saas.enable_tenancy('{schema}.subscriptions');
+             GRANT USAGE ON SCHEMA {schema} TO authenticated;
+             GRANT SELECT ON {schema}.subscriptions TO authenticated;
+             SELECT saas.ltv_track_subscriptions('{schema}.subscriptions');
+             INSERT INTO {schema}.subscriptions (tenant_id, customer_id, mrr, started_at) VALUES
+               ('{ta}', 'a1', 100, '2026-01-05'), ('{tb}', 'b1', 700, '2026-01-05');"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fixture: {}", pg_err(&e)));
+    // saas_api is in PostgREST's schema cache since the extension exists.
+    let api = |r: common::http::HttpRequest| r.header("Accept-Profile", "saas_api");
+    let user = |sub: &str, t: &str| json!({"sub": sub, "role": "authenticated", "tenant_id": t});
+
+    for (who, t, customers, mrr) in [
+        (&admin_a, &ta, vec!["a1", "a2"], 100),
+        (&admin_b, &tb, vec!["b1"], 700),
+    ] {
+        let r = api(http.get("/rpc/ltv_ledger"))
+            .claims(&user(who, t))
+            .send()
+            .await;
+        let rows = r.expect_status(200).rows();
+        let mut got: Vec<&str> = rows
+            .iter()
+            .map(|x| x["customer_id"].as_str().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, customers, "{}", r.body);
+        assert!(
+            rows.iter().all(|x| x["tenant_id"] == json!(t)),
+            "{}",
+            r.body
+        );
+
+        let r = api(http.get("/rpc/revenue_metrics?from=2026-01-01&to=2026-03-01"))
+            .claims(&user(who, t))
+            .send()
+            .await;
+        let rows = r.expect_status(200).rows();
+        assert_eq!(rows.len(), 2, "{}", r.body);
+        for row in &rows {
+            assert_eq!(row["mrr"].as_f64(), Some(mrr as f64), "{}", r.body);
+            assert_eq!(row["customers"], json!(1), "{}", r.body);
+        }
+
+        let r = api(http.get("/rpc/cohorts"))
+            .claims(&user(who, t))
+            .send()
+            .await;
+        let rows = r.expect_status(200).rows();
+        let total: i64 = rows
+            .iter()
+            .filter(|x| x["months_since"] == json!(0))
+            .map(|x| x["customers"].as_i64().unwrap())
+            .sum();
+        assert_eq!(total as usize, customers.len(), "{}", r.body);
+
+        let r = api(http.get("/rpc/ltv_summary?observation_end=2026-03-01T00:00:00Z"))
+            .claims(&user(who, t))
+            .send()
+            .await;
+        assert_eq!(
+            r.expect_status(200).rows().len(),
+            customers.len(),
+            "{}",
+            r.body
+        );
+    }
+    // A member of tenant A reads no ledger; asking for tenant B is refused.
+    let r = api(http.get("/rpc/ltv_ledger"))
+        .claims(&user(&member_a, &ta))
+        .send()
+        .await;
+    assert_eq!(r.expect_status(200).rows(), Vec::<Value>::new());
+    let r = api(http.get("/rpc/ltv_ledger"))
+        .claims(&user(&admin_a, &tb))
+        .send()
+        .await;
+    r.expect_status(403);
+    // Retention risk as GET, with the tenant's rules.
+    let r = api(http.get(
+        "/rpc/retention_risk?motivational_drivers_match=45&working_preferences_match=80&role_skill_fit=70&last_assessment_days=200&performance_trend=down",
+    ))
+    .claims(&user(&member_a, &ta))
+    .send()
+    .await;
+    let v = r.expect_status(200).json();
+    assert_eq!(v["score"], json!(60), "{}", r.body);
+    assert_eq!(v["level"], json!("high"), "{}", r.body);
+    // Bad input reaches the client as 400 with PostgREST's error body.
+    let r = api(http.get("/rpc/revenue_metrics?from=2026-03-01&to=2026-01-01"))
+        .claims(&user(&admin_a, &ta))
+        .send()
+        .await;
+    assert_eq!(r.expect_status(400).error().code, "22023");
+
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
