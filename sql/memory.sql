@@ -765,6 +765,7 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', 'memory_half_life_from_langchain(double precision)', 'EXECUTE'),
   ('memory', 'function', 'memory_half_life_from_factor(double precision, interval)', 'EXECUTE'),
   ('memory', 'function', 'memory_half_life_from_elasticsearch(interval, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_echo(text)', 'EXECUTE'),
   ('memory', 'function', '_memory_vector_schema()', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant()', 'EXECUTE'),
   ('memory', 'function', '_memory_model(text, boolean)', 'EXECUTE'),

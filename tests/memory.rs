@@ -1,12 +1,15 @@
 //! Memory search (issue 19) as API roles use it:
 //!
-//! - (TODO, docs/memory.md: the same through the real PostgREST, search as a GET);
+//! - through the real PostgREST: search as a GET (read-only: touch skipped
+//!   and said so), add and search by POST, tenant isolation, erasure, bad
+//!   input as 400;
 //! - under RLS as PostgREST runs a request (role `authenticated`, claims):
 //!   a tenant holding 1% of a model's rows gets k results from the index
 //!   stage, the same rows brute force gives.
 
 mod common;
 
+use common::http::Http;
 use common::random_uuid;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -93,4 +96,136 @@ async fn memory_a_one_percent_tenant_gets_k_results_under_rls() {
     // k over the tenant's rows: min(k, eligible), never fewer.
     let all = search_as(&admin, &small, &su, &model, 0, 1000).await;
     assert_eq!(all.len(), 30);
+}
+
+#[tokio::test]
+async fn memory_http_search_by_get_and_tenant_isolation() {
+    let Some(http) = Http::from_env("memory_http_search_by_get_and_tenant_isolation") else {
+        return;
+    };
+    let Some(admin) = common::connect("memory_http_search_by_get_and_tenant_isolation").await
+    else {
+        return;
+    };
+    let (small, big, su, bu) = (random_uuid(), random_uuid(), random_uuid(), random_uuid());
+    let model = format!("http-{}", &small[0..8]);
+    fixture(&admin, &model, &small, &big, &su, &bu).await;
+    let api = |r: common::http::HttpRequest| {
+        r.header("Accept-Profile", "saas_api")
+            .header("Content-Profile", "saas_api")
+    };
+    // saas_api.memory_search was in PostgREST's schema cache from its start.
+    let st = http.token(&json!({"sub": su, "role": "authenticated", "tenant_id": small}));
+    let bt = http.token(&json!({"sub": bu, "role": "authenticated", "tenant_id": big}));
+
+    // GET: read-only; k rows, explanations, touch skipped and said so.
+    let r = api(http.get(&format!(
+        "/rpc/memory_search?query=[1,0,0,0]&model={model}&k=5&touch=true"
+    )))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let rows = r.rows();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for row in &rows {
+        assert!(
+            row["explanation"]["terms"]["similarity"]["contribution"].is_number(),
+            "{row}"
+        );
+        assert!(
+            row["explanation"]["touch"]
+                .as_str()
+                .unwrap()
+                .starts_with("skipped"),
+            "{row}"
+        );
+    }
+    // POST: add a memory with its embedding, then search (read-write: touched).
+    let r = api(http.post(
+        "/rpc/memory_add",
+        &json!({"content": "prefers email", "subject": "subject:x", "model": model, "embedding": "[1,0,0,0]"}),
+    ))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let new_id = r.json().as_i64().expect("the new id");
+    let r = api(http.post(
+        "/rpc/memory_search",
+        &json!({"query": "[1,0,0,0]", "model": model, "k": 3, "touch": true}),
+    ))
+    .bearer(&st)
+    .send()
+    .await;
+    r.expect_status(200);
+    let rows = r.rows();
+    assert_eq!(rows[0]["memory_id"].as_i64(), Some(new_id), "{rows:?}");
+    assert_eq!(rows[0]["explanation"]["touch"], "refreshed");
+
+    // The other tenant sees none of it: memories, embeddings, log.
+    let r = api(http.post(
+        "/rpc/memory_search",
+        &json!({"query": "[1,0,0,0]", "model": model, "k": 1000}),
+    ))
+    .bearer(&bt)
+    .send()
+    .await;
+    let ids: Vec<i64> = r
+        .rows()
+        .iter()
+        .map(|x| x["memory_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1000, "k rows of the big tenant's 2,970");
+    assert!(!ids.contains(&new_id));
+    for (table, col) in [
+        ("memories", "id"),
+        ("memory_embeddings", "memory_id"),
+        ("memory_entities", "memory_id"),
+    ] {
+        let r = http
+            .get(&format!("/{table}?select={col}&{col}=eq.{new_id}"))
+            .header("Accept-Profile", "saas")
+            .bearer(&bt)
+            .send()
+            .await;
+        if r.is_success() {
+            assert!(
+                r.rows().is_empty(),
+                "{table} leaks to the other tenant: {:?}",
+                r.rows()
+            );
+        }
+    }
+    let logged: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.memory_query_log WHERE tenant_id = $1::text::uuid AND $2 = ANY (result_ids)",
+            &[&big, &new_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 0, "the other tenant's log names our memory");
+    // Erasure through the API leaves nothing of the subject.
+    let r = api(http.post("/rpc/memory_forget", &json!({"subject": "subject:x"})))
+        .bearer(&st)
+        .send()
+        .await;
+    r.expect_status(200);
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM saas.memories WHERE id = $1) + (SELECT count(*) FROM saas.memory_embeddings WHERE memory_id = $1)
+                  + (SELECT count(*) FROM saas.memory_query_log WHERE $1 = ANY (result_ids))",
+            &[&new_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    // Bad input answers 400 with a hint.
+    let r = api(http.get(&format!("/rpc/memory_search?query=[1,0]&model={model}")))
+        .bearer(&st)
+        .send()
+        .await;
+    r.expect_status(400);
 }
