@@ -109,6 +109,18 @@ pub(crate) fn kept_plan(
     Ok(kept)
 }
 
+/// The OIDs of tables of the `saas` schema by name (InvalidOid for one that
+/// does not exist, e.g. before ALTER EXTENSION UPDATE created it): what the
+/// per-backend caches compare relcache invalidations against.
+pub(crate) fn saas_relids<const N: usize>(names: [&CStr; N]) -> [pg_sys::Oid; N] {
+    // SAFETY: catalog lookups by name with NUL-terminated names; missing
+    // objects give InvalidOid, never an error.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
+        names.map(|n| pg_sys::get_relname_relid(n.as_ptr(), namespace))
+    }
+}
+
 /// Where a statement for [`select_latest`] is kept for the backend's life.
 pub(crate) type RawPlanCell = std::thread::LocalKey<std::cell::Cell<pg_sys::SPIPlanPtr>>;
 

@@ -9,7 +9,7 @@ use super::gcra::{self, Limit};
 use super::internal;
 use super::rules::{self, Scope};
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::pgutil::{as_owner, kept_plan};
+use crate::pgutil::{as_owner, kept_plan, saas_relids};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use std::cell::{Cell, RefCell};
@@ -128,15 +128,9 @@ pub(super) fn cached_rules(owner: pg_sys::Oid) -> SaasResult<Rc<Rules>> {
     // The OIDs first, so that an invalidation arriving while the rules are
     // read (a lock taken after the snapshot processes them) is recognised;
     // rules read across one are used for this request only.
-    // SAFETY: catalog lookups by name; InvalidOid when missing (an
-    // exemptions table not created yet: before ALTER EXTENSION UPDATE).
-    let relids = unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
-        [
-            pg_sys::get_relname_relid(c"rate_limit_rules".as_ptr(), namespace),
-            pg_sys::get_relname_relid(c"quota_exemptions".as_ptr(), namespace),
-        ]
-    };
+    // InvalidOid for an exemptions table not created yet (before ALTER
+    // EXTENSION UPDATE).
+    let relids = saas_relids([c"rate_limit_rules", c"quota_exemptions"]);
     RULES_RELIDS.with(|r| r.set(relids));
     let generation = RULES_GENERATION.with(Cell::get);
     let has_exemptions = relids[1] != pg_sys::InvalidOid;

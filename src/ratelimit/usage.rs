@@ -16,7 +16,7 @@ use super::shmem::{self, Load};
 use super::slots::{self, Admit, CounterKey, CounterSlot};
 use super::{internal, read_only, read_only_error, state_owner};
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::pgutil::{as_owner, kept_plan, select_latest, to_pg_uuid};
+use crate::pgutil::{as_owner, kept_plan, saas_relids, select_latest, to_pg_uuid};
 use crate::uuid::Uuid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -184,6 +184,9 @@ fn plan_of(tenant: Uuid) -> SaasResult<(String, Option<i64>)> {
     if let Some(hit) = PLANS.with(|p| p.borrow().get(&tenant).cloned()) {
         return Ok(hit);
     }
+    // The OIDs before the read, so that an invalidation arriving during it
+    // is recognised (and the answer used once, not kept).
+    PLAN_RELIDS.with(|r| r.set(saas_relids([c"plans", c"tenants"])));
     let generation = PLAN_GENERATION.with(Cell::get);
     let row = select_latest(
         &PLAN_PLAN,
@@ -202,15 +205,6 @@ fn plan_of(tenant: Uuid) -> SaasResult<(String, Option<i64>)> {
         }
     };
     if PLAN_GENERATION.with(Cell::get) == generation {
-        // SAFETY: catalog lookups by name; InvalidOid when missing.
-        let relids = unsafe {
-            let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
-            [
-                pg_sys::get_relname_relid(c"plans".as_ptr(), namespace),
-                pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace),
-            ]
-        };
-        PLAN_RELIDS.with(|r| r.set(relids));
         PLANS.with(|p| {
             let mut p = p.borrow_mut();
             if p.len() >= PLANS_MAX {

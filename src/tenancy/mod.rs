@@ -16,7 +16,7 @@ mod explain_guard;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
 use crate::gucs::{string_setting_is, TENANT_CLAIM};
-use crate::pgutil::{as_owner, local_xid, select_latest, to_pg_uuid};
+use crate::pgutil::{as_owner, local_xid, saas_relids, select_latest, to_pg_uuid};
 use crate::request::sub_uuid;
 use crate::request_settings::{self, RequestSettings};
 use crate::uuid::Uuid;
@@ -189,6 +189,9 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<DirectoryEntry> {
     if let Some(hit) = DIRECTORY.with(|d| d.borrow().get(&key).cloned()) {
         return Ok(hit);
     }
+    // The OIDs before the read, so that an invalidation arriving during it
+    // is recognised (and the answer used once, not kept).
+    DIRECTORY_RELIDS.with(|r| r.set(saas_relids([c"tenants", c"memberships"])));
     let generation = DIRECTORY_GENERATION.with(Cell::get);
     let uuid = pg_sys::BuiltinOid::UUIDOID.value();
     let row = Spi::connect(|_| {
@@ -211,7 +214,6 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<DirectoryEntry> {
         (status, role)
     });
     if DIRECTORY_GENERATION.with(Cell::get) == generation {
-        remember_directory_relids();
         DIRECTORY.with(|d| {
             let mut d = d.borrow_mut();
             if d.len() >= DIRECTORY_MAX {
@@ -223,27 +225,13 @@ fn lookup(tenant: Uuid, user: Option<Uuid>) -> SaasResult<DirectoryEntry> {
     Ok(entry)
 }
 
-fn remember_directory_relids() {
-    // SAFETY: catalog lookups by name; InvalidOid when missing.
-    let relids = unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
-        [
-            pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace),
-            pg_sys::get_relname_relid(c"memberships".as_ptr(), namespace),
-        ]
-    };
-    DIRECTORY_RELIDS.with(|r| r.set(relids));
-}
-
 /// The owner of saas.tenants (the extension's owner), read from the
 /// relation cache: who reads the tenant directory for a resolution.
 fn directory_owner() -> SaasResult<pg_sys::Oid> {
-    // SAFETY: catalog lookups by name, then the relation cache entry of an
-    // existing relation, opened and closed here without a lock (its owner
-    // is only read).
+    let [relid] = saas_relids([c"tenants"]);
+    // SAFETY: the relation cache entry of an existing relation, opened and
+    // closed here without a lock (its owner is only read).
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"saas".as_ptr(), true);
-        let relid = pg_sys::get_relname_relid(c"tenants".as_ptr(), namespace);
         if relid == pg_sys::InvalidOid {
             return Err(SaasError::new(
                 ErrorKind::ObjectNotInPrerequisiteState,
