@@ -5,9 +5,20 @@
 //! model name of a miss). Open addressing; a flush takes a database's slots
 //! out whole, so a key may sit in two slots after one was freed: readers
 //! sum every match. Pure Rust.
+//!
+//! The last [`overflow_len`] slots are kept for a full table: a hit that
+//! finds no slot near its home is counted there per database, tenant, UTC
+//! day and model (kind [`KIND_OVERFLOW`], id the model), a miss under its
+//! own key; that region is scanned whole. Totals stay exact; what a hit
+//! counted there loses is its cache entry (the entry's `hit_count` and
+//! `last_hit_at`, and the tokens and money the hit saved).
 
 pub const KIND_HIT: u32 = 1;
 pub const KIND_MISS: u32 = 2;
+pub const KIND_OVERFLOW: u32 = 3;
+/// A hit on an entry of the shared (non-tenant) scope, keyed by the
+/// reading tenant and the entry's cache key.
+pub const KIND_SHARED: u32 = 4;
 /// How far from its home slot a key may be placed.
 const PROBE: usize = 64;
 
@@ -40,9 +51,10 @@ impl HitSlot {
             && self.id == k.id
     }
 
-    /// The id as text: the hex cache key of a hit, the model of a miss.
+    /// The id as text: the hex cache key of a hit, the model of a miss or
+    /// of an overflow count.
     pub fn id_text(&self) -> String {
-        if self.kind == KIND_HIT {
+        if self.kind == KIND_HIT || self.kind == KIND_SHARED {
             super::key::hex(&self.id[..32])
         } else {
             let end = self.id.iter().position(|b| *b == 0).unwrap_or(64);
@@ -68,6 +80,16 @@ pub fn hit_key(database: u32, tenant: [u8; 16], day: i32, key: &[u8; 32]) -> Hit
 /// The slot key of a miss; a model name longer than 64 bytes is cut at a
 /// character boundary (models are named in a few dozen bytes).
 pub fn miss_key(database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSlot {
+    model_key(KIND_MISS, database, tenant, day, model)
+}
+
+/// The slot key of the hits of one model counted without their cache key
+/// (the table was full).
+pub fn overflow_key(database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSlot {
+    model_key(KIND_OVERFLOW, database, tenant, day, model)
+}
+
+fn model_key(kind: u32, database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSlot {
     let mut id = [0u8; 64];
     let mut end = model.len().min(64);
     while !model.is_char_boundary(end) {
@@ -75,12 +97,63 @@ pub fn miss_key(database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSl
     }
     id[..end].copy_from_slice(&model.as_bytes()[..end]);
     HitSlot {
-        kind: KIND_MISS,
+        kind,
         database,
         day,
         tenant,
         id,
         count: 0,
+    }
+}
+
+/// How many of `len` slots are kept for counts of a full table: an eighth,
+/// at least 8 (never more than the table).
+pub fn overflow_len(len: usize) -> usize {
+    (len / 8).max(8).min(len)
+}
+
+/// How a lookup was counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Under its own key.
+    Exact,
+    /// A hit counted per model in the overflow region.
+    Overflow,
+    /// Nowhere: the overflow region is full too.
+    Full,
+}
+
+/// Counts one lookup: under its key near its home in the main region,
+/// else (a hit: per model; a miss: under its key) in the overflow region.
+pub fn record(slots: &mut [HitSlot], k: &HitSlot, model: &str, n: i64) -> Counted {
+    let over = overflow_len(slots.len());
+    let (main, tail) = slots.split_at_mut(slots.len() - over);
+    if add(main, k, n) {
+        return Counted::Exact;
+    }
+    let (key, how) = if k.kind == KIND_HIT || k.kind == KIND_SHARED {
+        (
+            overflow_key(k.database, k.tenant, k.day, model),
+            Counted::Overflow,
+        )
+    } else {
+        (*k, Counted::Exact)
+    };
+    let mut free = None;
+    for (i, s) in tail.iter_mut().enumerate() {
+        if s.kind == 0 {
+            free.get_or_insert(i);
+        } else if s.same(&key) {
+            s.count += n;
+            return how;
+        }
+    }
+    match free {
+        Some(at) => {
+            tail[at] = HitSlot { count: n, ..key };
+            how
+        }
+        None => Counted::Full,
     }
 }
 
@@ -120,6 +193,32 @@ pub fn add(slots: &mut [HitSlot], k: &HitSlot, n: i64) -> bool {
     match free {
         Some(at) => {
             slots[at] = HitSlot { count: n, ..*k };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Puts counts taken by a flush that failed back under their own keys (in
+/// the overflow region when their home is full); false when nowhere.
+pub fn restore(slots: &mut [HitSlot], k: &HitSlot) -> bool {
+    let over = overflow_len(slots.len());
+    let (main, tail) = slots.split_at_mut(slots.len() - over);
+    if add(main, k, k.count) {
+        return true;
+    }
+    let mut free = None;
+    for (i, s) in tail.iter_mut().enumerate() {
+        if s.kind == 0 {
+            free.get_or_insert(i);
+        } else if s.same(k) {
+            s.count += k.count;
+            return true;
+        }
+    }
+    match free {
+        Some(at) => {
+            tail[at] = *k;
             true
         }
         None => false,
@@ -170,6 +269,44 @@ mod tests {
     }
 
     #[test]
+    fn full_table_counts_per_model() {
+        // 64 slots: 56 keyed, 8 kept for overflow.
+        let mut t = vec![HitSlot::EMPTY; 64];
+        assert_eq!(overflow_len(64), 8);
+        let mut exact = 0;
+        let mut over = 0;
+        for i in 0..200u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            match record(&mut t, &hit_key(1, [2; 16], 9, &key), "gpt-4o", 1) {
+                Counted::Exact => exact += 1,
+                Counted::Overflow => over += 1,
+                Counted::Full => panic!("a hit was refused"),
+            }
+        }
+        assert_eq!(exact + over, 200);
+        assert!(over >= 200 - 56);
+        let all = snapshot(&t, 1);
+        assert_eq!(all.iter().map(|s| s.count).sum::<i64>(), 200);
+        let o: Vec<_> = all.iter().filter(|s| s.kind == KIND_OVERFLOW).collect();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].id_text(), "gpt-4o");
+        // Misses of a full table keep their key in the overflow region.
+        assert_eq!(
+            record(&mut t, &miss_key(1, [2; 16], 9, "gpt-4o"), "gpt-4o", 1),
+            Counted::Exact
+        );
+        // Overflow region full: said so.
+        for i in 0..7u8 {
+            record(&mut t, &miss_key(1, [i + 10; 16], 9, "m"), "m", 1);
+        }
+        assert_eq!(
+            record(&mut t, &miss_key(1, [99; 16], 9, "m"), "m", 1),
+            Counted::Full
+        );
+    }
+
+    #[test]
     fn full_table_says_so() {
         let mut t = vec![HitSlot::EMPTY; 4];
         for i in 0..4u8 {
@@ -196,6 +333,20 @@ mod tests {
             }
             let left: i64 = t.iter().filter(|s| s.kind != 0).map(|s| s.count).sum();
             prop_assert_eq!(added, taken + left);
+        }
+
+        // Whatever the keys, a small table counts every hit until its
+        // overflow region holds one slot per (tenant, model): totals exact.
+        #[test]
+        fn overflow_keeps_totals(ops in prop::collection::vec((any::<u16>(), 0u8..3, 0u8..2), 1..400)) {
+            let mut t = vec![HitSlot::EMPTY; 64];
+            for (key, tenant, model) in &ops {
+                let mut k = [0u8; 32];
+                k[..2].copy_from_slice(&key.to_le_bytes());
+                let m = if *model == 0 { "a" } else { "b" };
+                prop_assert_ne!(record(&mut t, &hit_key(1, [*tenant; 16], 0, &k), m, 1), Counted::Full);
+            }
+            prop_assert_eq!(snapshot(&t, 1).iter().map(|s| s.count).sum::<i64>(), ops.len() as i64);
         }
     }
 }

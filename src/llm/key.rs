@@ -80,6 +80,57 @@ pub fn cache_key(request: &Value) -> SaasResult<[u8; 32]> {
     Ok(h.0.finalize().into())
 }
 
+/// Bumped when what the context hash covers changes.
+pub const CONTEXT_VERSION: &str = "pg_saas llm context v1\n";
+
+/// The context hash of a request for the semantic cache: SHA-256 over a
+/// version line and the RFC 8785 form of the request minus
+/// [`IGNORED_FIELDS`] (as the key) and minus the `content` of the last
+/// message whose `role` is `"user"` (that turn is what the caller's
+/// embedding stands for). Everything else must match for a semantic hit:
+/// the model, the system prompt (OpenAI's system message, Anthropic's
+/// top-level `system`), every earlier turn, every message after the last
+/// user turn, the other fields of that turn (`name`, ...), every parameter.
+/// `None` when `messages` is not an array holding a user turn.
+pub fn context_hash(request: &Value) -> SaasResult<Option<[u8; 32]>> {
+    let map = require_object(request)?;
+    let Some(Value::Array(messages)) = map.get("messages") else {
+        return Ok(None);
+    };
+    let Some(last) = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return Ok(None);
+    };
+    let mut h = Hasher(Sha256::new());
+    h.put(CONTEXT_VERSION);
+    let mut keys: Vec<&String> = map
+        .keys()
+        .filter(|k| !IGNORED_FIELDS.contains(&k.as_str()))
+        .collect();
+    keys.sort_unstable_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+    h.put("{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            h.put(",");
+        }
+        canonical::string(key, &mut h);
+        h.put(":");
+        if key == "messages" {
+            let mut turns = messages.clone();
+            if let Some(Value::Object(turn)) = turns.get_mut(last) {
+                turn.remove("content");
+            }
+            canonical::write(&Value::Array(turns), &mut h, 1)?;
+        } else {
+            canonical::write(&map[key], &mut h, 1)?;
+        }
+    }
+    h.put("}");
+    Ok(Some(h.0.finalize().into()))
+}
+
 /// Lower-case hex of a key.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -103,6 +154,46 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    fn ctx(v: Value) -> Option<[u8; 32]> {
+        context_hash(&v).unwrap()
+    }
+
+    #[test]
+    fn context_hash_covers_all_but_the_last_user_turn() {
+        let req = |sys: &str, q: &str, t: f64| {
+            json!({"model": "gpt-4o", "temperature": t, "user": "u1", "messages": [
+                {"role": "system", "content": sys},
+                {"role": "user", "content": "earlier"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": q}]})
+        };
+        let base = ctx(req("Be brief.", "What is 2+2?", 0.0)).unwrap();
+        assert_eq!(ctx(req("Be brief.", "what's 2 + 2", 0.0)), Some(base));
+        assert_ne!(ctx(req("Be verbose.", "What is 2+2?", 0.0)), Some(base));
+        assert_ne!(ctx(req("Be brief.", "What is 2+2?", 0.5)), Some(base));
+        // the ignored fields are ignored as in the key
+        let mut v = req("Be brief.", "x", 0.0);
+        v["user"] = json!("u2");
+        assert_eq!(ctx(v), Some(base));
+        // an earlier turn counts
+        let mut v = req("Be brief.", "x", 0.0);
+        v["messages"][1]["content"] = json!("other");
+        assert_ne!(ctx(v), Some(base));
+        // a different model
+        let mut v = req("Be brief.", "x", 0.0);
+        v["model"] = json!("gpt-4o-mini");
+        assert_ne!(ctx(v), Some(base));
+        // Anthropic's top-level system prompt counts
+        let a = |sys: &str| json!({"model": "c", "system": sys, "messages": [{"role": "user", "content": "q"}]});
+        assert_ne!(ctx(a("A")), ctx(a("B")));
+        // never equal to the cache key of the same request
+        assert_ne!(ctx(a("A")).unwrap(), cache_key(&a("A")).unwrap());
+        // no user turn
+        assert_eq!(ctx(json!({"model": "m", "messages": [{"role": "system", "content": "s"}]})), None);
+        assert_eq!(ctx(json!({"model": "m", "prompt": "p"})), None);
+        assert!(context_hash(&json!([1])).is_err());
+    }
 
     fn key(v: Value) -> [u8; 32] {
         cache_key(&v).unwrap()

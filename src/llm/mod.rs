@@ -109,20 +109,37 @@ fn llm_assemble_stream(chunks: JsonB) -> JsonB {
     )
 }
 
-/// Counts a cache hit (`kind` 'hit', `id` the hex cache key) or miss
-/// ('miss', `id` the model) in shared memory. False when pg_saas is not
-/// preloaded or the slots are full: the caller counts in the table.
+/// The context hash of a request for the semantic cache (lower-case hex
+/// SHA-256 of the request without its last user turn's content and the
+/// ignored fields), or NULL when it has no user turn in `messages`.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn llm_context_hash(request: JsonB) -> Option<String> {
+    key::context_hash(&request.0).or_raise().map(|h| key::hex(&h))
+}
+
+/// Counts a cache hit (`kind` 'hit', `id` the hex cache key), a hit on a
+/// shared entry ('shared', `id` its key) or a miss ('miss', `id` the model)
+/// in shared memory; `model` is the request's model, under which a hit of
+/// a full table is counted. False when pg_saas is not preloaded or even the
+/// overflow slots are full: the caller counts in the table.
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn _llm_count(kind: &str, tenant_id: pgrx::Uuid, day: i32, id: &str) -> bool {
+fn _llm_count(kind: &str, tenant_id: pgrx::Uuid, day: i32, id: &str, model: &str) -> bool {
     let tenant = *tenant_id.as_bytes();
+    let db = shmem::database();
     let slot = match kind {
-        "hit" => match key::parse_hex(id) {
-            Some(k) => hits::hit_key(shmem::database(), tenant, day, &k),
+        "hit" | "shared" => match key::parse_hex(id) {
+            Some(k) => {
+                let mut s = hits::hit_key(db, tenant, day, &k);
+                if kind == "shared" {
+                    s.kind = hits::KIND_SHARED;
+                }
+                s
+            }
             None => return false,
         },
-        _ => hits::miss_key(shmem::database(), tenant, day, id),
+        _ => hits::miss_key(db, tenant, day, id),
     };
-    shmem::count(&slot)
+    shmem::count(&slot, model)
 }
 
 /// Whether hits are counted in shared memory (pg_saas preloaded).
@@ -136,10 +153,11 @@ fn slot_rows(slots: Vec<hits::HitSlot>) -> Vec<(String, pgrx::Uuid, i32, String,
         .into_iter()
         .map(|s| {
             (
-                if s.kind == hits::KIND_HIT {
-                    "hit"
-                } else {
-                    "miss"
+                match s.kind {
+                    hits::KIND_HIT => "hit",
+                    hits::KIND_SHARED => "shared",
+                    hits::KIND_OVERFLOW => "overflow",
+                    _ => "miss",
                 }
                 .to_string(),
                 pgrx::Uuid::from_bytes(s.tenant),
@@ -193,6 +211,7 @@ extension_sql_file!(
         "tenancy",
         "partitions",
         llm_cache_key,
+        llm_context_hash,
         _llm_cost,
         _llm_worst_case,
         _llm_uncacheable,

@@ -127,9 +127,10 @@ fn with_slots<T>(f: impl FnOnce(&mut [HitSlot]) -> T) -> Option<T> {
     }
 }
 
-/// Counts one hit or miss; false without shared memory or when full.
-pub(crate) fn count(key: &HitSlot) -> bool {
-    with_slots(|slots| hits::add(slots, key, 1)).unwrap_or(false)
+/// Counts one hit or miss (a hit of a full table per `model`); false
+/// without shared memory or when even the overflow slots are full.
+pub(crate) fn count(key: &HitSlot, model: &str) -> bool {
+    with_slots(|slots| hits::record(slots, key, model, 1) != hits::Counted::Full).unwrap_or(false)
 }
 
 /// This database's counts not yet flushed.
@@ -154,8 +155,9 @@ pub(crate) fn take() -> Vec<HitSlot> {
 fn give_back(slots: Vec<HitSlot>) {
     with_slots(|table| {
         for s in &slots {
-            // A full table loses the count; it cannot raise here.
-            hits::add(table, s, s.count);
+            // Back under its key, in the overflow slots if need be; a table
+            // full to the last slot loses it (this cannot raise).
+            hits::restore(table, s);
         }
     });
 }
