@@ -2796,7 +2796,8 @@ CREATE FUNCTION @extschema@."_llm_count"(
   "kind" TEXT, /* & str */
   "tenant_id" uuid, /* pgrx :: Uuid */
   "day" INT, /* i32 */
-  "id" TEXT /* & str */
+  "id" TEXT, /* & str */
+  "model" TEXT /* & str */
 ) RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -2862,6 +2863,13 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'llm_cache_key_wrapper';
 
+CREATE FUNCTION @extschema@."llm_context_hash"(
+  "request" jsonb /* JsonB */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'llm_context_hash_wrapper';
+
 -- pg_saas llm: an LLM response cache keyed by the SHA-256 of the RFC 8785
 -- form of the request, single-flight leases for concurrent misses, a usage
 -- ledger with daily rollups, versioned prices and budgets that cannot be
@@ -2915,10 +2923,21 @@ CREATE TABLE @extschema@.llm_cache (
   expires_at         timestamptz NOT NULL,
   hit_count          bigint      NOT NULL DEFAULT 0,
   last_hit_at        timestamptz,
+  -- The semantic cache (set when the tenant's mode is shadow or on and the
+  -- put passed an embedding): the context hash (saas.llm_context_hash), the
+  -- tenant's embedding model and the embedding of the last user turn.
+  context_hash       text,
+  embedding_model    text,
+  embedding          vector,
   CONSTRAINT llm_cache_pkey PRIMARY KEY (tenant_id, cache_key),
-  CONSTRAINT llm_cache_key_format CHECK (cache_key ~ '^[0-9a-f]{64}$')
+  CONSTRAINT llm_cache_key_format CHECK (cache_key ~ '^[0-9a-f]{64}$'),
+  CONSTRAINT llm_cache_semantic CHECK ((context_hash IS NULL) = (embedding IS NULL) AND (embedding IS NULL) = (embedding_model IS NULL))
 );
 CREATE INDEX llm_cache_expires_idx ON @extschema@.llm_cache (expires_at);
+-- The candidates of a semantic lookup: one tenant, context and embedding
+-- model (few rows, scanned exactly; docs/llm.md says why not HNSW).
+CREATE INDEX llm_cache_context_idx ON @extschema@.llm_cache (tenant_id, context_hash, embedding_model)
+  WHERE context_hash IS NOT NULL;
 COMMENT ON TABLE @extschema@.llm_cache IS
   'LLM responses per tenant and cache key (saas.llm_cache_key), with expiry and exact hit counts (flushed from shared memory by run_maintenance).';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.llm_cache', '');
@@ -2945,11 +2964,87 @@ CREATE TABLE @extschema@.llm_cache_daily (
   misses        bigint NOT NULL DEFAULT 0,
   tokens_saved  bigint NOT NULL DEFAULT 0,
   saved_micros  bigint NOT NULL DEFAULT 0,
+  -- of hits: answers of the shared scope, and hits counted while the hit
+  -- counters were full (per model, without their entry: no savings)
+  shared_hits   bigint NOT NULL DEFAULT 0,
+  overflow_hits bigint NOT NULL DEFAULT 0,
   CONSTRAINT llm_cache_daily_pkey PRIMARY KEY (tenant_id, day, model)
 );
 COMMENT ON TABLE @extschema@.llm_cache_daily IS
   'LLM cache hits, misses, tokens and money saved per tenant, UTC day and model; read with saas.llm_cache_stats().';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.llm_cache_daily', '');
+
+-- ---------------------------------------------------------------------------
+-- The semantic cache: per-tenant opt-in (operators set it) and one row per
+-- served or would-be (shadow) semantic hit with its similarity.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.llm_semantic_settings (
+  tenant_id        uuid        NOT NULL,
+  mode             text        NOT NULL DEFAULT 'off',
+  threshold        float8      NOT NULL DEFAULT 0.95,
+  embedding_model  text,
+  dims             int,
+  updated_at       timestamptz NOT NULL,
+  CONSTRAINT llm_semantic_settings_pkey PRIMARY KEY (tenant_id),
+  CONSTRAINT llm_semantic_settings_mode CHECK (mode IN ('off', 'shadow', 'on')),
+  CONSTRAINT llm_semantic_settings_threshold CHECK (threshold > 0 AND threshold <= 1),
+  CONSTRAINT llm_semantic_settings_model CHECK (mode = 'off' OR (embedding_model IS NOT NULL AND dims BETWEEN 1 AND 16000))
+);
+COMMENT ON TABLE @extschema@.llm_semantic_settings IS
+  'Semantic LLM cache per tenant: mode off, shadow (would-be hits recorded, misses served) or on; cosine similarity threshold; the embedding model and its dimension. Set with saas.llm_semantic_set().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.llm_semantic_settings', '');
+
+CREATE TABLE @extschema@.llm_semantic_hits (
+  tenant_id      uuid        NOT NULL,
+  id             bigint      GENERATED ALWAYS AS IDENTITY,
+  looked_up_at   timestamptz NOT NULL,
+  model          text        NOT NULL,
+  -- true: the entry was served; false: shadow mode, a miss was served
+  served         boolean     NOT NULL,
+  similarity     float8      NOT NULL,
+  threshold      float8      NOT NULL,
+  -- the entry served (or that would have been) and the lookup's own key:
+  -- once the answer to lookup_key is cached, the two can be compared
+  entry_key      text        NOT NULL,
+  lookup_key     text        NOT NULL,
+  tokens_saved   bigint      NOT NULL DEFAULT 0,
+  saved_micros   bigint      NOT NULL DEFAULT 0,
+  CONSTRAINT llm_semantic_hits_pkey PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX llm_semantic_hits_time_idx ON @extschema@.llm_semantic_hits (tenant_id, looked_up_at);
+COMMENT ON TABLE @extschema@.llm_semantic_hits IS
+  'Every semantic hit of the LLM cache, served or would-be (shadow), with its similarity and the entry; kept 90 days. Read with saas.llm_semantic_stats().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.llm_semantic_hits', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.llm_semantic_hits', 'id'), '');
+
+-- ---------------------------------------------------------------------------
+-- The shared scope: answers that hold no tenant data (a public prompt
+-- template), one row per key for every tenant. Written only by roles an
+-- operator named with saas.llm_shared_grant(); read only by
+-- saas.llm_shared_get(), which a caller must call by name. No policy: API
+-- roles have no privilege on the table and RLS hides it from anyone else.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.llm_cache_shared (
+  cache_key          text        NOT NULL,
+  provider           text,
+  model              text        NOT NULL,
+  request            jsonb       NOT NULL,
+  response           jsonb       NOT NULL,
+  prompt_tokens      bigint      NOT NULL DEFAULT 0,
+  completion_tokens  bigint      NOT NULL DEFAULT 0,
+  cost_micros        bigint,
+  written_by         text        NOT NULL,
+  created_at         timestamptz NOT NULL,
+  expires_at         timestamptz NOT NULL,
+  hit_count          bigint      NOT NULL DEFAULT 0,
+  last_hit_at        timestamptz,
+  CONSTRAINT llm_cache_shared_pkey PRIMARY KEY (cache_key),
+  CONSTRAINT llm_cache_shared_key_format CHECK (cache_key ~ '^[0-9a-f]{64}$')
+);
+COMMENT ON TABLE @extschema@.llm_cache_shared IS
+  'LLM answers of the shared (non-tenant) scope: written by saas.llm_shared_put() (roles granted by saas.llm_shared_grant()), read by saas.llm_shared_get().';
+ALTER TABLE @extschema@.llm_cache_shared ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.llm_cache_shared', '');
 
 -- ---------------------------------------------------------------------------
 -- The usage ledger: one row per LLM call, monthly partitions (made on first
@@ -3099,7 +3194,8 @@ BEGIN
                              '@extschema@.llm_cache_daily'::regclass, '@extschema@.llm_usage'::regclass,
                              '@extschema@.llm_usage_keys'::regclass, '@extschema@.llm_usage_daily'::regclass,
                              '@extschema@.llm_budgets'::regclass, '@extschema@.llm_budget_windows'::regclass,
-                             '@extschema@.llm_reservations'::regclass] LOOP
+                             '@extschema@.llm_reservations'::regclass, '@extschema@.llm_semantic_settings'::regclass,
+                             '@extschema@.llm_semantic_hits'::regclass] LOOP
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
     EXECUTE format('CREATE POLICY saas_tenant_read ON %s FOR SELECT USING (tenant_id = (SELECT @extschema@.current_tenant()))', rel);
@@ -3154,38 +3250,90 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN (ts AT TIME ZONE 'UTC')::date - DATE '2000-01-01';
 
--- A hit or miss: in shared memory when preloaded (exact also in READ ONLY
--- transactions), else in the tables (read-write transactions only).
-CREATE FUNCTION @extschema@._llm_count_lookup(t uuid, hit boolean, key text, model text, p_now timestamptz)
+-- A hit, a hit of the shared scope or a miss: in shared memory when
+-- preloaded (exact also in READ ONLY transactions; a hit of a full table
+-- per model in the overflow slots), else in the tables (read-write
+-- transactions only).
+CREATE FUNCTION @extschema@._llm_count_lookup(t uuid, kind text, key text, model text, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  tokens bigint := 0;
+  saved bigint := 0;
 BEGIN
-  IF @extschema@._llm_count(CASE WHEN hit THEN 'hit' ELSE 'miss' END, t, @extschema@._llm_day(p_now),
-                            CASE WHEN hit THEN key ELSE model END) THEN
+  IF @extschema@._llm_count(kind, t, @extschema@._llm_day(p_now), CASE WHEN kind = 'miss' THEN model ELSE key END, model) THEN
     RETURN;
   END IF;
   IF current_setting('transaction_read_only') = 'on' THEN
     RAISE EXCEPTION 'llm_cache_get cannot count this lookup in a read-only transaction'
       USING ERRCODE = CASE WHEN @extschema@._llm_shared_counts() THEN 'insufficient_resources' ELSE 'read_only_sql_transaction' END,
             HINT = CASE WHEN @extschema@._llm_shared_counts()
-                        THEN 'The shared-memory hit counters are full: run saas.run_maintenance() more often or raise saas.llm_hit_slots.'
+                        THEN 'The shared-memory hit counters and their overflow slots are full: run saas.run_maintenance() more often or raise saas.llm_hit_slots.'
                         ELSE 'Add pg_saas to shared_preload_libraries and restart PostgreSQL: hits are then counted in shared memory, also in PostgREST GET requests.' END;
   END IF;
-  IF hit THEN
+  IF kind = 'hit' THEN
     UPDATE @extschema@.llm_cache c SET hit_count = c.hit_count + 1, last_hit_at = p_now
-    WHERE c.tenant_id = t AND c.cache_key = key;
+    WHERE c.tenant_id = t AND c.cache_key = key
+    RETURNING c.prompt_tokens + c.completion_tokens, coalesce(c.cost_micros, 0) INTO tokens, saved;
+  ELSIF kind = 'shared' THEN
+    UPDATE @extschema@.llm_cache_shared c SET hit_count = c.hit_count + 1, last_hit_at = p_now
+    WHERE c.cache_key = key
+    RETURNING c.prompt_tokens + c.completion_tokens, coalesce(c.cost_micros, 0) INTO tokens, saved;
   END IF;
-  INSERT INTO @extschema@.llm_cache_daily AS d (tenant_id, day, model, hits, misses, tokens_saved, saved_micros)
-  SELECT t, (p_now AT TIME ZONE 'UTC')::date, model, hit::int, (NOT hit)::int,
-         CASE WHEN hit THEN coalesce((SELECT c.prompt_tokens + c.completion_tokens FROM @extschema@.llm_cache c
-                                      WHERE c.tenant_id = t AND c.cache_key = key), 0) ELSE 0 END,
-         CASE WHEN hit THEN coalesce((SELECT c.cost_micros FROM @extschema@.llm_cache c
-                                      WHERE c.tenant_id = t AND c.cache_key = key), 0) ELSE 0 END
+  INSERT INTO @extschema@.llm_cache_daily AS d (tenant_id, day, model, hits, misses, shared_hits, tokens_saved, saved_micros)
+  VALUES (t, (p_now AT TIME ZONE 'UTC')::date, model, (kind <> 'miss')::int, (kind = 'miss')::int, (kind = 'shared')::int,
+          coalesce(tokens, 0), coalesce(saved, 0))
   ON CONFLICT ON CONSTRAINT llm_cache_daily_pkey DO UPDATE SET
-    hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses,
+    hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses, shared_hits = d.shared_hits + EXCLUDED.shared_hits,
     tokens_saved = d.tokens_saved + EXCLUDED.tokens_saved, saved_micros = d.saved_micros + EXCLUDED.saved_micros;
+END
+$$;
+
+-- pgvector's schema, quoted, at call time (it may live in any schema:
+-- Supabase puts it in extensions).
+CREATE FUNCTION @extschema@._llm_vector_schema()
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  s text;
+BEGIN
+  SELECT pg_catalog.quote_ident(n.nspname) INTO s
+  FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+  WHERE e.extname = 'vector';
+  IF s IS NULL THEN
+    RAISE EXCEPTION 'pgvector is not installed'
+      USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'CREATE EXTENSION vector (pg_saas requires it).';
+  END IF;
+  RETURN s;
+END
+$$;
+
+-- An embedding of the tenant's model: one dimension, its size, finite,
+-- not all zero (a zero vector has no direction: its cosine is undefined).
+CREATE FUNCTION @extschema@._llm_check_embedding(fn text, embedding real[], p_model text, p_dims int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF array_ndims(embedding) IS DISTINCT FROM 1 OR cardinality(embedding) <> p_dims THEN
+    RAISE EXCEPTION '%: the embedding has % dimensions, the tenant''s embedding model % has %',
+      fn, coalesce(cardinality(embedding), 0), @extschema@._echo(p_model), p_dims
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Embed the last user turn with the model of saas.llm_semantic_set(); vectors are never truncated or padded.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(embedding) x WHERE x IS NULL OR x IN ('NaN'::real, 'Infinity'::real, '-Infinity'::real)) THEN
+    RAISE EXCEPTION '%: the embedding holds NULL, NaN or infinity', fn
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Every element of an embedding must be a finite number.';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM unnest(embedding) x WHERE x <> 0) THEN
+    RAISE EXCEPTION '%: the embedding is all zeros', fn
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'A zero vector has no direction, so no cosine similarity: pass the model''s embedding.';
+  END IF;
 END
 $$;
 
@@ -3215,8 +3363,8 @@ BEGIN
   WHERE c.tenant_id = t AND c.cache_key = k AND c.expires_at > now_ts;
   IF NOT @extschema@._llm_count(CASE WHEN resp IS NULL THEN 'miss' ELSE 'hit' END, t,
                                 (now_ts AT TIME ZONE 'UTC')::date - DATE '2000-01-01',
-                                CASE WHEN resp IS NULL THEN request ->> 'model' ELSE k END) THEN
-    PERFORM @extschema@._llm_count_lookup(t, resp IS NOT NULL, k, request ->> 'model', now_ts);
+                                CASE WHEN resp IS NULL THEN request ->> 'model' ELSE k END, request ->> 'model') THEN
+    PERFORM @extschema@._llm_count_lookup(t, CASE WHEN resp IS NULL THEN 'miss' ELSE 'hit' END, k, request ->> 'model', now_ts);
   END IF;
   RETURN resp;
 END
@@ -3245,7 +3393,7 @@ BEGIN
   SELECT c.response INTO resp FROM @extschema@.llm_cache c
   WHERE c.tenant_id = t AND c.cache_key = k AND c.expires_at > now_ts;
   IF resp IS NOT NULL THEN
-    PERFORM @extschema@._llm_count_lookup(t, true, k, model, now_ts);
+    PERFORM @extschema@._llm_count_lookup(t, 'hit', k, model, now_ts);
     RETURN jsonb_build_object('status', 'hit', 'cache_key', k, 'response', resp);
   END IF;
   -- One atomic statement: a new lease, or a lapsed one taken over; a live
@@ -3257,7 +3405,7 @@ BEGIN
     WHERE l.expires_at <= now_ts
   RETURNING l.lease_id INTO lease;
   IF lease IS NOT NULL THEN
-    PERFORM @extschema@._llm_count_lookup(t, false, k, model, now_ts);
+    PERFORM @extschema@._llm_count_lookup(t, 'miss', k, model, now_ts);
     RETURN jsonb_build_object('status', 'lease', 'cache_key', k, 'lease_id', lease,
                               'expires_at', now_ts + make_interval(secs => lease_seconds));
   END IF;
@@ -3277,6 +3425,7 @@ CREATE FUNCTION @extschema@.llm_cache_put(
   allow_nondeterministic boolean DEFAULT false,
   lease_id uuid DEFAULT NULL,
   provider text DEFAULT NULL,
+  embedding real[] DEFAULT NULL,
   p_now timestamptz DEFAULT now())
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -3292,6 +3441,8 @@ DECLARE
   pt bigint;
   ct bigint;
   cost bigint;
+  sem @extschema@.llm_semantic_settings%ROWTYPE;
+  ctx text;
 BEGIN
   IF response IS NULL THEN
     RAISE EXCEPTION 'llm_cache_put: response must not be NULL'
@@ -3339,19 +3490,339 @@ BEGIN
     WHERE p.provider = llm_cache_put.provider AND p.model = req_model AND p.effective_from <= now_ts
     ORDER BY p.effective_from DESC LIMIT 1;
   END IF;
+  -- The semantic cache keeps the embedding when the tenant opted in (shadow
+  -- or on) and the request has a user turn; otherwise it is ignored.
+  IF embedding IS NOT NULL THEN
+    SELECT * INTO sem FROM @extschema@.llm_semantic_settings x WHERE x.tenant_id = t AND x.mode <> 'off';
+    IF FOUND THEN
+      PERFORM @extschema@._llm_check_embedding('llm_cache_put', embedding, sem.embedding_model, sem.dims);
+      ctx := @extschema@.llm_context_hash(request);
+    END IF;
+  END IF;
   INSERT INTO @extschema@.llm_cache AS c (tenant_id, cache_key, provider, model, request, response, prompt_tokens,
-                                          completion_tokens, cost_micros, created_by, created_at, expires_at)
-  VALUES (t, k, provider, req_model, request, response, pt, ct, cost, @extschema@.current_user_id(), now_ts, now_ts + ttl)
+                                          completion_tokens, cost_micros, created_by, created_at, expires_at,
+                                          context_hash, embedding_model, embedding)
+  VALUES (t, k, provider, req_model, request, response, pt, ct, cost, @extschema@.current_user_id(), now_ts, now_ts + ttl,
+          ctx, CASE WHEN ctx IS NOT NULL THEN sem.embedding_model END, CASE WHEN ctx IS NOT NULL THEN embedding END)
   ON CONFLICT ON CONSTRAINT llm_cache_pkey DO UPDATE SET
     provider = EXCLUDED.provider, model = EXCLUDED.model, request = EXCLUDED.request, response = EXCLUDED.response,
     prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
     cost_micros = EXCLUDED.cost_micros, created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at,
-    expires_at = EXCLUDED.expires_at;
-  RETURN jsonb_build_object('cached', true, 'cache_key', k, 'expires_at', now_ts + ttl);
+    expires_at = EXCLUDED.expires_at, context_hash = EXCLUDED.context_hash, embedding_model = EXCLUDED.embedding_model,
+    embedding = EXCLUDED.embedding;
+  RETURN jsonb_build_object('cached', true, 'cache_key', k, 'expires_at', now_ts + ttl, 'semantic', ctx IS NOT NULL);
 END
 $$;
-COMMENT ON FUNCTION @extschema@.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, timestamptz) IS
-  'Stores a finished, deterministic answer for the current tenant (ttl default 7 days); releases the lease. Returns {"cached": true|false, "cache_key", "reason"}.';
+COMMENT ON FUNCTION @extschema@.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, real[], timestamptz) IS
+  'Stores a finished, deterministic answer for the current tenant (ttl default 7 days), with the embedding of its last user turn for the semantic cache when the tenant opted in; releases the lease. Returns {"cached": true|false, "cache_key", "reason", "semantic"}.';
+
+-- ---------------------------------------------------------------------------
+-- The semantic cache
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.llm_semantic_set(
+  tenant uuid,
+  mode text,
+  threshold float8 DEFAULT 0.95,
+  embedding_model text DEFAULT NULL,
+  dims int DEFAULT NULL,
+  p_now timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF tenant IS NULL OR mode IS NULL OR threshold IS NULL THEN
+    RAISE EXCEPTION 'llm_semantic_set: tenant, mode and threshold must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'e.g. saas.llm_semantic_set(tenant, ''shadow'', embedding_model => ''text-embedding-3-small'', dims => 1536).';
+  END IF;
+  IF mode NOT IN ('off', 'shadow', 'on') THEN
+    RAISE EXCEPTION 'llm_semantic_set: mode must be off, shadow or on, not %', @extschema@._echo(mode)
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Start with shadow: would-be hits are recorded with their similarity, misses still served.';
+  END IF;
+  IF threshold = 'NaN'::float8 OR threshold <= 0 OR threshold > 1 THEN
+    RAISE EXCEPTION 'llm_semantic_set: threshold must be in (0, 1], not %', threshold
+      USING ERRCODE = 'numeric_value_out_of_range',
+            HINT = 'A cosine similarity; the default 0.95 is strict (docs/llm.md), lower it only after measuring in shadow mode.';
+  END IF;
+  IF mode <> 'off' AND (embedding_model IS NULL OR dims IS NULL) THEN
+    RAISE EXCEPTION 'llm_semantic_set: mode % needs embedding_model and dims', mode
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Name the model the caller embeds with and its dimension, e.g. embedding_model => ''text-embedding-3-small'', dims => 1536.';
+  END IF;
+  IF dims NOT BETWEEN 1 AND 16000 THEN
+    RAISE EXCEPTION 'llm_semantic_set: dims must be between 1 and 16000, not %', dims
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'pgvector stores vectors of 1 to 16000 dimensions.';
+  END IF;
+  IF char_length(embedding_model) NOT BETWEEN 1 AND 200 THEN
+    RAISE EXCEPTION 'llm_semantic_set: embedding_model must have 1 to 200 characters'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the embedding model, e.g. ''text-embedding-3-small''.';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.tenants x WHERE x.id = tenant) THEN
+    RAISE EXCEPTION 'llm_semantic_set: unknown tenant %', tenant
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the id of a row of saas.tenants.';
+  END IF;
+  INSERT INTO @extschema@.llm_semantic_settings AS x (tenant_id, mode, threshold, embedding_model, dims, updated_at)
+  VALUES (tenant, mode, threshold, embedding_model, dims, coalesce(p_now, now()))
+  ON CONFLICT ON CONSTRAINT llm_semantic_settings_pkey DO UPDATE SET
+    mode = EXCLUDED.mode, threshold = EXCLUDED.threshold,
+    embedding_model = coalesce(EXCLUDED.embedding_model, x.embedding_model), dims = coalesce(EXCLUDED.dims, x.dims),
+    updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_semantic_set(uuid, text, float8, text, int, timestamptz) IS
+  'Sets a tenant''s semantic LLM cache: mode off, shadow (would-be hits recorded, misses served) or on, the cosine similarity threshold (default 0.95), the embedding model and its dimension. For operators.';
+
+CREATE FUNCTION @extschema@.llm_cache_lookup(request jsonb, embedding real[] DEFAULT NULL, p_now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  model text := @extschema@._llm_request('llm_cache_lookup', request);
+  t uuid := @extschema@._llm_tenant('llm_cache_lookup');
+  now_ts timestamptz := coalesce(p_now, now());
+  k text := @extschema@.llm_cache_key(request);
+  resp jsonb;
+  sem @extschema@.llm_semantic_settings%ROWTYPE;
+  ctx text;
+  best record;
+BEGIN
+  SELECT c.response INTO resp FROM @extschema@.llm_cache c
+  WHERE c.tenant_id = t AND c.cache_key = k AND c.expires_at > now_ts;
+  IF resp IS NOT NULL THEN
+    PERFORM @extschema@._llm_count_lookup(t, 'hit', k, model, now_ts);
+    RETURN jsonb_build_object('match', 'exact', 'cache_key', k, 'response', resp);
+  END IF;
+  IF embedding IS NOT NULL THEN
+    SELECT * INTO sem FROM @extschema@.llm_semantic_settings x WHERE x.tenant_id = t AND x.mode <> 'off';
+    IF FOUND THEN
+      PERFORM @extschema@._llm_check_embedding('llm_cache_lookup', embedding, sem.embedding_model, sem.dims);
+      ctx := @extschema@.llm_context_hash(request);
+    END IF;
+  END IF;
+  IF ctx IS NOT NULL THEN
+    IF current_setting('transaction_read_only') = 'on' THEN
+      RAISE EXCEPTION 'llm_cache_lookup records semantic hits and cannot run in a read-only transaction'
+        USING ERRCODE = 'read_only_sql_transaction',
+              HINT = 'Call it by POST (a GET runs read-only), or leave the embedding out for an exact lookup.';
+    END IF;
+    -- The candidates: this tenant's live entries of the same context and
+    -- embedding model (the index's prefix), compared exactly.
+    EXECUTE pg_catalog.format(
+      'SELECT c.cache_key, c.response, c.prompt_tokens + c.completion_tokens AS tokens, coalesce(c.cost_micros, 0) AS cost,'
+      ' 1 - (c.embedding OPERATOR(%1$s.<=>) $1::%1$s.vector) AS similarity'
+      ' FROM @extschema@.llm_cache c'
+      ' WHERE c.tenant_id = $2 AND c.context_hash = $3 AND c.embedding_model = $4 AND c.expires_at > $5'
+      ' AND %1$s.vector_dims(c.embedding) = $6'
+      ' ORDER BY similarity DESC, c.cache_key LIMIT 1', @extschema@._llm_vector_schema())
+    INTO best USING embedding, t, ctx, sem.embedding_model, now_ts, sem.dims;
+    IF best.similarity >= sem.threshold THEN
+      INSERT INTO @extschema@.llm_semantic_hits (tenant_id, looked_up_at, model, served, similarity, threshold, entry_key,
+                                                 lookup_key, tokens_saved, saved_micros)
+      VALUES (t, now_ts, model, sem.mode = 'on', best.similarity, sem.threshold, best.cache_key, k,
+              CASE WHEN sem.mode = 'on' THEN best.tokens ELSE 0 END, CASE WHEN sem.mode = 'on' THEN best.cost ELSE 0 END);
+      IF sem.mode = 'on' THEN
+        UPDATE @extschema@.llm_cache c SET hit_count = c.hit_count + 1, last_hit_at = now_ts
+        WHERE c.tenant_id = t AND c.cache_key = best.cache_key;
+        RETURN jsonb_build_object('match', 'semantic', 'cache_key', best.cache_key, 'similarity', best.similarity,
+                                  'response', best.response);
+      END IF;
+    END IF;
+  END IF;
+  PERFORM @extschema@._llm_count_lookup(t, 'miss', k, model, now_ts);
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_cache_lookup(jsonb, real[], timestamptz) IS
+  'The current tenant''s cached answer: exact, else (semantic cache on, an embedding of the last user turn given) the most similar entry of the same context above the threshold; {"match": "exact"|"semantic", "cache_key", "similarity", "response"} or NULL. Shadow mode records would-be hits and returns NULL.';
+
+CREATE FUNCTION @extschema@.llm_semantic_stats(
+  p_from date DEFAULT (now() AT TIME ZONE 'UTC')::date - 29,
+  p_to date DEFAULT (now() AT TIME ZONE 'UTC')::date)
+RETURNS TABLE (model text, served boolean, similarity_from numeric, similarity_to numeric, hits bigint,
+               min_similarity float8, tokens_saved bigint, saved_micros bigint)
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@._llm_tenant('llm_semantic_stats');
+BEGIN
+  IF p_from IS NULL OR p_to IS NULL THEN
+    RAISE EXCEPTION 'llm_semantic_stats: p_from and p_to must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a range of UTC days, or leave them out for the last 30 days.';
+  END IF;
+  IF p_from > p_to THEN
+    RAISE EXCEPTION 'llm_semantic_stats: p_from % is after p_to %', p_from, p_to
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier day first.';
+  END IF;
+  RETURN QUERY
+  SELECT h.model, h.served, b.lo, b.lo + 0.01, count(*), min(h.similarity), sum(h.tokens_saved)::bigint,
+         sum(h.saved_micros)::bigint
+  FROM @extschema@.llm_semantic_hits h,
+       LATERAL (SELECT least(floor(h.similarity * 100), 99)::numeric / 100 AS lo) b
+  WHERE h.tenant_id = t
+    AND h.looked_up_at >= p_from::timestamp AT TIME ZONE 'UTC' AND h.looked_up_at < (p_to + 1)::timestamp AT TIME ZONE 'UTC'
+  GROUP BY h.model, h.served, b.lo
+  ORDER BY h.model, h.served, b.lo;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_semantic_stats(date, date) IS
+  'The current tenant''s semantic hits per model, served or shadow (would-be), in similarity buckets of 0.01, with the lowest similarity and the savings; judge the false-hit rate from the shadow rows before turning the cache on.';
+
+-- ---------------------------------------------------------------------------
+-- The shared scope
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.llm_shared_put(
+  request jsonb,
+  response jsonb,
+  usage jsonb DEFAULT NULL,
+  ttl interval DEFAULT '7 days',
+  allow_nondeterministic boolean DEFAULT false,
+  provider text DEFAULT NULL,
+  p_now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  req_model text := @extschema@._llm_request('llm_shared_put', request);
+  k text := @extschema@.llm_cache_key(request);
+  now_ts timestamptz := coalesce(p_now, now());
+  who text := coalesce(nullif(current_setting('role'), 'none'), session_user::text);
+  u jsonb;
+  why text;
+  pt bigint;
+  ct bigint;
+  cost bigint;
+BEGIN
+  IF response IS NULL THEN
+    RAISE EXCEPTION 'llm_shared_put: response must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the provider''s response (for a stream, saas.llm_assemble_stream(chunks)).';
+  END IF;
+  IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '10 years' THEN
+    RAISE EXCEPTION 'llm_shared_put: ttl must be positive and at most 10 years, not %', coalesce(ttl::text, 'NULL')
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give how long the answer stays valid, e.g. ''7 days'' (the default).';
+  END IF;
+  why := @extschema@._llm_uncacheable(request, response, coalesce(allow_nondeterministic, false));
+  IF why IS NOT NULL THEN
+    RETURN jsonb_build_object('cached', false, 'cache_key', k, 'reason', why);
+  END IF;
+  u := coalesce(usage, response -> 'usage', '{}');
+  IF jsonb_typeof(u) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'llm_shared_put: usage must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object, e.g. {"prompt_tokens": 12, "completion_tokens": 40}.';
+  END IF;
+  BEGIN
+    pt := coalesce((u ->> 'prompt_tokens')::bigint, (u ->> 'input_tokens')::bigint, 0);
+    ct := coalesce((u ->> 'completion_tokens')::bigint, (u ->> 'output_tokens')::bigint, 0);
+    cost := (u ->> 'cost_micros')::bigint;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    RAISE EXCEPTION 'llm_shared_put: usage token counts must be integers'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object unchanged.';
+  END;
+  IF pt < 0 OR ct < 0 OR cost < 0 THEN
+    RAISE EXCEPTION 'llm_shared_put: usage must not be negative'
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Pass the token counts the provider reported.';
+  END IF;
+  IF cost IS NULL AND provider IS NOT NULL THEN
+    SELECT @extschema@._llm_cost(pt, 0, 0, ct, 0, p.input_micros_per_mtok, p.cached_input_micros_per_mtok,
+                                 p.cache_write_micros_per_mtok, p.output_micros_per_mtok, true)
+    INTO cost
+    FROM @extschema@.llm_prices p
+    WHERE p.provider = llm_shared_put.provider AND p.model = req_model AND p.effective_from <= now_ts
+    ORDER BY p.effective_from DESC LIMIT 1;
+  END IF;
+  INSERT INTO @extschema@.llm_cache_shared AS c (cache_key, provider, model, request, response, prompt_tokens,
+                                                 completion_tokens, cost_micros, written_by, created_at, expires_at)
+  VALUES (k, provider, req_model, request, response, pt, ct, cost, who, now_ts, now_ts + ttl)
+  ON CONFLICT ON CONSTRAINT llm_cache_shared_pkey DO UPDATE SET
+    provider = EXCLUDED.provider, model = EXCLUDED.model, request = EXCLUDED.request, response = EXCLUDED.response,
+    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
+    cost_micros = EXCLUDED.cost_micros, written_by = EXCLUDED.written_by, created_at = EXCLUDED.created_at,
+    expires_at = EXCLUDED.expires_at;
+  RETURN jsonb_build_object('cached', true, 'cache_key', k, 'expires_at', now_ts + ttl, 'scope', 'shared');
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_shared_put(jsonb, jsonb, jsonb, interval, boolean, text, timestamptz) IS
+  'Stores an answer that holds no tenant data in the shared LLM cache scope, read by every tenant through saas.llm_shared_get(). Only for roles given saas.llm_shared_grant().';
+
+CREATE FUNCTION @extschema@.llm_shared_get(request jsonb, p_now timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid := @extschema@.current_tenant();
+  now_ts timestamptz := coalesce(p_now, now());
+  k text;
+  resp jsonb;
+BEGIN
+  IF request IS NULL OR jsonb_typeof(request -> 'model') IS DISTINCT FROM 'string' THEN
+    PERFORM @extschema@._llm_request('llm_shared_get', request);
+  END IF;
+  IF t IS NULL THEN
+    PERFORM @extschema@._llm_tenant('llm_shared_get');
+  END IF;
+  k := @extschema@.llm_cache_key(request);
+  SELECT c.response INTO resp FROM @extschema@.llm_cache_shared c WHERE c.cache_key = k AND c.expires_at > now_ts;
+  PERFORM @extschema@._llm_count_lookup(t, CASE WHEN resp IS NULL THEN 'miss' ELSE 'shared' END, k, request ->> 'model', now_ts);
+  RETURN resp;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_shared_get(jsonb, timestamptz) IS
+  'The live answer of the shared (non-tenant) LLM cache scope to this request, or NULL; never a tenant''s entry. Counted for the current tenant (shared_hits of llm_cache_stats).';
+
+CREATE FUNCTION @extschema@.llm_shared_grant(roles name[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r name;
+BEGIN
+  IF roles IS NULL OR cardinality(roles) = 0 THEN
+    RAISE EXCEPTION 'llm_shared_grant: roles must be a non-empty array'
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. saas.llm_shared_grant(''{service_role}''): never a role end users act as.';
+  END IF;
+  FOREACH r IN ARRAY roles LOOP
+    IF r IS NULL THEN
+      RAISE EXCEPTION 'llm_shared_grant: a role name is NULL'
+        USING ERRCODE = 'null_value_not_allowed', HINT = 'Name existing roles.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles x WHERE x.rolname = r) THEN
+      RAISE EXCEPTION 'llm_shared_grant: role % does not exist', @extschema@._echo(r)
+        USING ERRCODE = 'undefined_object', HINT = 'CREATE ROLE ... NOLOGIN first, or name the deployment''s service role.';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA @extschema@, saas_api TO %I', r);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.llm_shared_put(jsonb, jsonb, jsonb, interval, boolean, text, timestamptz), '
+                              'saas_api.llm_shared_put(jsonb, jsonb, jsonb, interval, boolean, text), '
+                              '@extschema@.llm_cache_key(jsonb) TO %I', r);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.llm_shared_grant(name[]) IS
+  'Lets roles write the shared (non-tenant) LLM cache scope (saas.llm_shared_put and its saas_api wrapper): a service role, never one end users act as. For the owner. Revoke with REVOKE EXECUTE.';
+
+-- What counts of one kind (hit, shared, overflow, miss) add to a tenant's
+-- daily row: the model, hits, misses, and the tokens and money saved (a hit
+-- of an expired entry: model '(expired)'; overflow hits: no entry, nothing
+-- saved counted).
+CREATE FUNCTION @extschema@._llm_lookup_row(kind text, t uuid, id text, pending bigint,
+  OUT model text, OUT hits bigint, OUT misses bigint, OUT shared bigint, OUT overflow bigint, OUT tokens bigint, OUT saved bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE kind WHEN 'hit' THEN coalesce(c.model, '(expired)') WHEN 'shared' THEN coalesce(s.model, '(expired)') ELSE id END,
+         CASE WHEN kind <> 'miss' THEN pending ELSE 0 END, CASE WHEN kind = 'miss' THEN pending ELSE 0 END,
+         CASE WHEN kind = 'shared' THEN pending ELSE 0 END, CASE WHEN kind = 'overflow' THEN pending ELSE 0 END,
+         pending * coalesce(c.prompt_tokens + c.completion_tokens, s.prompt_tokens + s.completion_tokens, 0),
+         pending * coalesce(c.cost_micros, s.cost_micros, 0)
+  FROM (SELECT 1) one
+  LEFT JOIN @extschema@.llm_cache c ON kind = 'hit' AND c.tenant_id = t AND c.cache_key = id
+  LEFT JOIN @extschema@.llm_cache_shared s ON kind = 'shared' AND s.cache_key = id
+$$;
 
 -- Hits and misses counted in shared memory, written to the cache rows and
 -- the daily table. Counts a failed flush took come back (src/llm/shmem.rs).
@@ -3375,21 +3846,23 @@ BEGIN
            last_hit_at = greatest(c.last_hit_at, (DATE '2000-01-01' + h.last_day)::timestamp AT TIME ZONE 'UTC')
     FROM hits h
     WHERE c.tenant_id = h.tenant_id AND c.cache_key = h.id
+  ), shared AS (
+    SELECT k.id, sum(k.pending) AS n, max(k.day) AS last_day FROM taken k WHERE k.kind = 'shared' GROUP BY 1
+  ), shared_rows AS (
+    UPDATE @extschema@.llm_cache_shared c SET hit_count = c.hit_count + h.n,
+           last_hit_at = greatest(c.last_hit_at, (DATE '2000-01-01' + h.last_day)::timestamp AT TIME ZONE 'UTC')
+    FROM shared h
+    WHERE c.cache_key = h.id
   ), daily AS (
-    INSERT INTO @extschema@.llm_cache_daily AS d (tenant_id, day, model, hits, misses, tokens_saved, saved_micros)
-    SELECT x.tenant_id, DATE '2000-01-01' + x.day, x.model, sum(x.hits), sum(x.misses), sum(x.tokens), sum(x.saved)
-    FROM (
-      SELECT k.tenant_id, k.day, coalesce(c.model, '(expired)') AS model, k.pending AS hits, 0 AS misses,
-             k.pending * coalesce(c.prompt_tokens + c.completion_tokens, 0) AS tokens,
-             k.pending * coalesce(c.cost_micros, 0) AS saved
-      FROM taken k LEFT JOIN @extschema@.llm_cache c ON c.tenant_id = k.tenant_id AND c.cache_key = k.id
-      WHERE k.kind = 'hit'
-      UNION ALL
-      SELECT k.tenant_id, k.day, k.id, 0, k.pending, 0, 0 FROM taken k WHERE k.kind = 'miss'
-    ) x
+    INSERT INTO @extschema@.llm_cache_daily AS d (tenant_id, day, model, hits, misses, shared_hits, overflow_hits,
+                                                  tokens_saved, saved_micros)
+    SELECT x.tenant_id, DATE '2000-01-01' + x.day, x.model, sum(x.hits), sum(x.misses), sum(x.shared), sum(x.overflow),
+           sum(x.tokens), sum(x.saved)
+    FROM (SELECT k.tenant_id, k.day, r.* FROM taken k, @extschema@._llm_lookup_row(k.kind, k.tenant_id, k.id, k.pending) r) x
     GROUP BY x.tenant_id, x.day, x.model
     ON CONFLICT ON CONSTRAINT llm_cache_daily_pkey DO UPDATE SET
       hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses,
+      shared_hits = d.shared_hits + EXCLUDED.shared_hits, overflow_hits = d.overflow_hits + EXCLUDED.overflow_hits,
       tokens_saved = d.tokens_saved + EXCLUDED.tokens_saved, saved_micros = d.saved_micros + EXCLUDED.saved_micros
   )
   SELECT coalesce(sum(k.pending), 0) INTO n FROM taken k;
@@ -3402,7 +3875,8 @@ COMMENT ON FUNCTION @extschema@.llm_hits_flush() IS
 CREATE FUNCTION @extschema@.llm_cache_stats(
   p_from date DEFAULT (now() AT TIME ZONE 'UTC')::date - 29,
   p_to date DEFAULT (now() AT TIME ZONE 'UTC')::date)
-RETURNS TABLE (model text, lookups bigint, hits bigint, misses bigint, hit_rate numeric, tokens_saved bigint, saved_micros bigint)
+RETURNS TABLE (model text, lookups bigint, hits bigint, misses bigint, hit_rate numeric, tokens_saved bigint, saved_micros bigint,
+               semantic_hits bigint, shadow_hits bigint, shared_hits bigint, overflow_hits bigint)
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3417,28 +3891,33 @@ BEGIN
     RAISE EXCEPTION 'llm_cache_stats: p_from % is after p_to %', p_from, p_to
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier day first.';
   END IF;
+  -- hits: every answer served from the cache (exact, overflow-counted,
+  -- shared, semantic); misses include shadow mode's would-be hits.
   RETURN QUERY
   SELECT s.model, (sum(s.hits) + sum(s.misses))::bigint, sum(s.hits)::bigint, sum(s.misses)::bigint,
          round(sum(s.hits) / nullif(sum(s.hits) + sum(s.misses), 0), 4),
-         sum(s.tokens)::bigint, sum(s.saved)::bigint
+         sum(s.tokens)::bigint, sum(s.saved)::bigint, sum(s.semantic)::bigint, sum(s.shadow)::bigint,
+         sum(s.shared)::bigint, sum(s.overflow)::bigint
   FROM (
-    SELECT d.model, d.hits, d.misses, d.tokens_saved AS tokens, d.saved_micros AS saved
+    SELECT d.model, d.hits, d.misses, d.tokens_saved AS tokens, d.saved_micros AS saved, 0 AS semantic, 0 AS shadow,
+           d.shared_hits AS shared, d.overflow_hits AS overflow
     FROM @extschema@.llm_cache_daily d WHERE d.tenant_id = t AND d.day BETWEEN p_from AND p_to
     UNION ALL
-    SELECT CASE WHEN q.kind = 'hit' THEN coalesce(c.model, '(expired)') ELSE q.id END,
-           CASE WHEN q.kind = 'hit' THEN q.pending ELSE 0 END, CASE WHEN q.kind = 'miss' THEN q.pending ELSE 0 END,
-           CASE WHEN q.kind = 'hit' THEN q.pending * coalesce(c.prompt_tokens + c.completion_tokens, 0) ELSE 0 END,
-           CASE WHEN q.kind = 'hit' THEN q.pending * coalesce(c.cost_micros, 0) ELSE 0 END
-    FROM @extschema@._llm_pending() q
-    LEFT JOIN @extschema@.llm_cache c ON q.kind = 'hit' AND c.tenant_id = q.tenant_id AND c.cache_key = q.id
+    SELECT r.model, r.hits, r.misses, r.tokens, r.saved, 0, 0, r.shared, r.overflow
+    FROM @extschema@._llm_pending() q, @extschema@._llm_lookup_row(q.kind, q.tenant_id, q.id, q.pending) r
     WHERE q.tenant_id = t AND DATE '2000-01-01' + q.day BETWEEN p_from AND p_to
+    UNION ALL
+    SELECT h.model, h.served::int, 0, h.tokens_saved, h.saved_micros, h.served::int, (NOT h.served)::int, 0, 0
+    FROM @extschema@.llm_semantic_hits h
+    WHERE h.tenant_id = t
+      AND h.looked_up_at >= p_from::timestamp AT TIME ZONE 'UTC' AND h.looked_up_at < (p_to + 1)::timestamp AT TIME ZONE 'UTC'
   ) s
   GROUP BY s.model
   ORDER BY s.model;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.llm_cache_stats(date, date) IS
-  'The current tenant''s LLM cache per model over UTC days: lookups, hits, misses, hit rate, tokens and micro-units saved (written plus pending).';
+  'The current tenant''s LLM cache per model over UTC days: lookups, hits, misses, hit rate, tokens and micro-units saved (written plus pending); of the hits: semantic, shared, counted while the counters were full (overflow); shadow-mode would-be hits (counted as misses).';
 
 -- ---------------------------------------------------------------------------
 -- Prices
@@ -3939,14 +4418,21 @@ DECLARE
   leases bigint;
   released bigint;
   keys bigint;
+  pruned bigint;
 BEGIN
   flushed := @extschema@.llm_hits_flush();
   DELETE FROM @extschema@.llm_cache c WHERE c.expires_at <= p_now;
   GET DIAGNOSTICS expired = ROW_COUNT;
+  DELETE FROM @extschema@.llm_cache_shared c WHERE c.expires_at <= p_now;
+  GET DIAGNOSTICS pruned = ROW_COUNT;
+  expired := expired + pruned;
+  DELETE FROM @extschema@.llm_semantic_hits h WHERE h.looked_up_at < p_now - interval '90 days';
+  GET DIAGNOSTICS pruned = ROW_COUNT;
   DELETE FROM @extschema@.llm_cache_leases l WHERE l.expires_at <= p_now;
   GET DIAGNOSTICS leases = ROW_COUNT;
   DELETE FROM @extschema@.llm_usage_keys k WHERE k.created_at < p_now - interval '35 days';
   GET DIAGNOSTICS keys = ROW_COUNT;
+  keys := keys + pruned;
   WITH gone AS (
     UPDATE @extschema@.llm_reservations r SET released_at = p_now
     WHERE r.settled_at IS NULL AND r.released_at IS NULL AND r.expires_at <= p_now
@@ -3961,7 +4447,7 @@ BEGIN
   SELECT count(*) INTO released FROM gone;
   IF flushed + expired + leases + released + keys > 0 THEN
     parent_table := '@extschema@.llm_cache'::regclass; action := 'llm'; partition_name := NULL;
-    detail := format('%s cache lookups written, %s expired cache rows, %s leases, %s idempotency keys deleted, %s expired reservations released',
+    detail := format('%s cache lookups written, %s expired cache rows, %s leases, %s idempotency keys and semantic hits deleted, %s expired reservations released',
                      flushed, expired, leases, keys, released);
     RETURN NEXT;
   END IF;
@@ -4007,17 +4493,69 @@ COMMENT ON FUNCTION saas_api.llm_cache_lease(jsonb, int) IS
   'Single-flight lookup (POST): {"status": "hit" | "lease" | "wait", ...}; the caller with the lease computes and calls llm_cache_put with its lease_id.';
 
 CREATE FUNCTION saas_api.llm_cache_put(request jsonb, response jsonb, usage jsonb DEFAULT NULL, ttl interval DEFAULT '7 days',
-                                       allow_nondeterministic boolean DEFAULT false, lease_id uuid DEFAULT NULL, provider text DEFAULT NULL)
+                                       allow_nondeterministic boolean DEFAULT false, lease_id uuid DEFAULT NULL, provider text DEFAULT NULL,
+                                       embedding real[] DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.llm_cache_put(request, response, usage, ttl, allow_nondeterministic, lease_id, provider) $$;
-COMMENT ON FUNCTION saas_api.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text) IS
-  'Caches a finished, deterministic answer for the current tenant; {"cached": false, "reason"} when it may not be cached.';
+AS $$ SELECT @extschema@.llm_cache_put(request, response, usage, ttl, allow_nondeterministic, lease_id, provider, embedding) $$;
+COMMENT ON FUNCTION saas_api.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, real[]) IS
+  'Caches a finished, deterministic answer for the current tenant (with the embedding of its last user turn for the semantic cache); {"cached": false, "reason"} when it may not be cached.';
+
+CREATE FUNCTION saas_api.llm_cache_lookup(request jsonb, embedding real[] DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.llm_cache_lookup(request, embedding) $$;
+COMMENT ON FUNCTION saas_api.llm_cache_lookup(jsonb, real[]) IS
+  'Exact, else semantic lookup (POST): {"match": "exact"|"semantic", "cache_key", "similarity", "response"} or null.';
+
+CREATE FUNCTION saas_api.llm_semantic_stats(p_from date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date - 29,
+                                            p_to date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date)
+RETURNS TABLE (model text, served boolean, similarity_from numeric, similarity_to numeric, hits bigint,
+               min_similarity float8, tokens_saved bigint, saved_micros bigint)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM @extschema@.llm_semantic_stats(p_from, p_to) $$;
+COMMENT ON FUNCTION saas_api.llm_semantic_stats(date, date) IS
+  'The current tenant''s semantic hits, served and shadow, per similarity bucket of 0.01.';
+
+CREATE FUNCTION saas_api.llm_shared_get(request jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r jsonb := request;
+BEGIN
+  IF jsonb_typeof(request) = 'string' THEN
+    BEGIN
+      r := (request #>> '{}')::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+      RAISE EXCEPTION 'llm_shared_get: the request is text that is not JSON'
+        USING ERRCODE = 'invalid_text_representation',
+              HINT = 'Pass the request object as JSON; in a GET: ?request=<the object as JSON text, URL-encoded>.';
+    END;
+  END IF;
+  RETURN @extschema@.llm_shared_get(r);
+END
+$$;
+COMMENT ON FUNCTION saas_api.llm_shared_get(jsonb) IS
+  'The answer of the shared (non-tenant) scope to this LLM request, or null (GET with ?request=<JSON text>, or POST).';
+
+CREATE FUNCTION saas_api.llm_shared_put(request jsonb, response jsonb, usage jsonb DEFAULT NULL, ttl interval DEFAULT '7 days',
+                                        allow_nondeterministic boolean DEFAULT false, provider text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.llm_shared_put(request, response, usage, ttl, allow_nondeterministic, provider) $$;
+COMMENT ON FUNCTION saas_api.llm_shared_put(jsonb, jsonb, jsonb, interval, boolean, text) IS
+  'Stores an answer holding no tenant data in the shared scope. Not an API grant: only roles given saas.llm_shared_grant().';
 
 CREATE FUNCTION saas_api.llm_cache_stats(p_from date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date - 29,
                                          p_to date DEFAULT (pg_catalog.now() AT TIME ZONE 'UTC')::date)
-RETURNS TABLE (model text, lookups bigint, hits bigint, misses bigint, hit_rate numeric, tokens_saved bigint, saved_micros bigint)
+RETURNS TABLE (model text, lookups bigint, hits bigint, misses bigint, hit_rate numeric, tokens_saved bigint, saved_micros bigint,
+               semantic_hits bigint, shadow_hits bigint, shared_hits bigint, overflow_hits bigint)
 LANGUAGE sql STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM @extschema@.llm_cache_stats(p_from, p_to) $$;
@@ -4071,7 +4609,11 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('llm', 'function', 'llm_assemble_stream(jsonb)', 'EXECUTE'),
   ('llm', 'function', 'llm_cache_get(jsonb, timestamptz)', 'EXECUTE'),
   ('llm', 'function', 'llm_cache_lease(jsonb, integer, timestamptz)', 'EXECUTE'),
-  ('llm', 'function', 'llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, timestamptz)', 'EXECUTE'),
+  ('llm', 'function', 'llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, real[], timestamptz)', 'EXECUTE'),
+  ('llm', 'function', 'llm_cache_lookup(jsonb, real[], timestamptz)', 'EXECUTE'),
+  ('llm', 'function', 'llm_context_hash(jsonb)', 'EXECUTE'),
+  ('llm', 'function', 'llm_semantic_stats(date, date)', 'EXECUTE'),
+  ('llm', 'function', 'llm_shared_get(jsonb, timestamptz)', 'EXECUTE'),
   ('llm', 'function', 'llm_cache_stats(date, date)', 'EXECUTE'),
   ('llm', 'function', 'llm_budget_reserve(text, text, bigint, bigint, interval, timestamptz)', 'EXECUTE'),
   ('llm', 'function', 'llm_budget_settle(bigint, bigint, bigint)', 'EXECUTE'),
@@ -4079,7 +4621,10 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('llm', 'function', 'llm_record_usage(text, text, bigint, bigint, bigint, bigint, bigint, bigint, boolean, bigint, integer, text, text, text, bigint, timestamptz)', 'EXECUTE'),
   ('llm', 'function', 'saas_api.llm_cache_get(jsonb)', 'EXECUTE'),
   ('llm', 'function', 'saas_api.llm_cache_lease(jsonb, integer)', 'EXECUTE'),
-  ('llm', 'function', 'saas_api.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text)', 'EXECUTE'),
+  ('llm', 'function', 'saas_api.llm_cache_put(jsonb, jsonb, jsonb, interval, boolean, uuid, text, real[])', 'EXECUTE'),
+  ('llm', 'function', 'saas_api.llm_cache_lookup(jsonb, real[])', 'EXECUTE'),
+  ('llm', 'function', 'saas_api.llm_semantic_stats(date, date)', 'EXECUTE'),
+  ('llm', 'function', 'saas_api.llm_shared_get(jsonb)', 'EXECUTE'),
   ('llm', 'function', 'saas_api.llm_cache_stats(date, date)', 'EXECUTE'),
   ('llm', 'function', 'saas_api.llm_budget_reserve(text, text, bigint, bigint, interval)', 'EXECUTE'),
   ('llm', 'function', 'saas_api.llm_budget_settle(bigint, bigint, bigint)', 'EXECUTE'),
