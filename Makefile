@@ -10,7 +10,8 @@ PGRX_PROFILE ?= --release
 RUN_PORT    ?= 54330
 TEST_PORT   ?= 54331
 BENCH_PORT  ?= 54332
-# tests/backup.rs starts two clusters of its own, on this port and the next.
+# tests/backup.rs starts two clusters of its own, on this port and the next;
+# tests/llm.rs one with a tiny saas.llm_hit_slots on the port after those.
 BACKUP_PORT ?= 54334
 DEMO_DB     ?= pg_saas_demo
 REGRESS_DB  ?= pg_saas_regress

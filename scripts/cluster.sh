@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local PostgreSQL clusters for `make run`, `make test` and `make bench`.
 #
-#   cluster.sh start  NAME PORT [fresh]   start (initdb first if needed; `fresh` wipes it)
+#   cluster.sh start  NAME PORT [fresh]   start (initdb first if needed; `fresh` wipes it);
+#                                         PG_EXTRA_CONF: more postgresql.conf lines (a test's
+#                                         postmaster settings, e.g. saas.llm_hit_slots = 64)
 #   cluster.sh stop   NAME                stop if running (no error when it is not)
 #   cluster.sh remove NAME                stop and delete its data
 #   cluster.sh status NAME                exit 0 when running
@@ -95,6 +97,7 @@ full_page_writes = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 timezone = 'UTC'
+${PG_EXTRA_CONF:-}
 EOF
     chown "$PG_USER:$PG_USER" "$dir/data/pg_saas_cluster.conf"
     grep -q "^include_if_exists = 'pg_saas_cluster.conf'" "$dir/data/postgresql.conf" \

@@ -3320,7 +3320,11 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF array_ndims(embedding) IS DISTINCT FROM 1 OR cardinality(embedding) <> p_dims THEN
+  IF array_ndims(embedding) IS DISTINCT FROM 1 THEN
+    RAISE EXCEPTION '%: the embedding must be a one-dimensional array, not one of % dimensions', fn, coalesce(array_ndims(embedding), 0)
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the vector as a flat array of numbers, e.g. ''{0.12, -0.5, ...}'' (JSON: [0.12, -0.5, ...]).';
+  END IF;
+  IF cardinality(embedding) <> p_dims THEN
     RAISE EXCEPTION '%: the embedding has % dimensions, the tenant''s embedding model % has %',
       fn, coalesce(cardinality(embedding), 0), @extschema@._echo(p_model), p_dims
       USING ERRCODE = 'invalid_parameter_value',

@@ -180,6 +180,187 @@ SELECT saas.llm_budget_settle(2, 3000, 1200) AS late_settle;
 COMMIT;
 SELECT window_start, used_micros, reserved_micros FROM saas.llm_budget_windows WHERE tenant_id = :ta;
 
+-- ---------------------------------------------------------------------------
+-- The semantic cache: opt-in per tenant, same context only, tenant-scoped,
+-- shadow mode, every hit with its similarity; bad input
+-- ---------------------------------------------------------------------------
+\set q1 '''{"model": "gpt-4o", "temperature": 0, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]}'''
+\set q2 '''{"model": "gpt-4o", "temperature": 0, "user": "u7", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "France capital?"}]}'''
+\set q_sys '''{"model": "gpt-4o", "temperature": 0, "messages": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "France capital?"}]}'''
+\set q_temp '''{"model": "gpt-4o", "temperature": 0, "seed": 7, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "France capital?"}]}'''
+\set paris '''{"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Paris"}}], "usage": {"prompt_tokens": 30, "completion_tokens": 1, "cost_micros": 80}}'''
+-- The context hash: the last user turn's content and the ignored fields left out, the rest in.
+SELECT saas.llm_context_hash(:q1) = saas.llm_context_hash(:q2) AS paraphrases_share_a_context,
+       saas.llm_context_hash(:q1) = saas.llm_context_hash(:q_sys) AS other_system_prompt_same_context,
+       saas.llm_context_hash(:q1) = saas.llm_context_hash(:q_temp) AS other_parameters_same_context,
+       saas.llm_context_hash('{"model": "m", "prompt": "no messages"}') IS NULL AS no_user_turn_no_context;
+-- Operators set it per tenant; bad input.
+SELECT saas.llm_semantic_set(:ta, 'always');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on', 0, 'e3', 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on', 1.01, 'e3', 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on', 'NaN', 'e3', 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on', embedding_model => 'e3', dims => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set('00000000-0000-4000-8000-0000000000ff', 'off');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_set(:ta, 'on', embedding_model => 'e3', dims => 3, p_now => '2026-07-01 00:00+00');
+SELECT saas.llm_semantic_set(:tb, 'shadow', 0.9, 'e3', 3, '2026-07-01 00:00+00');
+SELECT tenant_id = :ta AS a, mode, threshold, embedding_model, dims FROM saas.llm_semantic_settings ORDER BY 1 DESC;
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+-- Operators only.
+SAVEPOINT s;
+SELECT saas.llm_semantic_set(:ta, 'off');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+SELECT saas.llm_cache_put(:q1, :paris, embedding => '{1, 0, 0}', p_now => '2026-07-01 10:00+00') - 'cache_key' AS stored_with_embedding;
+-- Not cacheable: never stored, so never a semantic candidate either.
+SELECT saas.llm_cache_put(:q_temp, '{"choices": [{"finish_reason": "length", "message": {"content": "Pa"}}]}',
+                          embedding => '{0, 1, 0}', p_now => '2026-07-01 10:00+00') ->> 'reason' AS not_stored;
+-- A paraphrase (same context, similar embedding) hits and says how similar.
+SELECT r ->> 'match' AS match, r -> 'response' -> 'choices' -> 0 -> 'message' ->> 'content' AS answer,
+       round((r ->> 'similarity')::numeric, 4) AS similarity, r ->> 'cache_key' = saas.llm_cache_key(:q1) AS entry
+FROM saas.llm_cache_lookup(:q2, '{0.99, 0.05, 0}', '2026-07-01 10:05+00') r;
+-- The exact request is an exact hit.
+SELECT saas.llm_cache_lookup(:q1, '{1, 0, 0}', '2026-07-01 10:06+00') ->> 'match' AS exact;
+-- Another system prompt never hits, even with the very same embedding.
+SELECT saas.llm_cache_lookup(:q_sys, '{1, 0, 0}', '2026-07-01 10:07+00') IS NULL AS other_system_prompt_misses;
+-- Other parameters never hit (and the uncacheable answer was not stored).
+SELECT saas.llm_cache_lookup(:q_temp, '{0, 1, 0}', '2026-07-01 10:07+00') IS NULL AS other_parameters_miss;
+-- Below the threshold (0.95): a miss.
+SELECT saas.llm_cache_lookup(:q2, '{0.8, 0.6, 0}', '2026-07-01 10:08+00') IS NULL AS below_threshold_misses;
+-- Without an embedding: exact only.
+SELECT saas.llm_cache_lookup(:q2, NULL, '2026-07-01 10:08+00') IS NULL AS no_embedding_exact_only;
+-- Bad embeddings
+SELECT saas.llm_cache_lookup(:q2, '{1, 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_lookup(:q2, '{1, NaN, 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_lookup(:q2, '{1, Infinity, 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_lookup(:q2, '{0, 0, 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_lookup(:q2, '{{1, 0, 0}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_put(:q2, :paris, embedding => '{1, NULL, 0}');
+\echo :LAST_ERROR_SQLSTATE
+COMMIT;
+-- A semantic lookup writes its hit: not in a read-only transaction (a GET).
+BEGIN READ ONLY;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+SELECT saas.llm_cache_lookup(:q2, '{0.99, 0.05, 0}', '2026-07-01 10:09+00');
+\echo :LAST_ERROR_SQLSTATE
+COMMIT;
+-- Tenant B (shadow, threshold 0.9): tenant A's entry is never a candidate,
+-- not even with the identical request and embedding (similarity 1).
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_b, true) IS NOT NULL AS tenant_b;
+SELECT saas.llm_cache_lookup(:q1, '{1, 0, 0}', '2026-07-01 11:00+00') IS NULL AS a_never_serves_b;
+SELECT saas.llm_cache_lookup(:q2, '{0.91, 0.4146, 0}', '2026-07-01 11:00+00') IS NULL AS no_leak_at_091;
+-- B's own entry: shadow mode records the would-be hit and serves a miss.
+SELECT saas.llm_cache_put(:q1, :paris, embedding => '{1, 0, 0}', p_now => '2026-07-01 11:00+00') ->> 'semantic' AS b_semantic_entry;
+SELECT saas.llm_cache_lookup(:q2, '{0.91, 0.4146, 0}', '2026-07-01 11:01+00') IS NULL AS shadow_serves_a_miss;
+SELECT saas.llm_cache_lookup(:q2, '{0.8, 0.6, 0}', '2026-07-01 11:02+00') IS NULL AS below_threshold;
+SELECT model, served, similarity_from, similarity_to, hits, round(min_similarity::numeric, 4) AS min_similarity
+FROM saas.llm_semantic_stats('2026-07-01', '2026-07-01');
+SELECT model, lookups, hits, misses, semantic_hits, shadow_hits FROM saas.llm_cache_stats('2026-07-01', '2026-07-01');
+SELECT saas.llm_semantic_stats('2026-07-02', '2026-07-01');
+\echo :LAST_ERROR_SQLSTATE
+COMMIT;
+-- What the tenant (and its operator) can check each would-be hit against:
+-- the entry that would have been served and the lookup's own key.
+SELECT tenant_id = :tb AS b, served, round(similarity::numeric, 4) AS similarity, threshold,
+       entry_key = saas.llm_cache_key(:q1) AS would_serve, lookup_key = saas.llm_cache_key(:q2) AS lookup, tokens_saved
+FROM saas.llm_semantic_hits ORDER BY id;
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+SELECT model, served, similarity_from, similarity_to, hits, tokens_saved, saved_micros
+FROM saas.llm_semantic_stats('2026-07-01', '2026-07-01');
+SELECT model, lookups, hits, misses, semantic_hits, shadow_hits, tokens_saved, saved_micros
+FROM saas.llm_cache_stats('2026-07-01', '2026-07-01') WHERE model = 'gpt-4o';
+COMMIT;
+-- Off: embeddings are ignored, lookups are exact.
+SELECT saas.llm_semantic_set(:ta, 'off');
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+SELECT saas.llm_cache_lookup(:q2, '{0.99, 0.05, 0}', '2026-07-01 12:00+00') IS NULL AS off_is_exact_only;
+SELECT saas.llm_cache_lookup(:q2, '{1, 0}', '2026-07-01 12:00+00') IS NULL AS off_ignores_the_embedding;
+COMMIT;
+
+-- ---------------------------------------------------------------------------
+-- The shared scope: written only by granted roles, read only when asked for
+-- ---------------------------------------------------------------------------
+\set tpl '''{"model": "gpt-4o", "temperature": 0, "messages": [{"role": "user", "content": "Suggest a project name"}]}'''
+CREATE ROLE regress_llm_service NOLOGIN;
+SELECT saas.llm_shared_grant('{regress_llm_service}');
+SELECT saas.llm_shared_grant('{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_shared_grant('{regress_no_such_role}');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+-- An API role cannot write the shared scope (function or table) ...
+SAVEPOINT s;
+SELECT saas.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "stop", "message": {"content": "poison"}}]}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+SELECT saas_api.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "stop", "message": {"content": "poison"}}]}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+INSERT INTO saas.llm_cache_shared (cache_key, model, request, response, written_by, created_at, expires_at)
+VALUES (saas.llm_cache_key(:tpl), 'gpt-4o', :tpl, '{}', 'x', now(), now() + interval '1 day');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+SELECT count(*) FROM saas.llm_cache_shared;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO s;
+-- ... and its own put stays in its tenant.
+SELECT saas.llm_cache_put(:tpl, '{"choices": [{"finish_reason": "stop", "message": {"content": "A only"}}]}', p_now => '2026-07-01 10:00+00') ->> 'cached' AS tenant_put;
+SELECT saas.llm_shared_get(:tpl, '2026-07-01 10:01+00') IS NULL AS tenant_entry_is_not_shared;
+COMMIT;
+BEGIN;
+SET LOCAL ROLE regress_llm_service;
+SELECT saas.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "stop", "message": {"content": "Atlas"}}], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "cost_micros": 20}}',
+                           ttl => '10 years', p_now => '2026-07-01 10:00+00') - 'cache_key' AS shared_put;
+SELECT saas.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "length", "message": {"content": "At"}}]}') ->> 'reason' AS not_cacheable;
+COMMIT;
+SELECT written_by, hit_count FROM saas.llm_cache_shared;
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_b, true) IS NOT NULL AS tenant_b;
+SELECT saas.llm_shared_get(:tpl, '2026-07-01 10:02+00') -> 'choices' -> 0 -> 'message' ->> 'content' AS shared_hit;
+SELECT saas_api.llm_shared_get(to_jsonb(:tpl::text)) -> 'choices' -> 0 -> 'message' ->> 'content' AS shared_hit_as_get;
+SELECT saas.llm_cache_get(:tpl, '2026-07-01 10:02+00') IS NULL AS tenant_scope_does_not_read_shared;
+SELECT saas.llm_shared_get('{"model": "gpt-4o"}', '2026-07-01 10:02+00') IS NULL AS shared_miss;
+COMMIT;
+BEGIN;
+SET LOCAL ROLE regress_llm_api;
+SELECT set_config('request.jwt.claims', :claims_a, true) IS NOT NULL AS tenant_a;
+SELECT saas.llm_shared_get(:tpl, '2026-07-01 10:03+00') -> 'choices' -> 0 -> 'message' ->> 'content' AS a_reads_shared_not_its_own;
+SELECT saas.llm_cache_get(:tpl, '2026-07-01 10:03+00') -> 'choices' -> 0 -> 'message' ->> 'content' AS a_reads_its_own;
+COMMIT;
+SELECT saas.llm_hits_flush() > 0 AS flushed;
+SELECT hit_count, last_hit_at >= '2026-07-01' AS hit_at FROM saas.llm_cache_shared;
+SELECT tenant_id = :ta AS a, day, model, hits, misses, shared_hits, overflow_hits, tokens_saved, saved_micros
+FROM saas.llm_cache_daily WHERE day = '2026-07-01' ORDER BY 1 DESC, model;
+SELECT saas.llm_shared_get(:tpl);
+\echo :LAST_ERROR_SQLSTATE
+REVOKE ALL ON SCHEMA saas, saas_api FROM regress_llm_service;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saas, saas_api FROM regress_llm_service;
+DROP ROLE regress_llm_service;
+
 -- Leave nothing for the suites after this one: the ledger's partitions and
 -- its partition_config row, and every llm row.
 DO $$
@@ -193,6 +374,7 @@ END
 $$;
 DELETE FROM saas.partition_config WHERE parent = 'saas.llm_usage'::regclass;
 TRUNCATE saas.llm_cache, saas.llm_cache_leases, saas.llm_cache_daily, saas.llm_usage_keys, saas.llm_usage_daily,
-         saas.llm_reservations, saas.llm_budget_windows, saas.llm_prices;
+         saas.llm_reservations, saas.llm_budget_windows, saas.llm_prices, saas.llm_semantic_settings, saas.llm_semantic_hits,
+         saas.llm_cache_shared;
 DELETE FROM saas.llm_budgets;
 SELECT saas.llm_hits_flush() AS nothing_pending;

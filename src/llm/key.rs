@@ -190,7 +190,10 @@ mod tests {
         // never equal to the cache key of the same request
         assert_ne!(ctx(a("A")).unwrap(), cache_key(&a("A")).unwrap());
         // no user turn
-        assert_eq!(ctx(json!({"model": "m", "messages": [{"role": "system", "content": "s"}]})), None);
+        assert_eq!(
+            ctx(json!({"model": "m", "messages": [{"role": "system", "content": "s"}]})),
+            None
+        );
         assert_eq!(ctx(json!({"model": "m", "prompt": "p"})), None);
         assert!(context_hash(&json!([1])).is_err());
     }

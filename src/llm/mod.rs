@@ -114,7 +114,9 @@ fn llm_assemble_stream(chunks: JsonB) -> JsonB {
 /// ignored fields), or NULL when it has no user turn in `messages`.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn llm_context_hash(request: JsonB) -> Option<String> {
-    key::context_hash(&request.0).or_raise().map(|h| key::hex(&h))
+    key::context_hash(&request.0)
+        .or_raise()
+        .map(|h| key::hex(&h))
 }
 
 /// Counts a cache hit (`kind` 'hit', `id` the hex cache key), a hit on a
