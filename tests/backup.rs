@@ -294,7 +294,11 @@ async fn behaviour(client: &Client) -> Vec<String> {
             "SELECT 'llm ' || x FROM (
                SELECT saas.llm_cache_get('{\"model\": \"gpt-4o\", \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}')::text AS x
                UNION ALL SELECT format('%s %s', b.period, b.max_cost_micros) FROM saas.llm_budget_status() b
-               UNION ALL SELECT saas.llm_cost('openai', 'gpt-4o', 1000, 300, 800, 0, 0, '2026-10-15')::text) q ORDER BY 1",
+               UNION ALL SELECT saas.llm_cost('openai', 'gpt-4o', 1000, 300, 800, 0, 0, '2026-10-15')::text
+               -- the semantic entry still hits (and says how similar); the shared one too
+               UNION ALL SELECT saas.llm_cache_lookup('{\"model\": \"gpt-4o\", \"temperature\": 0, \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"France capital?\"}]}', '{0.99, 0.05, 0}')::text
+               UNION ALL SELECT saas.llm_shared_get('{\"model\": \"gpt-4o\", \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"Name a project\"}]}')::text
+               UNION ALL SELECT format('semantic hits %s', count(*)) FROM saas.llm_semantic_hits) q ORDER BY 1",
         )
         .await,
     );
