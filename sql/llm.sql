@@ -790,10 +790,10 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier day first.';
   END IF;
   RETURN QUERY
-  SELECT h.model, h.served, b.lo, b.lo + 0.01, count(*), min(h.similarity), sum(h.tokens_saved)::bigint,
+  SELECT h.model, h.served, b.lo, (b.lo + 0.01)::numeric(3, 2), count(*), min(h.similarity), sum(h.tokens_saved)::bigint,
          sum(h.saved_micros)::bigint
   FROM @extschema@.llm_semantic_hits h,
-       LATERAL (SELECT least(floor(h.similarity * 100), 99)::numeric / 100 AS lo) b
+       LATERAL (SELECT (least(floor(h.similarity * 100), 99) / 100)::numeric(3, 2) AS lo) b
   WHERE h.tenant_id = t
     AND h.looked_up_at >= p_from::timestamp AT TIME ZONE 'UTC' AND h.looked_up_at < (p_to + 1)::timestamp AT TIME ZONE 'UTC'
   GROUP BY h.model, h.served, b.lo

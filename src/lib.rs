@@ -21,6 +21,7 @@ mod pgutil;
 pub mod ratelimit;
 pub mod request;
 mod request_settings;
+mod shmem;
 pub mod tenancy;
 pub mod uuid;
 

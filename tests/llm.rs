@@ -398,8 +398,8 @@ async fn llm_semantic_cache_same_context_same_tenant_only() {
     let q2 = ask("Be brief.", "France capital?");
     let e1 = json!([1.0, 0.0, 0.0, 0.0]);
     let near = json!([0.99, 0.05, 0.0, 0.0]);
-    // cosine 0.91 with e1
-    let at_091 = json!([0.91, 0.41461, 0.0, 0.0]);
+    // cosine 0.9117 with e1
+    let at_091 = json!([0.91, 0.41, 0.0, 0.0]);
     let r = post(
         &http,
         "/rpc/llm_cache_put",
@@ -690,7 +690,7 @@ impl Drop for SmallSlotsCluster {
 async fn slot_stats(admin: &Client, tenant: &str) -> (i64, i64, i64, i64) {
     admin
         .batch_execute(&format!(
-            "SET client_min_messages = error; SELECT saas.set_tenant('{tenant}')"
+            "BEGIN; SET LOCAL client_min_messages = error; SELECT saas.set_tenant('{tenant}')"
         ))
         .await
         .unwrap();
@@ -702,6 +702,7 @@ async fn slot_stats(admin: &Client, tenant: &str) -> (i64, i64, i64, i64) {
         )
         .await
         .unwrap();
+    admin.batch_execute("COMMIT").await.unwrap();
     (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 

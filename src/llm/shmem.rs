@@ -23,8 +23,6 @@ struct Shared {
 // Set once by the startup hook in the postmaster, inherited by every
 // backend it forks; never written afterwards.
 static mut SHARED: Option<Shared> = None;
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 thread_local! {
     /// Counts this backend took out for a flush, with the subtransaction
@@ -37,63 +35,40 @@ fn len() -> usize {
 }
 
 pub(crate) fn init() {
-    // SAFETY: reading the flag the postmaster sets while preloading, and
-    // chaining hooks as every preloaded extension does.
+    if !crate::shmem::register(on_shmem_request, on_shmem_startup) {
+        return;
+    }
+    // SAFETY: static callbacks without argument, registered once while
+    // preloading; they touch a thread-local and, on abort, shared memory
+    // under its lock, and never raise.
     unsafe {
-        if !pg_sys::process_shared_preload_libraries_in_progress {
-            return;
-        }
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(on_shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(on_shmem_startup);
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
 }
 
-/// # Safety
-///
-/// Called by the postmaster only, once, in its shared-memory request phase.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_shmem_request() {
-    // SAFETY: the postmaster's shmem request phase.
+/// Asks for the slots and one lock (the postmaster's request phase).
+fn on_shmem_request() {
+    // SAFETY: called by the postmaster once, in its shmem request phase.
     unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
         pg_sys::RequestAddinShmemSpace(len() * size_of::<HitSlot>());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
 }
 
-/// # Safety
-///
-/// Called by the postmaster only, after the request phase, before any
-/// backend that reads `SHARED` exists.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_shmem_startup() {
-    // SAFETY: ShmemInitStruct under AddinShmemInitLock (MainLWLockArray[21]),
-    // as every extension's startup hook; zeroed memory is the empty table.
+/// Finds (or creates and zeroes: the empty table) the slots.
+fn on_shmem_startup() {
+    let n = len();
+    // SAFETY: called by crate::shmem's startup hook in the postmaster,
+    // under AddinShmemInitLock, before any backend that reads `SHARED`
+    // exists.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
-        let n = len();
-        let total = n * size_of::<HitSlot>();
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let base = pg_sys::ShmemInitStruct(SEGMENT_NAME.as_ptr(), total, &mut found).cast::<u8>();
-        if !found {
-            std::ptr::write_bytes(base, 0, total);
-        }
+        let (base, _) = crate::shmem::segment(SEGMENT_NAME, n * size_of::<HitSlot>());
         SHARED = Some(Shared {
             len: n,
             slots: base.cast(),
             lock: &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock,
         });
-        pg_sys::LWLockRelease(init_lock);
     }
 }
 

@@ -46,8 +46,6 @@ struct Shared {
 // Set once by the shared-memory startup hook in the postmaster and
 // inherited by every backend it forks; never written afterwards.
 static mut SHARED: Option<Shared> = None;
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 fn sizes() -> (usize, usize) {
     let rate =
@@ -69,62 +67,30 @@ fn layout(rate: usize, counters: usize) -> (usize, usize, usize) {
 /// When loaded through shared_preload_libraries, requests the memory and
 /// locks (sized by settings `gucs::init` registered before).
 pub(crate) fn init() {
-    // SAFETY: reading a flag the postmaster sets while preloading, and
-    // chaining hooks the way every preloaded extension does.
-    unsafe {
-        if !pg_sys::process_shared_preload_libraries_in_progress {
-            return;
-        }
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(on_shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(on_shmem_startup);
-    }
+    crate::shmem::register(on_shmem_request, on_shmem_startup);
 }
 
-/// The shmem request hook: asks for the segment and the locks.
-///
-/// # Safety
-///
-/// Called by the postmaster only, once, in its shared-memory request phase.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_shmem_request() {
+/// Asks for the segment and the locks (the postmaster's request phase).
+fn on_shmem_request() {
+    let (rate, counters) = sizes();
     // SAFETY: called by the postmaster once, in its shmem request phase.
     unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
-        let (rate, counters) = sizes();
         pg_sys::RequestAddinShmemSpace(layout(rate, counters).2);
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), (RATE_LOCKS + 1) as i32);
     }
 }
 
-/// The shmem startup hook: finds (or creates and zeroes) the segment and
-/// records where it is.
-///
-/// # Safety
-///
-/// Called by the postmaster only, after the request phase, before any
-/// backend that reads `SHARED` exists (and again after a crash restart,
-/// when none does).
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_shmem_startup() {
-    // SAFETY: as in every extension's startup hook: ShmemInitStruct under
-    // AddinShmemInitLock (MainLWLockArray[21]); the memory is zeroed the
-    // first time, which is the empty state of both tables.
+/// Finds (or creates and zeroes) the segment and records where it is.
+fn on_shmem_startup() {
+    let (rate, counters) = sizes();
+    let (rates_at, counters_at, total) = layout(rate, counters);
+    // SAFETY: called by crate::shmem's startup hook in the postmaster,
+    // under AddinShmemInitLock, before any backend that reads `SHARED`
+    // exists (and again after a crash restart, when none does); the memory
+    // is zeroed the first time, which is the empty state of both tables.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
-        let (rate, counters) = sizes();
-        let (rates_at, counters_at, total) = layout(rate, counters);
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let base = pg_sys::ShmemInitStruct(SEGMENT_NAME.as_ptr(), total, &mut found).cast::<u8>();
-        if !found {
-            std::ptr::write_bytes(base, 0, total);
+        let (base, new) = crate::shmem::segment(SEGMENT_NAME, total);
+        if new {
             let header = base.cast::<Header>();
             (*header).rate_slots = rate;
             (*header).counter_slots = counters;
@@ -135,7 +101,6 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
             counters: base.add(counters_at).cast(),
             locks: pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr()),
         });
-        pg_sys::LWLockRelease(init_lock);
     }
 }
 
