@@ -4508,9 +4508,26 @@ COMMENT ON FUNCTION saas_api.llm_cache_put(jsonb, jsonb, jsonb, interval, boolea
 
 CREATE FUNCTION saas_api.llm_cache_lookup(request jsonb, embedding real[] DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.llm_cache_lookup(request, embedding) $$;
+AS $$
+DECLARE
+  r jsonb := request;
+BEGIN
+  -- A GET passes the request as a JSON string (as llm_cache_get); a GET
+  -- with an embedding then gets 25006 (a semantic lookup writes).
+  IF jsonb_typeof(request) = 'string' THEN
+    BEGIN
+      r := (request #>> '{}')::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+      RAISE EXCEPTION 'llm_cache_lookup: the request is text that is not JSON'
+        USING ERRCODE = 'invalid_text_representation',
+              HINT = 'Pass the request object as JSON (POST, with the embedding as a JSON array).';
+    END;
+  END IF;
+  RETURN @extschema@.llm_cache_lookup(r, embedding);
+END
+$$;
 COMMENT ON FUNCTION saas_api.llm_cache_lookup(jsonb, real[]) IS
   'Exact, else semantic lookup (POST): {"match": "exact"|"semantic", "cache_key", "similarity", "response"} or null.';
 

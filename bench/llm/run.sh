@@ -18,6 +18,12 @@
 #   3. budgets: 64 clients reserve against a budget that holds 100 calls;
 #      overspend (micro-units above the limit) of ours and of (a)'s
 #      check-then-insert.
+#   4. the semantic cache: llm_cache_lookup of a paraphrase (an exact miss,
+#      then the candidates of its context compared exactly: SEM_CANDIDATES
+#      entries of SEM_DIMS dimensions per context, SEM_CONTEXTS contexts)
+#      against llm_cache_lookup of a request cached exactly; both in
+#      read-write transactions (a POST), request and embedding read from a
+#      table by both.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -196,4 +202,65 @@ ours_over=$(bench_psql -At -c "SELECT greatest(0, sum(reserved_micros + used_mic
 seed_over=$(bench_psql -At -c "SELECT greatest(0, sum(cost) - 750000) FROM b_llm.seed_ledger")
 echo "  budget of 750000 micro-units, 64 clients x 20 reservations of 7500: overspend ours $ours_over, seed check-then-insert $seed_over"
 record "budget overspend, 64 clients" "$ours_over" "seed check-then-insert" "$seed_over" "micro-units" "limit 750000, 1280 attempts of 7500"
+# 4. semantic lookup vs exact lookup
+SEM_DIMS=${LLM_SEM_DIMS:-1536}
+SEM_CONTEXTS=${LLM_SEM_CONTEXTS:-500}
+SEM_CANDIDATES=${LLM_SEM_CANDIDATES:-8}
+bench_psql >/dev/null <<SQL
+SET client_min_messages = warning;
+SELECT saas.llm_semantic_set('$TENANT', 'on', 0.95, 'bench-embed', $SEM_DIMS);
+CREATE TABLE b_llm.sem_entries AS
+SELECT c, k, jsonb_build_object('model', 'gpt-4o', 'temperature', 0, 'messages', jsonb_build_array(
+         jsonb_build_object('role', 'system', 'content', 'context ' || c),
+         jsonb_build_object('role', 'user', 'content', 'question ' || c || ' ' || k))) AS request,
+       (SELECT array_agg((random() - 0.5)::real) FROM generate_series(1, $SEM_DIMS) WHERE c > 0 AND k > 0) AS embedding
+FROM generate_series(1, $SEM_CONTEXTS) c, generate_series(1, $SEM_CANDIDATES) k;
+DO \$\$
+DECLARE
+  r record;
+BEGIN
+  PERFORM set_config('request.jwt.claims', '{"role": "postgres", "tenant_id": "$TENANT"}', true);
+  FOR r IN SELECT * FROM b_llm.sem_entries LOOP
+    PERFORM saas.llm_cache_put(r.request, '{"choices": [{"finish_reason": "stop", "message": {"content": "a"}}]}',
+                               embedding => r.embedding);
+  END LOOP;
+END
+\$\$;
+-- Queries: per context, a paraphrase of its first question (an exact miss)
+-- with an embedding close to that entry's, and the cached request itself.
+CREATE TABLE b_llm.sem_queries AS
+SELECT c AS id, jsonb_set(request, '{messages,1,content}', to_jsonb('paraphrase ' || c)) AS paraphrase, request AS exact,
+       (SELECT array_agg(x + 0.01::real) FROM unnest(embedding) x) AS embedding
+FROM b_llm.sem_entries WHERE k = 1;
+ALTER TABLE b_llm.sem_queries ADD PRIMARY KEY (id);
+VACUUM ANALYZE saas.llm_cache;
+VACUUM ANALYZE b_llm.sem_queries;
+SQL
+cat >"$TMP/sem.sql" <<SQL
+\\set id random(1, $SEM_CONTEXTS)
+SELECT saas.llm_cache_lookup(q.paraphrase, q.embedding) ->> 'match'
+FROM b_llm.sem_queries q, (SELECT set_config('request.jwt.claims', '{"role": "postgres", "tenant_id": "$TENANT"}', true)) claims
+WHERE q.id = :id;
+SQL
+cat >"$TMP/exact.sql" <<SQL
+\\set id random(1, $SEM_CONTEXTS)
+SELECT saas.llm_cache_lookup(q.exact, q.embedding) ->> 'match'
+FROM b_llm.sem_queries q, (SELECT set_config('request.jwt.claims', '{"role": "postgres", "tenant_id": "$TENANT"}', true)) claims
+WHERE q.id = :id;
+SQL
+served=$(bench_psql -At -c "SELECT set_config('request.jwt.claims', '{\"role\": \"postgres\", \"tenant_id\": \"$TENANT\"}', false) IS NULL" \
+                      -c "SELECT count(*) FILTER (WHERE saas.llm_cache_lookup(q.paraphrase, q.embedding) ->> 'match' = 'semantic') FROM b_llm.sem_queries q" | tail -1)
+echo "  semantic: $SEM_CONTEXTS contexts x $SEM_CANDIDATES entries of $SEM_DIMS dimensions; paraphrases served semantically: $served of $SEM_CONTEXTS"
+: >"$TMP/sem" ; : >"$TMP/exact"
+for round in $(seq "$ROUNDS"); do
+  bench_psql -c "SELECT saas.llm_hits_flush()" >/dev/null
+  read -r l _ < <(run_pgbench "$TMP/sem.sql"); echo "$l" >>"$TMP/sem"
+  read -r l _ < <(run_pgbench "$TMP/exact.sql"); echo "$l" >>"$TMP/exact"
+  echo "    round $round: semantic $(tail -1 "$TMP/sem") ms, exact $(tail -1 "$TMP/exact") ms"
+done
+read -r sm smin smax < <(stats "$TMP/sem")
+read -r em emin emax < <(stats "$TMP/exact")
+report "semantic lookup, $SEM_CANDIDATES candidates x $SEM_DIMS dims" "$sm" "our exact hit (llm_cache_lookup)" "$em" ms \
+  "semantic $smin-$smax, exact $emin-$emax ms over $ROUNDS rounds, 8 clients, read-write"
 bench_psql -c "SET client_min_messages = warning; DROP SCHEMA b_llm CASCADE" >/dev/null
+bench_psql -c "DELETE FROM saas.llm_semantic_settings WHERE tenant_id = '$TENANT'" >/dev/null
