@@ -447,6 +447,8 @@ RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  problem int;
 BEGIN
   IF array_ndims(embedding) IS DISTINCT FROM 1 THEN
     RAISE EXCEPTION '%: the embedding must be a one-dimensional array, not one of % dimensions', fn, coalesce(array_ndims(embedding), 0)
@@ -458,11 +460,12 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Embed the last user turn with the model of saas.llm_semantic_set(); vectors are never truncated or padded.';
   END IF;
-  IF EXISTS (SELECT 1 FROM unnest(embedding) x WHERE x IS NULL OR x IN ('NaN'::real, 'Infinity'::real, '-Infinity'::real)) THEN
+  problem := @extschema@._llm_embedding_problem(embedding);
+  IF problem = 1 THEN
     RAISE EXCEPTION '%: the embedding holds NULL, NaN or infinity', fn
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Every element of an embedding must be a finite number.';
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM unnest(embedding) x WHERE x <> 0) THEN
+  IF problem = 2 THEN
     RAISE EXCEPTION '%: the embedding is all zeros', fn
       USING ERRCODE = 'invalid_parameter_value', HINT = 'A zero vector has no direction, so no cosine similarity: pass the model''s embedding.';
   END IF;

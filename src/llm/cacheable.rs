@@ -145,9 +145,37 @@ pub fn assemble_stream(chunks: &Value) -> Option<Value> {
     Some(out)
 }
 
+/// What is wrong with the values of an embedding: 1 when an element is
+/// missing (NULL), NaN or infinite, 2 when every element is zero (no
+/// direction, so no cosine), 0 when nothing is.
+pub fn embedding_problem(values: impl Iterator<Item = Option<f32>>) -> i32 {
+    let mut nonzero = false;
+    for v in values {
+        match v {
+            Some(x) if x.is_finite() => nonzero |= x != 0.0,
+            _ => return 1,
+        }
+    }
+    if nonzero {
+        0
+    } else {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedding_problems() {
+        assert_eq!(embedding_problem([Some(0.5), Some(0.0)].into_iter()), 0);
+        assert_eq!(embedding_problem([Some(0.5), None].into_iter()), 1);
+        assert_eq!(embedding_problem([Some(f32::NAN)].into_iter()), 1);
+        assert_eq!(embedding_problem([Some(f32::NEG_INFINITY)].into_iter()), 1);
+        assert_eq!(embedding_problem([Some(0.0), Some(-0.0)].into_iter()), 2);
+        assert_eq!(embedding_problem(std::iter::empty()), 2);
+    }
 
     fn openai(reason: &str) -> Value {
         json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": reason}]})

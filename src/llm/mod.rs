@@ -119,6 +119,14 @@ fn llm_context_hash(request: JsonB) -> Option<String> {
         .map(|h| key::hex(&h))
 }
 
+/// What is wrong with an embedding's values: 1 a NULL, NaN or infinite
+/// element, 2 every element zero, 0 nothing (the dimension is checked in
+/// SQL). One pass; the SQL form took 0.4 ms for 1536 dimensions.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _llm_embedding_problem(embedding: pgrx::Array<'_, f32>) -> i32 {
+    cacheable::embedding_problem(embedding.iter())
+}
+
 /// Counts a cache hit (`kind` 'hit', `id` the hex cache key), a hit on a
 /// shared entry ('shared', `id` its key) or a miss ('miss', `id` the model)
 /// in shared memory; `model` is the request's model, under which a hit of
@@ -214,6 +222,7 @@ extension_sql_file!(
         "partitions",
         llm_cache_key,
         llm_context_hash,
+        _llm_embedding_problem,
         _llm_cost,
         _llm_worst_case,
         _llm_uncacheable,
