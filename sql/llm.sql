@@ -940,25 +940,6 @@ $$;
 COMMENT ON FUNCTION @extschema@.llm_shared_grant(name[]) IS
   'Lets roles write the shared (non-tenant) LLM cache scope (saas.llm_shared_put and its saas_api wrapper): a service role, never one end users act as. For the owner. Revoke with REVOKE EXECUTE.';
 
--- What counts of one kind (hit, shared, overflow, miss) add to a tenant's
--- daily row: the model, hits, misses, and the tokens and money saved (a hit
--- of an expired entry: model '(expired)'; overflow hits: no entry, nothing
--- saved counted).
-CREATE FUNCTION @extschema@._llm_lookup_row(kind text, t uuid, id text, pending bigint,
-  OUT model text, OUT hits bigint, OUT misses bigint, OUT shared bigint, OUT overflow bigint, OUT tokens bigint, OUT saved bigint)
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT CASE kind WHEN 'hit' THEN coalesce(c.model, '(expired)') WHEN 'shared' THEN coalesce(s.model, '(expired)') ELSE id END,
-         CASE WHEN kind <> 'miss' THEN pending ELSE 0 END, CASE WHEN kind = 'miss' THEN pending ELSE 0 END,
-         CASE WHEN kind = 'shared' THEN pending ELSE 0 END, CASE WHEN kind = 'overflow' THEN pending ELSE 0 END,
-         pending * coalesce(c.prompt_tokens + c.completion_tokens, s.prompt_tokens + s.completion_tokens, 0),
-         pending * coalesce(c.cost_micros, s.cost_micros, 0)
-  FROM (SELECT 1) one
-  LEFT JOIN @extschema@.llm_cache c ON kind = 'hit' AND c.tenant_id = t AND c.cache_key = id
-  LEFT JOIN @extschema@.llm_cache_shared s ON kind = 'shared' AND s.cache_key = id
-$$;
-
 -- Hits and misses counted in shared memory, written to the cache rows and
 -- the daily table. Counts a failed flush took come back (src/llm/shmem.rs).
 CREATE FUNCTION @extschema@.llm_hits_flush()
@@ -993,7 +974,21 @@ BEGIN
                                                   tokens_saved, saved_micros)
     SELECT x.tenant_id, DATE '2000-01-01' + x.day, x.model, sum(x.hits), sum(x.misses), sum(x.shared), sum(x.overflow),
            sum(x.tokens), sum(x.saved)
-    FROM (SELECT k.tenant_id, k.day, r.* FROM taken k, @extschema@._llm_lookup_row(k.kind, k.tenant_id, k.id, k.pending) r) x
+    FROM (
+      -- per kind: hit and shared (the entry's model and savings; an expired
+      -- entry: '(expired)'), overflow (per model, no entry: nothing saved
+      -- counted), miss (per model)
+      SELECT k.tenant_id, k.day,
+             CASE k.kind WHEN 'hit' THEN coalesce(c.model, '(expired)') WHEN 'shared' THEN coalesce(s.model, '(expired)')
+                         ELSE k.id END AS model,
+             CASE WHEN k.kind <> 'miss' THEN k.pending ELSE 0 END AS hits, CASE WHEN k.kind = 'miss' THEN k.pending ELSE 0 END AS misses,
+             CASE WHEN k.kind = 'shared' THEN k.pending ELSE 0 END AS shared, CASE WHEN k.kind = 'overflow' THEN k.pending ELSE 0 END AS overflow,
+             k.pending * coalesce(c.prompt_tokens + c.completion_tokens, s.prompt_tokens + s.completion_tokens, 0) AS tokens,
+             k.pending * coalesce(c.cost_micros, s.cost_micros, 0) AS saved
+      FROM taken k
+      LEFT JOIN @extschema@.llm_cache c ON k.kind = 'hit' AND c.tenant_id = k.tenant_id AND c.cache_key = k.id
+      LEFT JOIN @extschema@.llm_cache_shared s ON k.kind = 'shared' AND s.cache_key = k.id
+    ) x
     GROUP BY x.tenant_id, x.day, x.model
     ON CONFLICT ON CONSTRAINT llm_cache_daily_pkey DO UPDATE SET
       hits = d.hits + EXCLUDED.hits, misses = d.misses + EXCLUDED.misses,
@@ -1038,8 +1033,14 @@ BEGIN
            d.shared_hits AS shared, d.overflow_hits AS overflow
     FROM @extschema@.llm_cache_daily d WHERE d.tenant_id = t AND d.day BETWEEN p_from AND p_to
     UNION ALL
-    SELECT r.model, r.hits, r.misses, r.tokens, r.saved, 0, 0, r.shared, r.overflow
-    FROM @extschema@._llm_pending() q, @extschema@._llm_lookup_row(q.kind, q.tenant_id, q.id, q.pending) r
+    SELECT CASE q.kind WHEN 'hit' THEN coalesce(c.model, '(expired)') WHEN 'shared' THEN coalesce(x.model, '(expired)') ELSE q.id END,
+           CASE WHEN q.kind <> 'miss' THEN q.pending ELSE 0 END, CASE WHEN q.kind = 'miss' THEN q.pending ELSE 0 END,
+           q.pending * coalesce(c.prompt_tokens + c.completion_tokens, x.prompt_tokens + x.completion_tokens, 0),
+           q.pending * coalesce(c.cost_micros, x.cost_micros, 0), 0, 0,
+           CASE WHEN q.kind = 'shared' THEN q.pending ELSE 0 END, CASE WHEN q.kind = 'overflow' THEN q.pending ELSE 0 END
+    FROM @extschema@._llm_pending() q
+    LEFT JOIN @extschema@.llm_cache c ON q.kind = 'hit' AND c.tenant_id = q.tenant_id AND c.cache_key = q.id
+    LEFT JOIN @extschema@.llm_cache_shared x ON q.kind = 'shared' AND x.cache_key = q.id
     WHERE q.tenant_id = t AND DATE '2000-01-01' + q.day BETWEEN p_from AND p_to
     UNION ALL
     SELECT h.model, h.served::int, 0, h.tokens_saved, h.saved_micros, h.served::int, (NOT h.served)::int, 0, 0
