@@ -252,6 +252,10 @@ SELECT saas.llm_cache_lookup(:q2, '{{1, 0, 0}}');
 SELECT saas.llm_cache_put(:q2, :paris, embedding => '{1, NULL, 0}');
 \echo :LAST_ERROR_SQLSTATE
 COMMIT;
+SELECT saas.llm_cache_lookup(NULL, '{1, 0, 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_cache_lookup(:q2, '{1, 0, 0}');
+\echo :LAST_ERROR_SQLSTATE
 -- A semantic lookup writes its hit: not in a read-only transaction (a GET).
 BEGIN READ ONLY;
 SET LOCAL ROLE regress_llm_api;
@@ -274,6 +278,8 @@ SELECT model, served, similarity_from, similarity_to, hits, round(min_similarity
 FROM saas.llm_semantic_stats('2026-07-01', '2026-07-01');
 SELECT model, lookups, hits, misses, semantic_hits, shadow_hits FROM saas.llm_cache_stats('2026-07-01', '2026-07-01');
 SELECT saas.llm_semantic_stats('2026-07-02', '2026-07-01');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_semantic_stats(NULL, '2026-07-01');
 \echo :LAST_ERROR_SQLSTATE
 COMMIT;
 -- What the tenant (and its operator) can check each would-be hit against:
@@ -337,6 +343,12 @@ SELECT saas.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "stop", "messag
 SELECT saas.llm_shared_put(:tpl, '{"choices": [{"finish_reason": "length", "message": {"content": "At"}}]}') ->> 'reason' AS not_cacheable;
 COMMIT;
 SELECT written_by, hit_count FROM saas.llm_cache_shared;
+SELECT saas.llm_shared_put(:tpl, NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_shared_put(:tpl, '{"choices": []}', ttl => '0 seconds');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.llm_shared_put('{"messages": []}', '{"choices": []}');
+\echo :LAST_ERROR_SQLSTATE
 BEGIN;
 SET LOCAL ROLE regress_llm_api;
 SELECT set_config('request.jwt.claims', :claims_b, true) IS NOT NULL AS tenant_b;
