@@ -1914,10 +1914,13 @@ CREATE TABLE @extschema@.memory_models (
   distance    text        NOT NULL DEFAULT 'cosine',
   index_name  text,
   created_at  timestamptz NOT NULL DEFAULT now(),
+  hnsw_m      int         NOT NULL DEFAULT 16,
+  hnsw_ef_construction int NOT NULL DEFAULT 64,
   CONSTRAINT memory_models_pkey PRIMARY KEY (model),
   CONSTRAINT memory_models_dims CHECK (dims BETWEEN 1 AND 2000),
   CONSTRAINT memory_models_distance CHECK (distance IN ('cosine', 'l2', 'ip')),
-  CONSTRAINT memory_models_name CHECK (model ~ '^[A-Za-z0-9._:/-]{1,100}$')
+  CONSTRAINT memory_models_name CHECK (model ~ '^[A-Za-z0-9._:/-]{1,100}$'),
+  CONSTRAINT memory_models_hnsw CHECK (hnsw_m BETWEEN 2 AND 100 AND hnsw_ef_construction BETWEEN 4 AND 1000)
 );
 COMMENT ON TABLE @extschema@.memory_models IS
   'Embedding models of memory search: dimension, distance, HNSW index (saas.memory_index_model).';
@@ -2123,11 +2126,11 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  vs text := @extschema@._memory_vector_schema();
   old @extschema@.memory_models%ROWTYPE;
   idx text;
   opclass text;
 BEGIN
+  PERFORM @extschema@._memory_vector_schema();
   IF model IS NULL OR dims IS NULL OR distance IS NULL OR m IS NULL OR ef_construction IS NULL THEN
     RAISE EXCEPTION 'memory_index_model: no argument may be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'e.g. saas.memory_index_model(''minilm-l6'', 384).';
@@ -2155,18 +2158,59 @@ BEGIN
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'A model''s dimension never changes: register the new one under a new name and re-embed (saas.memory_pending).';
   END IF;
-  idx := 'memory_hnsw_' || left(md5(model), 16);
-  INSERT INTO @extschema@.memory_models (model, dims, distance, index_name)
-  VALUES (model, dims, distance, idx)
+  -- A new model's row builds its index (trigger memory_models_index); a
+  -- known model's index is built again if it went missing, with the
+  -- parameters it was registered with.
+  INSERT INTO @extschema@.memory_models (model, dims, distance, index_name, hnsw_m, hnsw_ef_construction)
+  VALUES (model, dims, distance, 'memory_hnsw_' || left(md5(model), 16), m, ef_construction)
   ON CONFLICT ON CONSTRAINT memory_models_pkey DO UPDATE SET index_name = EXCLUDED.index_name;
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
-                 idx, vs, dims, vs, opclass, m, ef_construction, model);
+  idx := @extschema@._memory_build_index(model);
   PERFORM @extschema@._memory_ensure_log();
   RETURN jsonb_build_object('model', model, 'dims', dims, 'distance', distance, 'index', idx);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.memory_index_model(text, int, text, int, int) IS
   'Registers an embedding model and builds its HNSW expression index (embedding::vector(dims), partial on the model). Idempotent. For the owner.';
+
+-- Builds a registered model's HNSW expression index unless it exists, with
+-- the parameters stored in its row; returns the index name. pg_dump does not
+-- dump indexes on an extension's tables, so the restore of a memory_models
+-- row builds it again (trigger memory_models_index, enabled ALWAYS so that a
+-- data-only restore in replica mode builds it too).
+CREATE FUNCTION @extschema@._memory_build_index(p_model text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  vs text := @extschema@._memory_vector_schema();
+  r @extschema@.memory_models%ROWTYPE;
+BEGIN
+  SELECT * INTO STRICT r FROM @extschema@.memory_models mm WHERE mm.model = p_model;
+  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(r.index_name)) IS NOT NULL THEN
+    RETURN r.index_name;
+  END IF;
+  EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
+                 r.index_name, vs, r.dims, vs,
+                 CASE r.distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' ELSE 'vector_ip_ops' END,
+                 r.hnsw_m, r.hnsw_ef_construction, r.model);
+  RETURN r.index_name;
+END
+$$;
+
+CREATE FUNCTION @extschema@._memory_models_index()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM @extschema@._memory_build_index(NEW.model);
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER memory_models_index AFTER INSERT ON @extschema@.memory_models
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._memory_models_index();
+ALTER TABLE @extschema@.memory_models ENABLE ALWAYS TRIGGER memory_models_index;
 
 CREATE FUNCTION @extschema@._memory_ensure_log()
 RETURNS void

@@ -4,7 +4,8 @@
 #
 # Data (SQL, fixed seed): MEM_ROWS memories (default 100,000) with
 # MEM_DIMS-dimension embeddings (default 384) drawn around MEM_CLUSTERS
-# cluster centres (default 100), over three large tenants (30%, 15% and 10%
+# cluster centres (default 100), each at its own spread (some close to
+# their centre, some far), over three large tenants (30%, 15% and 10%
 # of the rows) and MEM_SMALL_TENANTS small ones (default 150, sharing the
 # rest); five kinds, some evergreen; importance in [0, 1]; events over the
 # year before a fixed "now" (2026-06-01), skewed recent; a subject (one of
@@ -24,7 +25,9 @@
 #   (c) HNSW over-fetch: the model's HNSW index, nearest 100
 #       (hnsw.ef_search = 100), re-ranked by the score, LIMIT 10, the way
 #       LangChain's time-weighted retriever and Mem0 do it; (c0) without and
-#       (c1) with pgvector's hnsw.iterative_scan = relaxed_order.
+#       (c1) with pgvector's hnsw.iterative_scan = relaxed_order. enable_sort
+#       is off for (c) so that the planner reads the HNSW index, as it must
+#       where no other index narrows the rows to the tenant's.
 # Per side: recall@10 and nDCG@10 (binary relevance: in the true top 10,
 # ties within 1e-9 of the 10th score counted), the share of queries with
 # fewer than min(k, eligible) rows, and p50/p95 of the server-side time of
@@ -105,8 +108,9 @@ CREATE TABLE b_mem.src AS
          timestamptz '$NOW' - power(random(), 2) * interval '365 days' AS event_at,
          'user:' || floor(random() * 50)::int AS subject,
          ARRAY['topic:' || c.c, 'e:' || floor(random() * 100)::int] AS entities,
-         (SELECT array_agg(x + 0.6 * (random() - 0.5) + 0 * i ORDER BY j) FROM unnest(c.v) WITH ORDINALITY u(x, j))::vector AS v
-  FROM (SELECT i, (i * 7919 + floor(random() * 3)::int) % $CLUSTERS AS cl FROM generate_series(0, $BASE - 1) i OFFSET 0) g
+         (SELECT array_agg(x + g.spread * (random() - 0.5) + 0 * i ORDER BY j) FROM unnest(c.v) WITH ORDINALITY u(x, j))::vector AS v
+  FROM (SELECT i, (i * 7919 + floor(random() * 3)::int) % $CLUSTERS AS cl, 0.3 + 0.9 * random() AS spread
+        FROM generate_series(0, $BASE - 1) i OFFSET 0) g
   JOIN b_mem.tenants t ON t.n = CASE WHEN i < 0.30 * $BASE THEN 0 WHEN i < 0.45 * $BASE THEN 1 WHEN i < 0.55 * $BASE THEN 2
                                      ELSE 3 + i % $SMALL END
   JOIN b_mem.centers c ON c.c = g.cl;
@@ -226,6 +230,9 @@ BEGIN
       PERFORM set_config('request.jwt.claims', json_build_object('role', 'authenticated', 'tenant_id', r.tenant_id)::text, true);
       PERFORM set_config('hnsw.ef_search', '100', true);
       PERFORM set_config('hnsw.iterative_scan', CASE names[side] WHEN 'c1' THEN 'relaxed_order' ELSE 'off' END, true);
+      -- (c) reads the HNSW index, as it would where no other index serves
+      -- the tenant (the planner otherwise sorts the tenant's rows exactly).
+      PERFORM set_config('enable_sort', CASE WHEN names[side] LIKE 'c%' THEN 'off' ELSE 'on' END, true);
       t0 := clock_timestamp();
       EXECUTE stmts[side] INTO ids, ex USING r.v, r.subjects;
       INSERT INTO b_mem.res VALUES (names[side], '$phase', $round, r.q, extract(epoch FROM clock_timestamp() - t0) * 1000, coalesce(ids, '{}'), ex);
@@ -289,3 +296,52 @@ for grp in all large small; do
 done
 wrong=$(fig a all exact_wrong)
 [ "$wrong" = 0 ] || echo "  BUG: $wrong queries answered exact = true with recall < 1"
+
+# --- isolation: another tenant's memories crowd the query vectors --------------------
+for r in $(seq 1 "$ROUNDS"); do run_sides iso_queries before "$r" a c0 c1; done
+t0=$(date +%s)
+bench_psql >/dev/null <<SQL
+SET max_parallel_workers_per_gather = 0;
+WITH src AS (
+  SELECT g, t.id AS tenant_id,
+         (SELECT array_agg(x + 0.1 * (random() - 0.5) + 0 * g ORDER BY j) FROM unnest(q.v::float4[]) WITH ORDINALITY u(x, j))::vector AS v
+  FROM generate_series(0, $CROWD - 1) g
+  JOIN b_mem.iso_queries q ON q.q = 1 + g % (SELECT count(*) FROM b_mem.iso_queries)
+  CROSS JOIN b_mem.tenants t WHERE t.grp = 'crowd'),
+ins AS (
+  INSERT INTO saas.memories (tenant_id, subject, kind, content, importance, event_at, created_at, metadata)
+  SELECT tenant_id, 'user:0', 'note', 'crowd ' || g, 1, timestamptz '$NOW', timestamptz '$NOW', jsonb_build_object('g', g) FROM src
+  RETURNING tenant_id, id, (metadata ->> 'g')::int AS g)
+INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding, embedded_at)
+SELECT ins.tenant_id, ins.id, '$MODEL', src.v, timestamptz '$NOW' FROM ins JOIN src USING (g);
+ANALYZE saas.memory_embeddings;
+SQL
+echo "  crowd of $CROWD memories added in $(( $(date +%s) - t0 )) s"
+for r in $(seq 1 "$ROUNDS"); do run_sides iso_queries after "$r" a c0 c1; done
+bench_psql >/dev/null <<SQL
+CREATE TABLE b_mem.iso AS
+SELECT r.side, q.grp, r.phase, r.round,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY r.ms) AS p50, percentile_disc(0.95) WITHIN GROUP (ORDER BY r.ms) AS p95,
+       avg((cardinality(r.ids) < 10)::int) AS short
+FROM b_mem.res r JOIN b_mem.iso_queries q USING (q) WHERE r.phase IN ('before', 'after')
+GROUP BY 1, 2, 3, 4;
+CREATE TABLE b_mem.iso_changed AS
+SELECT b.side, q.grp, count(*) FILTER (WHERE b.ids IS DISTINCT FROM a.ids) AS changed, count(*) AS queries
+FROM b_mem.res b JOIN b_mem.res a ON a.side = b.side AND a.q = b.q AND a.round = b.round AND a.phase = 'after'
+JOIN b_mem.iso_queries q ON q.q = b.q WHERE b.phase = 'before' AND b.round = 1 GROUP BY 1, 2;
+SQL
+bench_psql -c "SELECT i.side, i.grp, i.phase, round(percentile_disc(0.5) WITHIN GROUP (ORDER BY i.p50)::numeric, 2) AS p50_ms,
+  round(percentile_disc(0.5) WITHIN GROUP (ORDER BY i.p95)::numeric, 2) AS p95_ms, round(avg(i.short)::numeric, 3) AS short_share,
+  max(c.changed) || ' of ' || max(c.queries) AS results_changed
+  FROM b_mem.iso i JOIN b_mem.iso_changed c USING (side, grp) GROUP BY 1, 2, 3 ORDER BY 2, 1, 3 DESC"
+isofig() { bench_psql -At -c "SELECT round(percentile_disc(0.5) WITHIN GROUP (ORDER BY $4)::numeric, 3) FROM b_mem.iso WHERE side = '$1' AND grp = '$2' AND phase = '$3'"; }
+for grp in iso1 iso5; do
+  share=$([ "$grp" = iso1 ] && echo "1%" || echo "5%")
+  changed=$(bench_psql -At -c "SELECT changed || ' of ' || queries FROM b_mem.iso_changed WHERE side = 'a' AND grp = '$grp'")
+  report "memory_search p50, $share tenant, crowded vs not" "$(isofig a "$grp" after p50)" "not crowded" "$(isofig a "$grp" before p50)" ms \
+    "p95 crowded $(isofig a "$grp" after p95) ms, not $(isofig a "$grp" before p95) ms; results changed: $changed queries"
+  for peer in c0 c1; do
+    record "short results, $share tenant crowded, $peer" "$(isofig "$peer" "$grp" after short)" "not crowded" "$(isofig "$peer" "$grp" before short)" "share of queries" \
+      "ours: $(isofig a "$grp" after short) crowded, $(isofig a "$grp" before short) not; $(label "$peer") p95 crowded $(isofig "$peer" "$grp" after p95) ms, not $(isofig "$peer" "$grp" before p95) ms"
+  done
+done

@@ -141,6 +141,18 @@ SELECT count(*) AS pending_v2 FROM saas.memory_pending('tiny-v2');
 SELECT count(*) AS v2_rows FROM saas.memory_search('[1,0]', 'tiny-v2', p_now => '2026-03-01');
 SELECT model, count(*) FROM saas.memory_embeddings WHERE tenant_id = :ta GROUP BY model ORDER BY model;
 
+-- pg_dump leaves out indexes on an extension's tables: a model row brought
+-- back by a restore builds its index again, with the parameters the model
+-- was registered with (here a drop, and the row deleted and inserted again).
+SELECT saas.memory_index_model('tiny-r', 2, 'l2', m => 8, ef_construction => 32) ->> 'dims' AS dims;
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model = 'tiny-r' \gexec
+CREATE TEMP TABLE dumped_model AS SELECT * FROM saas.memory_models WHERE model = 'tiny-r';
+DELETE FROM saas.memory_models WHERE model = 'tiny-r';
+INSERT INTO saas.memory_models SELECT * FROM dumped_model;
+SELECT regexp_replace(pg_get_indexdef(to_regclass('saas.' || index_name)), 'memory_hnsw_[0-9a-f]+', 'memory_hnsw_X')
+FROM saas.memory_models WHERE model = 'tiny-r';
+SELECT count(*) AS r_rows FROM saas.memory_search('[1,0]', 'tiny-r', p_now => '2026-03-01');
+
 -- Tenant B sees nothing of A.
 SELECT saas.set_tenant(:tb) IS NOT NULL AS scoped;
 SELECT count(*) AS b_rows FROM saas.memory_search('[1,0,0]', 'tiny', p_now => '2026-03-01');
