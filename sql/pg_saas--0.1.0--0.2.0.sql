@@ -1961,9 +1961,7 @@ CREATE TABLE @extschema@.memory_entities (
   tenant_id  uuid   NOT NULL,
   entity     text   NOT NULL,
   memory_id  bigint NOT NULL,
-  CONSTRAINT memory_entities_pkey PRIMARY KEY (tenant_id, entity, memory_id),
-  CONSTRAINT memory_entities_memory_fkey FOREIGN KEY (tenant_id, memory_id)
-    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE
+  CONSTRAINT memory_entities_pkey PRIMARY KEY (tenant_id, entity, memory_id)
 );
 COMMENT ON TABLE @extschema@.memory_entities IS
   'Entity links: which memories mention which entity (their subject included); the entity stage of memory_search reads them.';
@@ -1976,16 +1974,32 @@ CREATE TABLE @extschema@.memory_embeddings (
   model        text        NOT NULL,
   embedding    vector      NOT NULL,
   embedded_at  timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, memory_id, model),
-  CONSTRAINT memory_embeddings_memory_fkey FOREIGN KEY (tenant_id, memory_id)
-    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE,
-  CONSTRAINT memory_embeddings_model_fkey FOREIGN KEY (model)
-    REFERENCES @extschema@.memory_models (model)
+  CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, memory_id, model)
 );
 COMMENT ON TABLE @extschema@.memory_embeddings IS
   'One embedding per memory per model, stored as given (never truncated or padded); each model has its own HNSW expression index.';
 CREATE INDEX memory_embeddings_model ON @extschema@.memory_embeddings (tenant_id, model, memory_id);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_embeddings', '');
+
+-- No foreign keys between these dumped tables: a parallel pg_restore
+-- (--jobs) loads their data concurrently, largest first, and the keys of an
+-- extension's tables exist before the data, so a key would refuse the
+-- embeddings before their memories or model arrived. memory_add and
+-- memory_embed check what a key would; deleting memories deletes their
+-- embeddings and entity links (below).
+CREATE FUNCTION @extschema@._memory_deleted()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM @extschema@.memory_embeddings e USING memory_gone g WHERE e.tenant_id = g.tenant_id AND e.memory_id = g.id;
+  DELETE FROM @extschema@.memory_entities l USING memory_gone g WHERE l.tenant_id = g.tenant_id AND l.memory_id = g.id;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER memories_deleted AFTER DELETE ON @extschema@.memories
+  REFERENCING OLD TABLE AS memory_gone FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._memory_deleted();
 
 -- ---------------------------------------------------------------------------
 -- The query log: sampled (saas.memory_log_sample_rate), monthly partitions

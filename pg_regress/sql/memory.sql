@@ -181,6 +181,15 @@ SELECT count(*) AS left_log FROM saas.memory_query_log WHERE tenant_id = :ta
 SELECT count(*) AS text_left FROM saas.memories WHERE content LIKE '%penicillin%' OR content LIKE '%parking%';
 SELECT subject FROM saas.memories WHERE tenant_id = :ta ORDER BY id;
 SELECT saas.memory_forget('patient:1');
+-- No foreign keys between the module's tables (a parallel restore loads
+-- them concurrently): deleting a memory deletes its embeddings and links.
+SELECT count(*) AS m4_embeddings_before FROM saas.memory_embeddings WHERE tenant_id = :ta AND memory_id = :m4;
+DELETE FROM saas.memories WHERE tenant_id = :ta AND id = :m4;
+SELECT (SELECT count(*) FROM saas.memory_embeddings WHERE tenant_id = :ta AND memory_id = :m4)
+     + (SELECT count(*) FROM saas.memory_entities WHERE tenant_id = :ta AND memory_id = :m4) AS m4_rows_left;
+SELECT conrelid::regclass, conname FROM pg_constraint
+WHERE contype = 'f' AND conrelid IN ('saas.memories'::regclass, 'saas.memory_entities'::regclass,
+                                     'saas.memory_embeddings'::regclass, 'saas.memory_models'::regclass);
 
 -- Bad input, each with its SQLSTATE.
 SELECT * FROM saas.memory_search('[1,0]', 'tiny');
