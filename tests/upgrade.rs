@@ -429,7 +429,9 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
     let fresh_ltv = ltv_state(&fresh, "the fresh install").await;
     let fresh_memory = memory_state(&fresh, "the fresh install").await;
     assert!(
-        fresh_memory.iter().any(|l| l.starts_with("search by index 1 "))
+        fresh_memory
+            .iter()
+            .any(|l| l.starts_with("search by index 1 "))
             && fresh_memory.iter().any(|l| l.starts_with("log ")),
         "the memory fill searched nothing: {fresh_memory:?}"
     );
