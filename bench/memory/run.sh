@@ -190,6 +190,10 @@ CREATE TABLE b_mem.res (side text, phase text, round int, q int, ms float8, ids 
 GRANT INSERT ON b_mem.res TO authenticated;
 SQL
 echo "  ground truth: $(bench_psql -At -c "SELECT count(*) FILTER (WHERE nearest <> top1) FROM b_mem.qinfo") of $QUERIES queries have a top result other than their nearest memory (decay, importance or entities flip it)"
+echo "  planted: $(bench_psql -At -c "SELECT count(*) FILTER (WHERE n.event_at < timestamptz '$NOW' - interval '300 days' AND t.event_at > timestamptz '$NOW' - interval '2 days')
+  || ' of ' || count(*) FROM b_mem.qinfo i JOIN b_mem.queries q USING (q)
+  JOIN saas.memories n ON n.tenant_id = q.tenant_id AND n.id = i.nearest AND n.subject = 'user:flip'
+  JOIN saas.memories t ON t.tenant_id = q.tenant_id AND t.id = i.top1") queries with a planted pair have the old near-duplicate nearest and the recent one on top"
 
 # --- the sides, query by query, as the query's tenant -------------------------------
 # side_sql SIDE: the statement of a side; \$1 the query vector, \$2 its
@@ -198,12 +202,12 @@ echo "  ground truth: $(bench_psql -At -c "SELECT count(*) FILTER (WHERE nearest
 side_sql() {
   case $1 in
     a) echo "SELECT array_agg(s.memory_id ORDER BY s.rank), bool_and(s.exact) FROM saas.memory_search(\$1, '$MODEL', 10, subjects => \$2, p_now => '$NOW') s" ;;
-    b) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" '$1' '$2') AS score
+    b) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" "\$1" "\$2") AS score
              FROM saas.memories m JOIN saas.memory_embeddings e ON e.tenant_id = m.tenant_id AND e.memory_id = m.id
              WHERE e.model = '$MODEL' ORDER BY 2 DESC, 1 LIMIT 10) z" ;;
     fetch) echo "SELECT array_agg(e.memory_id) FROM (SELECT e.memory_id FROM saas.memory_embeddings e WHERE e.model = '$MODEL'
              ORDER BY e.embedding::vector($DIMS) <=> \$1 LIMIT 100) e" ;;
-    rerank) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" '$1' '$2') AS score
+    rerank) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" "\$1" "\$2") AS score
              FROM saas.memories m JOIN saas.memory_embeddings e ON e.tenant_id = m.tenant_id AND e.memory_id = m.id
              WHERE e.model = '$MODEL' AND e.memory_id = ANY (\$3) ORDER BY 2 DESC, 1 LIMIT 10) z" ;;
   esac
