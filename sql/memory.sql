@@ -569,6 +569,7 @@ DECLARE
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
+  old_max_scan text;
   n_ret int;
   top_sc float8;
 BEGIN
@@ -686,6 +687,14 @@ BEGIN
     -- scan, strict order), until no unseen memory can beat the k-th score.
     old_iter := current_setting('hnsw.iterative_scan', true);
     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+    -- Other tenants' rows near the query are index tuples the stream reads
+    -- and skips: at most twice the tenant's own rows of them (then the
+    -- stream ends and brute force finishes), so the work is bounded by the
+    -- tenant's own size, whatever others store near its query.
+    old_max_scan := current_setting('hnsw.max_scan_tuples', true);
+    IF old_max_scan IS NOT NULL THEN
+      PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
+    END IF;
     FOR row IN EXECUTE format(terms, src || ' ORDER BY 2')
       USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
     LOOP
@@ -703,6 +712,9 @@ BEGIN
       END IF;
     END LOOP;
     PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
+    IF old_max_scan IS NOT NULL THEN
+      PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
+    END IF;
     IF NOT stopped AND streamed < eligible THEN
       -- The index stream ended early (hnsw.max_scan_tuples): never fewer
       -- rows silently; search exactly instead.
