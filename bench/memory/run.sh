@@ -37,10 +37,12 @@
 # rounds with the per-round values.
 #
 # Isolation: two more tenants, holding 1% and 5% of MEM_ROWS, each asked
-# MEM_ISO_QUERIES queries (default 100) near their own memories, before and
-# after another tenant adds MEM_CROWD_ROWS memories (default 20% of
-# MEM_ROWS) clustered right around those query vectors: p50/p95 both ways
-# and whether any query's result changed.
+# MEM_ISO_QUERIES queries (default 100) near their own memories, with and
+# without another tenant's MEM_CROWD_ROWS memories (default 20% of
+# MEM_ROWS) clustered right around those query vectors: the tenants'
+# embeddings are copied under two more models of the same table, the crowd
+# joins only one of them, and both conditions run taking turns query by
+# query. p50/p95 both ways and whether any query's result changed.
 #
 # What each side does not do: (b) and (c) return ids only, no explanation,
 # no query log; ours logs a sample (saas.memory_log_sample_rate 0.1) and
@@ -82,9 +84,9 @@ DROP SCHEMA IF EXISTS b_mem CASCADE;
 CREATE SCHEMA b_mem;
 -- A re-run on the same database starts over.
 DELETE FROM saas.memories WHERE tenant_id::text LIKE '00000000-0000-4000-8000-%';
-DELETE FROM saas.memory_embeddings WHERE model = '$MODEL';
-SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model = '$MODEL' \gexec
-DELETE FROM saas.memory_models WHERE model = '$MODEL';
+DELETE FROM saas.memory_embeddings WHERE model IN ('$MODEL', '$MODEL-crowded');
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-crowded') \gexec
+DELETE FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-crowded');
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
 END \$\$;
@@ -201,15 +203,15 @@ echo "  planted: $(bench_psql -At -c "SELECT count(*) FILTER (WHERE n.event_at <
 # nearest from the vector index, then the re-rank of those (\$3, their ids).
 side_sql() {
   case $1 in
-    a) echo "SELECT array_agg(s.memory_id ORDER BY s.rank), bool_and(s.exact) FROM saas.memory_search(\$1, '$MODEL', 10, subjects => \$2, p_now => '$NOW') s" ;;
+    a) echo "SELECT array_agg(s.memory_id ORDER BY s.rank), bool_and(s.exact) FROM saas.memory_search(\$1, '${SIDE_MODEL:-$MODEL}', 10, subjects => \$2, p_now => '$NOW') s" ;;
     b) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" "\$1" "\$2") AS score
              FROM saas.memories m JOIN saas.memory_embeddings e ON e.tenant_id = m.tenant_id AND e.memory_id = m.id
              WHERE e.model = '$MODEL' ORDER BY 2 DESC, 1 LIMIT 10) z" ;;
-    fetch) echo "SELECT array_agg(e.memory_id) FROM (SELECT e.memory_id FROM saas.memory_embeddings e WHERE e.model = '$MODEL'
+    fetch) echo "SELECT array_agg(e.memory_id) FROM (SELECT e.memory_id FROM saas.memory_embeddings e WHERE e.model = '${SIDE_MODEL:-$MODEL}'
              ORDER BY e.embedding::vector($DIMS) <=> \$1 LIMIT 100) e" ;;
     rerank) echo "SELECT array_agg(z.id ORDER BY z.score DESC, z.id), NULL::boolean FROM (SELECT m.id, $(sub "$SCORE" "\$1" "\$2") AS score
              FROM saas.memories m JOIN saas.memory_embeddings e ON e.tenant_id = m.tenant_id AND e.memory_id = m.id
-             WHERE e.model = '$MODEL' AND e.memory_id = ANY (\$3) ORDER BY 2 DESC, 1 LIMIT 10) z" ;;
+             WHERE e.model = '${SIDE_MODEL:-$MODEL}' AND e.memory_id = ANY (\$3) ORDER BY 2 DESC, 1 LIMIT 10) z" ;;
   esac
 }
 # run_sides TABLE PHASE ROUND SIDES...: every query of TABLE on every side,
@@ -217,7 +219,13 @@ side_sql() {
 run_sides() {
   local table=$1 phase=$2 round=$3; shift 3
   local sides=("$@") arr="" s
-  for s in "${sides[@]}"; do arr+="${arr:+, }\$s\$$(side_sql "${s/c[01]/fetch}")\$s\$"; done
+  local reranks="" m base
+  for s in "${sides[@]}"; do
+    m=${RUN_MODEL:-$MODEL}; [ "${s%x}" = "$s" ] || m=$MODEL-crowded
+    base=${s%x}; case $base in c0 | c1) base=fetch ;; esac
+    arr+="${arr:+, }\$s\$$(SIDE_MODEL=$m side_sql "$base")\$s\$"
+    reranks+="${reranks:+, }\$s\$$(SIDE_MODEL=$m side_sql rerank)\$s\$"
+  done
   bench_psql >/dev/null <<SQL
 SET max_parallel_workers_per_gather = 0;
 SET ROLE authenticated;
@@ -225,7 +233,7 @@ DO \$do\$
 DECLARE
   names text[] := '{$(IFS=,; echo "${sides[*]}")}';
   stmts text[] := ARRAY[$arr];
-  rerank text := \$s\$$(side_sql rerank)\$s\$;
+  reranks text[] := ARRAY[$reranks];
   cand bigint[];
   r record;
   j int;
@@ -239,7 +247,7 @@ BEGIN
       side := 1 + (r.q + $round + j) % cardinality(names);
       PERFORM set_config('request.jwt.claims', json_build_object('role', 'authenticated', 'tenant_id', r.tenant_id)::text, true);
       PERFORM set_config('hnsw.ef_search', '100', true);
-      PERFORM set_config('hnsw.iterative_scan', CASE names[side] WHEN 'c1' THEN 'relaxed_order' ELSE 'off' END, true);
+      PERFORM set_config('hnsw.iterative_scan', CASE WHEN names[side] LIKE 'c1%' THEN 'relaxed_order' ELSE 'off' END, true);
       t0 := clock_timestamp();
       IF names[side] LIKE 'c%' THEN
         -- (c) reads the HNSW index, as it would where no other index
@@ -247,7 +255,7 @@ BEGIN
         PERFORM set_config('enable_sort', 'off', true);
         EXECUTE stmts[side] INTO cand USING r.v;
         PERFORM set_config('enable_sort', 'on', true);
-        EXECUTE rerank INTO ids, ex USING r.v, r.subjects, coalesce(cand, '{}');
+        EXECUTE reranks[side] INTO ids, ex USING r.v, r.subjects, coalesce(cand, '{}');
       ELSE
         EXECUTE stmts[side] INTO ids, ex USING r.v, r.subjects;
       END IF;
@@ -314,10 +322,23 @@ wrong=$(fig a all exact_wrong)
 [ "$wrong" = 0 ] || echo "  BUG: $wrong queries answered exact = true with recall < 1"
 
 # --- isolation: another tenant's memories crowd the query vectors --------------------
-for r in $(seq 1 "$ROUNDS"); do run_sides iso_queries before "$r" a c0 c1; done
+# Both conditions at once, taking turns query by query: the isolation
+# tenants' embeddings are copied under two more models of the same table,
+# $MODEL-alone and $MODEL-crowded, and only the second gets the crowd
+# tenant's memories right around their query vectors. Sides ending in x
+# search the crowded model, the others the one without the crowd.
 t0=$(date +%s)
 bench_psql >/dev/null <<SQL
 SET max_parallel_workers_per_gather = 0;
+SET client_min_messages = warning;
+-- The models first, their indexes after the rows (one build each).
+SELECT saas.memory_index_model(m, $DIMS) FROM unnest(ARRAY['$MODEL-alone', '$MODEL-crowded']) m;
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model IN ('$MODEL-alone', '$MODEL-crowded') \gexec
+INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding, embedded_at)
+SELECT e.tenant_id, e.memory_id, m, e.embedding, e.embedded_at
+FROM saas.memory_embeddings e JOIN b_mem.tenants t ON t.id = e.tenant_id AND t.grp IN ('iso1', 'iso5'),
+     unnest(ARRAY['$MODEL-alone', '$MODEL-crowded']) m
+WHERE e.model = '$MODEL';
 WITH src AS (
   SELECT g, t.id AS tenant_id,
          (SELECT array_agg(x + 0.1 * (random() - 0.5) + 0 * g ORDER BY j) FROM unnest(q.v::float4[]) WITH ORDINALITY u(x, j))::vector AS v
@@ -329,22 +350,24 @@ ins AS (
   SELECT tenant_id, 'user:0', 'note', 'crowd ' || g, 1, timestamptz '$NOW', timestamptz '$NOW', jsonb_build_object('g', g) FROM src
   RETURNING tenant_id, id, (metadata ->> 'g')::int AS g)
 INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding, embedded_at)
-SELECT ins.tenant_id, ins.id, '$MODEL', src.v, timestamptz '$NOW' FROM ins JOIN src USING (g);
+SELECT ins.tenant_id, ins.id, '$MODEL-crowded', src.v, timestamptz '$NOW' FROM ins JOIN src USING (g);
+SET maintenance_work_mem = '1GB';
+SELECT saas.memory_index_model(m, $DIMS) FROM unnest(ARRAY['$MODEL-alone', '$MODEL-crowded']) m;
 ANALYZE saas.memory_embeddings;
 SQL
 echo "  crowd of $CROWD memories added in $(( $(date +%s) - t0 )) s"
-for r in $(seq 1 "$ROUNDS"); do run_sides iso_queries after "$r" a c0 c1; done
+for r in $(seq 1 "$ROUNDS"); do RUN_MODEL=$MODEL-alone run_sides iso_queries iso "$r" a ax c0 c0x c1 c1x; done
 bench_psql >/dev/null <<SQL
 CREATE TABLE b_mem.iso AS
-SELECT r.side, q.grp, r.phase, r.round,
+SELECT rtrim(r.side, 'x') AS side, q.grp, CASE WHEN r.side LIKE '%x' THEN 'crowded' ELSE 'not crowded' END AS phase, r.round,
        percentile_disc(0.5) WITHIN GROUP (ORDER BY r.ms) AS p50, percentile_disc(0.95) WITHIN GROUP (ORDER BY r.ms) AS p95,
        avg((cardinality(r.ids) < 10)::int) AS short
-FROM b_mem.res r JOIN b_mem.iso_queries q USING (q) WHERE r.phase IN ('before', 'after')
+FROM b_mem.res r JOIN b_mem.iso_queries q USING (q) WHERE r.phase = 'iso'
 GROUP BY 1, 2, 3, 4;
 CREATE TABLE b_mem.iso_changed AS
 SELECT b.side, q.grp, count(*) FILTER (WHERE b.ids IS DISTINCT FROM a.ids) AS changed, count(*) AS queries
-FROM b_mem.res b JOIN b_mem.res a ON a.side = b.side AND a.q = b.q AND a.round = b.round AND a.phase = 'after'
-JOIN b_mem.iso_queries q ON q.q = b.q WHERE b.phase = 'before' AND b.round = 1 GROUP BY 1, 2;
+FROM b_mem.res b JOIN b_mem.res a ON a.side = b.side || 'x' AND a.q = b.q AND a.round = b.round AND a.phase = 'iso'
+JOIN b_mem.iso_queries q ON q.q = b.q WHERE b.phase = 'iso' AND b.round = 1 GROUP BY 1, 2;
 SQL
 bench_psql -c "SELECT i.side, i.grp, i.phase, round(percentile_disc(0.5) WITHIN GROUP (ORDER BY i.p50)::numeric, 2) AS p50_ms,
   round(percentile_disc(0.5) WITHIN GROUP (ORDER BY i.p95)::numeric, 2) AS p95_ms, round(avg(i.short)::numeric, 3) AS short_share,
@@ -354,10 +377,10 @@ isofig() { bench_psql -At -c "SELECT round(percentile_disc(0.5) WITHIN GROUP (OR
 for grp in iso1 iso5; do
   share=$([ "$grp" = iso1 ] && echo "1%" || echo "5%")
   changed=$(bench_psql -At -c "SELECT changed || ' of ' || queries FROM b_mem.iso_changed WHERE side = 'a' AND grp = '$grp'")
-  report "memory_search p50, $share tenant, crowded vs not" "$(isofig a "$grp" after p50)" "not crowded" "$(isofig a "$grp" before p50)" ms \
-    "p95 crowded $(isofig a "$grp" after p95) ms, not $(isofig a "$grp" before p95) ms; results changed: $changed queries"
+  report "memory_search p50, $share tenant, crowded vs not" "$(isofig a "$grp" crowded p50)" "not crowded" "$(isofig a "$grp" 'not crowded' p50)" ms \
+    "p95 crowded $(isofig a "$grp" crowded p95) ms, not $(isofig a "$grp" 'not crowded' p95) ms; results changed: $changed queries"
   for peer in c0 c1; do
-    record "short results, $share tenant crowded, $peer" "$(isofig "$peer" "$grp" after short)" "not crowded" "$(isofig "$peer" "$grp" before short)" "share of queries" \
-      "ours: $(isofig a "$grp" after short) crowded, $(isofig a "$grp" before short) not; $(label "$peer") p95 crowded $(isofig "$peer" "$grp" after p95) ms, not $(isofig "$peer" "$grp" before p95) ms"
+    record "short results, $share tenant crowded, $peer" "$(isofig "$peer" "$grp" crowded short)" "not crowded" "$(isofig "$peer" "$grp" 'not crowded' short)" "share of queries" \
+      "ours: $(isofig a "$grp" crowded short) crowded, $(isofig a "$grp" 'not crowded' short) not; $(label "$peer") p50 crowded $(isofig "$peer" "$grp" crowded p50) ms, not $(isofig "$peer" "$grp" 'not crowded' p50) ms"
   done
 done
