@@ -84,9 +84,9 @@ DROP SCHEMA IF EXISTS b_mem CASCADE;
 CREATE SCHEMA b_mem;
 -- A re-run on the same database starts over.
 DELETE FROM saas.memories WHERE tenant_id::text LIKE '00000000-0000-4000-8000-%';
-DELETE FROM saas.memory_embeddings WHERE model IN ('$MODEL', '$MODEL-crowded');
-SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-crowded') \gexec
-DELETE FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-crowded');
+DELETE FROM saas.memory_embeddings WHERE model IN ('$MODEL', '$MODEL-alone', '$MODEL-crowded');
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-alone', '$MODEL-crowded') \gexec
+DELETE FROM saas.memory_models WHERE model IN ('$MODEL', '$MODEL-alone', '$MODEL-crowded');
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
 END \$\$;
