@@ -19,10 +19,13 @@ CREATE TABLE @extschema@.memory_models (
   distance    text        NOT NULL DEFAULT 'cosine',
   index_name  text,
   created_at  timestamptz NOT NULL DEFAULT now(),
+  hnsw_m      int         NOT NULL DEFAULT 16,
+  hnsw_ef_construction int NOT NULL DEFAULT 64,
   CONSTRAINT memory_models_pkey PRIMARY KEY (model),
   CONSTRAINT memory_models_dims CHECK (dims BETWEEN 1 AND 2000),
   CONSTRAINT memory_models_distance CHECK (distance IN ('cosine', 'l2', 'ip')),
-  CONSTRAINT memory_models_name CHECK (model ~ '^[A-Za-z0-9._:/-]{1,100}$')
+  CONSTRAINT memory_models_name CHECK (model ~ '^[A-Za-z0-9._:/-]{1,100}$'),
+  CONSTRAINT memory_models_hnsw CHECK (hnsw_m BETWEEN 2 AND 100 AND hnsw_ef_construction BETWEEN 4 AND 1000)
 );
 COMMENT ON TABLE @extschema@.memory_models IS
   'Embedding models of memory search: dimension, distance, HNSW index (saas.memory_index_model).';
@@ -63,9 +66,7 @@ CREATE TABLE @extschema@.memory_entities (
   tenant_id  uuid   NOT NULL,
   entity     text   NOT NULL,
   memory_id  bigint NOT NULL,
-  CONSTRAINT memory_entities_pkey PRIMARY KEY (tenant_id, entity, memory_id),
-  CONSTRAINT memory_entities_memory_fkey FOREIGN KEY (tenant_id, memory_id)
-    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE
+  CONSTRAINT memory_entities_pkey PRIMARY KEY (tenant_id, entity, memory_id)
 );
 COMMENT ON TABLE @extschema@.memory_entities IS
   'Entity links: which memories mention which entity (their subject included); the entity stage of memory_search reads them.';
@@ -78,16 +79,32 @@ CREATE TABLE @extschema@.memory_embeddings (
   model        text        NOT NULL,
   embedding    vector      NOT NULL,
   embedded_at  timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, memory_id, model),
-  CONSTRAINT memory_embeddings_memory_fkey FOREIGN KEY (tenant_id, memory_id)
-    REFERENCES @extschema@.memories (tenant_id, id) ON DELETE CASCADE,
-  CONSTRAINT memory_embeddings_model_fkey FOREIGN KEY (model)
-    REFERENCES @extschema@.memory_models (model)
+  CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, memory_id, model)
 );
 COMMENT ON TABLE @extschema@.memory_embeddings IS
   'One embedding per memory per model, stored as given (never truncated or padded); each model has its own HNSW expression index.';
 CREATE INDEX memory_embeddings_model ON @extschema@.memory_embeddings (tenant_id, model, memory_id);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_embeddings', '');
+
+-- No foreign keys between these dumped tables: a parallel pg_restore
+-- (--jobs) loads their data concurrently, largest first, and the keys of an
+-- extension's tables exist before the data, so a key would refuse the
+-- embeddings before their memories or model arrived. memory_add and
+-- memory_embed check what a key would; deleting memories deletes their
+-- embeddings and entity links (below).
+CREATE FUNCTION @extschema@._memory_deleted()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM @extschema@.memory_embeddings e USING memory_gone g WHERE e.tenant_id = g.tenant_id AND e.memory_id = g.id;
+  DELETE FROM @extschema@.memory_entities l USING memory_gone g WHERE l.tenant_id = g.tenant_id AND l.memory_id = g.id;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER memories_deleted AFTER DELETE ON @extschema@.memories
+  REFERENCING OLD TABLE AS memory_gone FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._memory_deleted();
 
 -- ---------------------------------------------------------------------------
 -- The query log: sampled (saas.memory_log_sample_rate), monthly partitions
@@ -228,11 +245,11 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  vs text := @extschema@._memory_vector_schema();
   old @extschema@.memory_models%ROWTYPE;
   idx text;
   opclass text;
 BEGIN
+  PERFORM @extschema@._memory_vector_schema();
   IF model IS NULL OR dims IS NULL OR distance IS NULL OR m IS NULL OR ef_construction IS NULL THEN
     RAISE EXCEPTION 'memory_index_model: no argument may be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'e.g. saas.memory_index_model(''minilm-l6'', 384).';
@@ -260,18 +277,59 @@ BEGIN
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'A model''s dimension never changes: register the new one under a new name and re-embed (saas.memory_pending).';
   END IF;
-  idx := 'memory_hnsw_' || left(md5(model), 16);
-  INSERT INTO @extschema@.memory_models (model, dims, distance, index_name)
-  VALUES (model, dims, distance, idx)
+  -- A new model's row builds its index (trigger memory_models_index); a
+  -- known model's index is built again if it went missing, with the
+  -- parameters it was registered with.
+  INSERT INTO @extschema@.memory_models (model, dims, distance, index_name, hnsw_m, hnsw_ef_construction)
+  VALUES (model, dims, distance, 'memory_hnsw_' || left(md5(model), 16), m, ef_construction)
   ON CONFLICT ON CONSTRAINT memory_models_pkey DO UPDATE SET index_name = EXCLUDED.index_name;
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
-                 idx, vs, dims, vs, opclass, m, ef_construction, model);
+  idx := @extschema@._memory_build_index(model);
   PERFORM @extschema@._memory_ensure_log();
   RETURN jsonb_build_object('model', model, 'dims', dims, 'distance', distance, 'index', idx);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.memory_index_model(text, int, text, int, int) IS
   'Registers an embedding model and builds its HNSW expression index (embedding::vector(dims), partial on the model). Idempotent. For the owner.';
+
+-- Builds a registered model's HNSW expression index unless it exists, with
+-- the parameters stored in its row; returns the index name. pg_dump does not
+-- dump indexes on an extension's tables, so the restore of a memory_models
+-- row builds it again (trigger memory_models_index, enabled ALWAYS so that a
+-- data-only restore in replica mode builds it too).
+CREATE FUNCTION @extschema@._memory_build_index(p_model text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  vs text := @extschema@._memory_vector_schema();
+  r @extschema@.memory_models%ROWTYPE;
+BEGIN
+  SELECT * INTO STRICT r FROM @extschema@.memory_models mm WHERE mm.model = p_model;
+  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(r.index_name)) IS NOT NULL THEN
+    RETURN r.index_name;
+  END IF;
+  EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
+                 r.index_name, vs, r.dims, vs,
+                 CASE r.distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' ELSE 'vector_ip_ops' END,
+                 r.hnsw_m, r.hnsw_ef_construction, r.model);
+  RETURN r.index_name;
+END
+$$;
+
+CREATE FUNCTION @extschema@._memory_models_index()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM @extschema@._memory_build_index(NEW.model);
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER memory_models_index AFTER INSERT ON @extschema@.memory_models
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._memory_models_index();
+ALTER TABLE @extschema@.memory_models ENABLE ALWAYS TRIGGER memory_models_index;
 
 CREATE FUNCTION @extschema@._memory_ensure_log()
 RETURNS void
@@ -511,6 +569,7 @@ DECLARE
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
+  old_max_scan text;
   n_ret int;
   top_sc float8;
 BEGIN
@@ -628,6 +687,14 @@ BEGIN
     -- scan, strict order), until no unseen memory can beat the k-th score.
     old_iter := current_setting('hnsw.iterative_scan', true);
     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+    -- Other tenants' rows near the query are index tuples the stream reads
+    -- and skips: at most twice the tenant's own rows of them (then the
+    -- stream ends and brute force finishes), so the work is bounded by the
+    -- tenant's own size, whatever others store near its query.
+    old_max_scan := current_setting('hnsw.max_scan_tuples', true);
+    IF old_max_scan IS NOT NULL THEN
+      PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
+    END IF;
     FOR row IN EXECUTE format(terms, src || ' ORDER BY 2')
       USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
     LOOP
@@ -645,6 +712,9 @@ BEGIN
       END IF;
     END LOOP;
     PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
+    IF old_max_scan IS NOT NULL THEN
+      PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
+    END IF;
     IF NOT stopped AND streamed < eligible THEN
       -- The index stream ended early (hnsw.max_scan_tuples): never fewer
       -- rows silently; search exactly instead.

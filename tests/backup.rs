@@ -23,6 +23,9 @@ const FILL: &str = include_str!("upgrade/fill.sql");
 /// The llm module's state: cache, ledger partitions, prices, budgets.
 const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
 const FILL_LTV: &str = include_str!("upgrade/fill_ltv.sql");
+/// The memory module's state: models (their HNSW indexes are not dumped:
+/// the restore builds them again), memories, embeddings, entities, the log.
+const FILL_MEMORY: &str = include_str!("upgrade/fill_memory.sql");
 
 /// The rest of the state a backup must carry, beyond what the upgrade fill
 /// makes (which has a user's partition hook): usage counters, storage, a
@@ -347,6 +350,43 @@ async fn behaviour(client: &Client) -> Vec<String> {
         .await,
     );
     client.batch_execute("COMMIT").await.unwrap();
+    // Memory search works on the restored data: each model's HNSW index is
+    // there (built again by the restore), the index stage and brute force
+    // answer as before, with the same explanations.
+    out.extend(
+        lines(
+            client,
+            "SELECT format('memory model %s %s %s index %s', model, hnsw_m, hnsw_ef_construction,
+                           pg_get_indexdef(to_regclass('saas.' || index_name)))
+             FROM saas.memory_models ORDER BY 1",
+        )
+        .await,
+    );
+    client
+        .batch_execute("BEGIN; SET LOCAL saas.memory_log_sample_rate = 0; SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa');")
+        .await
+        .unwrap_or_else(|e| panic!("memory: {}", pg_err(&e)));
+    out.extend(
+        lines(
+            client,
+            "SELECT format('memory search %s %s %s', rank, memory_id, explanation)
+             FROM saas.memory_search('[1,0,0]', 'fill-3', k => 3, subjects => '{patient:1}', p_now => '2026-11-20 00:00+00')",
+        )
+        .await,
+    );
+    client
+        .batch_execute("SET LOCAL saas.memory_exact_below = 0")
+        .await
+        .unwrap();
+    out.extend(
+        lines(
+            client,
+            "SELECT format('memory search by index %s %s %s', rank, memory_id, explanation)
+             FROM saas.memory_search('[0,1]', 'fill-2', k => 2, p_now => '2026-11-20 00:00+00')",
+        )
+        .await,
+    );
+    client.batch_execute("COMMIT").await.unwrap();
     out
 }
 
@@ -454,6 +494,9 @@ async fn dump_and_restore_in_every_format_bring_everything_back() {
     src.batch_execute(FILL_LLM)
         .await
         .unwrap_or_else(|e| panic!("llm fill: {}", pg_err(&e)));
+    src.batch_execute(FILL_MEMORY)
+        .await
+        .unwrap_or_else(|e| panic!("memory fill: {}", pg_err(&e)));
     src.batch_execute("SELECT saas.audit_seal(); SELECT saas.usage_flush();")
         .await
         .unwrap();

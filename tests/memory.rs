@@ -5,7 +5,10 @@
 //!   input as 400;
 //! - under RLS as PostgREST runs a request (role `authenticated`, claims):
 //!   a tenant holding 1% of a model's rows gets k results from the index
-//!   stage, the same rows brute force gives.
+//!   stage, the same rows brute force gives;
+//! - through PostgREST, by the index stage: that tenant's results are the
+//!   same k rows whether another tenant's memories lie far from its query
+//!   or right around it (issue 19's isolation; the bench measures timings).
 
 mod common;
 
@@ -228,4 +231,120 @@ async fn memory_http_search_by_get_and_tenant_isolation() {
         .send()
         .await;
     r.expect_status(400);
+}
+
+/// A role whose searches use the index stage (its `saas.memory_exact_below`
+/// is 0, applied by PostgREST as an impersonated role's setting), so that a
+/// small fixture exercises the shared HNSW index.
+const INDEX_STAGE_ROLE: &str = "memory_index_stage";
+
+/// The ids and stages of a GET search as `token`'s tenant, k rows asked.
+async fn http_search(http: &Http, token: &str, model: &str, k: i32) -> (Vec<i64>, Vec<String>) {
+    let r = http
+        .get(&format!(
+            "/rpc/memory_search?query=[1,0,0,0]&model={model}&k={k}"
+        ))
+        .header("Accept-Profile", "saas_api")
+        .bearer(token)
+        .send()
+        .await;
+    r.expect_status(200);
+    let rows = r.rows();
+    (
+        rows.iter()
+            .map(|x| x["memory_id"].as_i64().unwrap())
+            .collect(),
+        rows.iter()
+            .map(|x| x["explanation"]["stage"].as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+/// Issue 19: one tenant's results must not depend on other tenants' data
+/// near its query. A tenant holding 1% of a model's rows searches through
+/// PostgREST by the index stage, once with the other tenant's memories far
+/// from the query and once with them clustered right around it: k rows both
+/// times, the same rows, all its own. (Timings are the bench's business.)
+#[tokio::test]
+async fn memory_http_results_do_not_depend_on_another_tenants_nearby_data() {
+    let Some(http) =
+        Http::from_env("memory_http_results_do_not_depend_on_another_tenants_nearby_data")
+    else {
+        return;
+    };
+    let Some(admin) =
+        common::connect("memory_http_results_do_not_depend_on_another_tenants_nearby_data").await
+    else {
+        return;
+    };
+    let (small, big, su, bu) = (random_uuid(), random_uuid(), random_uuid(), random_uuid());
+    let model = format!("crowd-{}", &small[0..8]);
+    fixture(&admin, &model, &small, &big, &su, &bu).await;
+    common::shared_setup(
+        &admin,
+        &format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{INDEX_STAGE_ROLE}') THEN
+                 CREATE ROLE {INDEX_STAGE_ROLE} NOLOGIN;
+               END IF;
+             END $$;
+             GRANT {INDEX_STAGE_ROLE} TO authenticator;
+             SELECT saas.grant_api('{{{INDEX_STAGE_ROLE}}}');
+             ALTER ROLE {INDEX_STAGE_ROLE} SET saas.memory_exact_below = 0;
+             -- Not crowded yet: the other tenant's memories far from the query.
+             UPDATE saas.memory_embeddings SET embedding = format('[0,%s,%s,1]', (memory_id % 13) / 100.0, (memory_id % 7) / 100.0)::vector
+             WHERE tenant_id = '{big}' AND model = '{model}';"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("role and fixture: {e:?}"));
+    let token = http.token(&json!({"sub": su, "role": INDEX_STAGE_ROLE, "tenant_id": small}));
+    // PostgREST applies the role's setting once it reloaded its configuration.
+    let started = std::time::Instant::now();
+    let (far, far_stages) = loop {
+        let (ids, stages) = http_search(&http, &token, &model, 10).await;
+        if stages.iter().all(|s| s != "brute_force") {
+            break (ids, stages);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "PostgREST did not apply {INDEX_STAGE_ROLE}'s saas.memory_exact_below: {stages:?}"
+        );
+        admin
+            .batch_execute("NOTIFY pgrst, 'reload config'")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(far.len(), 10, "not crowded: {far:?} {far_stages:?}");
+    let (far_all, _) = http_search(&http, &token, &model, 1000).await;
+    assert_eq!(far_all.len(), 30, "not crowded: min(k, eligible) rows");
+
+    // Crowded: the other tenant's 2,970 memories right around the query.
+    admin
+        .batch_execute(&format!(
+            "UPDATE saas.memory_embeddings SET embedding = format('[1,%s,%s,0]', (memory_id % 13) / 100.0, (memory_id % 7) / 100.0)::vector
+             WHERE tenant_id = '{big}' AND model = '{model}'"
+        ))
+        .await
+        .unwrap();
+    let (near, near_stages) = http_search(&http, &token, &model, 10).await;
+    assert_eq!(
+        near, far,
+        "the other tenant's nearby data changed the results ({near_stages:?})"
+    );
+    let (near_all, _) = http_search(&http, &token, &model, 1000).await;
+    assert_eq!(
+        near_all, far_all,
+        "crowded: min(k, eligible) rows, the same"
+    );
+    let owners: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM saas.memories WHERE id = ANY ($1) AND tenant_id = $2::text::uuid",
+            &[&near_all, &small],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owners, 30, "rows of another tenant were returned");
 }

@@ -21,6 +21,9 @@ const FILL_LLM: &str = include_str!("upgrade/fill_llm.sql");
 /// The ltv module's data (0.2.0 on): run on the upgraded and the fresh
 /// database after their schemas are compared, and compared in turn.
 const FILL_LTV: &str = include_str!("upgrade/fill_ltv.sql");
+/// The memory module's data (0.2.0 on): run like the ltv fill, after the
+/// schemas are compared, and compared in turn.
+const FILL_MEMORY: &str = include_str!("upgrade/fill_memory.sql");
 
 /// Every released version, from the frozen install scripts in sql/.
 fn released_versions() -> Vec<String> {
@@ -196,6 +199,43 @@ async fn ltv_state(client: &Client, what: &str) -> Vec<String> {
         }
     }
     client.batch_execute("COMMIT").await.unwrap();
+    out
+}
+
+/// Runs the memory fill, then what the module reports: models and their
+/// indexes, memories, embeddings, entity links, a search with its
+/// explanations (index stage and brute force) and the query log.
+async fn memory_state(client: &Client, what: &str) -> Vec<String> {
+    client
+        .batch_execute(FILL_MEMORY)
+        .await
+        .unwrap_or_else(|e| panic!("memory fill {what}: {}", pg_err(&e)));
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT format('model %s %s %s %s %s %s', model, dims, distance, index_name, hnsw_m, hnsw_ef_construction) FROM saas.memory_models ORDER BY 1",
+        "SELECT 'index ' || pg_get_indexdef(to_regclass('saas.' || index_name)) FROM saas.memory_models ORDER BY 1",
+        "SELECT format('memory %s %s %s %s %s %s %s %s %s %s %s %s', tenant_id, id, subject, kind, content, metadata, importance, evergreen, event_at, last_accessed_at, access_count, entities) FROM saas.memories ORDER BY 1",
+        "SELECT format('embedding %s %s %s %s %s', tenant_id, memory_id, model, embedding, embedded_at) FROM saas.memory_embeddings ORDER BY 1",
+        "SELECT format('entity %s %s %s', tenant_id, entity, memory_id) FROM saas.memory_entities ORDER BY 1",
+        "SELECT format('log %s %s %s %s %s %s %s %s %s %s %s', tenant_id, model, k, stage, exact, candidates, returned, top_score, subjects, entities, result_ids) FROM saas.memory_query_log ORDER BY 1",
+        "BEGIN",
+        "SET LOCAL saas.memory_log_sample_rate = 0",
+        "SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa')::text",
+        "SELECT format('search %s %s %s %s', rank, memory_id, score, explanation) FROM saas.memory_search('[1,0,0]', 'fill-3', k => 3, subjects => '{patient:1}', p_now => '2026-10-20 00:00+00') ORDER BY rank",
+        "SET LOCAL saas.memory_exact_below = 0",
+        "SELECT format('search by index %s %s %s %s', rank, memory_id, score, explanation) FROM saas.memory_search('[0,1]', 'fill-2', k => 2, p_now => '2026-10-20 00:00+00') ORDER BY rank",
+        "COMMIT",
+    ] {
+        for r in client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {sql}: {}", pg_err(&e)))
+        {
+            if let tokio_postgres::SimpleQueryMessage::Row(r) = r {
+                out.push(r.get(0).unwrap_or_default().to_string());
+            }
+        }
+    }
     out
 }
 
@@ -389,6 +429,14 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
     let fresh_members = describe(&fresh).await;
     let fresh_dump = schema_dump(&url, "pg_saas_upgrade_fresh");
     let fresh_ltv = ltv_state(&fresh, "the fresh install").await;
+    let fresh_memory = memory_state(&fresh, "the fresh install").await;
+    assert!(
+        fresh_memory
+            .iter()
+            .any(|l| l.starts_with("search by index 1 "))
+            && fresh_memory.iter().any(|l| l.starts_with("log ")),
+        "the memory fill searched nothing: {fresh_memory:?}"
+    );
 
     for old in released.iter().filter(|v| **v != current) {
         let db = format!("pg_saas_upgrade_{}", old.replace('.', "_"));
@@ -480,6 +528,12 @@ async fn upgrade_from_every_release_equals_a_fresh_install() {
             ltv_state(&client, &format!("upgraded from {old}")).await,
             fresh_ltv,
             "from {old}: the ltv module behaves differently after the upgrade"
+        );
+        let upgraded_memory = memory_state(&client, &format!("upgraded from {old}")).await;
+        assert!(
+            upgraded_memory == fresh_memory,
+            "from {old}: the memory module behaves differently after the upgrade:\n{}",
+            differences(&fresh_memory, &upgraded_memory)
         );
 
         drop(client);

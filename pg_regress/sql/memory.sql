@@ -141,6 +141,18 @@ SELECT count(*) AS pending_v2 FROM saas.memory_pending('tiny-v2');
 SELECT count(*) AS v2_rows FROM saas.memory_search('[1,0]', 'tiny-v2', p_now => '2026-03-01');
 SELECT model, count(*) FROM saas.memory_embeddings WHERE tenant_id = :ta GROUP BY model ORDER BY model;
 
+-- pg_dump leaves out indexes on an extension's tables: a model row brought
+-- back by a restore builds its index again, with the parameters the model
+-- was registered with (here a drop, and the row deleted and inserted again).
+SELECT saas.memory_index_model('tiny-r', 2, 'l2', m => 8, ef_construction => 32) ->> 'dims' AS dims;
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_models WHERE model = 'tiny-r' \gexec
+CREATE TEMP TABLE dumped_model AS SELECT * FROM saas.memory_models WHERE model = 'tiny-r';
+DELETE FROM saas.memory_models WHERE model = 'tiny-r';
+INSERT INTO saas.memory_models SELECT * FROM dumped_model;
+SELECT regexp_replace(pg_get_indexdef(to_regclass('saas.' || index_name)), 'memory_hnsw_[0-9a-f]+', 'memory_hnsw_X')
+FROM saas.memory_models WHERE model = 'tiny-r';
+SELECT count(*) AS r_rows FROM saas.memory_search('[1,0]', 'tiny-r', p_now => '2026-03-01');
+
 -- Tenant B sees nothing of A.
 SELECT saas.set_tenant(:tb) IS NOT NULL AS scoped;
 SELECT count(*) AS b_rows FROM saas.memory_search('[1,0,0]', 'tiny', p_now => '2026-03-01');
@@ -169,6 +181,15 @@ SELECT count(*) AS left_log FROM saas.memory_query_log WHERE tenant_id = :ta
 SELECT count(*) AS text_left FROM saas.memories WHERE content LIKE '%penicillin%' OR content LIKE '%parking%';
 SELECT subject FROM saas.memories WHERE tenant_id = :ta ORDER BY id;
 SELECT saas.memory_forget('patient:1');
+-- No foreign keys between the module's tables (a parallel restore loads
+-- them concurrently): deleting a memory deletes its embeddings and links.
+SELECT count(*) AS m4_embeddings_before FROM saas.memory_embeddings WHERE tenant_id = :ta AND memory_id = :m4;
+DELETE FROM saas.memories WHERE tenant_id = :ta AND id = :m4;
+SELECT (SELECT count(*) FROM saas.memory_embeddings WHERE tenant_id = :ta AND memory_id = :m4)
+     + (SELECT count(*) FROM saas.memory_entities WHERE tenant_id = :ta AND memory_id = :m4) AS m4_rows_left;
+SELECT conrelid::regclass, conname FROM pg_constraint
+WHERE contype = 'f' AND conrelid IN ('saas.memories'::regclass, 'saas.memory_entities'::regclass,
+                                     'saas.memory_embeddings'::regclass, 'saas.memory_models'::regclass);
 
 -- Bad input, each with its SQLSTATE.
 SELECT * FROM saas.memory_search('[1,0]', 'tiny');
