@@ -530,7 +530,7 @@ DECLARE
 BEGIN
   IF n > 0 THEN
     parent_table := '@extschema@.ltv_pending'::regclass; action := 'compact'; partition_name := NULL;
-    detail := format('%s pending ledger rows folded', n);
+    detail := format('pending rows folded into the ledger: %s', n);
     RETURN NEXT;
   END IF;
 END
