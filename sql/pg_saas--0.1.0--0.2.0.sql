@@ -4558,7 +4558,7 @@ BEGIN
   INSERT INTO @extschema@.ltv_ledger_compacted AS l (tenant_id, source_id, customer_id, currency)
   SELECT k.tenant_id, k.source_id, k.customer_id, k.currency
   FROM unnest(p_sources, p_tenants, p_customers, p_currencies) AS k(source_id, tenant_id, customer_id, currency)
-  ORDER BY 2, 3, 4, 1
+  ORDER BY 1, 3, 4, 2
   ON CONFLICT (tenant_id, customer_id, currency, source_id) DO NOTHING;
   PERFORM FROM @extschema@.ltv_ledger_compacted l
   JOIN unnest(p_sources, p_tenants, p_customers, p_currencies) AS k(source_id, tenant_id, customer_id, currency)
@@ -4644,7 +4644,9 @@ BEGIN
   IF t IS NULL THEN
     RETURN n;
   END IF;
-  -- The series, in key order (two compactions lock rows in one order).
+  -- The series, in key order (two compactions lock rows in one order);
+  -- days left at zero go (a day may hold a part of its changes only, e.g.
+  -- an amount's change folded before the payment: it stays).
   INSERT INTO @extschema@.ltv_daily_compacted AS x (tenant_id, source_id, customer_id, currency, day, gross, refunds, payments, refund_count)
   SELECT * FROM unnest(t, so, c, cu, dy, g, rf, p, rc)
   ON CONFLICT (tenant_id, customer_id, currency, day, source_id) DO UPDATE
@@ -4653,29 +4655,22 @@ BEGIN
   DELETE FROM @extschema@.ltv_daily_compacted x
   USING unnest(t, so, c, cu, dy) AS k(tenant_id, source_id, customer_id, currency, day)
   WHERE x.tenant_id = k.tenant_id AND x.customer_id = k.customer_id AND x.currency = k.currency
-    AND x.day = k.day AND x.source_id = k.source_id AND x.payments = 0 AND x.refund_count = 0;
-  -- The ledger of customers whose deltas only add: by delta (first and
-  -- last payment can only widen).
-  INSERT INTO @extschema@.ltv_ledger_compacted AS l (tenant_id, source_id, customer_id, currency, gross, refunds, net,
-                                                     payments, refund_count, first_payment_on, last_payment_on)
-  SELECT k.tenant_id, k.source_id, k.customer_id, k.currency, sum(k.g), sum(k.rf), sum(k.g) - sum(k.rf), sum(k.p), sum(k.rc),
-         min(k.day) FILTER (WHERE k.p > 0), max(k.day) FILTER (WHERE k.p > 0)
-  FROM unnest(t, so, c, cu, dy, g, rf, p, rc) AS k(tenant_id, source_id, customer_id, currency, day, g, rf, p, rc)
-  GROUP BY k.tenant_id, k.customer_id, k.currency, k.source_id
-  HAVING NOT bool_or(k.p < 0 OR k.rc < 0)
-  ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id
-  ON CONFLICT (tenant_id, customer_id, currency, source_id) DO UPDATE
-    SET gross = l.gross + EXCLUDED.gross, refunds = l.refunds + EXCLUDED.refunds, net = l.net + EXCLUDED.net,
-        payments = l.payments + EXCLUDED.payments, refund_count = l.refund_count + EXCLUDED.refund_count,
-        first_payment_on = LEAST(l.first_payment_on, EXCLUDED.first_payment_on),
-        last_payment_on = GREATEST(l.last_payment_on, EXCLUDED.last_payment_on);
-  -- Customers with a removal (an old row of an UPDATE or DELETE): from
-  -- their series.
-  SELECT array_agg(k.source_id), array_agg(k.tenant_id), array_agg(k.customer_id), array_agg(k.currency)
+    AND x.day = k.day AND x.source_id = k.source_id
+    AND x.payments = 0 AND x.refund_count = 0 AND x.gross = 0 AND x.refunds = 0;
+  -- The ledger of every touched customer from its compacted series. Not by
+  -- delta: concurrent compactions fold disjoint parts of the log in any
+  -- order (a deletion can be folded before the insertion it undoes), so
+  -- the compacted series may pass through days of negative counts, and
+  -- first and last payment are only right when read from the series. The
+  -- ledger rows are locked before the series is read (_ltv_ledger_refresh):
+  -- of two compactions touching a customer, the later sees the earlier.
+  SELECT array_agg(k.source_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.tenant_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.customer_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.currency ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id)
   INTO ks, kt, kc, kcu
   FROM (SELECT DISTINCT u.source_id, u.tenant_id, u.customer_id, u.currency
-        FROM unnest(t, so, c, cu, p, rc) AS u(tenant_id, source_id, customer_id, currency, p, rc)
-        WHERE u.p < 0 OR u.rc < 0) k;
+        FROM unnest(t, so, c, cu) AS u(tenant_id, source_id, customer_id, currency)) k;
   PERFORM @extschema@._ltv_ledger_refresh(ks, kt, kc, kcu);
   RETURN n;
 END
@@ -4793,10 +4788,12 @@ INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
 VALUES ('ltv', '@extschema@._ltv_partition_hook(regclass, regclass)', true);
 
 -- ATTACH and DETACH PARTITION (which run no partition hooks: see
--- partitions.sql): a tracked tree's relations get the triggers, a detached
--- one loses them. During a restore the registry is still empty when the
--- dump attaches partitions (its rows come with the data), and the dumped
--- triggers come back as they were.
+-- partitions.sql): a tracked tree's relations get the triggers on ATTACH,
+-- and any ALTER TABLE drops those of relations that left a tracked tree.
+-- Only a statement that attaches makes triggers: pg_restore's other ALTER
+-- TABLEs (constraints, after the registry's rows are back) must not make
+-- what the dump then creates. When a dump attaches partitions the registry
+-- is still empty (its rows come with the data).
 CREATE FUNCTION @extschema@._ltv_on_alter_table()
 RETURNS event_trigger
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -4812,7 +4809,7 @@ BEGIN
              FROM pg_event_trigger_ddl_commands() c
              JOIN pg_class r ON r.oid = c.objid AND r.relkind IN ('r', 'p')
              JOIN @extschema@.ltv_sources s ON s.relid = coalesce(pg_partition_root(c.objid), c.objid)
-             WHERE c.object_type = 'table'
+             WHERE c.object_type = 'table' AND current_query() ~* '\mattach\s+partition\M'
              UNION
              SELECT t.source_id FROM @extschema@._ltv_triggers() t
              JOIN @extschema@.ltv_sources s USING (source_id)
