@@ -10,11 +10,15 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 thread_local! {
-    /// Kept plans by trigger OID and source id. A source's columns never
-    /// change (re-tracking makes a new source and new triggers); table DDL
-    /// is handled by the plan cache, which re-plans a kept plan itself.
-    static PLANS: RefCell<HashMap<(pg_sys::Oid, i64), pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+    /// Kept plans by trigger OID, source id and whether the statement is
+    /// large enough to be chunked. A source's columns never change
+    /// (re-tracking makes a new source and new triggers); table DDL is
+    /// handled by the plan cache, which re-plans a kept plan itself.
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, i64, bool), pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
 }
+
+/// Changes per pending row at most, in statements that large.
+const CHUNK_ROWS: i64 = 1_000_000;
 
 fn failed(what: String) -> SaasError {
     SaasError::new(
@@ -42,8 +46,26 @@ pub(super) fn capture<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
             .map_err(|_| failed(format!("source id {one:?} is not a number")))?,
         _ => return Err(failed(format!("{} arguments", args.len()))),
     };
-    // SAFETY: fields of the TriggerData PostgreSQL passed for this call.
-    let (tgoid, relid) = unsafe { ((*td.tg_trigger).tgoid, (*td.tg_relation).rd_id) };
+    // SAFETY: fields of the TriggerData PostgreSQL passed for this call;
+    // the transition tables are NULL or this event's tuplestores.
+    let (tgoid, relid, rows) = unsafe {
+        let count = |t: *mut pg_sys::Tuplestorestate| {
+            if t.is_null() {
+                0
+            } else {
+                pg_sys::tuplestore_tuple_count(t)
+            }
+        };
+        (
+            (*td.tg_trigger).tgoid,
+            (*td.tg_relation).rd_id,
+            count(td.tg_oldtable) + count(td.tg_newtable),
+        )
+    };
+    // Over a million changes: one pending row per tenant and million rows,
+    // so that no array nears the 1 GB limit of a value.
+    let chunked = rows > CHUNK_ROWS;
+    let key = (tgoid, source, chunked);
     // SAFETY: SPI is connected here and finished below on every path that
     // returns (an ERROR aborts the transaction, which cleans SPI up); the
     // trigger data is this call's; plans are prepared with the two types
@@ -56,9 +78,9 @@ pub(super) fn capture<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
             if pg_sys::SPI_register_trigger_data(std::ptr::from_ref(td).cast_mut()) != pg_sys::SPI_OK_TD_REGISTER as i32 {
                 return Err(failed("the transition tables could not be registered".into()));
             }
-            let mut plan = PLANS.with(|p| p.borrow().get(&(tgoid, source)).copied()).unwrap_or(std::ptr::null_mut());
+            let mut plan = PLANS.with(|p| p.borrow().get(&key).copied()).unwrap_or(std::ptr::null_mut());
             if plan.is_null() {
-                let q = CString::new(format!("SELECT saas._ltv_capture_sql({source}, '{op}')"))
+                let q = CString::new(format!("SELECT saas._ltv_capture_sql({source}, '{op}', {chunked})"))
                     .map_err(|e| failed(e.to_string()))?;
                 if pg_sys::SPI_execute(q.as_ptr(), true, 1) != pg_sys::SPI_OK_SELECT as i32
                     || pg_sys::SPI_processed != 1
@@ -77,7 +99,7 @@ pub(super) fn capture<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
                 if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
                     return Err(failed(format!("could not prepare {}", sql.to_string_lossy())));
                 }
-                PLANS.with(|p| p.borrow_mut().insert((tgoid, source), plan));
+                PLANS.with(|p| p.borrow_mut().insert(key, plan));
             }
             let mut values = [pg_sys::Datum::from(source), pg_sys::Datum::from(relid)];
             let nulls = [b' ' as std::ffi::c_char; 2];
