@@ -539,15 +539,20 @@ $$;
 COMMENT ON FUNCTION @extschema@.ltv_compact(regclass) IS
   'Folds the pending changes of one tracked table (NULL: all) into the compacted ledger and daily series; returns the pending rows folded. Reads are exact before and after; run_maintenance runs it.';
 
--- run_maintenance's full pass compacts every source.
+-- run_maintenance's full pass compacts every source, after giving every
+-- relation of each tracked tree its triggers (a partition another tool
+-- attached from inside a function, which the ATTACH event trigger cannot
+-- tell from a restore's ALTER TABLE, gets them here).
 CREATE FUNCTION @extschema@._ltv_maintenance(p_now timestamptz)
 RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  n bigint := @extschema@.ltv_compact(NULL);
+  n bigint;
 BEGIN
+  PERFORM @extschema@._ltv_sync_triggers(s.source_id) FROM @extschema@.ltv_sources s ORDER BY s.source_id;
+  n := @extschema@.ltv_compact(NULL);
   IF n > 0 THEN
     parent_table := '@extschema@.ltv_pending'::regclass; action := 'compact'; partition_name := NULL;
     detail := format('pending rows folded into the ledger: %s', n);

@@ -189,9 +189,23 @@ FROM saas.ltv_reconcile('ltv_test.payments');
 DROP TABLE ltv_test.payments_2026_05, ltv_test.before_compaction;
 DELETE FROM ltv_test.payments WHERE customer IN ('erin', 'gina');
 DROP TABLE ltv_test.payments_2026_04;
+-- A partition attached from inside a function (as pg_partman does): the
+-- event trigger cannot tell it from a restore's ALTER TABLE, so the next
+-- run_maintenance gives it the triggers.
+CREATE FUNCTION ltv_test.attach_june() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  CREATE TABLE ltv_test.payments_2026_06 (LIKE ltv_test.payments INCLUDING DEFAULTS);
+  ALTER TABLE ltv_test.payments ATTACH PARTITION ltv_test.payments_2026_06 FOR VALUES FROM ('2026-06-01') TO ('2026-07-01');
+END
+$$;
+SELECT ltv_test.attach_june();
+SELECT count(*) AS june_triggers FROM pg_trigger WHERE tgrelid = 'ltv_test.payments_2026_06'::regclass AND tgname LIKE 'saas_ltv%';
 -- run_maintenance compacts (its ltv task)
 SELECT action, detail FROM saas.run_maintenance() WHERE parent_table = 'saas.ltv_pending'::regclass;
 SELECT count(*) AS pending_left FROM saas.ltv_pending;
+SELECT count(*) AS june_triggers FROM pg_trigger WHERE tgrelid = 'ltv_test.payments_2026_06'::regclass AND tgname LIKE 'saas_ltv%';
+DROP TABLE ltv_test.payments_2026_06;
+DROP FUNCTION ltv_test.attach_june();
 
 -- ---------------------------------------------------------------------------
 -- The summary (lifetimes' definitions) for the tenant's admins
