@@ -171,49 +171,8 @@ async fn concurrent_mixed_dml_leaves_the_ledger_equal_to_a_recomputation() {
         w.await.unwrap();
     }
 
-    let mismatches = admin
-        .query(
-            &format!("SELECT r::text FROM saas.ltv_reconcile('{schema}.payments') r"),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "ledger differs from the recomputation: {:?}",
-        mismatches
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    );
-    // Independently of ltv_reconcile: the ledger against a GROUP BY.
-    let diff: i64 = admin
-        .query_one(
-            &format!(
-                "WITH want AS (
-                   SELECT tenant_id, customer_id, 'XXX'::text AS currency,
-                          sum(amount) FILTER (WHERE kind <> 'refund') AS gross,
-                          coalesce(sum(abs(amount)) FILTER (WHERE kind = 'refund'), 0) AS refunds,
-                          count(*) FILTER (WHERE kind <> 'refund') AS payments,
-                          min((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS f,
-                          max((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS l
-                   FROM {schema}.payments GROUP BY 1, 2),
-                 have AS (SELECT l.tenant_id, l.customer_id, l.currency, nullif(l.gross, 0) AS gross, l.refunds, l.payments,
-                                 l.first_payment_on AS f, l.last_payment_on AS l
-                          FROM saas.ltv_ledger l JOIN saas.ltv_sources s USING (source_id)
-                          WHERE s.relid = '{schema}.payments'::regclass)
-                 SELECT count(*) FROM want w FULL JOIN have h USING (tenant_id, customer_id, currency)
-                 WHERE (w.gross, w.refunds, w.payments, w.f, w.l) IS DISTINCT FROM (h.gross, h.refunds, h.payments, h.f, h.l)"
-            ),
-            &[],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("compare: {}", pg_err(&e)))
-        .get(0);
-    assert_eq!(
-        diff, 0,
-        "ledger rows differ from a GROUP BY of the payments"
-    );
+    // ltv_reconcile finds nothing, and a GROUP BY of the payments agrees.
+    assert_ledger_exact(&admin, schema).await;
     let rows: i64 = admin
         .query_one(&format!("SELECT count(*) FROM {schema}.payments"), &[])
         .await
@@ -294,7 +253,10 @@ async fn assert_ledger_exact(admin: &Client, schema: &str) {
         .await
         .unwrap_or_else(|e| panic!("compare: {}", pg_err(&e)))
         .get(0);
-    assert_eq!(diff, 0, "ledger rows differ from a GROUP BY of the payments");
+    assert_eq!(
+        diff, 0,
+        "ledger rows differ from a GROUP BY of the payments"
+    );
 }
 
 #[tokio::test]
@@ -372,7 +334,10 @@ async fn compactions_racing_writers_and_each_other_leave_the_ledger_exact() {
     }
     assert!(folded > 0, "the compactions folded nothing");
     admin
-        .query_one(&format!("SELECT saas.ltv_compact('{schema}.payments')"), &[])
+        .query_one(
+            &format!("SELECT saas.ltv_compact('{schema}.payments')"),
+            &[],
+        )
         .await
         .unwrap();
     let pending: i64 = admin
@@ -383,7 +348,10 @@ async fn compactions_racing_writers_and_each_other_leave_the_ledger_exact() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(pending, 0, "a compaction after the writers left pending rows");
+    assert_eq!(
+        pending, 0,
+        "a compaction after the writers left pending rows"
+    );
     assert_ledger_exact(&admin, schema).await;
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))

@@ -75,13 +75,21 @@ pub(super) fn capture<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
             return Err(failed("SPI_connect failed".into()));
         }
         let result = (|| -> SaasResult<()> {
-            if pg_sys::SPI_register_trigger_data(std::ptr::from_ref(td).cast_mut()) != pg_sys::SPI_OK_TD_REGISTER as i32 {
-                return Err(failed("the transition tables could not be registered".into()));
+            if pg_sys::SPI_register_trigger_data(std::ptr::from_ref(td).cast_mut())
+                != pg_sys::SPI_OK_TD_REGISTER as i32
+            {
+                return Err(failed(
+                    "the transition tables could not be registered".into(),
+                ));
             }
-            let mut plan = PLANS.with(|p| p.borrow().get(&key).copied()).unwrap_or(std::ptr::null_mut());
+            let mut plan = PLANS
+                .with(|p| p.borrow().get(&key).copied())
+                .unwrap_or(std::ptr::null_mut());
             if plan.is_null() {
-                let q = CString::new(format!("SELECT saas._ltv_capture_sql({source}, '{op}', {chunked})"))
-                    .map_err(|e| failed(e.to_string()))?;
+                let q = CString::new(format!(
+                    "SELECT saas._ltv_capture_sql({source}, '{op}', {chunked})"
+                ))
+                .map_err(|e| failed(e.to_string()))?;
                 if pg_sys::SPI_execute(q.as_ptr(), true, 1) != pg_sys::SPI_OK_SELECT as i32
                     || pg_sys::SPI_processed != 1
                     || pg_sys::SPI_tuptable.is_null()
@@ -97,7 +105,10 @@ pub(super) fn capture<'a>(trigger: &'a pgrx::PgTrigger<'a>) -> SaasResult<()> {
                 let mut types = [pg_sys::INT8OID, pg_sys::REGCLASSOID];
                 plan = pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
                 if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-                    return Err(failed(format!("could not prepare {}", sql.to_string_lossy())));
+                    return Err(failed(format!(
+                        "could not prepare {}",
+                        sql.to_string_lossy()
+                    )));
                 }
                 PLANS.with(|p| p.borrow_mut().insert(key, plan));
             }
