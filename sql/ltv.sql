@@ -378,11 +378,43 @@ AS $$
 DECLARE
   s @extschema@.ltv_sources;
   rows_sql text;
+  refund text;
+  sgn text;
+  head text;
 BEGIN
   SELECT * INTO STRICT s FROM @extschema@.ltv_sources WHERE source_id = p_source;
   IF op NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
     RAISE EXCEPTION 'saas._ltv_capture_sql: unknown operation %', op
       USING ERRCODE = 'invalid_parameter_value', HINT = 'INSERT, UPDATE or DELETE.';
+  END IF;
+  IF op IN ('INSERT', 'DELETE') THEN
+    -- One refund test and one composite per row (the generic columns of
+    -- _ltv_changes_sql would test it four times).
+    refund := CASE WHEN s.kind_column IS NULL THEN format('r.%I < 0', s.amount_column)
+                   ELSE format('coalesce(r.%I::text = ANY (%L::text[]), false)', s.kind_column, s.refund_kinds) END;
+    sgn := CASE op WHEN 'DELETE' THEN '-' ELSE '' END;
+    head := format('r.%I::text, %s, %s', s.customer_column,
+                   CASE WHEN s.currency_column IS NULL THEN format('%L::text', s.default_currency)
+                        ELSE format('coalesce(r.%I::text, %L)', s.currency_column, s.default_currency) END,
+                   CASE s.occurred_at_type
+                     WHEN 'timestamptz' THEN format('(r.%I AT TIME ZONE ''UTC'')::date', s.occurred_at_column)
+                     ELSE format('r.%I::date', s.occurred_at_column) END);
+    RETURN format(
+      'INSERT INTO @extschema@.ltv_pending (tenant_id, source_id, deltas)
+       SELECT r.%1$I, $1, array_agg(CASE WHEN %2$s
+                                         THEN ROW(%3$s, 0, %4$sabs(r.%5$I::numeric), 0, %4$s1)::@extschema@.ltv_delta
+                                         ELSE ROW(%3$s, %4$sr.%5$I::numeric, 0, %4$s1, 0)::@extschema@.ltv_delta END)
+       FROM (%6$s) r
+       WHERE r.%1$I IS NOT NULL AND r.%7$I IS NOT NULL AND r.%5$I IS NOT NULL AND r.%8$I IS NOT NULL
+         AND EXISTS (SELECT FROM @extschema@.ltv_sources s
+                     WHERE s.source_id = $1 AND s.relid = coalesce(pg_catalog.pg_partition_root($2), $2))
+       GROUP BY r.%1$I%9$s',
+      s.tenant_column, refund, head, sgn, s.amount_column,
+      CASE WHEN chunked THEN format('SELECT t.*, row_number() OVER () / 1000000 AS ltv_chunk FROM %s t',
+                                    CASE op WHEN 'INSERT' THEN 'ltv_new' ELSE 'ltv_old' END)
+           ELSE format('SELECT * FROM %s', CASE op WHEN 'INSERT' THEN 'ltv_new' ELSE 'ltv_old' END) END,
+      s.customer_column, s.occurred_at_column,
+      CASE WHEN chunked THEN ', r.ltv_chunk' ELSE '' END);
   END IF;
   rows_sql := @extschema@._ltv_changes_sql(s, op);
   IF op = 'UPDATE' THEN
