@@ -105,6 +105,9 @@ CREATE TABLE @extschema@.ltv_pending (
   deltas     @extschema@.ltv_delta[]      NOT NULL
 );
 CREATE INDEX ltv_pending_tenant ON @extschema@.ltv_pending (tenant_id, source_id);
+-- Without a key, a publication FOR ALL TABLES would refuse compaction's
+-- DELETE; the whole old row identifies it (WAL for compaction only).
+ALTER TABLE @extschema@.ltv_pending REPLICA IDENTITY FULL;
 COMMENT ON TABLE @extschema@.ltv_pending IS
   'Changes of tracked payments tables not yet folded into the compacted ledger: one row per statement, tenant and source, appended by the statement triggers and removed by saas.ltv_compact().';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_pending', '');
