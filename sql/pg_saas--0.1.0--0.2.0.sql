@@ -4804,6 +4804,10 @@ CREATE FUNCTION @extschema@."retention_risk"(
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'retention_risk_with_rules_wrapper';
+CREATE FUNCTION @extschema@."_ltv_capture"()
+RETURNS TRIGGER
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_ltv_capture_wrapper';
 
 -- pg_saas ltv: an incremental per-customer ledger on payments tables, the
 -- lifetimes-style summary, SaaS revenue metrics and cohorts, retention-risk
@@ -4845,8 +4849,28 @@ VALUES ('ltv_sources', 'relid', 'ltv');
 -- ---------------------------------------------------------------------------
 -- The ledger and the daily series (tenant tables, forced RLS, Citus-ready).
 -- Money is numeric. Refunds are kept positive; net = gross - refunds.
+--
+-- Writers only append: the statement triggers add one row per statement
+-- and tenant to ltv_pending (the statement's changes as signed deltas).
+-- saas.ltv_compact() (run_maintenance's ltv task) folds pending rows into
+-- the compacted series and ledger. Readers use the views ltv_daily and
+-- ltv_ledger: compacted + pending, so every read is exact at every commit,
+-- READ ONLY transactions included.
 -- ---------------------------------------------------------------------------
-CREATE TABLE @extschema@.ltv_daily (
+-- One change of a statement: a customer-day's signed amounts and counts.
+CREATE TYPE @extschema@.ltv_delta AS (
+  customer_id   text,
+  currency      text,
+  day           date,
+  gross         numeric,
+  refunds       numeric,
+  payments      bigint,
+  refund_count  bigint
+);
+COMMENT ON TYPE @extschema@.ltv_delta IS
+  'One change of a payments statement for saas.ltv_pending: customer, currency, UTC day, gross and refunds (signed: an old row of an UPDATE or DELETE counts negative), payment and refund counts (signed).';
+
+CREATE TABLE @extschema@.ltv_daily_compacted (
   tenant_id     uuid    NOT NULL,
   source_id     bigint  NOT NULL,
   customer_id   text    NOT NULL,
@@ -4858,13 +4882,13 @@ CREATE TABLE @extschema@.ltv_daily (
   refund_count  bigint  NOT NULL DEFAULT 0,
   -- customer, currency, day order: the summary, cohorts and health read a
   -- tenant's series in key order and aggregate it without sorting.
-  CONSTRAINT ltv_daily_pkey PRIMARY KEY (tenant_id, customer_id, currency, day, source_id)
+  CONSTRAINT ltv_daily_compacted_pkey PRIMARY KEY (tenant_id, customer_id, currency, day, source_id)
 );
-COMMENT ON TABLE @extschema@.ltv_daily IS
-  'Per tenant, source, customer, currency and UTC day: payments and refunds, kept by the triggers of saas.ltv_track() in the same transaction as every change.';
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_daily', '');
+COMMENT ON TABLE @extschema@.ltv_daily_compacted IS
+  'The compacted part of saas.ltv_daily (read the view): per tenant, source, customer, currency and UTC day, payments and refunds folded in by saas.ltv_compact().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_daily_compacted', '');
 
-CREATE TABLE @extschema@.ltv_ledger (
+CREATE TABLE @extschema@.ltv_ledger_compacted (
   tenant_id         uuid    NOT NULL,
   source_id         bigint  NOT NULL,
   customer_id       text    NOT NULL,
@@ -4876,11 +4900,28 @@ CREATE TABLE @extschema@.ltv_ledger (
   refund_count      bigint  NOT NULL DEFAULT 0,
   first_payment_on  date,
   last_payment_on   date,
-  CONSTRAINT ltv_ledger_pkey PRIMARY KEY (tenant_id, customer_id, currency, source_id)
+  CONSTRAINT ltv_ledger_compacted_pkey PRIMARY KEY (tenant_id, customer_id, currency, source_id)
 );
-COMMENT ON TABLE @extschema@.ltv_ledger IS
-  'Per tenant, source, customer and currency: gross, refunds, net, payment count, first and last payment day (UTC), kept by the triggers of saas.ltv_track().';
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_ledger', '');
+COMMENT ON TABLE @extschema@.ltv_ledger_compacted IS
+  'The compacted part of saas.ltv_ledger (read the view): per tenant, source, customer and currency, totals and first and last payment day folded in by saas.ltv_compact().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_ledger_compacted', '');
+
+-- Append-only: one row per statement, tenant and source (a statement's
+-- deltas of one tenant in one array; very large statements in chunks of a
+-- million). No key: rows are taken by ctid (FOR UPDATE SKIP LOCKED), and
+-- the index serves the readers' tenant filter.
+CREATE TABLE @extschema@.ltv_pending (
+  tenant_id  uuid                         NOT NULL,
+  source_id  bigint                       NOT NULL,
+  deltas     @extschema@.ltv_delta[]      NOT NULL
+);
+CREATE INDEX ltv_pending_tenant ON @extschema@.ltv_pending (tenant_id, source_id);
+-- Without a key, a publication FOR ALL TABLES would refuse compaction's
+-- DELETE; the whole old row identifies it (WAL for compaction only).
+ALTER TABLE @extschema@.ltv_pending REPLICA IDENTITY FULL;
+COMMENT ON TABLE @extschema@.ltv_pending IS
+  'Changes of tracked payments tables not yet folded into the compacted ledger: one row per statement, tenant and source, appended by the statement triggers and removed by saas.ltv_compact().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ltv_pending', '');
 
 -- Per tenant, versioned retention-risk rules (the seed's when a tenant has none).
 CREATE TABLE @extschema@.retention_risk_settings (
@@ -4902,13 +4943,75 @@ DO $rls$
 DECLARE
   rel regclass;
 BEGIN
-  FOREACH rel IN ARRAY ARRAY['@extschema@.ltv_daily'::regclass, '@extschema@.ltv_ledger'::regclass,
-                             '@extschema@.retention_risk_settings'::regclass] LOOP
+  FOREACH rel IN ARRAY ARRAY['@extschema@.ltv_daily_compacted'::regclass, '@extschema@.ltv_ledger_compacted'::regclass,
+                             '@extschema@.ltv_pending'::regclass, '@extschema@.retention_risk_settings'::regclass] LOOP
     PERFORM @extschema@._tenancy_apply(rel, 'tenant_id', set_default => false);
     EXECUTE format('CREATE POLICY saas_ltv_admin_read ON %s AS RESTRICTIVE FOR SELECT USING ((SELECT @extschema@.has_role(''admin'')))', rel);
   END LOOP;
 END
 $rls$;
+
+-- What readers see: compacted + pending, exact at every commit. Views run
+-- as the caller (security_invoker), so the tables' RLS applies. The rows of
+-- the series before summing (internal: the summary, cohorts and health
+-- aggregate them themselves).
+CREATE VIEW @extschema@._ltv_daily_rows WITH (security_invoker = true) AS
+  SELECT c.tenant_id, c.source_id, c.customer_id, c.currency, c.day, c.gross, c.refunds, c.payments, c.refund_count
+  FROM @extschema@.ltv_daily_compacted c
+  UNION ALL
+  SELECT p.tenant_id, p.source_id, d.customer_id, d.currency, d.day, d.gross, d.refunds, d.payments, d.refund_count
+  FROM @extschema@.ltv_pending p CROSS JOIN LATERAL unnest(p.deltas) d;
+
+CREATE VIEW @extschema@.ltv_daily WITH (security_invoker = true) AS
+  SELECT r.tenant_id, r.source_id, r.customer_id, r.currency, r.day, sum(r.gross) AS gross, sum(r.refunds) AS refunds,
+         sum(r.payments)::bigint AS payments, sum(r.refund_count)::bigint AS refund_count
+  FROM @extschema@._ltv_daily_rows r
+  GROUP BY r.tenant_id, r.customer_id, r.currency, r.day, r.source_id
+  HAVING sum(r.payments) <> 0 OR sum(r.refund_count) <> 0;
+COMMENT ON VIEW @extschema@.ltv_daily IS
+  'Per tenant, source, customer, currency and UTC day: gross, refunds, payment count, refund count; kept by the triggers of saas.ltv_track() (compacted + pending, exact at every commit).';
+
+-- First and last payment day: the compacted row's, unless the customer has
+-- pending deltas; then from its series, compacted and pending, read for
+-- those customers only (set-based: a join, not a lookup per customer).
+CREATE VIEW @extschema@.ltv_ledger WITH (security_invoker = true) AS
+  SELECT l.tenant_id, l.source_id, l.customer_id, l.currency, l.gross, l.refunds, l.gross - l.refunds AS net,
+         l.payments, l.refund_count,
+         CASE WHEN l.has_pending THEN s.first_on ELSE l.first_on END AS first_payment_on,
+         CASE WHEN l.has_pending THEN s.last_on ELSE l.last_on END AS last_payment_on
+  FROM (
+    SELECT u.tenant_id, u.source_id, u.customer_id, u.currency, sum(u.gross) AS gross, sum(u.refunds) AS refunds,
+           sum(u.payments)::bigint AS payments, sum(u.refund_count)::bigint AS refund_count,
+           min(u.first_on) AS first_on, max(u.last_on) AS last_on, bool_or(u.pending) AS has_pending
+    FROM (
+      SELECT c.tenant_id, c.source_id, c.customer_id, c.currency, c.gross, c.refunds, c.payments, c.refund_count,
+             c.first_payment_on AS first_on, c.last_payment_on AS last_on, false AS pending
+      FROM @extschema@.ltv_ledger_compacted c
+      UNION ALL
+      SELECT p.tenant_id, p.source_id, d.customer_id, d.currency, d.gross, d.refunds, d.payments, d.refund_count,
+             NULL::date, NULL::date, true
+      FROM @extschema@.ltv_pending p CROSS JOIN LATERAL unnest(p.deltas) d) u
+    GROUP BY u.tenant_id, u.customer_id, u.currency, u.source_id
+    HAVING sum(u.payments) <> 0 OR sum(u.refund_count) <> 0) l
+  LEFT JOIN (
+    SELECT x.tenant_id, x.source_id, x.customer_id, x.currency,
+           min(x.day) FILTER (WHERE x.payments > 0) AS first_on, max(x.day) FILTER (WHERE x.payments > 0) AS last_on
+    FROM (
+      SELECT y.tenant_id, y.source_id, y.customer_id, y.currency, y.day, sum(y.payments) AS payments
+      FROM (
+        SELECT p.tenant_id, p.source_id, d.customer_id, d.currency, d.day, d.payments
+        FROM @extschema@.ltv_pending p CROSS JOIN LATERAL unnest(p.deltas) d
+        UNION ALL
+        SELECT c.tenant_id, c.source_id, c.customer_id, c.currency, c.day, c.payments
+        FROM @extschema@.ltv_daily_compacted c
+        WHERE EXISTS (SELECT FROM @extschema@.ltv_pending p CROSS JOIN LATERAL unnest(p.deltas) d
+                      WHERE p.tenant_id = c.tenant_id AND p.source_id = c.source_id
+                        AND d.customer_id = c.customer_id AND d.currency = c.currency)) y
+      GROUP BY y.tenant_id, y.customer_id, y.currency, y.source_id, y.day) x
+    GROUP BY x.tenant_id, x.customer_id, x.currency, x.source_id) s
+    ON s.tenant_id = l.tenant_id AND s.customer_id = l.customer_id AND s.currency = l.currency AND s.source_id = l.source_id;
+COMMENT ON VIEW @extschema@.ltv_ledger IS
+  'Per tenant, source, customer and currency: gross, refunds, net, payment count, first and last payment day (UTC); kept by the triggers of saas.ltv_track() (compacted + pending, exact at every commit).';
 
 -- Subscriptions tables registered by saas.ltv_track_subscriptions (global).
 CREATE TABLE @extschema@.ltv_subscription_sources (
@@ -5014,7 +5117,9 @@ END
 $$;
 
 -- The changes of one statement, one row per source row (+1 new, -1 old),
--- as SQL over the transition tables ltv_new / ltv_old.
+-- as SQL over the transition tables ltv_new / ltv_old. The sign is written
+-- into the expressions where it is fixed (INSERT, DELETE, the whole table):
+-- a numeric multiplication per row costs the trigger measurably.
 CREATE FUNCTION @extschema@._ltv_changes_sql(s @extschema@.ltv_sources, op text)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -5024,13 +5129,25 @@ DECLARE
   rows_sql text;
   day_expr text;
   refund_expr text;
+  amount_expr text;
+  refund_amount_expr text;
+  count_expr text;
 BEGIN
   rows_sql := CASE op
-    WHEN 'INSERT' THEN 'SELECT n.*, 1 AS ltv_sign FROM ltv_new n'
-    WHEN 'DELETE' THEN 'SELECT o.*, -1 AS ltv_sign FROM ltv_old o'
+    WHEN 'INSERT' THEN 'SELECT n.* FROM ltv_new n'
+    WHEN 'DELETE' THEN 'SELECT o.* FROM ltv_old o'
     WHEN 'UPDATE' THEN 'SELECT n.*, 1 AS ltv_sign FROM ltv_new n UNION ALL SELECT o.*, -1 FROM ltv_old o'
     -- reconcile / rebuild: the whole table
-    ELSE format('SELECT t.*, 1 AS ltv_sign FROM %s t', s.relid) END;
+    ELSE format('SELECT t.* FROM %s t', s.relid) END;
+  amount_expr := CASE op
+    WHEN 'UPDATE' THEN format('r.%I::numeric * r.ltv_sign', s.amount_column)
+    WHEN 'DELETE' THEN format('-(r.%I::numeric)', s.amount_column)
+    ELSE format('r.%I::numeric', s.amount_column) END;
+  refund_amount_expr := CASE op
+    WHEN 'UPDATE' THEN format('abs(r.%I::numeric) * r.ltv_sign', s.amount_column)
+    WHEN 'DELETE' THEN format('-abs(r.%I::numeric)', s.amount_column)
+    ELSE format('abs(r.%I::numeric)', s.amount_column) END;
+  count_expr := CASE op WHEN 'UPDATE' THEN 'r.ltv_sign' WHEN 'DELETE' THEN '-1' ELSE '1' END;
   day_expr := CASE s.occurred_at_type
     WHEN 'timestamptz' THEN format('(r.%I AT TIME ZONE ''UTC'')::date', s.occurred_at_column)
     ELSE format('r.%I::date', s.occurred_at_column) END;
@@ -5038,91 +5155,106 @@ BEGIN
                       ELSE format('coalesce(r.%I::text = ANY (%L::text[]), false)', s.kind_column, s.refund_kinds) END;
   RETURN format(
     'SELECT r.%I AS tenant_id, r.%I::text AS customer_id, %s AS currency, %s AS day,
-            CASE WHEN %s THEN 0 ELSE r.%I::numeric * r.ltv_sign END AS gross,
-            CASE WHEN %s THEN abs(r.%I::numeric) * r.ltv_sign ELSE 0 END AS refunds,
-            CASE WHEN %s THEN 0 ELSE r.ltv_sign END AS payments,
-            CASE WHEN %s THEN r.ltv_sign ELSE 0 END AS refund_count
+            CASE WHEN %s THEN 0 ELSE %s END AS gross,
+            CASE WHEN %s THEN %s ELSE 0 END AS refunds,
+            CASE WHEN %s THEN 0 ELSE %s END AS payments,
+            CASE WHEN %s THEN %s ELSE 0 END AS refund_count
      FROM (%s) r
      WHERE r.%I IS NOT NULL AND r.%I IS NOT NULL AND r.%I IS NOT NULL AND r.%I IS NOT NULL',
     s.tenant_column, s.customer_column,
     CASE WHEN s.currency_column IS NULL THEN format('%L::text', s.default_currency)
          ELSE format('coalesce(r.%I::text, %L)', s.currency_column, s.default_currency) END,
     day_expr,
-    refund_expr, s.amount_column, refund_expr, s.amount_column, refund_expr, refund_expr,
+    refund_expr, amount_expr,
+    refund_expr, refund_amount_expr,
+    refund_expr, count_expr, refund_expr, count_expr,
     rows_sql,
     s.tenant_column, s.customer_column, s.amount_column, s.occurred_at_column);
 END
 $$;
 
--- The statement trigger of a tracked table (AFTER INSERT / UPDATE / DELETE,
--- FOR EACH STATEMENT, transition tables ltv_new / ltv_old). One grouped
--- upsert of the daily series per statement; for an INSERT the ledger in the
--- same statement, otherwise the ledger of the touched customers recomputed
--- from their series (first and last payment cannot be subtracted).
-CREATE FUNCTION @extschema@._ltv_apply()
-RETURNS trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+-- The SQL the statement trigger saas._ltv_capture (Rust, src/ltv/capture.rs)
+-- prepares once per trigger and backend and keeps: one INSERT of the
+-- statement's changes into ltv_pending, one row per tenant, an UPDATE's
+-- changes summed per customer-day first (rows whose ledger values did not
+-- change leave nothing). chunked (statements of over a million rows, so no
+-- array nears the 1 GB limit of a value): one row per tenant and million
+-- rows (a window function, which would cost small statements a third of
+-- the trigger's time). $1 is the source, $2 the
+-- relation the trigger is on: a partition that is no longer in the
+-- source's tree (detached) counts nothing, nor does a source untracked in
+-- this transaction.
+CREATE FUNCTION @extschema@._ltv_capture_sql(p_source bigint, op text, chunked boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   s @extschema@.ltv_sources;
-  ch text;
-  tenants uuid[];
-  customers text[];
-  currencies text[];
+  rows_sql text;
+  refund text;
+  sgn text;
+  head text;
 BEGIN
-  SELECT * INTO s FROM @extschema@.ltv_sources WHERE source_id = TG_ARGV[0]::bigint;
-  IF NOT FOUND THEN
-    RETURN NULL; -- untracked in this transaction; the trigger goes with it
+  SELECT * INTO STRICT s FROM @extschema@.ltv_sources WHERE source_id = p_source;
+  IF op NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
+    RAISE EXCEPTION 'saas._ltv_capture_sql: unknown operation %', op
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'INSERT, UPDATE or DELETE.';
   END IF;
-  ch := @extschema@._ltv_changes_sql(s, TG_OP);
-  IF TG_OP = 'INSERT' THEN
-    EXECUTE format(
-      'WITH ch AS (%s),
-       d AS (SELECT tenant_id, customer_id, currency, day, sum(gross) g, sum(refunds) rf, sum(payments) p, sum(refund_count) rc
-             FROM ch GROUP BY 1, 2, 3, 4),
-       series AS (
-         INSERT INTO @extschema@.ltv_daily AS t (tenant_id, source_id, customer_id, currency, day, gross, refunds, payments, refund_count)
-         SELECT tenant_id, $1, customer_id, currency, day, g, rf, p, rc FROM d ORDER BY 1, 3, 4, 5
-         ON CONFLICT (tenant_id, source_id, customer_id, currency, day) DO UPDATE
-           SET gross = t.gross + EXCLUDED.gross, refunds = t.refunds + EXCLUDED.refunds,
-               payments = t.payments + EXCLUDED.payments, refund_count = t.refund_count + EXCLUDED.refund_count)
-       INSERT INTO @extschema@.ltv_ledger AS l (tenant_id, source_id, customer_id, currency, gross, refunds, net,
-                                               payments, refund_count, first_payment_on, last_payment_on)
-       SELECT tenant_id, $1, customer_id, currency, sum(g), sum(rf), sum(g) - sum(rf), sum(p), sum(rc),
-              min(day) FILTER (WHERE p > 0), max(day) FILTER (WHERE p > 0)
-       FROM d GROUP BY 1, 3, 4 ORDER BY 1, 3, 4
-       ON CONFLICT (tenant_id, source_id, customer_id, currency) DO UPDATE
-         SET gross = l.gross + EXCLUDED.gross, refunds = l.refunds + EXCLUDED.refunds, net = l.net + EXCLUDED.net,
-             payments = l.payments + EXCLUDED.payments, refund_count = l.refund_count + EXCLUDED.refund_count,
-             first_payment_on = LEAST(l.first_payment_on, EXCLUDED.first_payment_on),
-             last_payment_on = GREATEST(l.last_payment_on, EXCLUDED.last_payment_on)', ch)
-      USING s.source_id;
-    RETURN NULL;
+  IF op IN ('INSERT', 'DELETE') THEN
+    -- One refund test and one composite per row (the generic columns of
+    -- _ltv_changes_sql would test it four times).
+    refund := CASE WHEN s.kind_column IS NULL THEN format('r.%I < 0', s.amount_column)
+                   ELSE format('coalesce(r.%I::text = ANY (%L::text[]), false)', s.kind_column, s.refund_kinds) END;
+    sgn := CASE op WHEN 'DELETE' THEN '-' ELSE '' END;
+    head := format('r.%I::text, %s, %s', s.customer_column,
+                   CASE WHEN s.currency_column IS NULL THEN format('%L::text', s.default_currency)
+                        ELSE format('coalesce(r.%I::text, %L)', s.currency_column, s.default_currency) END,
+                   CASE s.occurred_at_type
+                     WHEN 'timestamptz' THEN format('(r.%I AT TIME ZONE ''UTC'')::date', s.occurred_at_column)
+                     ELSE format('r.%I::date', s.occurred_at_column) END);
+    RETURN format(
+      'INSERT INTO @extschema@.ltv_pending (tenant_id, source_id, deltas)
+       SELECT r.%1$I, $1, array_agg(CASE WHEN %2$s
+                                         THEN ROW(%3$s, 0, %4$sabs(r.%5$I::numeric), 0, %4$s1)::@extschema@.ltv_delta
+                                         ELSE ROW(%3$s, %4$sr.%5$I::numeric, 0, %4$s1, 0)::@extschema@.ltv_delta END)
+       FROM (%6$s) r
+       WHERE r.%1$I IS NOT NULL AND r.%7$I IS NOT NULL AND r.%5$I IS NOT NULL AND r.%8$I IS NOT NULL
+         AND EXISTS (SELECT FROM @extschema@.ltv_sources s
+                     WHERE s.source_id = $1 AND s.relid = coalesce(pg_catalog.pg_partition_root($2), $2))
+       GROUP BY r.%1$I%9$s',
+      s.tenant_column, refund, head, sgn, s.amount_column,
+      CASE WHEN chunked THEN format('SELECT t.*, row_number() OVER () / 1000000 AS ltv_chunk FROM %s t',
+                                    CASE op WHEN 'INSERT' THEN 'ltv_new' ELSE 'ltv_old' END)
+           ELSE format('SELECT * FROM %s', CASE op WHEN 'INSERT' THEN 'ltv_new' ELSE 'ltv_old' END) END,
+      s.customer_column, s.occurred_at_column,
+      CASE WHEN chunked THEN ', r.ltv_chunk' ELSE '' END);
   END IF;
-  -- UPDATE or DELETE: the series by delta, then the touched customers.
-  EXECUTE format(
-    'INSERT INTO @extschema@.ltv_daily AS t (tenant_id, source_id, customer_id, currency, day, gross, refunds, payments, refund_count)
-     SELECT tenant_id, $1, customer_id, currency, day, sum(gross), sum(refunds), sum(payments), sum(refund_count)
-     FROM (%s) ch GROUP BY 1, 3, 4, 5 ORDER BY 1, 3, 4, 5
-     ON CONFLICT (tenant_id, source_id, customer_id, currency, day) DO UPDATE
-       SET gross = t.gross + EXCLUDED.gross, refunds = t.refunds + EXCLUDED.refunds,
-           payments = t.payments + EXCLUDED.payments, refund_count = t.refund_count + EXCLUDED.refund_count', ch)
-    USING s.source_id;
-  EXECUTE format(
-    'SELECT array_agg(tenant_id ORDER BY tenant_id, customer_id, currency), array_agg(customer_id ORDER BY tenant_id, customer_id, currency),
-            array_agg(currency ORDER BY tenant_id, customer_id, currency)
-     FROM (SELECT DISTINCT tenant_id, customer_id, currency FROM (%s) ch) k', ch)
-    INTO tenants, customers, currencies;
-  PERFORM @extschema@._ltv_ledger_refresh(s.source_id, tenants, customers, currencies);
-  RETURN NULL;
+  rows_sql := @extschema@._ltv_changes_sql(s, op);
+  IF op = 'UPDATE' THEN
+    rows_sql := format(
+      'SELECT tenant_id, customer_id, currency, day, sum(gross) AS gross, sum(refunds) AS refunds,
+              sum(payments) AS payments, sum(refund_count) AS refund_count
+       FROM (%s) u GROUP BY 1, 2, 3, 4
+       HAVING sum(payments) <> 0 OR sum(refund_count) <> 0 OR sum(gross) <> 0 OR sum(refunds) <> 0', rows_sql);
+  END IF;
+  RETURN format(
+    'INSERT INTO @extschema@.ltv_pending (tenant_id, source_id, deltas)
+     SELECT ch.tenant_id, $1, array_agg(ROW(ch.customer_id, ch.currency, ch.day, ch.gross, ch.refunds,
+                                            ch.payments, ch.refund_count)::@extschema@.ltv_delta)
+     FROM (%s) ch
+     WHERE EXISTS (SELECT FROM @extschema@.ltv_sources s
+                   WHERE s.source_id = $1 AND s.relid = coalesce(pg_catalog.pg_partition_root($2), $2))
+     GROUP BY ch.tenant_id%s',
+    CASE WHEN chunked THEN format('SELECT c.*, row_number() OVER () / 1000000 AS chunk FROM (%s) c', rows_sql) ELSE rows_sql END,
+    CASE WHEN chunked THEN ', ch.chunk' ELSE '' END);
 END
 $$;
 
--- The ledger rows of the given customers, recomputed from their series
--- (series days left empty and ledger rows without days deleted). Runs as the caller: its callers
--- are the SECURITY DEFINER trigger above and ltv_rebuild.
-CREATE FUNCTION @extschema@._ltv_ledger_refresh(p_source bigint, p_tenants uuid[], p_customers text[], p_currencies text[])
+-- The ledger rows of the given customers (source, tenant, customer,
+-- currency), recomputed from their compacted series (ledger rows without
+-- days deleted). Runs as the caller: ltv_compact (SECURITY DEFINER).
+CREATE FUNCTION @extschema@._ltv_ledger_refresh(p_sources bigint[], p_tenants uuid[], p_customers text[], p_currencies text[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -5133,43 +5265,38 @@ BEGIN
   IF p_tenants IS NULL THEN
     RETURN 0;
   END IF;
-  DELETE FROM @extschema@.ltv_daily d
-  USING unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
-  WHERE d.tenant_id = k.tenant_id AND d.source_id = p_source AND d.customer_id = k.customer_id
-    AND d.currency = k.currency AND d.payments = 0 AND d.refund_count = 0;
   -- Lock the customers' ledger rows (made first if missing, waiting for a
-  -- writer that is making one) before reading their series: a writer that
-  -- changed a series and holds a ledger row has committed by then, and the
-  -- next statement's snapshot sees it; one that comes later adds its delta
-  -- to what is written here. Without this, a concurrent writer's change
-  -- could be overwritten (a lost update).
-  INSERT INTO @extschema@.ltv_ledger AS l (tenant_id, source_id, customer_id, currency)
-  SELECT k.tenant_id, p_source, k.customer_id, k.currency
-  FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
-  ORDER BY 1, 3, 4
-  ON CONFLICT (tenant_id, source_id, customer_id, currency) DO NOTHING;
-  PERFORM FROM @extschema@.ltv_ledger l
-  JOIN unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)
-    ON l.tenant_id = k.tenant_id AND l.source_id = p_source AND l.customer_id = k.customer_id AND l.currency = k.currency
-  ORDER BY l.tenant_id, l.customer_id, l.currency
+  -- compaction that is making one) before reading their series: a
+  -- compaction that changed a series and holds a ledger row has committed
+  -- by then, and the next statement's snapshot sees it; one that comes
+  -- later adds its delta to what is written here (no lost update).
+  INSERT INTO @extschema@.ltv_ledger_compacted AS l (tenant_id, source_id, customer_id, currency)
+  SELECT k.tenant_id, k.source_id, k.customer_id, k.currency
+  FROM unnest(p_sources, p_tenants, p_customers, p_currencies) AS k(source_id, tenant_id, customer_id, currency)
+  ORDER BY 1, 3, 4, 2
+  ON CONFLICT (tenant_id, customer_id, currency, source_id) DO NOTHING;
+  PERFORM FROM @extschema@.ltv_ledger_compacted l
+  JOIN unnest(p_sources, p_tenants, p_customers, p_currencies) AS k(source_id, tenant_id, customer_id, currency)
+    ON l.tenant_id = k.tenant_id AND l.source_id = k.source_id AND l.customer_id = k.customer_id AND l.currency = k.currency
+  ORDER BY l.tenant_id, l.customer_id, l.currency, l.source_id
   FOR UPDATE OF l;
-  WITH k AS (SELECT * FROM unnest(p_tenants, p_customers, p_currencies) AS k(tenant_id, customer_id, currency)),
+  WITH k AS (SELECT * FROM unnest(p_sources, p_tenants, p_customers, p_currencies) AS k(source_id, tenant_id, customer_id, currency)),
   agg AS (
-    SELECT k.tenant_id, k.customer_id, k.currency, sum(d.gross) AS gross, sum(d.refunds) AS refunds,
+    SELECT k.source_id, k.tenant_id, k.customer_id, k.currency, sum(d.gross) AS gross, sum(d.refunds) AS refunds,
            sum(d.payments) AS payments, sum(d.refund_count) AS refund_count,
            min(d.day) FILTER (WHERE d.payments > 0) AS first_on, max(d.day) FILTER (WHERE d.payments > 0) AS last_on
-    FROM k LEFT JOIN @extschema@.ltv_daily d
-      ON d.tenant_id = k.tenant_id AND d.source_id = p_source AND d.customer_id = k.customer_id AND d.currency = k.currency
-    GROUP BY 1, 2, 3),
+    FROM k LEFT JOIN @extschema@.ltv_daily_compacted d
+      ON d.tenant_id = k.tenant_id AND d.source_id = k.source_id AND d.customer_id = k.customer_id AND d.currency = k.currency
+    GROUP BY 1, 2, 3, 4),
   del AS (
-    DELETE FROM @extschema@.ltv_ledger l USING agg
-    WHERE agg.gross IS NULL AND l.tenant_id = agg.tenant_id AND l.source_id = p_source
+    DELETE FROM @extschema@.ltv_ledger_compacted l USING agg
+    WHERE agg.gross IS NULL AND l.tenant_id = agg.tenant_id AND l.source_id = agg.source_id
       AND l.customer_id = agg.customer_id AND l.currency = agg.currency)
-  INSERT INTO @extschema@.ltv_ledger AS l (tenant_id, source_id, customer_id, currency, gross, refunds, net,
-                                          payments, refund_count, first_payment_on, last_payment_on)
-  SELECT tenant_id, p_source, customer_id, currency, gross, refunds, gross - refunds, payments, refund_count, first_on, last_on
-  FROM agg WHERE gross IS NOT NULL ORDER BY 1, 3, 4
-  ON CONFLICT (tenant_id, source_id, customer_id, currency) DO UPDATE
+  INSERT INTO @extschema@.ltv_ledger_compacted AS l (tenant_id, source_id, customer_id, currency, gross, refunds, net,
+                                                     payments, refund_count, first_payment_on, last_payment_on)
+  SELECT tenant_id, source_id, customer_id, currency, gross, refunds, gross - refunds, payments, refund_count, first_on, last_on
+  FROM agg WHERE gross IS NOT NULL ORDER BY 1, 3, 4, 2
+  ON CONFLICT (tenant_id, customer_id, currency, source_id) DO UPDATE
     SET gross = EXCLUDED.gross, refunds = EXCLUDED.refunds, net = EXCLUDED.net, payments = EXCLUDED.payments,
         refund_count = EXCLUDED.refund_count, first_payment_on = EXCLUDED.first_payment_on,
         last_payment_on = EXCLUDED.last_payment_on;
@@ -5177,6 +5304,236 @@ BEGIN
   RETURN n;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Compaction: pending rows folded into the compacted series and ledger
+-- ---------------------------------------------------------------------------
+-- Compactions share this lock; a recomputation (ltv_track's backfill,
+-- ltv_rebuild) takes it alone, so no compaction folds deltas it has counted.
+CREATE FUNCTION @extschema@._ltv_compact_lock_key()
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN 7310480513297725713;
+
+CREATE FUNCTION @extschema@.ltv_compact(source regclass DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  sid bigint;
+  n bigint;
+  days @extschema@.ltv_daily_compacted[];
+  kt uuid[]; ks bigint[]; kc text[]; kcu text[];
+BEGIN
+  IF source IS NOT NULL THEN
+    sid := (@extschema@._ltv_source(source, 'saas.ltv_compact')).source_id;
+  END IF;
+  PERFORM pg_advisory_xact_lock_shared(@extschema@._ltv_compact_lock_key());
+  -- Take the pending rows no other compaction holds (SKIP LOCKED: two
+  -- compactions never fold one row twice), summed per customer-day, in
+  -- key order (two compactions lock rows in one order).
+  WITH taken AS (
+    DELETE FROM @extschema@.ltv_pending x
+    WHERE x.ctid = ANY (ARRAY(SELECT q.ctid FROM @extschema@.ltv_pending q
+                              WHERE sid IS NULL OR q.source_id = sid FOR UPDATE SKIP LOCKED))
+    RETURNING x.tenant_id, x.source_id, x.deltas),
+  d AS (
+    SELECT x.tenant_id, x.source_id, e.customer_id, e.currency, e.day, sum(e.gross) AS g, sum(e.refunds) AS rf,
+           sum(e.payments)::bigint AS p, sum(e.refund_count)::bigint AS rc
+    FROM taken x CROSS JOIN LATERAL unnest(x.deltas) e
+    GROUP BY 1, 2, 3, 4, 5)
+  SELECT (SELECT count(*) FROM taken),
+         array_agg(ROW(d.tenant_id, d.source_id, d.customer_id, d.currency, d.day, d.g, d.rf, d.p, d.rc)::@extschema@.ltv_daily_compacted
+                   ORDER BY d.tenant_id, d.customer_id, d.currency, d.day, d.source_id)
+  INTO n, days
+  FROM d;
+  IF days IS NULL THEN
+    RETURN n;
+  END IF;
+  -- The series; days left at zero go (a day may hold a part of its
+  -- changes only, e.g. an amount's change folded before the payment: it
+  -- stays).
+  INSERT INTO @extschema@.ltv_daily_compacted AS x
+  SELECT * FROM unnest(days)
+  ON CONFLICT (tenant_id, customer_id, currency, day, source_id) DO UPDATE
+    SET gross = x.gross + EXCLUDED.gross, refunds = x.refunds + EXCLUDED.refunds,
+        payments = x.payments + EXCLUDED.payments, refund_count = x.refund_count + EXCLUDED.refund_count;
+  DELETE FROM @extschema@.ltv_daily_compacted x
+  USING unnest(days) k
+  WHERE x.tenant_id = k.tenant_id AND x.customer_id = k.customer_id AND x.currency = k.currency
+    AND x.day = k.day AND x.source_id = k.source_id
+    AND x.payments = 0 AND x.refund_count = 0 AND x.gross = 0 AND x.refunds = 0;
+  -- The ledger of every touched customer from its compacted series. Not by
+  -- delta: concurrent compactions fold disjoint parts of the log in any
+  -- order (a deletion can be folded before the insertion it undoes), so
+  -- the compacted series may pass through days of negative counts, and
+  -- first and last payment are only right when read from the series. The
+  -- ledger rows are locked before the series is read (_ltv_ledger_refresh):
+  -- of two compactions touching a customer, the later sees the earlier.
+  SELECT array_agg(k.source_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.tenant_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.customer_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+         array_agg(k.currency ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id)
+  INTO ks, kt, kc, kcu
+  FROM (SELECT DISTINCT u.source_id, u.tenant_id, u.customer_id, u.currency FROM unnest(days) u) k;
+  PERFORM @extschema@._ltv_ledger_refresh(ks, kt, kc, kcu);
+  RETURN n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.ltv_compact(regclass) IS
+  'Folds the pending changes of one tracked table (NULL: all) into the compacted ledger and daily series; returns the pending rows folded. Reads are exact before and after; run_maintenance runs it.';
+
+-- run_maintenance's full pass compacts every source, after giving every
+-- relation of each tracked tree its triggers (a partition another tool
+-- attached from inside a function, which the ATTACH event trigger cannot
+-- tell from a restore's ALTER TABLE, gets them here).
+CREATE FUNCTION @extschema@._ltv_maintenance(p_now timestamptz)
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  n bigint;
+BEGIN
+  PERFORM @extschema@._ltv_sync_triggers(s.source_id) FROM @extschema@.ltv_sources s ORDER BY s.source_id;
+  n := @extschema@.ltv_compact(NULL);
+  IF n > 0 THEN
+    parent_table := '@extschema@.ltv_pending'::regclass; action := 'compact'; partition_name := NULL;
+    detail := format('pending rows folded into the ledger: %s', n);
+    RETURN NEXT;
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.maintenance_tasks (task, module, function_name, run_order, reports_as)
+VALUES ('ltv_compact', 'ltv', '_ltv_maintenance', 50, 'ltv_pending');
+
+-- The trigger function (declared by pgrx) reads the registry and writes the
+-- pending log as the extension's owner, whoever changes the payments.
+ALTER FUNCTION @extschema@._ltv_capture() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- The three statement triggers of one relation of a tracked table (the
+-- table, and every partition: statement triggers fire only on the table a
+-- statement names, so each relation counts its own statements once).
+CREATE FUNCTION @extschema@._ltv_create_triggers(rel regclass, p_source bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_ltv_insert') THEN
+    EXECUTE format('CREATE TRIGGER saas_ltv_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS ltv_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_capture(%L)', rel, p_source);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_ltv_update') THEN
+    EXECUTE format('CREATE TRIGGER saas_ltv_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS ltv_old NEW TABLE AS ltv_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_capture(%L)', rel, p_source);
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'saas_ltv_delete') THEN
+    EXECUTE format('CREATE TRIGGER saas_ltv_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS ltv_old
+                    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_capture(%L)', rel, p_source);
+  END IF;
+END
+$$;
+
+-- The ltv triggers there are: relation, trigger name, source.
+CREATE FUNCTION @extschema@._ltv_triggers()
+RETURNS TABLE (rel regclass, tgname name, source_id bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT g.tgrelid::regclass, g.tgname,
+         convert_from(substring(g.tgargs FROM 1 FOR position('\x00'::bytea IN g.tgargs) - 1), 'UTF8')::bigint
+  FROM pg_trigger g
+  WHERE g.tgfoid = '@extschema@._ltv_capture()'::regprocedure AND g.tgnargs = 1
+$$;
+
+-- Triggers every relation of a source's tree has; drops those of
+-- relations that left it (DETACH PARTITION) or of a source that is gone.
+CREATE FUNCTION @extschema@._ltv_sync_triggers(p_source bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  root regclass := (SELECT relid FROM @extschema@.ltv_sources WHERE source_id = p_source);
+  r record;
+BEGIN
+  FOR r IN SELECT t.rel, t.tgname FROM @extschema@._ltv_triggers() t
+           WHERE t.source_id = p_source
+             AND (root IS NULL OR coalesce(pg_partition_root(t.rel), t.rel) IS DISTINCT FROM root)
+           ORDER BY t.rel::text, t.tgname LOOP
+    EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
+  END LOOP;
+  IF root IS NOT NULL THEN
+    PERFORM @extschema@._ltv_create_triggers(root, p_source);
+    FOR r IN WITH RECURSIVE tree(relid) AS (
+               SELECT root::oid
+               UNION ALL
+               SELECT i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid)
+             SELECT tree.relid::regclass AS rel FROM tree WHERE tree.relid <> root ORDER BY 1::text LOOP
+      PERFORM @extschema@._ltv_create_triggers(r.rel, p_source);
+    END LOOP;
+  END IF;
+END
+$$;
+
+-- A new partition of a tracked table gets the triggers (partition
+-- maintenance and CREATE TABLE ... PARTITION OF, through the partitions
+-- module's hooks).
+CREATE FUNCTION @extschema@._ltv_partition_hook(parent regclass, part regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  sid bigint;
+BEGIN
+  SELECT s.source_id INTO sid FROM @extschema@.ltv_sources s WHERE s.relid = coalesce(pg_partition_root(part), parent);
+  IF FOUND THEN
+    PERFORM @extschema@._ltv_create_triggers(part, sid);
+  END IF;
+END
+$$;
+INSERT INTO @extschema@.partition_hooks (hook_name, hook, builtin)
+VALUES ('ltv', '@extschema@._ltv_partition_hook(regclass, regclass)', true);
+
+-- ATTACH and DETACH PARTITION (which run no partition hooks: see
+-- partitions.sql): a tracked tree's relations get the triggers on ATTACH,
+-- and any ALTER TABLE drops those of relations that left a tracked tree.
+-- Only a statement that attaches makes triggers: pg_restore's other ALTER
+-- TABLEs (constraints, after the registry's rows are back) must not make
+-- what the dump then creates. When a dump attaches partitions the registry
+-- is still empty (its rows come with the data).
+CREATE FUNCTION @extschema@._ltv_on_alter_table()
+RETURNS event_trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  sid bigint;
+BEGIN
+  IF NOT EXISTS (SELECT FROM @extschema@.ltv_sources) THEN
+    RETURN;
+  END IF;
+  FOR sid IN SELECT DISTINCT s.source_id
+             FROM pg_event_trigger_ddl_commands() c
+             JOIN pg_class r ON r.oid = c.objid AND r.relkind IN ('r', 'p')
+             JOIN @extschema@.ltv_sources s ON s.relid = coalesce(pg_partition_root(c.objid), c.objid)
+             WHERE c.object_type = 'table' AND current_query() ~* '\mattach\s+partition\M'
+             UNION
+             SELECT t.source_id FROM @extschema@._ltv_triggers() t
+             JOIN @extschema@.ltv_sources s USING (source_id)
+             WHERE coalesce(pg_partition_root(t.rel), t.rel) <> s.relid
+             ORDER BY 1 LOOP
+    PERFORM @extschema@._ltv_sync_triggers(sid);
+  END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER saas_ltv_partitions ON ddl_command_end
+  WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION @extschema@._ltv_on_alter_table();
 
 -- A source's row by table, or a specific error.
 CREATE FUNCTION @extschema@._ltv_source(source regclass, fn text)
@@ -5276,22 +5633,21 @@ BEGIN
           coalesce(refund_kinds, '{refund}'), currency_column, default_currency)
   RETURNING * INTO s;
   -- CREATE TRIGGER locks out writers until commit, so the backfill below
-  -- and the triggers together see every row exactly once.
-  EXECUTE format('CREATE TRIGGER saas_ltv_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS ltv_new
-                  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_apply(%L)', source, s.source_id);
-  EXECUTE format('CREATE TRIGGER saas_ltv_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS ltv_old NEW TABLE AS ltv_new
-                  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_apply(%L)', source, s.source_id);
-  EXECUTE format('CREATE TRIGGER saas_ltv_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS ltv_old
-                  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ltv_apply(%L)', source, s.source_id);
+  -- and the triggers together see every row exactly once. The table and
+  -- every partition get them (DML naming a partition fires only its own).
+  PERFORM @extschema@._ltv_sync_triggers(s.source_id);
   n := @extschema@._ltv_recompute(s, NULL);
   RETURN jsonb_build_object('table', source::text, 'source_id', s.source_id, 'customers', n);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.ltv_track(regclass, name, name, name, name, text[], name, text, name) IS
-  'Tracks a payments table (plain or partitioned): statement triggers keep saas.ltv_ledger and saas.ltv_daily in the same transaction as every change; existing rows are counted at once.';
+  'Tracks a payments table (plain or partitioned): statement triggers on it and every partition log each change in the same transaction (saas.ltv_pending), read exactly through saas.ltv_ledger and saas.ltv_daily; existing rows are counted at once.';
 
 -- Recomputes the series and ledger of one source from the table, for the
--- customers keys name (NULL: all). Returns the ledger rows written.
+-- customers keys name (NULL: all), into the compacted tables. Pending
+-- deltas of the source are folded first, and no compaction runs meanwhile,
+-- so the result counts every row once. The caller keeps writers out (the
+-- table locked). Returns the ledger rows written.
 CREATE FUNCTION @extschema@._ltv_recompute(s @extschema@.ltv_sources, keys jsonb)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -5301,24 +5657,26 @@ DECLARE
   filter text := '';
   n bigint;
 BEGIN
+  PERFORM pg_advisory_xact_lock(@extschema@._ltv_compact_lock_key());
+  PERFORM @extschema@.ltv_compact(s.relid);
   IF keys IS NOT NULL THEN
     filter := 'WHERE (tenant_id, customer_id) IN (SELECT (k->>0)::uuid, k->>1 FROM jsonb_array_elements($2) k)';
   END IF;
-  EXECUTE format('DELETE FROM @extschema@.ltv_daily WHERE source_id = $1 %s', replace(filter, 'WHERE', 'AND'))
+  EXECUTE format('DELETE FROM @extschema@.ltv_daily_compacted WHERE source_id = $1 %s', replace(filter, 'WHERE', 'AND'))
     USING s.source_id, keys;
-  EXECUTE format('DELETE FROM @extschema@.ltv_ledger WHERE source_id = $1 %s', replace(filter, 'WHERE', 'AND'))
+  EXECUTE format('DELETE FROM @extschema@.ltv_ledger_compacted WHERE source_id = $1 %s', replace(filter, 'WHERE', 'AND'))
     USING s.source_id, keys;
   EXECUTE format(
-    'INSERT INTO @extschema@.ltv_daily (tenant_id, source_id, customer_id, currency, day, gross, refunds, payments, refund_count)
+    'INSERT INTO @extschema@.ltv_daily_compacted (tenant_id, source_id, customer_id, currency, day, gross, refunds, payments, refund_count)
      SELECT tenant_id, $1, customer_id, currency, day, sum(gross), sum(refunds), sum(payments), sum(refund_count)
      FROM (%s) ch %s GROUP BY 1, 3, 4, 5', @extschema@._ltv_changes_sql(s, 'ALL'), filter)
     USING s.source_id, keys;
   EXECUTE format(
-    'INSERT INTO @extschema@.ltv_ledger (tenant_id, source_id, customer_id, currency, gross, refunds, net,
-                                         payments, refund_count, first_payment_on, last_payment_on)
+    'INSERT INTO @extschema@.ltv_ledger_compacted (tenant_id, source_id, customer_id, currency, gross, refunds, net,
+                                                   payments, refund_count, first_payment_on, last_payment_on)
      SELECT tenant_id, $1, customer_id, currency, sum(gross), sum(refunds), sum(gross) - sum(refunds),
             sum(payments), sum(refund_count), min(day) FILTER (WHERE payments > 0), max(day) FILTER (WHERE payments > 0)
-     FROM @extschema@.ltv_daily WHERE source_id = $1 %s GROUP BY 1, 3, 4', replace(filter, 'WHERE', 'AND'))
+     FROM @extschema@.ltv_daily_compacted WHERE source_id = $1 %s GROUP BY 1, 3, 4', replace(filter, 'WHERE', 'AND'))
     USING s.source_id, keys;
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
@@ -5334,26 +5692,26 @@ DECLARE
   s @extschema@.ltv_sources;
 BEGIN
   s := @extschema@._ltv_source(source, 'saas.ltv_untrack');
-  EXECUTE format('DROP TRIGGER IF EXISTS saas_ltv_insert ON %s', source);
-  EXECUTE format('DROP TRIGGER IF EXISTS saas_ltv_update ON %s', source);
-  EXECUTE format('DROP TRIGGER IF EXISTS saas_ltv_delete ON %s', source);
   DELETE FROM @extschema@.ltv_sources WHERE source_id = s.source_id;
+  -- every relation's (the table's, its partitions', detached ones')
+  PERFORM @extschema@._ltv_sync_triggers(s.source_id);
   RETURN true;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.ltv_untrack(regclass) IS
-  'Stops tracking a payments table: drops its triggers and its ledger and series rows.';
+  'Stops tracking a payments table: drops its triggers (and its partitions'') and its ledger, series and pending rows.';
 
 -- A source leaving the registry (ltv_untrack, or its table dropped) takes
--- its ledger and series with it.
+-- its ledger, series and pending rows with it.
 CREATE FUNCTION @extschema@._ltv_sources_forget()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  DELETE FROM @extschema@.ltv_daily d USING ltv_gone g WHERE d.source_id = g.source_id;
-  DELETE FROM @extschema@.ltv_ledger l USING ltv_gone g WHERE l.source_id = g.source_id;
+  DELETE FROM @extschema@.ltv_daily_compacted d USING ltv_gone g WHERE d.source_id = g.source_id;
+  DELETE FROM @extschema@.ltv_ledger_compacted l USING ltv_gone g WHERE l.source_id = g.source_id;
+  DELETE FROM @extschema@.ltv_pending p USING ltv_gone g WHERE p.source_id = g.source_id;
   RETURN NULL;
 END
 $$;
@@ -5512,7 +5870,7 @@ BEGIN
   RETURN QUERY
   WITH days AS (
     SELECT d.customer_id, d.currency, d.day, sum(d.gross - d.refunds) AS net
-    FROM @extschema@.ltv_daily d
+    FROM @extschema@._ltv_daily_rows d
     WHERE d.tenant_id = (SELECT @extschema@.current_tenant()) AND d.day <= e
     GROUP BY 1, 2, 3 HAVING sum(d.payments) > 0),
   c AS (
@@ -5776,7 +6134,7 @@ BEGIN
   WITH m AS (
     SELECT d.customer_id, d.currency, date_trunc('month', d.day)::date AS month,
            sum(d.gross - d.refunds) AS net, sum(d.payments) AS payments
-    FROM @extschema@.ltv_daily d
+    FROM @extschema@._ltv_daily_rows d
     WHERE d.tenant_id = (SELECT @extschema@.current_tenant())
     GROUP BY 1, 2, 3),
   firsts AS (
@@ -5833,7 +6191,7 @@ BEGIN
   RETURN QUERY
   WITH d AS (
     SELECT x.customer_id, x.currency, x.day, sum(x.gross - x.refunds) AS net, sum(x.refunds) AS refunds, sum(x.payments) AS payments
-    FROM @extschema@.ltv_daily x
+    FROM @extschema@._ltv_daily_rows x
     WHERE x.tenant_id = (SELECT @extschema@.current_tenant()) AND x.day <= e
     GROUP BY 1, 2, 3),
   c AS (
@@ -5988,6 +6346,11 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('ltv', 'function', '_ltv_quintile(bigint, bigint)', 'EXECUTE'),
   ('ltv', 'table', 'ltv_ledger', 'SELECT'),
   ('ltv', 'table', 'ltv_daily', 'SELECT'),
+  -- the views run as the caller: it reads their tables (under RLS)
+  ('ltv', 'table', '_ltv_daily_rows', 'SELECT'),
+  ('ltv', 'table', 'ltv_ledger_compacted', 'SELECT'),
+  ('ltv', 'table', 'ltv_daily_compacted', 'SELECT'),
+  ('ltv', 'table', 'ltv_pending', 'SELECT'),
   ('ltv', 'table', 'retention_risk_settings', 'SELECT');
 
 -- The API surface (saas_api, served by PostgREST): the same functions, the

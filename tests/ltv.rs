@@ -5,8 +5,10 @@
 //!   writers on a partitioned payments table leaves the ledger and the daily
 //!   series equal to a full recomputation (`ltv_reconcile` finds nothing and
 //!   an independent GROUP BY agrees);
-//! - writers to different customers never wait on each other; the same
-//!   customer waits on a row lock only;
+//! - the same, with two compactions (`ltv_compact`) racing the writers and
+//!   each other, and some statements naming a partition directly;
+//! - writers never wait on each other (they only append to the pending
+//!   log), not even for one customer, nor for a compaction;
 //! - `ltv_summary` equals `lifetimes.utils.summary_data_from_transaction_data`
 //!   on the CDNOW sample lifetimes ships (fixture tests/ltv/cdnow_summary.csv,
 //!   written by tests/ltv/lifetimes_fixture.py);
@@ -105,14 +107,17 @@ fn random_statement(rng: &mut Rng, schema: &str, tenants: &[String], customers: 
             rng.below(customers),
             rng.below(45)
         ),
-        // change amounts, turn payments into refunds
+        // change amounts, turn payments into refunds; on a partition
+        // directly at times (its own statement triggers count it)
         7 => format!(
-            "UPDATE {schema}.payments SET amount = amount + 1, kind = CASE WHEN id % 4 = 0 THEN 'refund' ELSE kind END
-             WHERE tenant_id = '{t}' AND customer_id = 'c{c}'"
+            "UPDATE {schema}.{} SET amount = amount + 1, kind = CASE WHEN id % 4 = 0 THEN 'refund' ELSE kind END
+             WHERE tenant_id = '{t}' AND customer_id = 'c{c}'",
+            ["payments", "payments_01", "payments_02"][rng.below(3) as usize]
         ),
-        // delete some
+        // delete some, through the parent or a partition
         _ => format!(
-            "DELETE FROM {schema}.payments WHERE tenant_id = '{t}' AND customer_id = 'c{c}' AND id % 3 = {}",
+            "DELETE FROM {schema}.{} WHERE tenant_id = '{t}' AND customer_id = 'c{c}' AND id % 3 = {}",
+            ["payments", "payments_01", "payments_rest"][rng.below(3) as usize],
             rng.below(3)
         ),
     }
@@ -166,49 +171,8 @@ async fn concurrent_mixed_dml_leaves_the_ledger_equal_to_a_recomputation() {
         w.await.unwrap();
     }
 
-    let mismatches = admin
-        .query(
-            &format!("SELECT r::text FROM saas.ltv_reconcile('{schema}.payments') r"),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "ledger differs from the recomputation: {:?}",
-        mismatches
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    );
-    // Independently of ltv_reconcile: the ledger against a GROUP BY.
-    let diff: i64 = admin
-        .query_one(
-            &format!(
-                "WITH want AS (
-                   SELECT tenant_id, customer_id, 'XXX'::text AS currency,
-                          sum(amount) FILTER (WHERE kind <> 'refund') AS gross,
-                          coalesce(sum(abs(amount)) FILTER (WHERE kind = 'refund'), 0) AS refunds,
-                          count(*) FILTER (WHERE kind <> 'refund') AS payments,
-                          min((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS f,
-                          max((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS l
-                   FROM {schema}.payments GROUP BY 1, 2),
-                 have AS (SELECT l.tenant_id, l.customer_id, l.currency, nullif(l.gross, 0) AS gross, l.refunds, l.payments,
-                                 l.first_payment_on AS f, l.last_payment_on AS l
-                          FROM saas.ltv_ledger l JOIN saas.ltv_sources s USING (source_id)
-                          WHERE s.relid = '{schema}.payments'::regclass)
-                 SELECT count(*) FROM want w FULL JOIN have h USING (tenant_id, customer_id, currency)
-                 WHERE (w.gross, w.refunds, w.payments, w.f, w.l) IS DISTINCT FROM (h.gross, h.refunds, h.payments, h.f, h.l)"
-            ),
-            &[],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("compare: {}", pg_err(&e)))
-        .get(0);
-    assert_eq!(
-        diff, 0,
-        "ledger rows differ from a GROUP BY of the payments"
-    );
+    // ltv_reconcile finds nothing, and a GROUP BY of the payments agrees.
+    assert_ledger_exact(&admin, schema).await;
     let rows: i64 = admin
         .query_one(&format!("SELECT count(*) FROM {schema}.payments"), &[])
         .await
@@ -248,9 +212,156 @@ async fn concurrent_mixed_dml_leaves_the_ledger_equal_to_a_recomputation() {
     assert_eq!(left, 0, "dropping the tracked table left ledger rows");
 }
 
+/// The ledger of `schema`.payments equals a recomputation: ltv_reconcile
+/// finds nothing, and a GROUP BY of the payments agrees.
+async fn assert_ledger_exact(admin: &Client, schema: &str) {
+    let mismatches = admin
+        .query(
+            &format!("SELECT r::text FROM saas.ltv_reconcile('{schema}.payments') r"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "ledger differs from the recomputation: {:?}",
+        mismatches
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    );
+    let diff: i64 = admin
+        .query_one(
+            &format!(
+                "WITH want AS (
+                   SELECT tenant_id, customer_id, 'XXX'::text AS currency,
+                          sum(amount) FILTER (WHERE kind <> 'refund') AS gross,
+                          coalesce(sum(abs(amount)) FILTER (WHERE kind = 'refund'), 0) AS refunds,
+                          count(*) FILTER (WHERE kind <> 'refund') AS payments,
+                          min((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS f,
+                          max((paid_at AT TIME ZONE 'UTC')::date) FILTER (WHERE kind <> 'refund') AS l
+                   FROM {schema}.payments GROUP BY 1, 2),
+                 have AS (SELECT l.tenant_id, l.customer_id, l.currency, nullif(l.gross, 0) AS gross, l.refunds, l.payments,
+                                 l.first_payment_on AS f, l.last_payment_on AS l
+                          FROM saas.ltv_ledger l JOIN saas.ltv_sources s USING (source_id)
+                          WHERE s.relid = '{schema}.payments'::regclass)
+                 SELECT count(*) FROM want w FULL JOIN have h USING (tenant_id, customer_id, currency)
+                 WHERE (w.gross, w.refunds, w.payments, w.f, w.l) IS DISTINCT FROM (h.gross, h.refunds, h.payments, h.f, h.l)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("compare: {}", pg_err(&e)))
+        .get(0);
+    assert_eq!(
+        diff, 0,
+        "ledger rows differ from a GROUP BY of the payments"
+    );
+}
+
 #[tokio::test]
-async fn writers_to_different_customers_never_wait() {
-    let Some(admin) = connect("writers_to_different_customers_never_wait").await else {
+async fn compactions_racing_writers_and_each_other_leave_the_ledger_exact() {
+    let Some(admin) =
+        connect("compactions_racing_writers_and_each_other_leave_the_ledger_exact").await
+    else {
+        return;
+    };
+    let schema = "ltv_it_compact";
+    let tenants: Vec<String> = (0..2).map(|_| random_uuid()).collect();
+    payments_fixture(
+        &admin,
+        schema,
+        &tenants.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut compactors = Vec::new();
+    // Three compactions at once: each folds a part of the log, in any order
+    // (a deletion may be folded before the insertion it undoes).
+    for _ in 0..3 {
+        let done = done.clone();
+        compactors.push(tokio::spawn(async move {
+            let client = connect("compactor").await.unwrap();
+            let (mut folded, mut runs) = (0i64, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || runs < 3 {
+                match client
+                    .query_one(
+                        &format!("SELECT saas.ltv_compact('{schema}.payments')"),
+                        &[],
+                    )
+                    .await
+                {
+                    Ok(r) => folded += r.get::<_, i64>(0),
+                    // A deadlock with the other compaction rolls this one
+                    // back whole (its pending rows stay); try again.
+                    Err(e) if e.code().is_some_and(|c| c.code() == "40P01") => {}
+                    Err(e) => panic!("compaction: {}", pg_err(&e)),
+                }
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            folded
+        }));
+    }
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let tenants = tenants.clone();
+        writers.push(tokio::spawn(async move {
+            let client = connect("writer").await.unwrap();
+            let mut rng = Rng(0xc0_0000 + w);
+            let mut done = 0;
+            while done < 100 {
+                let sql = random_statement(&mut rng, schema, &tenants, 25);
+                match client.batch_execute(&sql).await {
+                    Ok(()) => done += 1,
+                    Err(e)
+                        if e.code()
+                            .is_some_and(|c| matches!(c.code(), "40P01" | "40001")) => {}
+                    Err(e) => panic!("writer {w}: {sql}: {}", pg_err(&e)),
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // Exact with whatever is still pending, then after the last compactions.
+    assert_ledger_exact(&admin, schema).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut folded = 0;
+    for c in compactors {
+        folded += c.await.unwrap();
+    }
+    assert!(folded > 0, "the compactions folded nothing");
+    admin
+        .query_one(
+            &format!("SELECT saas.ltv_compact('{schema}.payments')"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let pending: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM saas.ltv_pending p JOIN saas.ltv_sources s USING (source_id) WHERE s.relid = '{schema}.payments'::regclass"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pending, 0,
+        "a compaction after the writers left pending rows"
+    );
+    assert_ledger_exact(&admin, schema).await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn writers_never_wait_on_each_other_nor_on_compaction() {
+    let Some(admin) = connect("writers_never_wait_on_each_other_nor_on_compaction").await else {
         return;
     };
     let schema = "ltv_it_wait";
@@ -269,25 +380,26 @@ async fn writers_to_different_customers_never_wait() {
     a.batch_execute(&format!("BEGIN; {}", insert("x")))
         .await
         .unwrap();
-    // Another customer of the same tenant, same day: no wait at all.
-    let start = Instant::now();
-    b.batch_execute(&format!(
-        "SET lock_timeout = '2s'; BEGIN; {}; COMMIT;",
-        insert("y")
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("a writer to another customer waited: {}", pg_err(&e)));
-    assert!(start.elapsed() < Duration::from_secs(1));
-    // The same customer waits for the row, and only for it.
-    let e = b
-        .batch_execute(&format!(
-            "SET lock_timeout = '200ms'; BEGIN; {}; COMMIT;",
-            insert("x")
+    // Another customer, and the same customer and day: no wait at all
+    // (each statement appends its own pending row).
+    for c in ["y", "x"] {
+        let start = Instant::now();
+        b.batch_execute(&format!(
+            "SET lock_timeout = '2s'; BEGIN; {}; COMMIT;",
+            insert(c)
         ))
         .await
-        .expect_err("the same customer's ledger row is locked by writer a");
-    assert_eq!(e.code().map(|c| c.code()), Some("55P03"), "{}", pg_err(&e));
-    b.batch_execute("ROLLBACK").await.unwrap();
+        .unwrap_or_else(|e| panic!("a writer to customer {c} waited: {}", pg_err(&e)));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+    // A compaction folds what has committed, without waiting for writer a.
+    let start = Instant::now();
+    b.batch_execute(&format!(
+        "SET lock_timeout = '2s'; SELECT saas.ltv_compact('{schema}.payments');"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("a compaction waited for a writer: {}", pg_err(&e)));
+    assert!(start.elapsed() < Duration::from_secs(1));
     a.batch_execute("COMMIT").await.unwrap();
     let n: i64 = admin
         .query_one(
@@ -297,7 +409,8 @@ async fn writers_to_different_customers_never_wait() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
+    assert_ledger_exact(&admin, schema).await;
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

@@ -376,7 +376,7 @@ async fn data_digest(client: &Client) -> Vec<(String, i64, String)> {
             "SELECT count(*)::text || ' ' || string_agg(format('%s %s %s', hook_name,
                     pg_catalog.to_regprocedure(hook::text)::oid, builtin), ', ' ORDER BY hook_name)
              FROM saas.partition_hooks
-             WHERE hook_name NOT IN ('llm')",
+             WHERE hook_name NOT IN ('llm', 'ltv')",
             &[],
         )
         .await

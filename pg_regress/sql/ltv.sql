@@ -126,6 +126,88 @@ SELECT saas.ltv_reconcile('ltv_test.payments_view');
 \echo :LAST_ERROR_SQLSTATE
 
 -- ---------------------------------------------------------------------------
+-- The pending log: reads are exact before compaction (in a READ ONLY
+-- transaction too, as a PostgREST GET); compaction changes no figure
+-- ---------------------------------------------------------------------------
+INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES
+  (:ta, 'gina', 4.00, 'EUR', '2026-01-03 10:00+00'), (:ta, 'gina', 6.00, 'EUR', '2026-01-04 10:00+00'),
+  (:ta, 'gina', 1.00, 'EUR', '2026-01-05 10:00+00');
+UPDATE ltv_test.payments SET paid_at = '2026-01-02 10:00+00' WHERE customer = 'gina' AND amount = 6.00;
+DELETE FROM ltv_test.payments WHERE customer = 'gina' AND amount = 1.00;
+SELECT count(*) AS pending FROM saas.ltv_pending;
+BEGIN READ ONLY;
+SELECT * FROM ltv_test.ledger ORDER BY 1 DESC, 2, 3;
+SELECT count(*) AS mismatches FROM saas.ltv_reconcile('ltv_test.payments');
+COMMIT;
+CREATE TABLE ltv_test.before_compaction AS
+  SELECT l.*, (SELECT count(*) FROM ltv_test.daily) AS days FROM ltv_test.ledger l;
+SELECT saas.ltv_compact('ltv_test.payments') AS compacted;
+SELECT count(*) AS pending_left FROM saas.ltv_pending;
+SELECT count(*) AS differences FROM (
+  (SELECT l.*, (SELECT count(*) FROM ltv_test.daily) FROM ltv_test.ledger l EXCEPT SELECT * FROM ltv_test.before_compaction)
+  UNION ALL
+  (SELECT * FROM ltv_test.before_compaction EXCEPT SELECT l.*, (SELECT count(*) FROM ltv_test.daily) FROM ltv_test.ledger l)) x;
+SELECT saas.ltv_compact() AS nothing_left;
+SELECT saas.ltv_compact('ltv_test.payments_view');
+\echo :LAST_ERROR_SQLSTATE
+
+-- ---------------------------------------------------------------------------
+-- DML naming a partition counts once (each relation of the tree has the
+-- statement triggers); new and attached partitions get them, a detached
+-- one loses them and no longer counts
+-- ---------------------------------------------------------------------------
+SELECT tgrelid::regclass AS relation, count(*) AS triggers FROM pg_trigger
+WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY 1::text;
+INSERT INTO ltv_test.payments_2026_01 (id, tenant_id, customer, amount, currency, paid_at) VALUES
+  (9001, :ta, 'erin', 8.00, 'EUR', '2026-01-09 10:00+00'),
+  (9002, :ta, 'erin', 2.00, 'EUR', '2026-01-10 10:00+00'),
+  (9003, :ta, 'erin', 6.00, 'EUR', '2026-01-11 10:00+00');
+UPDATE ltv_test.payments_2026_01 SET amount = 4.00 WHERE customer = 'erin' AND amount = 2.00;
+DELETE FROM ltv_test.payments_2026_01 WHERE customer = 'erin' AND amount = 8.00;
+SELECT customer_id, net, payments, first_payment_on, last_payment_on FROM ltv_test.ledger WHERE customer_id = 'erin';
+SELECT count(*) AS mismatches FROM saas.ltv_reconcile('ltv_test.payments');
+CREATE TABLE ltv_test.payments_2026_04 PARTITION OF ltv_test.payments FOR VALUES FROM ('2026-04-01') TO ('2026-05-01');
+CREATE TABLE ltv_test.payments_2026_05 (LIKE ltv_test.payments INCLUDING DEFAULTS);
+ALTER TABLE ltv_test.payments ATTACH PARTITION ltv_test.payments_2026_05 FOR VALUES FROM ('2026-05-01') TO ('2026-06-01');
+SELECT tgrelid::regclass AS relation, count(*) AS triggers FROM pg_trigger
+WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY 1::text;
+INSERT INTO ltv_test.payments_2026_04 (id, tenant_id, customer, amount, currency, paid_at) VALUES
+  (9004, :ta, 'erin', 1.00, 'EUR', '2026-04-02 10:00+00');
+INSERT INTO ltv_test.payments_2026_05 (id, tenant_id, customer, amount, currency, paid_at) VALUES
+  (9005, :ta, 'frank', 3.00, 'EUR', '2026-05-02 10:00+00');
+SELECT customer_id, net, payments, first_payment_on, last_payment_on FROM ltv_test.ledger WHERE customer_id IN ('erin', 'frank') ORDER BY 1;
+SELECT count(*) AS mismatches FROM saas.ltv_reconcile('ltv_test.payments');
+-- DETACH bypasses the triggers (its rows leave the table: reconcile says so)
+ALTER TABLE ltv_test.payments DETACH PARTITION ltv_test.payments_2026_05;
+SELECT count(*) AS detached_triggers FROM pg_trigger WHERE tgrelid = 'ltv_test.payments_2026_05'::regclass AND tgname LIKE 'saas_ltv%';
+SELECT customer_id, problem FROM saas.ltv_reconcile('ltv_test.payments') ORDER BY 1;
+CALL saas.ltv_rebuild('ltv_test.payments');
+INSERT INTO ltv_test.payments_2026_05 (id, tenant_id, customer, amount, currency, paid_at) VALUES
+  (9006, :ta, 'frank', 3.00, 'EUR', '2026-05-03 10:00+00');
+SELECT count(*) AS mismatches, (SELECT count(*) FROM ltv_test.ledger WHERE customer_id = 'frank') AS frank
+FROM saas.ltv_reconcile('ltv_test.payments');
+DROP TABLE ltv_test.payments_2026_05, ltv_test.before_compaction;
+DELETE FROM ltv_test.payments WHERE customer IN ('erin', 'gina');
+DROP TABLE ltv_test.payments_2026_04;
+-- A partition attached from inside a function (as pg_partman does): the
+-- event trigger cannot tell it from a restore's ALTER TABLE, so the next
+-- run_maintenance gives it the triggers.
+CREATE FUNCTION ltv_test.attach_june() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  CREATE TABLE ltv_test.payments_2026_06 (LIKE ltv_test.payments INCLUDING DEFAULTS);
+  ALTER TABLE ltv_test.payments ATTACH PARTITION ltv_test.payments_2026_06 FOR VALUES FROM ('2026-06-01') TO ('2026-07-01');
+END
+$$;
+SELECT ltv_test.attach_june();
+SELECT count(*) AS june_triggers FROM pg_trigger WHERE tgrelid = 'ltv_test.payments_2026_06'::regclass AND tgname LIKE 'saas_ltv%';
+-- run_maintenance compacts (its ltv task)
+SELECT action, detail FROM saas.run_maintenance() WHERE parent_table = 'saas.ltv_pending'::regclass;
+SELECT count(*) AS pending_left FROM saas.ltv_pending;
+SELECT count(*) AS june_triggers FROM pg_trigger WHERE tgrelid = 'ltv_test.payments_2026_06'::regclass AND tgname LIKE 'saas_ltv%';
+DROP TABLE ltv_test.payments_2026_06;
+DROP FUNCTION ltv_test.attach_june();
+
+-- ---------------------------------------------------------------------------
 -- The summary (lifetimes' definitions) for the tenant's admins
 -- ---------------------------------------------------------------------------
 INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES
@@ -164,8 +246,18 @@ SET LOCAL ROLE regress_ltv_api;
 SELECT set_config('request.jwt.claims', format('{"sub": %s, "tenant_id": %s}', to_json(:u_badmin::text), to_json(:tb::text)), true) IS NOT NULL AS owner_b;
 SELECT customer_id, currency, net FROM saas.ltv_ledger ORDER BY 1;
 SELECT * FROM saas.ltv_summary('1 day', '2026-03-31');
+-- API roles write none of the ledger's relations
+SAVEPOINT s;
 INSERT INTO saas.ltv_ledger (tenant_id, source_id, customer_id, currency) VALUES (:tb, 1, 'x', 'USD');
 \echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO saas.ltv_ledger_compacted (tenant_id, source_id, customer_id, currency) VALUES (:tb, 1, 'x', 'USD');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO saas.ltv_pending (tenant_id, source_id, deltas) VALUES (:tb, 1, '{}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+SELECT has_table_privilege('saas.ltv_pending', 'SELECT') AS reads_pending, has_table_privilege('saas.ltv_pending', 'INSERT') AS writes_pending;
 ROLLBACK;
 
 -- ---------------------------------------------------------------------------

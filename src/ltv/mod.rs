@@ -8,6 +8,7 @@
 //! summary, metrics, cohorts and health queries are SQL (sql/ltv.sql),
 //! calling the three functions below.
 
+mod capture;
 pub mod mrr;
 pub mod percent;
 pub mod rfm;
@@ -231,6 +232,17 @@ fn _ltv_quintile(rank: i64, n: i64) -> i32 {
     rfm::quintile(rank, n)
 }
 
+/// The statement trigger of tracked payments tables (AFTER INSERT, UPDATE,
+/// DELETE FOR EACH STATEMENT with transition tables `ltv_new`/`ltv_old`):
+/// appends the statement's changes to `saas.ltv_pending` (`capture`).
+#[pg_trigger]
+fn _ltv_capture<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, SaasError> {
+    capture::capture(trigger).or_raise();
+    Ok(None)
+}
+
 extension_sql_file!(
     "../../sql/ltv.sql",
     name = "ltv",
@@ -241,6 +253,7 @@ extension_sql_file!(
         retention_risk,
         retention_risk_with_rules,
         _mrr_movement,
-        _ltv_quintile
+        _ltv_quintile,
+        _ltv_capture
     ]
 );
