@@ -1830,6 +1830,54 @@ CREATE TRIGGER usage_daily_changed
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._usage_daily_changed();
 ALTER TABLE @extschema@.usage_daily ENABLE ALWAYS TRIGGER usage_daily_changed;
 
+-- ratelimit: usage_report reads the table and shared memory as one, so a
+-- flush committing between the two reads is not missed on both sides.
+CREATE FUNCTION @extschema@."_usage_counts"(
+  "tenant_id" uuid,
+  "from_day" INT,
+  "to_day" INT
+) RETURNS TABLE (
+  "day" INT,
+  "metric" TEXT,
+  "used" bigint
+)
+VOLATILE STRICT PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_usage_counts_wrapper';
+CREATE OR REPLACE FUNCTION @extschema@.usage_report(from_day date, to_day date)
+RETURNS TABLE (day date, metric text, used bigint, daily_limit bigint)
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t uuid;
+BEGIN
+  IF from_day IS NULL OR to_day IS NULL THEN
+    RAISE EXCEPTION 'usage_report: from_day and to_day must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a range of UTC days, e.g. saas.usage_report(current_date - 30, current_date).';
+  END IF;
+  IF from_day > to_day THEN
+    RAISE EXCEPTION 'usage_report: from_day % is after to_day %', from_day, to_day
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the earlier day first.';
+  END IF;
+  t := @extschema@.current_tenant();
+  IF t IS NULL THEN
+    RAISE EXCEPTION 'usage_report: there is no current tenant'
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Call it inside a request with a tenant (JWT claim or X-Tenant-Id).';
+  END IF;
+  -- The table and shared memory read as one (a flush moves counts from
+  -- one to the other at its commit): _usage_counts (Rust).
+  RETURN QUERY
+  SELECT DATE '2000-01-01' + u.day, u.metric, u.used,
+         CASE WHEN u.metric = 'api_calls' THEN p.api_calls_per_day
+              ELSE (p.limits ->> (u.metric || '_per_day'))::bigint END
+  FROM @extschema@._usage_counts(t, from_day - DATE '2000-01-01', to_day - DATE '2000-01-01') u
+  LEFT JOIN @extschema@.tenants tn ON tn.id = t
+  LEFT JOIN @extschema@.plans p ON p.plan = tn.plan
+  ORDER BY u.day, u.metric;
+END
+$$;
+
 -- tenancy: tenants and memberships kept per backend, forgotten on change.
 CREATE FUNCTION @extschema@._tenant_directory_changed()
   RETURNS trigger

@@ -337,20 +337,15 @@ BEGIN
     RAISE EXCEPTION 'usage_report: there is no current tenant'
       USING ERRCODE = 'insufficient_privilege', HINT = 'Call it inside a request with a tenant (JWT claim or X-Tenant-Id).';
   END IF;
+  -- The table and shared memory read as one (a flush moves counts from
+  -- one to the other at its commit): _usage_counts (Rust).
   RETURN QUERY
-  SELECT u.day, u.metric, sum(u.n)::bigint,
+  SELECT DATE '2000-01-01' + u.day, u.metric, u.used,
          CASE WHEN u.metric = 'api_calls' THEN p.api_calls_per_day
               ELSE (p.limits ->> (u.metric || '_per_day'))::bigint END
-  FROM (
-    SELECT d.day, d.metric, d.count AS n FROM @extschema@.usage_daily d
-    WHERE d.tenant_id = t AND d.day BETWEEN from_day AND to_day
-    UNION ALL
-    SELECT DATE '2000-01-01' + q.day, q.metric, q.pending FROM @extschema@._usage_pending() q
-    WHERE q.kind = 'usage' AND q.tenant_id = t AND DATE '2000-01-01' + q.day BETWEEN from_day AND to_day
-  ) u
+  FROM @extschema@._usage_counts(t, from_day - DATE '2000-01-01', to_day - DATE '2000-01-01') u
   LEFT JOIN @extschema@.tenants tn ON tn.id = t
   LEFT JOIN @extschema@.plans p ON p.plan = tn.plan
-  GROUP BY u.day, u.metric, p.api_calls_per_day, p.limits
   ORDER BY u.day, u.metric;
 END
 $$;

@@ -135,6 +135,18 @@ pub(crate) fn select_latest(
     types: &[pg_sys::Oid],
     args: &[Option<pg_sys::Datum>],
 ) -> SaasResult<Option<Vec<Option<String>>>> {
+    Ok(select_latest_rows(cell, sql, types, args, 1)?.into_iter().next())
+}
+
+/// Every row (at most `max_rows`; 0 for all) of a kept SELECT, as text
+/// columns, read with a snapshot taken now, as [`select_latest`] reads.
+pub(crate) fn select_latest_rows(
+    cell: &'static RawPlanCell,
+    sql: &CStr,
+    types: &[pg_sys::Oid],
+    args: &[Option<pg_sys::Datum>],
+    max_rows: i64,
+) -> SaasResult<Vec<Vec<Option<String>>>> {
     let failed = |what: String| {
         SaasError::new(
             ErrorKind::ObjectNotInPrerequisiteState,
@@ -176,23 +188,28 @@ pub(crate) fn select_latest(
             std::ptr::null_mut(),
             true,
             false,
-            1,
+            max_rows,
         );
         if rc != pg_sys::SPI_OK_SELECT as i32 {
             return Err(failed(format!("SPI code {rc}")));
         }
-        if pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
-            return Ok(None);
+        if pg_sys::SPI_tuptable.is_null() {
+            return Ok(Vec::new());
         }
         let table = &*pg_sys::SPI_tuptable;
         let columns = (*table.tupdesc).natts;
-        let row = (1..=columns)
-            .map(|i| {
-                let v = pg_sys::SPI_getvalue(*table.vals, table.tupdesc, i);
-                (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+        let rows = (0..pg_sys::SPI_processed as usize)
+            .map(|r| {
+                let tuple = *table.vals.add(r);
+                (1..=columns)
+                    .map(|i| {
+                        let v = pg_sys::SPI_getvalue(tuple, table.tupdesc, i);
+                        (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+                    })
+                    .collect()
             })
             .collect();
-        Ok(Some(row))
+        Ok(rows)
     }
 }
 

@@ -534,3 +534,68 @@ async fn mixed_reads_and_writes_spend_the_daily_quota_exactly() {
         .await
         .unwrap();
 }
+
+/// `usage_report` while flushes move the tenant's counts from shared memory
+/// to `usage_daily`: a report never shows fewer calls than one before it.
+/// It read the table with its statement's snapshot and shared memory after,
+/// so a flush that committed in between was missed on both sides (the
+/// counts had left shared memory, their rows were not in the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_report_never_misses_counts_a_flush_is_moving() {
+    let admin = db_or_skip!("usage_report_never_misses_counts_a_flush_is_moving");
+    let (tenant, user) = (random_uuid(), random_uuid());
+    fixture(
+        &admin,
+        "it_rl_report",
+        &[(&tenant, "it-rl-unlimited")],
+        &[(&tenant, &user)],
+    )
+    .await;
+    let Some(writer) = common::connect("usage_report_never_misses_counts_a_flush_is_moving").await
+    else {
+        return;
+    };
+    let Some(flusher) = common::connect("usage_report_never_misses_counts_a_flush_is_moving").await
+    else {
+        return;
+    };
+    flusher
+        .batch_execute("SET client_min_messages = error")
+        .await
+        .unwrap();
+    let calls = 150;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // One request, then one flush, over and over: the tenant always has a
+    // count in shared memory when a flush begins.
+    let moving = {
+        let (tenant, user, done) = (tenant.clone(), user.clone(), done.clone());
+        tokio::spawn(async move {
+            let api = Api::with_pre_request(writer, "it_rl_report");
+            for _ in 0..calls {
+                api.get("it_rl_report_items")
+                    .claims(claims(&user, &tenant))
+                    .send()
+                    .await
+                    .expect_ok();
+                flusher.batch_execute("SELECT saas.usage_flush()").await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let report = format!(
+        "SELECT (SELECT saas.set_tenant('{tenant}')) IS NOT NULL,
+                coalesce((SELECT used FROM saas.usage_report(current_date - 1, current_date + 1) WHERE metric = 'api_calls'), 0)"
+    );
+    let (mut last, mut reads) = (0i64, 0);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let used: i64 = admin.query_one(&report, &[]).await.unwrap().get(1);
+        assert!(
+            used >= last,
+            "read {reads}: the report fell from {last} to {used} calls while a flush moved them"
+        );
+        (last, reads) = (used, reads + 1);
+    }
+    moving.await.unwrap();
+    let used: i64 = admin.query_one(&report, &[]).await.unwrap().get(1);
+    assert_eq!(used, calls, "every call reported after {reads} reads");
+}

@@ -264,6 +264,27 @@ fn _usage_pending() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// The tenant's usage per day and metric from `from_day` to `to_day`
+/// (days since 2000-01-01): `usage_daily` plus the counts still in shared
+/// memory, consistent while flushes move them (`usage_report` reads it).
+/// Not for API roles: it takes any tenant.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _usage_counts(
+    tenant_id: pgrx::Uuid,
+    from_day: i32,
+    to_day: i32,
+) -> TableIterator<'static, (name!(day, i32), name!(metric, String), name!(used, i64))> {
+    let tenant = crate::uuid::Uuid(*tenant_id.as_bytes());
+    let rows = (|| {
+        let owner = state_owner()?;
+        as_owner(owner, || {
+            Spi::connect(|_| usage::report_counts(tenant, from_day, to_day))
+        })
+    })()
+    .or_raise();
+    TableIterator::new(rows)
+}
+
 /// Writes the counts waiting in shared memory to `usage_daily` and
 /// `rate_limit_refusals` (adding to what is there) and returns how many
 /// counters it wrote. They leave shared memory when this transaction
@@ -343,6 +364,7 @@ extension_sql_file!(
         rate_limit_stats,
         usage_flush,
         _usage_pending,
+        _usage_counts,
         _rate_limit_request,
         _rate_limit_rules_changed,
         _usage_daily_changed

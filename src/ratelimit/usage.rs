@@ -16,7 +16,9 @@ use super::shmem::{self, Load};
 use super::slots::{self, Admit, CounterKey, CounterSlot};
 use super::{internal, read_only, read_only_error, state_owner};
 use crate::error::{ErrorKind, SaasError, SaasResult};
-use crate::pgutil::{as_owner, kept_plan, saas_relids, select_latest, to_pg_uuid};
+use crate::pgutil::{
+    as_owner, kept_plan, saas_relids, select_latest, select_latest_rows, to_pg_uuid,
+};
 use crate::uuid::Uuid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -45,6 +47,8 @@ thread_local! {
     /// `SPI_prepare`d and kept: the stored count read with a fresh snapshot
     /// (pgrx's statements run with the statement's or transaction's).
     static STORED_LATEST_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
+    /// The same for a tenant's days of every metric (`usage_report`).
+    static REPORT_LATEST_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
     /// This backend has a flush in motion (until its transaction ends).
     static FLUSHING_HERE: Cell<bool> = const { Cell::new(false) };
     /// The flush is writing `usage_daily` (its trigger is not a change).
@@ -308,6 +312,70 @@ fn stored_count_latest(tenant: Uuid, day: i32) -> SaasResult<i64> {
         .and_then(|r| r.into_iter().next().flatten())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0))
+}
+
+/// A tenant's usage per day (days since 2000-01-01) and metric, from
+/// `from_day` to `to_day`: `usage_daily` plus the counts still in shared
+/// memory, read as one. A flush moves counts from shared memory to the
+/// table when its transaction commits, so the two are read while no flush
+/// is in motion, the table with a snapshot taken after shared memory, and
+/// read again if a flush began or ended meanwhile (otherwise a flush that
+/// committed between the two reads is missed on both sides). Must run
+/// inside an SPI connection, as the table's owner.
+pub(crate) fn report_counts(
+    tenant: Uuid,
+    from_day: i32,
+    to_day: i32,
+) -> SaasResult<Vec<(i32, String, i64)>> {
+    use pg_sys::BuiltinOid as B;
+    let own = FLUSHING_HERE.get();
+    let deadline = Instant::now() + FLUSH_WAIT;
+    loop {
+        let since = shmem::flush_state();
+        if since.is_some_and(|s| s.flushing()) && !own {
+            wait_for_flush(deadline)?;
+            continue;
+        }
+        let mut counts: HashMap<(i32, String), i64> = HashMap::new();
+        for c in shmem::counters_snapshot() {
+            if c.key.kind == slots::KIND_USAGE
+                && c.key.tenant == tenant.0
+                && (from_day..=to_day).contains(&c.key.day)
+            {
+                // Our own flush's rows are visible to us and still pending.
+                let pending = c.pending - in_flight_here(&c.key);
+                *counts.entry((c.key.day, c.key.metric_name().to_string())).or_default() += pending;
+            }
+        }
+        let rows = select_latest_rows(
+            &REPORT_LATEST_PLAN,
+            c"SELECT u.day - DATE '2000-01-01', u.metric, u.count FROM saas.usage_daily u \
+              WHERE u.tenant_id = $1 AND u.day BETWEEN DATE '2000-01-01' + $2 AND DATE '2000-01-01' + $3",
+            &[B::UUIDOID.value(), B::INT4OID.value(), B::INT4OID.value()],
+            &[
+                to_pg_uuid(tenant).into_datum(),
+                from_day.into_datum(),
+                to_day.into_datum(),
+            ],
+            0,
+        )?;
+        if shmem::flush_state() != since {
+            wait_for_flush(deadline)?;
+            continue;
+        }
+        for row in rows {
+            let mut r = row.into_iter().map(Option::unwrap_or_default);
+            let (day, metric, count) = (r.next(), r.next(), r.next());
+            let day = day.and_then(|d| d.parse().ok());
+            let count = count.and_then(|n| n.parse::<i64>().ok());
+            if let (Some(day), Some(metric), Some(count)) = (day, metric, count) {
+                *counts.entry((day, metric)).or_default() += count;
+            }
+        }
+        let mut out: Vec<_> = counts.into_iter().map(|((d, m), n)| (d, m, n)).collect();
+        out.sort();
+        return Ok(out);
+    }
 }
 
 /// Counts the call in the table, in one upsert that checks the quota (the
