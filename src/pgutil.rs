@@ -135,7 +135,9 @@ pub(crate) fn select_latest(
     types: &[pg_sys::Oid],
     args: &[Option<pg_sys::Datum>],
 ) -> SaasResult<Option<Vec<Option<String>>>> {
-    Ok(select_latest_rows(cell, sql, types, args, 1)?.into_iter().next())
+    Ok(select_latest_rows(cell, sql, types, args, 1)?
+        .into_iter()
+        .next())
 }
 
 /// Every row (at most `max_rows`; 0 for all) of a kept SELECT, as text

@@ -577,7 +577,10 @@ async fn usage_report_never_misses_counts_a_flush_is_moving() {
                     .send()
                     .await
                     .expect_ok();
-                flusher.batch_execute("SELECT saas.usage_flush()").await.unwrap();
+                flusher
+                    .batch_execute("SELECT saas.usage_flush()")
+                    .await
+                    .unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         })

@@ -344,7 +344,9 @@ pub(crate) fn report_counts(
             {
                 // Our own flush's rows are visible to us and still pending.
                 let pending = c.pending - in_flight_here(&c.key);
-                *counts.entry((c.key.day, c.key.metric_name().to_string())).or_default() += pending;
+                *counts
+                    .entry((c.key.day, c.key.metric_name().to_string()))
+                    .or_default() += pending;
             }
         }
         let rows = select_latest_rows(
