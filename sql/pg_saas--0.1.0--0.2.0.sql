@@ -2461,6 +2461,16 @@ BEGIN
 END
 $$;
 
+-- The distance pgvector's operator of the model's distance gives. A
+-- SQL-standard body: parsed once, when the extension script runs with
+-- pgvector's schema on its search_path, so it names no schema at call time
+-- and has no SET clause, which lets the planner inline it into the scoring
+-- statement of memory_search (kept as a prepared plan, not built per call).
+CREATE FUNCTION @extschema@._memory_distance(a vector, b vector, distance_kind text)
+RETURNS float8
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE
+RETURN CASE distance_kind WHEN 'cosine' THEN a <=> b WHEN 'l2' THEN a <-> b ELSE a <#> b END;
+
 CREATE FUNCTION @extschema@.memory_search(
   query vector,
   model text,
@@ -2479,23 +2489,24 @@ RETURNS TABLE (memory_id bigint, subject text, kind text, content text, metadata
                score float8, rank int, exact boolean, explanation jsonb)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET jit = off
 AS $$
 DECLARE
   started timestamptz := clock_timestamp();
   t uuid := @extschema@._memory_tenant();
   r @extschema@.memory_models%ROWTYPE := @extschema@._memory_model(model, true);
-  vs text := @extschema@._memory_vector_schema();
+  vs text;
   w float8[] := ARRAY[1.0, 0.3, 0.2, 0.3];
   wk text;
   wv jsonb;
   hl_default float8;
   hl_map jsonb := '{}';
-  qents text[];
+  qents text[] := '{}';
   op text;
   dist_expr text;
   src text;
   terms text;
-  brute text;
   eligible bigint;
   stage text;
   is_exact boolean;
@@ -2513,8 +2524,14 @@ DECLARE
   touch_note text := 'not requested';
   old_iter text;
   old_max_scan text;
-  n_ret int;
-  top_sc float8;
+  cur refcursor;
+  o_ids bigint[];
+  o_subjects text[];
+  o_kinds text[];
+  o_contents text[];
+  o_metadata jsonb[];
+  o_scores float8[];
+  o_expl jsonb[];
 BEGIN
   -- Arguments.
   IF k IS NULL OR weights IS NULL OR half_life IS NULL OR half_lives IS NULL OR subjects IS NULL OR entities IS NULL
@@ -2522,7 +2539,11 @@ BEGIN
     RAISE EXCEPTION 'memory_search: only the query and model are required, and no argument may be NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave an argument out to use its default.';
   END IF;
-  PERFORM @extschema@._memory_check_vector(query::text, r.model, r.dims, 'the query vector');
+  -- pgvector refuses NaN and infinity in a vector, so the dimension is what
+  -- is left to check; the text check runs only to report what is wrong.
+  IF query IS NULL OR cardinality(query::float4[]) IS DISTINCT FROM r.dims THEN
+    PERFORM @extschema@._memory_check_vector(query::text, r.model, r.dims, 'the query vector');
+  END IF;
   IF k < 1 OR k > 1000 THEN
     RAISE EXCEPTION 'k % is out of range', k
       USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Ask for 1 to 1000 memories (k).';
@@ -2531,20 +2552,22 @@ BEGIN
     RAISE EXCEPTION 'weights must be a JSON object'
       USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''{"similarity": 1, "recency": 0.3, "importance": 0.2, "entity": 0.3}''.';
   END IF;
-  FOR wk, wv IN SELECT * FROM jsonb_each(weights) LOOP
-    IF wk NOT IN ('similarity', 'recency', 'importance', 'entity') THEN
-      RAISE EXCEPTION 'unknown weight "%"', @extschema@._echo(wk)
-        USING ERRCODE = 'invalid_parameter_value', HINT = 'Weights are similarity, recency, importance and entity.';
+  IF weights <> '{}'::jsonb THEN
+    FOR wk, wv IN SELECT * FROM jsonb_each(weights) LOOP
+      IF wk NOT IN ('similarity', 'recency', 'importance', 'entity') THEN
+        RAISE EXCEPTION 'unknown weight "%"', @extschema@._echo(wk)
+          USING ERRCODE = 'invalid_parameter_value', HINT = 'Weights are similarity, recency, importance and entity.';
+      END IF;
+      IF jsonb_typeof(wv) <> 'number' OR (wv #>> '{}')::float8 < 0 THEN
+        RAISE EXCEPTION 'weight "%" must be a non-negative number, not %', wk, @extschema@._echo(wv::text)
+          USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Weights are numbers >= 0; 0 turns a term off.';
+      END IF;
+      w[array_position(ARRAY['similarity', 'recency', 'importance', 'entity'], wk)] := (wv #>> '{}')::float8;
+    END LOOP;
+    IF w[1] + w[2] + w[3] + w[4] <= 0 THEN
+      RAISE EXCEPTION 'every weight is zero'
+        USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give at least one term a positive weight.';
     END IF;
-    IF jsonb_typeof(wv) <> 'number' OR (wv #>> '{}')::float8 < 0 THEN
-      RAISE EXCEPTION 'weight "%" must be a non-negative number, not %', wk, @extschema@._echo(wv::text)
-        USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Weights are numbers >= 0; 0 turns a term off.';
-    END IF;
-    w[array_position(ARRAY['similarity', 'recency', 'importance', 'entity'], wk)] := (wv #>> '{}')::float8;
-  END LOOP;
-  IF w[1] + w[2] + w[3] + w[4] <= 0 THEN
-    RAISE EXCEPTION 'every weight is zero'
-      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give at least one term a positive weight.';
   END IF;
   hl_default := extract(epoch FROM half_life);
   IF hl_default <= 0 THEN
@@ -2555,18 +2578,20 @@ BEGIN
     RAISE EXCEPTION 'half_lives must be a JSON object of kind to interval'
       USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. ''{"preference": "90 days", "chat": "2 days"}''.';
   END IF;
-  FOR wk, wv IN SELECT * FROM jsonb_each(half_lives) LOOP
-    BEGIN
-      hl_map := hl_map || jsonb_build_object(wk, extract(epoch FROM (wv #>> '{}')::interval));
-    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR invalid_parameter_value THEN
-      RAISE EXCEPTION 'half-life of kind "%" is not an interval: %', @extschema@._echo(wk), @extschema@._echo(wv::text)
-        USING ERRCODE = 'invalid_parameter_value', HINT = 'Give intervals as text, e.g. ''{"preference": "90 days"}''.';
-    END;
-    IF (hl_map ->> wk)::float8 <= 0 THEN
-      RAISE EXCEPTION 'half-life of kind "%" is not positive', @extschema@._echo(wk)
-        USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give half-lives as positive intervals; list kinds that never decay in evergreen_kinds.';
-    END IF;
-  END LOOP;
+  IF half_lives <> '{}'::jsonb THEN
+    FOR wk, wv IN SELECT * FROM jsonb_each(half_lives) LOOP
+      BEGIN
+        hl_map := hl_map || jsonb_build_object(wk, extract(epoch FROM (wv #>> '{}')::interval));
+      EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR invalid_parameter_value THEN
+        RAISE EXCEPTION 'half-life of kind "%" is not an interval: %', @extschema@._echo(wk), @extschema@._echo(wv::text)
+          USING ERRCODE = 'invalid_parameter_value', HINT = 'Give intervals as text, e.g. ''{"preference": "90 days"}''.';
+      END;
+      IF (hl_map ->> wk)::float8 <= 0 THEN
+        RAISE EXCEPTION 'half-life of kind "%" is not positive', @extschema@._echo(wk)
+          USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Give half-lives as positive intervals; list kinds that never decay in evergreen_kinds.';
+      END IF;
+    END LOOP;
+  END IF;
   IF NOT (recency_floor >= 0 AND recency_floor <= 1) THEN
     RAISE EXCEPTION 'recency_floor % is out of range', recency_floor
       USING ERRCODE = 'numeric_value_out_of_range', HINT = 'The floor is between 0 and 1 (0: none).';
@@ -2575,47 +2600,46 @@ BEGIN
     RAISE EXCEPTION 'unknown age_from "%"', @extschema@._echo(age_from)
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''event'' (age from event_at) or ''access'' (from the last access, else creation).';
   END IF;
-  SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') INTO qents
-  FROM unnest(subjects || entities) x WHERE x IS NOT NULL AND x <> '';
+  IF cardinality(subjects) + cardinality(entities) > 0 THEN
+    SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') INTO qents
+    FROM unnest(subjects || entities) x WHERE x IS NOT NULL AND x <> '';
+  END IF;
 
-  -- The score of a memory m at distance d.dist, every term kept for the explanation.
-  op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
-  dist_expr := format('(e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) ($1::%1$s.vector(%2$s))', vs, r.dims, op);
-  terms := format($t$
-    SELECT m.id, d.dist, x.sim, x.rec, m.importance AS imp, x.ent, x.hl, x.age, x.evergreen, x.matched,
-           @extschema@._memory_score($3[1], $3[2], $3[3], $3[4], x.sim, x.rec, m.importance, x.ent) AS score
-    FROM (%%s) d
-    CROSS JOIN LATERAL (SELECT * FROM @extschema@.memories mm WHERE mm.tenant_id = $2 AND mm.id = d.memory_id OFFSET 0) m
-    CROSS JOIN LATERAL (
-      SELECT @extschema@._memory_similarity(%1$L, d.dist) AS sim, a.evergreen, a.hl, a.age,
-             @extschema@._memory_recency(a.age, a.hl, a.evergreen, $7) AS rec, b.matched,
-             CASE WHEN cardinality($9) = 0 THEN 0::float8 ELSE cardinality(b.matched)::float8 / cardinality($9) END AS ent
-      FROM (SELECT m.evergreen OR m.kind = ANY ($6) AS evergreen,
-                   coalesce(($4 ->> m.kind)::float8, $5) AS hl,
-                   extract(epoch FROM $10 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
-                                                 ELSE m.event_at END)::float8 AS age) a,
-           (SELECT coalesce(array_agg(q ORDER BY q), '{}') AS matched FROM unnest($9) q
-            WHERE q = m.subject OR q = ANY (m.entities)) b) x
-  $t$, r.distance);
-  src := format('SELECT e.memory_id, %s AS dist FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %L',
-                dist_expr, r.model);
-
-  brute := 'SELECT coalesce(array_agg(s.id ORDER BY s.score DESC, s.id), ''{}''), coalesce(array_agg(s.score ORDER BY s.score DESC, s.id), ''{}'')
-             FROM (SELECT z.id, z.score FROM (%s) z ORDER BY z.score DESC, z.id LIMIT %s) s';
   SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
 
   IF eligible <= current_setting('saas.memory_exact_below')::bigint THEN
+    -- Brute force: the statement at the end scores every memory (sel_ids NULL).
     stage := 'brute_force';
     is_exact := true;
     examined := eligible;
-    EXECUTE format(brute, format(terms, src), k)
-      INTO sel_ids, c_scores
-      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
-    c_ids := sel_ids;
-    c_stage := array_fill('brute_force'::text, ARRAY[cardinality(sel_ids)]);
   ELSE
     stage := 'index';
+    -- The index stage names the model's index expression, whose dimension
+    -- and operator are the model's: this statement is built per model.
+    vs := @extschema@._memory_vector_schema();
+    op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
+    dist_expr := format('(e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) ($1::%1$s.vector(%2$s))', vs, r.dims, op);
+    terms := format($t$
+      SELECT m.id, d.dist,
+             @extschema@._memory_score($3[1], $3[2], $3[3], $3[4], x.sim, x.rec, m.importance, x.ent) AS score
+      FROM (%%s) d
+      CROSS JOIN LATERAL (SELECT * FROM @extschema@.memories mm WHERE mm.tenant_id = $2 AND mm.id = d.memory_id OFFSET 0) m
+      CROSS JOIN LATERAL (
+        SELECT @extschema@._memory_similarity(%1$L, d.dist) AS sim,
+               @extschema@._memory_recency(a.age, a.hl, a.evergreen, $7) AS rec,
+               CASE WHEN cardinality($9) = 0 THEN 0::float8
+                    ELSE (SELECT count(*) FROM unnest($9) q WHERE q = m.subject OR q = ANY (m.entities))::float8 / cardinality($9) END AS ent
+        FROM (SELECT m.evergreen OR m.kind = ANY ($6) AS evergreen,
+                     coalesce(($4 ->> m.kind)::float8, $5) AS hl,
+                     extract(epoch FROM $10 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                                   ELSE m.event_at END)::float8 AS age) a) x
+    $t$, r.distance);
+    src := format('SELECT e.memory_id, %s AS dist FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %L',
+                  dist_expr, r.model);
     -- Entity stage: every memory matching a query entity, whatever its distance.
+    -- Cursors of EXECUTE get custom plans (with the query vector and the
+    -- tenant known): the HNSW index serves an ORDER BY of a known vector.
+    PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
     IF cardinality(qents) > 0 THEN
       FOR row IN EXECUTE format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l WHERE l.tenant_id = $2 AND l.entity = ANY ($9))')
         USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
@@ -2638,9 +2662,12 @@ BEGIN
     IF old_max_scan IS NOT NULL THEN
       PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
     END IF;
-    FOR row IN EXECUTE format(terms, src || ' ORDER BY 2')
-      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
+    OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2')
+      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
     LOOP
+      FETCH cur INTO row;
+      EXIT WHEN NOT FOUND;
       streamed := streamed + 1;
       kth := CASE WHEN cardinality(top) >= k THEN top[k] END;
       IF kth IS NOT NULL AND kth >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
@@ -2654,21 +2681,19 @@ BEGIN
         SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(top || row.score) s ORDER BY s DESC LIMIT k) z;
       END IF;
     END LOOP;
+    CLOSE cur;
     PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
     IF old_max_scan IS NOT NULL THEN
       PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
     END IF;
     IF NOT stopped AND streamed < eligible THEN
       -- The index stream ended early (hnsw.max_scan_tuples): never fewer
-      -- rows silently; search exactly instead.
+      -- rows silently; search exactly instead (sel_ids NULL: brute force).
       stage := 'brute_force_fallback';
       is_exact := true;
       examined := eligible;
-      EXECUTE format(brute, format(terms, src), k)
-        INTO sel_ids, c_scores
-        USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
-      c_ids := sel_ids;
-      c_stage := array_fill('brute_force'::text, ARRAY[cardinality(sel_ids)]);
+      c_ids := '{}';
+      c_stage := '{}';
     ELSE
       -- Every memory seen means exact; a stop at the bound is certified
       -- relative to the index stream.
@@ -2678,51 +2703,88 @@ BEGIN
     END IF;
   END IF;
 
-  -- Access refresh: only in a read-write transaction.
   IF touch THEN
-    IF current_setting('transaction_read_only') = 'on' THEN
-      touch_note := 'skipped: read-only transaction (a GET); search with POST to refresh access';
-    ELSE
-      UPDATE @extschema@.memories mm SET last_accessed_at = p_now, access_count = mm.access_count + 1
-      WHERE mm.tenant_id = t AND mm.id = ANY (sel_ids);
-      touch_note := 'refreshed';
-    END IF;
+    touch_note := CASE WHEN current_setting('transaction_read_only') = 'on'
+                       THEN 'skipped: read-only transaction (a GET); search with POST to refresh access'
+                       ELSE 'refreshed' END;
   END IF;
 
-  RETURN QUERY EXECUTE format($q$
-    SELECT z.id, m.subject, m.kind, m.content, m.metadata, z.score, s.ord::int, $11,
-           jsonb_build_object(
-             'score', z.score,
-             'stage', coalesce($13[array_position($14, z.id)], 'index'),
-             'exact', $11,
-             'result', $15,
-             'distance', z.dist,
-             'terms', jsonb_build_object(
-               'similarity', jsonb_build_object('value', z.sim, 'weight', $3[1], 'contribution', $3[1] * z.sim / ($3[1] + $3[2] + $3[3] + $3[4])),
-               'recency', jsonb_build_object('value', z.rec, 'weight', $3[2], 'contribution', $3[2] * z.rec / ($3[1] + $3[2] + $3[3] + $3[4]),
-                                             'age_seconds', z.age, 'half_life_seconds', CASE WHEN z.evergreen THEN NULL ELSE z.hl END,
-                                             'evergreen', z.evergreen, 'floor', $7, 'age_from', $8),
-               'importance', jsonb_build_object('value', z.imp, 'weight', $3[3], 'contribution', $3[3] * z.imp / ($3[1] + $3[2] + $3[3] + $3[4])),
-               'entity', jsonb_build_object('value', z.ent, 'weight', $3[4], 'contribution', $3[4] * z.ent / ($3[1] + $3[2] + $3[3] + $3[4]),
-                                            'matched', to_jsonb(z.matched))),
-             'touch', $12)
-    FROM unnest($16) WITH ORDINALITY AS s(id, ord)
-    JOIN (%s) z ON z.id = s.id
-    JOIN @extschema@.memories m ON m.tenant_id = $2 AND m.id = z.id
-    ORDER BY s.ord
-  $q$, format(terms, src || ' AND e.memory_id = ANY ($16)'))
-  USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now,
-        is_exact, touch_note, c_stage, c_ids,
-        CASE WHEN is_exact THEN 'exact' ELSE 'certified relative to the index stream' END, sel_ids;
+  -- The rows and their explanations, scored in one static statement (its
+  -- plan is kept for the session): every memory of the tenant when sel_ids
+  -- is NULL (brute force), else the ones the index stage selected.
+  SELECT coalesce(array_agg(z.id ORDER BY z.sc DESC, z.id), '{}'), array_agg(z.subject ORDER BY z.sc DESC, z.id),
+         array_agg(z.kind ORDER BY z.sc DESC, z.id), array_agg(z.content ORDER BY z.sc DESC, z.id),
+         array_agg(z.metadata ORDER BY z.sc DESC, z.id), array_agg(z.sc ORDER BY z.sc DESC, z.id),
+         array_agg(jsonb_build_object(
+           'score', z.sc,
+           'stage', coalesce(c_stage[array_position(c_ids, z.id)], 'brute_force'),
+           'exact', is_exact,
+           'result', CASE WHEN is_exact THEN 'exact' ELSE 'certified relative to the index stream' END,
+           'distance', z.dist,
+           'terms', jsonb_build_object(
+             'similarity', jsonb_build_object('value', z.sim, 'weight', w[1], 'contribution', w[1] * z.sim / (w[1] + w[2] + w[3] + w[4])),
+             'recency', jsonb_build_object('value', z.rec, 'weight', w[2], 'contribution', w[2] * z.rec / (w[1] + w[2] + w[3] + w[4]),
+                                           'age_seconds', z.age, 'half_life_seconds', CASE WHEN z.evg THEN NULL ELSE z.hl END,
+                                           'evergreen', z.evg, 'floor', recency_floor, 'age_from', age_from),
+             'importance', jsonb_build_object('value', z.imp, 'weight', w[3], 'contribution', w[3] * z.imp / (w[1] + w[2] + w[3] + w[4])),
+             'entity', jsonb_build_object('value', z.ent, 'weight', w[4], 'contribution', w[4] * z.ent / (w[1] + w[2] + w[3] + w[4]),
+                                          'matched', to_jsonb(z.matched))),
+           'touch', touch_note) ORDER BY z.sc DESC, z.id)
+  INTO o_ids, o_subjects, o_kinds, o_contents, o_metadata, o_scores, o_expl
+  FROM (
+    SELECT s.id, s.dist, s.sim, s.rec, s.imp, s.ent, s.hl, s.age, s.evg, s.matched, s.sc,
+           s.subject, s.kind, s.content, s.metadata
+    FROM (
+      SELECT m.id, m.dist, x.sim, x.rec, m.importance AS imp, x.ent, a.hl, a.age, a.evg, x.matched,
+             @extschema@._memory_score(w[1], w[2], w[3], w[4], x.sim, x.rec, m.importance, x.ent) AS sc,
+             m.subject, m.kind, m.content, m.metadata
+      FROM (SELECT mm.id, e.dist, mm.subject, mm.kind, mm.content, mm.metadata, mm.importance, mm.evergreen,
+                   mm.event_at, mm.created_at, mm.last_accessed_at, mm.entities
+            FROM (SELECT ee.memory_id, @extschema@._memory_distance(ee.embedding, query, r.distance) AS dist
+                  FROM @extschema@.memory_embeddings ee
+                  WHERE ee.tenant_id = t AND ee.model = r.model AND sel_ids IS NULL OFFSET 0) e
+            JOIN @extschema@.memories mm ON mm.tenant_id = t AND mm.id = e.memory_id
+            UNION ALL
+            SELECT mm.id, @extschema@._memory_distance(ee.embedding, query, r.distance), mm.subject, mm.kind, mm.content,
+                   mm.metadata, mm.importance, mm.evergreen, mm.event_at, mm.created_at, mm.last_accessed_at, mm.entities
+            FROM @extschema@.memory_embeddings ee JOIN @extschema@.memories mm ON mm.tenant_id = ee.tenant_id AND mm.id = ee.memory_id
+            WHERE ee.tenant_id = t AND mm.tenant_id = t AND ee.model = r.model
+              AND ee.memory_id = ANY (sel_ids) AND mm.id = ANY (sel_ids)) m
+      CROSS JOIN LATERAL (
+        SELECT m.evergreen OR m.kind = ANY (evergreen_kinds) AS evg,
+               coalesce((hl_map ->> m.kind)::float8, hl_default) AS hl,
+               extract(epoch FROM p_now - CASE WHEN age_from = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                               ELSE m.event_at END)::float8 AS age) a
+      CROSS JOIN LATERAL (
+        SELECT @extschema@._memory_similarity(r.distance, m.dist) AS sim,
+               @extschema@._memory_recency(a.age, a.hl, a.evg, recency_floor) AS rec,
+               b.matched,
+               CASE WHEN cardinality(qents) = 0 THEN 0::float8 ELSE cardinality(b.matched)::float8 / cardinality(qents) END AS ent
+        FROM (SELECT CASE WHEN cardinality(qents) = 0 THEN '{}'::text[]
+                          ELSE (SELECT coalesce(array_agg(q ORDER BY q), '{}') FROM unnest(qents) q
+                                WHERE q = m.subject OR q = ANY (m.entities)) END AS matched) b) x
+    ) s
+    ORDER BY s.sc DESC, s.id
+    LIMIT k) z;
 
-  n_ret := cardinality(sel_ids);
+  -- Access refresh: only in a read-write transaction.
+  IF touch_note = 'refreshed' THEN
+    UPDATE @extschema@.memories mm SET last_accessed_at = p_now, access_count = mm.access_count + 1
+    WHERE mm.tenant_id = t AND mm.id = ANY (o_ids);
+  END IF;
+
   IF current_setting('transaction_read_only') = 'off'
      AND random() < current_setting('saas.memory_log_sample_rate')::float8 THEN
-    SELECT max(c.sc) INTO top_sc FROM unnest(c_ids, c_scores) AS c(id, sc) WHERE c.id = ANY (sel_ids);
-    PERFORM @extschema@._memory_log_write(model, k, stage, is_exact, examined, n_ret, top_sc,
+    PERFORM @extschema@._memory_log_write(model, k, stage, is_exact, examined, cardinality(o_ids), o_scores[1],
                                           extract(epoch FROM clock_timestamp() - started) * 1000,
-                                          subjects, entities, sel_ids);
+                                          subjects, entities, o_ids);
   END IF;
+
+  RETURN QUERY
+  SELECT u.id, u.subject, u.kind, u.content, u.metadata, u.sc, u.ord::int, is_exact, u.expl
+  FROM unnest(o_ids, o_subjects, o_kinds, o_contents, o_metadata, o_scores, o_expl)
+       WITH ORDINALITY AS u(id, subject, kind, content, metadata, sc, expl, ord)
+  ORDER BY u.ord;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.memory_search(vector, text, int, text[], text[], jsonb, interval, jsonb, text[], float8, text, boolean, timestamptz) IS
@@ -2768,6 +2830,7 @@ FROM (SELECT pg_catalog.format('%I.vector', n.nspname) AS name
      (VALUES
   ('memory_add(text, text, text, double precision, boolean, text[], jsonb, timestamp with time zone, text, vector, timestamp with time zone)'),
   ('memory_embed(bigint, text, vector, timestamp with time zone)'),
+  ('_memory_distance(vector, vector, text)'),
   ('memory_search(vector, text, integer, text[], text[], jsonb, interval, jsonb, text[], double precision, text, boolean, timestamp with time zone)'),
   ('saas_api.memory_search(vector, text, integer, text[], text[], jsonb, interval, jsonb, text[], double precision, text, boolean)'),
   ('saas_api.memory_add(text, text, text, double precision, boolean, text[], jsonb, timestamp with time zone, text, vector)'),

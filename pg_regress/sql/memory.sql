@@ -114,6 +114,20 @@ FROM saas.memory_search('[1,0,0]', 'tiny', k => 3, entities => '{parking}', p_no
 RESET saas.memory_exact_below;
 SELECT rank, content, round(score::numeric, 4) AS score, exact, explanation ->> 'stage' AS stage
 FROM saas.memory_search('[1,0,0]', 'tiny', k => 3, entities => '{parking}', p_now => '2026-03-01') ORDER BY rank;
+-- Both stages score their rows and build the explanations in the same
+-- statement (a plan kept for the session): the same scores and terms.
+SET saas.memory_exact_below = 0;
+CREATE TEMP TABLE by_index AS
+SELECT memory_id, score, explanation ->> 'stage' AS stage, explanation - 'stage' - 'exact' - 'result' AS e
+FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}', p_now => '2026-03-01');
+RESET saas.memory_exact_below;
+SELECT count(*) AS rows, string_agg(DISTINCT i.stage, ',') AS index_stages, bool_and(b.score = i.score AND b.e = i.e) AS same
+FROM by_index i
+JOIN (SELECT memory_id, score, explanation - 'stage' - 'exact' - 'result' AS e
+      FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}',
+                              p_now => '2026-03-01')) b USING (memory_id);
+-- pgvector's three distances, as the scoring statement computes them.
+SELECT d, saas._memory_distance('[1,0,0]', '[0.6,0.8,0]', d) AS distance FROM unnest('{cosine,l2,ip}'::text[]) d;
 -- k larger than the tenant: min(k, eligible) rows.
 SELECT count(*) FROM saas.memory_search('[1,0,0]', 'tiny', k => 50, p_now => '2026-03-01');
 
