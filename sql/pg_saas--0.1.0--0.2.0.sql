@@ -4042,7 +4042,8 @@ BEGIN
              CASE k.kind WHEN 'hit' THEN coalesce(c.model, '(expired)') WHEN 'shared' THEN coalesce(s.model, '(expired)')
                          ELSE k.id END AS model,
              CASE WHEN k.kind <> 'miss' THEN k.pending ELSE 0 END AS hits, CASE WHEN k.kind = 'miss' THEN k.pending ELSE 0 END AS misses,
-             CASE WHEN k.kind = 'shared' THEN k.pending ELSE 0 END AS shared, CASE WHEN k.kind = 'overflow' THEN k.pending ELSE 0 END AS overflow,
+             CASE WHEN k.kind IN ('shared', 'shared_overflow') THEN k.pending ELSE 0 END AS shared,
+             CASE WHEN k.kind IN ('overflow', 'shared_overflow') THEN k.pending ELSE 0 END AS overflow,
              k.pending * coalesce(c.prompt_tokens + c.completion_tokens, s.prompt_tokens + s.completion_tokens, 0) AS tokens,
              k.pending * coalesce(c.cost_micros, s.cost_micros, 0) AS saved
       FROM taken k
@@ -4097,7 +4098,8 @@ BEGIN
            CASE WHEN q.kind <> 'miss' THEN q.pending ELSE 0 END, CASE WHEN q.kind = 'miss' THEN q.pending ELSE 0 END,
            q.pending * coalesce(c.prompt_tokens + c.completion_tokens, x.prompt_tokens + x.completion_tokens, 0),
            q.pending * coalesce(c.cost_micros, x.cost_micros, 0), 0, 0,
-           CASE WHEN q.kind = 'shared' THEN q.pending ELSE 0 END, CASE WHEN q.kind = 'overflow' THEN q.pending ELSE 0 END
+           CASE WHEN q.kind IN ('shared', 'shared_overflow') THEN q.pending ELSE 0 END,
+           CASE WHEN q.kind IN ('overflow', 'shared_overflow') THEN q.pending ELSE 0 END
     FROM @extschema@._llm_pending() q
     LEFT JOIN @extschema@.llm_cache c ON q.kind = 'hit' AND c.tenant_id = q.tenant_id AND c.cache_key = q.id
     LEFT JOIN @extschema@.llm_cache_shared x ON q.kind = 'shared' AND x.cache_key = q.id

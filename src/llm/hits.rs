@@ -19,6 +19,9 @@ pub const KIND_OVERFLOW: u32 = 3;
 /// A hit on an entry of the shared (non-tenant) scope, keyed by the
 /// reading tenant and the entry's cache key.
 pub const KIND_SHARED: u32 = 4;
+/// Hits on shared-scope entries counted per model in the overflow region
+/// (a kind of their own, so that they still count as shared hits).
+pub const KIND_SHARED_OVERFLOW: u32 = 5;
 /// How far from its home slot a key may be placed.
 const PROBE: usize = 64;
 
@@ -89,6 +92,11 @@ pub fn overflow_key(database: u32, tenant: [u8; 16], day: i32, model: &str) -> H
     model_key(KIND_OVERFLOW, database, tenant, day, model)
 }
 
+/// The same for hits on entries of the shared scope.
+pub fn shared_overflow_key(database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSlot {
+    model_key(KIND_SHARED_OVERFLOW, database, tenant, day, model)
+}
+
 fn model_key(kind: u32, database: u32, tenant: [u8; 16], day: i32, model: &str) -> HitSlot {
     let mut id = [0u8; 64];
     let mut end = model.len().min(64);
@@ -131,13 +139,16 @@ pub fn record(slots: &mut [HitSlot], k: &HitSlot, model: &str, n: i64) -> Counte
     if add(main, k, n) {
         return Counted::Exact;
     }
-    let (key, how) = if k.kind == KIND_HIT || k.kind == KIND_SHARED {
-        (
+    let (key, how) = match k.kind {
+        KIND_HIT => (
             overflow_key(k.database, k.tenant, k.day, model),
             Counted::Overflow,
-        )
-    } else {
-        (*k, Counted::Exact)
+        ),
+        KIND_SHARED => (
+            shared_overflow_key(k.database, k.tenant, k.day, model),
+            Counted::Overflow,
+        ),
+        _ => (*k, Counted::Exact),
     };
     let mut free = None;
     for (i, s) in tail.iter_mut().enumerate() {
@@ -266,6 +277,27 @@ mod tests {
         assert_eq!(take(&mut t, 5).len(), 2);
         assert_eq!(snapshot(&t, 5).len(), 0);
         assert_eq!(snapshot(&t, 6).len(), 1);
+    }
+
+    #[test]
+    fn shared_hits_of_a_full_table_stay_shared() {
+        let mut t = vec![HitSlot::EMPTY; 64];
+        let mut kinds = std::collections::BTreeSet::new();
+        for i in 0..200u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            let mut k = hit_key(1, [2; 16], 9, &key);
+            k.kind = KIND_SHARED;
+            assert_ne!(record(&mut t, &k, "gpt-4o", 1), Counted::Full);
+        }
+        for s in snapshot(&t, 1) {
+            kinds.insert(s.kind);
+        }
+        // Never counted as a plain (tenant-scope) overflow hit.
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            vec![KIND_SHARED, KIND_SHARED_OVERFLOW]
+        );
     }
 
     #[test]

@@ -167,6 +167,7 @@ fn slot_rows(slots: Vec<hits::HitSlot>) -> Vec<(String, pgrx::Uuid, i32, String,
                     hits::KIND_HIT => "hit",
                     hits::KIND_SHARED => "shared",
                     hits::KIND_OVERFLOW => "overflow",
+                    hits::KIND_SHARED_OVERFLOW => "shared_overflow",
                     _ => "miss",
                 }
                 .to_string(),
