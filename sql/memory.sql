@@ -360,7 +360,16 @@ BEGIN
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the id saas.memory_add returned.';
   END IF;
   PERFORM @extschema@._memory_check_vector(embedding::text, r.model, r.dims, 'the embedding');
-  IF NOT EXISTS (SELECT FROM @extschema@.memories mm WHERE mm.tenant_id = t AND mm.id = memory_embed.memory_id) THEN
+  -- The memory's row is locked (KEY SHARE) before the embedding is written:
+  -- without a foreign key, a concurrent delete (memory_forget, or any DELETE,
+  -- whose statement trigger deletes the embeddings) would not see an
+  -- embedding written meanwhile, which would outlive its memory. A delete in
+  -- progress makes this wait, then find the memory gone (the error below); an
+  -- embed in progress makes the delete wait, and its trigger then sees the
+  -- committed embedding (READ COMMITTED; under REPEATABLE READ the loser of
+  -- the race gets a serialization failure instead).
+  PERFORM FROM @extschema@.memories mm WHERE mm.tenant_id = t AND mm.id = memory_embed.memory_id FOR KEY SHARE;
+  IF NOT FOUND THEN
     RAISE EXCEPTION 'memory % does not exist', memory_id
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Embed memories of the current tenant (saas.memory_pending lists them).';
   END IF;
@@ -478,10 +487,14 @@ BEGIN
     RAISE EXCEPTION 'memory_forget: the subject may not be NULL or empty'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the subject to erase, e.g. saas.memory_forget(''patient:42'').';
   END IF;
-  -- Memories about the subject, and memories that mention it.
-  SELECT coalesce(array_agg(mm.id ORDER BY mm.id), '{}') INTO ids
-  FROM @extschema@.memories mm
-  WHERE mm.tenant_id = t AND (mm.subject = memory_forget.subject OR memory_forget.subject = ANY (mm.entities));
+  -- Memories about the subject, and memories that mention it, locked first:
+  -- an embed of one of them in progress (memory_embed holds its row KEY
+  -- SHARE) is waited for, so the deletes below, with a later snapshot, see
+  -- and count its embedding.
+  SELECT coalesce(array_agg(x.id ORDER BY x.id), '{}') INTO ids
+  FROM (SELECT mm.id FROM @extschema@.memories mm
+        WHERE mm.tenant_id = t AND (mm.subject = memory_forget.subject OR memory_forget.subject = ANY (mm.entities))
+        FOR UPDATE) x;
   DELETE FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.memory_id = ANY (ids);
   GET DIAGNOSTICS n_emb = ROW_COUNT;
   DELETE FROM @extschema@.memory_entities l
@@ -575,12 +588,19 @@ DECLARE
   c_ids bigint[] := '{}';
   c_scores float8[] := '{}';
   c_stage text[] := '{}';
+  e_ids bigint[];
+  e_scores float8[];
+  e_stage text[];
+  e_top float8[];
+  e_examined int;
   ent_ids bigint[] := '{}';
   row record;
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
   old_max_scan text;
+  old_index_scan text;
+  old_sort text;
   cur refcursor;
   o_ids bigint[];
   o_subjects text[];
@@ -709,55 +729,73 @@ BEGIN
     END IF;
     -- Index stage: the tenant's memories in distance order (HNSW iterative
     -- scan, strict order), until no unseen memory can beat the k-th score.
-    old_iter := current_setting('hnsw.iterative_scan', true);
-    PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
-    -- Other tenants' rows near the query are index tuples the stream reads
-    -- and skips: at most twice the tenant's own rows of them (then the
-    -- stream ends and brute force finishes), so the work is bounded by the
-    -- tenant's own size, whatever others store near its query.
-    old_max_scan := current_setting('hnsw.max_scan_tuples', true);
-    IF old_max_scan IS NOT NULL THEN
-      PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
-    END IF;
-    OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2')
-      USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
-    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
-    LOOP
-      FETCH cur INTO row;
-      EXIT WHEN NOT FOUND;
-      streamed := streamed + 1;
-      kth := CASE WHEN cardinality(top) >= k THEN top[k] END;
-      IF kth IS NOT NULL AND kth >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
-        stopped := true;
-        EXIT;
+    e_ids := c_ids; e_scores := c_scores; e_stage := c_stage; e_top := top; e_examined := examined;
+    FOR pass IN 1..2 LOOP
+      IF pass = 1 THEN
+        old_iter := current_setting('hnsw.iterative_scan', true);
+        PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+        -- Other tenants' rows near the query are index tuples the stream
+        -- reads and skips: at most twice the tenant's own rows of them (then
+        -- the stream ends), so the work is bounded by the tenant's own size,
+        -- whatever others store near its query.
+        old_max_scan := current_setting('hnsw.max_scan_tuples', true);
+        IF old_max_scan IS NOT NULL THEN
+          PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
+        END IF;
+        OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2')
+          USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+      ELSE
+        -- The index stream ended before the tenant's rows were all seen and
+        -- before the bound stopped it (hnsw.max_scan_tuples: other tenants'
+        -- rows crowd the query). The same stream again, from the tenant's
+        -- rows sorted by exact distance (no index), with the same stopping
+        -- rule: the caller sees what a complete index stream gives (stage
+        -- 'index', exact unless the bound stopped it, the same in the query
+        -- log), so nothing it reads depends on other tenants' data.
+        old_index_scan := current_setting('enable_indexscan');
+        old_sort := current_setting('enable_sort');
+        PERFORM set_config('enable_indexscan', 'off', true);
+        PERFORM set_config('enable_sort', 'on', true);
+        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
+        OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2, 1')
+          USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+        PERFORM set_config('enable_indexscan', old_index_scan, true);
+        PERFORM set_config('enable_sort', old_sort, true);
+        c_ids := e_ids; c_scores := e_scores; c_stage := e_stage; top := e_top; examined := e_examined;
+        streamed := 0;
       END IF;
-      CONTINUE WHEN row.id = ANY (ent_ids);
-      examined := examined + 1;
-      c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'index'::text;
-      IF kth IS NULL OR row.score > kth THEN
-        SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(top || row.score) s ORDER BY s DESC LIMIT k) z;
+      LOOP
+        FETCH cur INTO row;
+        EXIT WHEN NOT FOUND;
+        streamed := streamed + 1;
+        kth := CASE WHEN cardinality(top) >= k THEN top[k] END;
+        IF kth IS NOT NULL AND kth >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
+          stopped := true;
+          EXIT;
+        END IF;
+        CONTINUE WHEN row.id = ANY (ent_ids);
+        examined := examined + 1;
+        c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'index'::text;
+        IF kth IS NULL OR row.score > kth THEN
+          SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(top || row.score) s ORDER BY s DESC LIMIT k) z;
+        END IF;
+      END LOOP;
+      CLOSE cur;
+      IF pass = 1 THEN
+        PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
+        IF old_max_scan IS NOT NULL THEN
+          PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
+        END IF;
       END IF;
+      EXIT WHEN stopped OR streamed >= eligible;
     END LOOP;
-    CLOSE cur;
-    PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
-    IF old_max_scan IS NOT NULL THEN
-      PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
-    END IF;
-    IF NOT stopped AND streamed < eligible THEN
-      -- The index stream ended early (hnsw.max_scan_tuples): never fewer
-      -- rows silently; search exactly instead (sel_ids NULL: brute force).
-      stage := 'brute_force_fallback';
-      is_exact := true;
-      examined := eligible;
-      c_ids := '{}';
-      c_stage := '{}';
-    ELSE
-      -- Every memory seen means exact; a stop at the bound is certified
-      -- relative to the index stream.
-      is_exact := NOT stopped;
-      SELECT coalesce(array_agg(c.id ORDER BY c.sc DESC, c.id), '{}') INTO sel_ids
-      FROM (SELECT c.id, c.sc FROM unnest(c_ids, c_scores) AS c(id, sc) ORDER BY c.sc DESC, c.id LIMIT k) c;
-    END IF;
+    -- Every memory seen means exact; a stop at the bound is certified
+    -- relative to the index stream.
+    is_exact := NOT stopped;
+    SELECT coalesce(array_agg(c.id ORDER BY c.sc DESC, c.id), '{}') INTO sel_ids
+    FROM (SELECT c.id, c.sc FROM unnest(c_ids, c_scores) AS c(id, sc) ORDER BY c.sc DESC, c.id LIMIT k) c;
   END IF;
 
   IF touch THEN
