@@ -787,15 +787,21 @@ async fn rescue_by_a_non_superuser_leaves_the_ledger_exact() {
         .unwrap()
         .get(0);
     assert_eq!(triggers, 6);
+    // Under the shared setup lock: the REVOKEs update the ACLs of every
+    // function of saas, as grant_api in another test's fixture does
+    // ("tuple concurrently updated" otherwise).
     admin
         .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE;
+            "BEGIN; SELECT pg_advisory_xact_lock({lock});
+             DROP SCHEMA {schema} CASCADE;
              REVOKE SELECT ON saas.partition_config, saas.partition_hooks, saas.audit_tables,
                               saas.ltv_sources, saas.tenant_tables FROM {role};
              REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA saas FROM {role};
              REVOKE USAGE ON SCHEMA saas FROM {role};
-             DROP ROLE {role};"
+             DROP ROLE {role};
+             COMMIT;",
+            lock = common::SHARED_SETUP_LOCK
         ))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("clean-up: {}", pg_err(&e)));
 }
