@@ -176,6 +176,28 @@ SELECT count(*) AS logged_in_a_later_transaction FROM saas.ltv_pending;
 ROLLBACK;
 SELECT has_function_privilege('regress_ltv_api', 'saas._partition_moving_rows(boolean)', 'EXECUTE') AS api_marks_moves;
 
+-- ---------------------------------------------------------------------------
+-- Compaction in rounds: a log larger than one round (round_rows pending
+-- rows) is folded whole, round after round, in one call
+-- ---------------------------------------------------------------------------
+BEGIN;
+SELECT format('INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES (%L, %L, %s, %L, %L)',
+              :ta, 'ida', i, 'EUR', timestamptz '2026-01-01 10:00+00' + i * interval '1 day')
+FROM generate_series(1, 9) i \gexec
+UPDATE ltv_test.payments SET amount = amount + 10 WHERE customer = 'ida' AND amount < 3;
+DELETE FROM ltv_test.payments WHERE customer = 'ida' AND amount = 9;
+SELECT count(*) AS pending FROM saas.ltv_pending;
+SET LOCAL client_min_messages = debug1;
+SELECT saas.ltv_compact('ltv_test.payments', round_rows => 4) AS compacted;
+SET LOCAL client_min_messages = notice;
+SELECT count(*) AS pending_left FROM saas.ltv_pending;
+SELECT count(*) AS mismatches FROM saas.ltv_reconcile('ltv_test.payments');
+SELECT customer_id, net, payments, first_payment_on, last_payment_on FROM ltv_test.ledger WHERE customer_id = 'ida';
+ROLLBACK;
+SELECT saas.ltv_compact(round_rows => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.ltv_compact(NULL, NULL);
+\echo :LAST_ERROR_SQLSTATE
 
 -- ---------------------------------------------------------------------------
 -- DML naming a partition counts once (each relation of the tree has the
