@@ -348,13 +348,18 @@ BEGIN
   -- Moving a row is not a change of it: no user trigger (audit, append-only
   -- guards) and no ON DELETE action may fire for the move. Superusers (and
   -- pg_cron as one) move in replica mode, undone with this subtransaction.
+  -- For every role, the move is marked (a backend-local flag, Rust: for this
+  -- subtransaction only) so that ltv's statement triggers, which a role
+  -- without replica mode fires on the default partition, log nothing.
   IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
     replication_role := current_setting('session_replication_role');
     PERFORM set_config('session_replication_role', 'replica', true);
   END IF;
+  PERFORM @extschema@._partition_moving_rows(true);
   EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) INSERT INTO %s SELECT * FROM moved',
                  dflt, cfg.control_column, lo, cfg.control_column, hi, qualified);
   GET DIAGNOSTICS moved = ROW_COUNT;
+  PERFORM @extschema@._partition_moving_rows(false);
   IF replication_role IS NOT NULL THEN
     PERFORM set_config('session_replication_role', replication_role, true);
   END IF;

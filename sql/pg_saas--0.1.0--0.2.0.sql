@@ -965,8 +965,16 @@ $$;
 
 -- ---------------------------------------------------------------------------
 -- A rescue locks the parent before the default partition, so inserts wait
--- and then go to the new month instead of failing with 23514.
+-- and then go to the new month instead of failing with 23514; it marks its
+-- move of rows (Rust, src/partitions/mod.rs), so ltv's triggers log nothing
+-- for it.
 -- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@."_partition_moving_rows"(
+  "moving" bool
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_partition_moving_rows_wrapper';
 -- Makes sure the month starting at month_start has a partition. When the
 -- default partition holds rows of that month, they are moved: create the
 -- partition standalone, move the rows, attach it; one subtransaction, so a
@@ -1029,13 +1037,18 @@ BEGIN
   -- Moving a row is not a change of it: no user trigger (audit, append-only
   -- guards) and no ON DELETE action may fire for the move. Superusers (and
   -- pg_cron as one) move in replica mode, undone with this subtransaction.
+  -- For every role, the move is marked (a backend-local flag, Rust: for this
+  -- subtransaction only) so that ltv's statement triggers, which a role
+  -- without replica mode fires on the default partition, log nothing.
   IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
     replication_role := current_setting('session_replication_role');
     PERFORM set_config('session_replication_role', 'replica', true);
   END IF;
+  PERFORM @extschema@._partition_moving_rows(true);
   EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) INSERT INTO %s SELECT * FROM moved',
                  dflt, cfg.control_column, lo, cfg.control_column, hi, qualified);
   GET DIAGNOSTICS moved = ROW_COUNT;
+  PERFORM @extschema@._partition_moving_rows(false);
   IF replication_role IS NOT NULL THEN
     PERFORM set_config('session_replication_role', replication_role, true);
   END IF;
@@ -5467,7 +5480,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN 7310480513297725713;
 
-CREATE FUNCTION @extschema@.ltv_compact(source regclass DEFAULT NULL)
+-- Rounds: a compaction takes at most round_rows pending rows at a time,
+-- and no more rows once a round's deltas take 16 MB as stored
+-- (pg_column_size, which reads no value: a chunked statement's row is
+-- about a round of its own), so no round's arrays near the 1 GB limit of a
+-- value, or memory, however large the log has grown. It goes on until it
+-- has folded as many rows as the log held when it began (rows appended
+-- meanwhile wait for the next run) or a round finds none.
+CREATE FUNCTION @extschema@.ltv_compact(source regclass DEFAULT NULL, round_rows integer DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -5475,66 +5495,85 @@ AS $$
 DECLARE
   sid bigint;
   n bigint;
+  total bigint := 0;
+  backlog bigint;
+  rounds integer := 0;
   days @extschema@.ltv_daily_compacted[];
   kt uuid[]; ks bigint[]; kc text[]; kcu text[];
 BEGIN
+  IF round_rows IS NULL OR round_rows < 1 THEN
+    RAISE EXCEPTION 'saas.ltv_compact: round_rows is %, not a positive number of pending rows', coalesce(round_rows::text, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the pending rows to fold per round (the default is 1000), or leave it out.';
+  END IF;
   IF source IS NOT NULL THEN
     sid := (@extschema@._ltv_source(source, 'saas.ltv_compact')).source_id;
   END IF;
   PERFORM pg_advisory_xact_lock_shared(@extschema@._ltv_compact_lock_key());
-  -- Take the pending rows no other compaction holds (SKIP LOCKED: two
-  -- compactions never fold one row twice), summed per customer-day, in
-  -- key order (two compactions lock rows in one order).
-  WITH taken AS (
-    DELETE FROM @extschema@.ltv_pending x
-    WHERE x.ctid = ANY (ARRAY(SELECT q.ctid FROM @extschema@.ltv_pending q
-                              WHERE sid IS NULL OR q.source_id = sid FOR UPDATE SKIP LOCKED))
-    RETURNING x.tenant_id, x.source_id, x.deltas),
-  d AS (
-    SELECT x.tenant_id, x.source_id, e.customer_id, e.currency, e.day, sum(e.gross) AS g, sum(e.refunds) AS rf,
-           sum(e.payments)::bigint AS p, sum(e.refund_count)::bigint AS rc
-    FROM taken x CROSS JOIN LATERAL unnest(x.deltas) e
-    GROUP BY 1, 2, 3, 4, 5)
-  SELECT (SELECT count(*) FROM taken),
-         array_agg(ROW(d.tenant_id, d.source_id, d.customer_id, d.currency, d.day, d.g, d.rf, d.p, d.rc)::@extschema@.ltv_daily_compacted
-                   ORDER BY d.tenant_id, d.customer_id, d.currency, d.day, d.source_id)
-  INTO n, days
-  FROM d;
-  IF days IS NULL THEN
-    RETURN n;
-  END IF;
-  -- The series; days left at zero go (a day may hold a part of its
-  -- changes only, e.g. an amount's change folded before the payment: it
-  -- stays).
-  INSERT INTO @extschema@.ltv_daily_compacted AS x
-  SELECT * FROM unnest(days)
-  ON CONFLICT (tenant_id, customer_id, currency, day, source_id) DO UPDATE
-    SET gross = x.gross + EXCLUDED.gross, refunds = x.refunds + EXCLUDED.refunds,
-        payments = x.payments + EXCLUDED.payments, refund_count = x.refund_count + EXCLUDED.refund_count;
-  DELETE FROM @extschema@.ltv_daily_compacted x
-  USING unnest(days) k
-  WHERE x.tenant_id = k.tenant_id AND x.customer_id = k.customer_id AND x.currency = k.currency
-    AND x.day = k.day AND x.source_id = k.source_id
-    AND x.payments = 0 AND x.refund_count = 0 AND x.gross = 0 AND x.refunds = 0;
-  -- The ledger of every touched customer from its compacted series. Not by
-  -- delta: concurrent compactions fold disjoint parts of the log in any
-  -- order (a deletion can be folded before the insertion it undoes), so
-  -- the compacted series may pass through days of negative counts, and
-  -- first and last payment are only right when read from the series. The
-  -- ledger rows are locked before the series is read (_ltv_ledger_refresh):
-  -- of two compactions touching a customer, the later sees the earlier.
-  SELECT array_agg(k.source_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
-         array_agg(k.tenant_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
-         array_agg(k.customer_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
-         array_agg(k.currency ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id)
-  INTO ks, kt, kc, kcu
-  FROM (SELECT DISTINCT u.source_id, u.tenant_id, u.customer_id, u.currency FROM unnest(days) u) k;
-  PERFORM @extschema@._ltv_ledger_refresh(ks, kt, kc, kcu);
-  RETURN n;
+  SELECT count(*) INTO backlog FROM @extschema@.ltv_pending q WHERE sid IS NULL OR q.source_id = sid;
+  WHILE total < backlog LOOP
+    -- Take pending rows no other compaction holds (SKIP LOCKED: two
+    -- compactions never fold one row twice), summed per customer-day, in
+    -- key order (two compactions lock rows in one order within a round).
+    -- Rows locked here but left for the next round stay this one's.
+    WITH taken AS (
+      DELETE FROM @extschema@.ltv_pending x
+      WHERE x.ctid = ANY (ARRAY(
+        SELECT w.ctid FROM (
+          SELECT l.ctid, l.size, sum(l.size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+          FROM (SELECT q.ctid, pg_column_size(q.deltas)::bigint AS size FROM @extschema@.ltv_pending q
+                WHERE sid IS NULL OR q.source_id = sid LIMIT round_rows FOR UPDATE SKIP LOCKED) l) w
+        WHERE w.upto - w.size < 16777216))
+      RETURNING x.tenant_id, x.source_id, x.deltas),
+    d AS (
+      SELECT x.tenant_id, x.source_id, e.customer_id, e.currency, e.day, sum(e.gross) AS g, sum(e.refunds) AS rf,
+             sum(e.payments)::bigint AS p, sum(e.refund_count)::bigint AS rc
+      FROM taken x CROSS JOIN LATERAL unnest(x.deltas) e
+      GROUP BY 1, 2, 3, 4, 5)
+    SELECT (SELECT count(*) FROM taken),
+           array_agg(ROW(d.tenant_id, d.source_id, d.customer_id, d.currency, d.day, d.g, d.rf, d.p, d.rc)::@extschema@.ltv_daily_compacted
+                     ORDER BY d.tenant_id, d.customer_id, d.currency, d.day, d.source_id)
+    INTO n, days
+    FROM d;
+    EXIT WHEN n = 0;
+    total := total + n;
+    rounds := rounds + 1;
+    RAISE DEBUG 'saas.ltv_compact: round % folded % pending rows', rounds, n;
+    CONTINUE WHEN days IS NULL;
+    -- The series; days left at zero go (a day may hold a part of its
+    -- changes only, e.g. an amount's change folded before the payment: it
+    -- stays).
+    INSERT INTO @extschema@.ltv_daily_compacted AS x
+    SELECT * FROM unnest(days)
+    ON CONFLICT (tenant_id, customer_id, currency, day, source_id) DO UPDATE
+      SET gross = x.gross + EXCLUDED.gross, refunds = x.refunds + EXCLUDED.refunds,
+          payments = x.payments + EXCLUDED.payments, refund_count = x.refund_count + EXCLUDED.refund_count;
+    DELETE FROM @extschema@.ltv_daily_compacted x
+    USING unnest(days) k
+    WHERE x.tenant_id = k.tenant_id AND x.customer_id = k.customer_id AND x.currency = k.currency
+      AND x.day = k.day AND x.source_id = k.source_id
+      AND x.payments = 0 AND x.refund_count = 0 AND x.gross = 0 AND x.refunds = 0;
+    -- The ledger of every touched customer from its compacted series. Not
+    -- by delta: concurrent compactions fold disjoint parts of the log in
+    -- any order (a deletion can be folded before the insertion it undoes),
+    -- so the compacted series may pass through days of negative counts,
+    -- and first and last payment are only right when read from the series.
+    -- The ledger rows are locked before the series is read
+    -- (_ltv_ledger_refresh): of two compactions touching a customer, the
+    -- later sees the earlier.
+    SELECT array_agg(k.source_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+           array_agg(k.tenant_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+           array_agg(k.customer_id ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id),
+           array_agg(k.currency ORDER BY k.tenant_id, k.customer_id, k.currency, k.source_id)
+    INTO ks, kt, kc, kcu
+    FROM (SELECT DISTINCT u.source_id, u.tenant_id, u.customer_id, u.currency FROM unnest(days) u) k;
+    PERFORM @extschema@._ltv_ledger_refresh(ks, kt, kc, kcu);
+  END LOOP;
+  RETURN total;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.ltv_compact(regclass) IS
-  'Folds the pending changes of one tracked table (NULL: all) into the compacted ledger and daily series; returns the pending rows folded. Reads are exact before and after; run_maintenance runs it.';
+COMMENT ON FUNCTION @extschema@.ltv_compact(regclass, integer) IS
+  'Folds the pending changes of one tracked table (NULL: all) into the compacted ledger and daily series, in rounds of at most round_rows pending rows (and 16 MB of stored deltas); returns the pending rows folded. Reads are exact before and after; run_maintenance runs it.';
 
 -- run_maintenance's full pass compacts every source, after giving every
 -- relation of each tracked tree its triggers (a partition another tool

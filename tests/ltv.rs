@@ -12,6 +12,8 @@
 //! - `ltv_summary` equals `lifetimes.utils.summary_data_from_transaction_data`
 //!   on the CDNOW sample lifetimes ships (fixture tests/ltv/cdnow_summary.csv,
 //!   written by tests/ltv/lifetimes_fixture.py);
+//! - a rescue (rows moved out of a default partition) run by a maintenance
+//!   role that is not a superuser leaves the ledger exact;
 //! - tenant isolation of the ledger, the metrics and the cohorts through the
 //!   real PostgREST (saas_api), admins only.
 
@@ -650,4 +652,156 @@ async fn http_tenant_isolation_of_ledger_metrics_and_cohorts() {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
+}
+
+/// A rescue run by a maintenance role that is not a superuser (it moves rows
+/// out of the default partition with triggers on) leaves the ledger exact:
+/// the move's DELETE on the default partition logs nothing, like the
+/// INSERT into the month's table, which is not attached yet. Before, the
+/// DELETE logged the moved payments as deleted and nothing added them back.
+#[tokio::test]
+async fn rescue_by_a_non_superuser_leaves_the_ledger_exact() {
+    let Some(admin) = connect("rescue_by_a_non_superuser_leaves_the_ledger_exact").await else {
+        return;
+    };
+    let schema = "ltv_it_rescue";
+    let role = "ltv_it_maint";
+    let tenant = random_uuid();
+    // What a maintenance role that is not a superuser needs for a parent's
+    // pass (docs/partitions.md): BYPASSRLS (the registries have RLS without
+    // policies), the functions, the registries the partition hooks read, and
+    // ownership of the table and its partitions (and CREATE in its schema).
+    common::shared_setup(
+        &admin,
+        &format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE;
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                 CREATE ROLE {role} NOLOGIN NOSUPERUSER BYPASSRLS;
+               END IF;
+             END $$;
+             CREATE SCHEMA {schema} AUTHORIZATION {role};
+             GRANT USAGE ON SCHEMA saas TO {role};
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA saas TO {role};
+             GRANT SELECT ON saas.partition_config, saas.partition_hooks, saas.audit_tables,
+                             saas.ltv_sources, saas.tenant_tables TO {role};
+             SET LOCAL ROLE {role};
+             CREATE TABLE {schema}.payments (
+               id bigint GENERATED ALWAYS AS IDENTITY,
+               tenant_id uuid NOT NULL,
+               customer_id text NOT NULL,
+               amount numeric(12, 2) NOT NULL,
+               kind text NOT NULL DEFAULT 'payment',
+               paid_at timestamptz NOT NULL,
+               PRIMARY KEY (tenant_id, id, paid_at)
+             ) PARTITION BY RANGE (paid_at);
+             RESET ROLE;
+             SELECT count(*) FROM saas.create_monthly_partitions('{schema}.payments', 'paid_at', 0, p_now => '2026-11-15');
+             ALTER TABLE {schema}.payments_default OWNER TO {role};
+             ALTER TABLE {schema}.payments_p2026_11 OWNER TO {role};
+             SELECT saas.ltv_track('{schema}.payments', kind_column => 'kind', occurred_at_column => 'paid_at');
+             INSERT INTO saas.tenants (id, slug, name) VALUES ('{tenant}', 'ltv-rescue-{s}', 'ltv rescue');",
+            s = &tenant[0..8]
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fixture {schema}: {}", pg_err(&e)));
+    // Payments of two months no partition holds yet (the default partition
+    // takes them), a refund among them, and one of the current month.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.payments (tenant_id, customer_id, amount, kind, paid_at) VALUES
+               ('{tenant}', 'a', 10, 'payment', '2026-11-20 10:00+00'),
+               ('{tenant}', 'a', 20, 'payment', '2027-02-03 10:00+00'),
+               ('{tenant}', 'b', 30, 'payment', '2027-02-04 10:00+00'),
+               ('{tenant}', 'b', -5, 'refund', '2027-02-05 10:00+00'),
+               ('{tenant}', 'c', 40, 'payment', '2027-03-01 00:00+00');
+             SELECT saas.ltv_compact('{schema}.payments');"
+        ))
+        .await
+        .unwrap();
+    assert_ledger_exact(&admin, schema).await;
+
+    // The role's pass over this parent (a full pass would also visit the
+    // other tests' parents), then, in the same transaction, a payment of a
+    // rescued month: it is counted (the move's exemption ended with it).
+    admin
+        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+        .await
+        .unwrap();
+    let actions: Vec<String> = admin
+        .query(
+            &format!(
+                "SELECT action || ' ' || partition_name FROM saas.run_maintenance('{schema}.payments', p_now => '2026-11-15')
+                 ORDER BY partition_name"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("run_maintenance: {}", pg_err(&e)))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            format!("rescue {schema}.payments_p2027_02"),
+            format!("rescue {schema}.payments_p2027_03")
+        ]
+    );
+    admin.batch_execute("RESET ROLE").await.unwrap();
+    assert_ledger_exact(&admin, schema).await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.payments (tenant_id, customer_id, amount, kind, paid_at)
+             VALUES ('{tenant}', 'b', 7, 'payment', '2027-02-20 10:00+00');
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+    assert_ledger_exact(&admin, schema).await;
+    let b: i64 = admin
+        .query_one(
+            "SELECT payments FROM saas.ltv_ledger WHERE tenant_id = $1::text::uuid AND customer_id = 'b'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(b, 2);
+    admin
+        .batch_execute(&format!("SELECT saas.ltv_compact('{schema}.payments')"))
+        .await
+        .unwrap();
+    assert_ledger_exact(&admin, schema).await;
+    // The rescued months carry the ledger's triggers.
+    let triggers: i64 = admin
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM saas._ltv_triggers() t
+                 WHERE t.rel IN ('{schema}.payments_p2027_02'::regclass, '{schema}.payments_p2027_03'::regclass)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 6);
+    // Under the shared setup lock: the REVOKEs update the ACLs of every
+    // function of saas, as grant_api in another test's fixture does
+    // ("tuple concurrently updated" otherwise).
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({lock});
+             DROP SCHEMA {schema} CASCADE;
+             REVOKE SELECT ON saas.partition_config, saas.partition_hooks, saas.audit_tables,
+                              saas.ltv_sources, saas.tenant_tables FROM {role};
+             REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA saas FROM {role};
+             REVOKE USAGE ON SCHEMA saas FROM {role};
+             DROP ROLE {role};
+             COMMIT;",
+            lock = common::SHARED_SETUP_LOCK
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("clean-up: {}", pg_err(&e)));
 }

@@ -152,12 +152,60 @@ SELECT saas.ltv_compact('ltv_test.payments_view');
 \echo :LAST_ERROR_SQLSTATE
 
 -- ---------------------------------------------------------------------------
+-- A rescue marks its move of rows out of a default partition
+-- (saas._partition_moving_rows): the triggers log nothing meanwhile. The
+-- mark holds in the subtransaction that set it only: rolled back (an error
+-- mid-move) or in a later transaction, every change counts again
+-- ---------------------------------------------------------------------------
+BEGIN;
+SAVEPOINT move;
+SELECT saas._partition_moving_rows(true);
+INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES
+  (:ta, 'hal', 3.00, 'EUR', '2026-01-20 10:00+00');
+SELECT count(*) AS logged_while_moving FROM saas.ltv_pending;
+ROLLBACK TO SAVEPOINT move;
+INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES
+  (:ta, 'hal', 3.00, 'EUR', '2026-01-20 10:00+00');
+SELECT count(*) AS logged_after_rollback FROM saas.ltv_pending;
+ROLLBACK;
+SELECT saas._partition_moving_rows(true);
+BEGIN;
+INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES
+  (:ta, 'hal', 3.00, 'EUR', '2026-01-20 10:00+00');
+SELECT count(*) AS logged_in_a_later_transaction FROM saas.ltv_pending;
+ROLLBACK;
+SELECT has_function_privilege('regress_ltv_api', 'saas._partition_moving_rows(boolean)', 'EXECUTE') AS api_marks_moves;
+
+-- ---------------------------------------------------------------------------
+-- Compaction in rounds: a log larger than one round (round_rows pending
+-- rows) is folded whole, round after round, in one call
+-- ---------------------------------------------------------------------------
+BEGIN;
+SELECT format('INSERT INTO ltv_test.payments (tenant_id, customer, amount, currency, paid_at) VALUES (%L, %L, %s, %L, %L)',
+              :ta, 'ida', i, 'EUR', timestamptz '2026-01-01 10:00+00' + i * interval '1 day')
+FROM generate_series(1, 9) i \gexec
+UPDATE ltv_test.payments SET amount = amount + 10 WHERE customer = 'ida' AND amount < 3;
+DELETE FROM ltv_test.payments WHERE customer = 'ida' AND amount = 9;
+SELECT count(*) AS pending FROM saas.ltv_pending;
+SET LOCAL client_min_messages = debug1;
+SELECT saas.ltv_compact('ltv_test.payments', round_rows => 4) AS compacted;
+SET LOCAL client_min_messages = notice;
+SELECT count(*) AS pending_left FROM saas.ltv_pending;
+SELECT count(*) AS mismatches FROM saas.ltv_reconcile('ltv_test.payments');
+SELECT customer_id, net, payments, first_payment_on, last_payment_on FROM ltv_test.ledger WHERE customer_id = 'ida';
+ROLLBACK;
+SELECT saas.ltv_compact(round_rows => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.ltv_compact(NULL, NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- ---------------------------------------------------------------------------
 -- DML naming a partition counts once (each relation of the tree has the
 -- statement triggers); new and attached partitions get them, a detached
 -- one loses them and no longer counts
 -- ---------------------------------------------------------------------------
 SELECT tgrelid::regclass AS relation, count(*) AS triggers FROM pg_trigger
-WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY 1::text;
+WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY tgrelid::regclass::text;
 INSERT INTO ltv_test.payments_2026_01 (id, tenant_id, customer, amount, currency, paid_at) VALUES
   (9001, :ta, 'erin', 8.00, 'EUR', '2026-01-09 10:00+00'),
   (9002, :ta, 'erin', 2.00, 'EUR', '2026-01-10 10:00+00'),
@@ -170,7 +218,7 @@ CREATE TABLE ltv_test.payments_2026_04 PARTITION OF ltv_test.payments FOR VALUES
 CREATE TABLE ltv_test.payments_2026_05 (LIKE ltv_test.payments INCLUDING DEFAULTS);
 ALTER TABLE ltv_test.payments ATTACH PARTITION ltv_test.payments_2026_05 FOR VALUES FROM ('2026-05-01') TO ('2026-06-01');
 SELECT tgrelid::regclass AS relation, count(*) AS triggers FROM pg_trigger
-WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY 1::text;
+WHERE tgname LIKE 'saas_ltv%' GROUP BY 1 ORDER BY tgrelid::regclass::text;
 INSERT INTO ltv_test.payments_2026_04 (id, tenant_id, customer, amount, currency, paid_at) VALUES
   (9004, :ta, 'erin', 1.00, 'EUR', '2026-04-02 10:00+00');
 INSERT INTO ltv_test.payments_2026_05 (id, tenant_id, customer, amount, currency, paid_at) VALUES
