@@ -5487,7 +5487,7 @@ RETURN 7310480513297725713;
 -- value, or memory, however large the log has grown. It goes on until it
 -- has folded as many rows as the log held when it began (rows appended
 -- meanwhile wait for the next run) or a round finds none.
-CREATE FUNCTION @extschema@.ltv_compact(source regclass DEFAULT NULL, round_rows integer DEFAULT 1000)
+CREATE FUNCTION @extschema@.ltv_compact(source regclass DEFAULT NULL, round_rows integer DEFAULT 100000)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
