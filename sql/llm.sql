@@ -552,6 +552,45 @@ $$;
 COMMENT ON FUNCTION @extschema@.llm_cache_lease(jsonb, int, timestamptz) IS
   'Single-flight lookup: {"status":"hit","response"} when cached, {"status":"lease","lease_id"} for the one caller that should compute the answer (pass lease_id to llm_cache_put), {"status":"wait","retry_after_ms"} for the others.';
 
+-- The token counts and cost of an answer being stored (llm_cache_put,
+-- llm_shared_put): from the usage object given, else the response's; the
+-- cost given, else priced at now_ts from llm_prices when the provider is
+-- known. Errors name fn, the function the caller called.
+CREATE FUNCTION @extschema@._llm_put_usage(fn text, usage jsonb, response jsonb, provider text, model text,
+                                           now_ts timestamptz, OUT pt bigint, OUT ct bigint, OUT cost bigint)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  u jsonb := coalesce(usage, response -> 'usage', '{}');
+BEGIN
+  IF jsonb_typeof(u) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION '%: usage must be a JSON object', fn
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object, e.g. {"prompt_tokens": 12, "completion_tokens": 40}.';
+  END IF;
+  BEGIN
+    pt := coalesce((u ->> 'prompt_tokens')::bigint, (u ->> 'input_tokens')::bigint, 0);
+    ct := coalesce((u ->> 'completion_tokens')::bigint, (u ->> 'output_tokens')::bigint, 0);
+    cost := (u ->> 'cost_micros')::bigint;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    RAISE EXCEPTION '%: usage token counts must be integers', fn
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object unchanged.';
+  END;
+  IF pt < 0 OR ct < 0 OR cost < 0 THEN
+    RAISE EXCEPTION '%: usage must not be negative', fn
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Pass the token counts the provider reported.';
+  END IF;
+  IF cost IS NULL AND _llm_put_usage.provider IS NOT NULL THEN
+    SELECT @extschema@._llm_cost(pt, 0, 0, ct, 0, p.input_micros_per_mtok, p.cached_input_micros_per_mtok,
+                                 p.cache_write_micros_per_mtok, p.output_micros_per_mtok, true)
+    INTO cost
+    FROM @extschema@.llm_prices p
+    WHERE p.provider = _llm_put_usage.provider AND p.model = _llm_put_usage.model AND p.effective_from <= now_ts
+    ORDER BY p.effective_from DESC LIMIT 1;
+  END IF;
+END
+$$;
+
 CREATE FUNCTION @extschema@.llm_cache_put(
   request jsonb,
   response jsonb,
@@ -571,7 +610,6 @@ DECLARE
   t uuid := @extschema@._llm_tenant('llm_cache_put');
   k text := @extschema@.llm_cache_key(request);
   now_ts timestamptz := coalesce(p_now, now());
-  u jsonb;
   why text;
   pt bigint;
   ct bigint;
@@ -600,31 +638,8 @@ BEGIN
   IF why IS NOT NULL THEN
     RETURN jsonb_build_object('cached', false, 'cache_key', k, 'reason', why);
   END IF;
-  u := coalesce(usage, response -> 'usage', '{}');
-  IF jsonb_typeof(u) IS DISTINCT FROM 'object' THEN
-    RAISE EXCEPTION 'llm_cache_put: usage must be a JSON object'
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object, e.g. {"prompt_tokens": 12, "completion_tokens": 40}.';
-  END IF;
-  BEGIN
-    pt := coalesce((u ->> 'prompt_tokens')::bigint, (u ->> 'input_tokens')::bigint, 0);
-    ct := coalesce((u ->> 'completion_tokens')::bigint, (u ->> 'output_tokens')::bigint, 0);
-    cost := (u ->> 'cost_micros')::bigint;
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    RAISE EXCEPTION 'llm_cache_put: usage token counts must be integers'
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object unchanged.';
-  END;
-  IF pt < 0 OR ct < 0 OR cost < 0 THEN
-    RAISE EXCEPTION 'llm_cache_put: usage must not be negative'
-      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Pass the token counts the provider reported.';
-  END IF;
-  IF cost IS NULL AND provider IS NOT NULL THEN
-    SELECT @extschema@._llm_cost(pt, 0, 0, ct, 0, p.input_micros_per_mtok, p.cached_input_micros_per_mtok,
-                                 p.cache_write_micros_per_mtok, p.output_micros_per_mtok, true)
-    INTO cost
-    FROM @extschema@.llm_prices p
-    WHERE p.provider = llm_cache_put.provider AND p.model = req_model AND p.effective_from <= now_ts
-    ORDER BY p.effective_from DESC LIMIT 1;
-  END IF;
+  SELECT x.pt, x.ct, x.cost INTO pt, ct, cost
+  FROM @extschema@._llm_put_usage('llm_cache_put', usage, response, provider, req_model, now_ts) x;
   -- The semantic cache keeps the embedding when the tenant opted in (shadow
   -- or on) and the request has a user turn; otherwise it is ignored.
   IF embedding IS NOT NULL THEN
@@ -826,7 +841,6 @@ DECLARE
   k text := @extschema@.llm_cache_key(request);
   now_ts timestamptz := coalesce(p_now, now());
   who text := coalesce(nullif(current_setting('role'), 'none'), session_user::text);
-  u jsonb;
   why text;
   pt bigint;
   ct bigint;
@@ -844,31 +858,8 @@ BEGIN
   IF why IS NOT NULL THEN
     RETURN jsonb_build_object('cached', false, 'cache_key', k, 'reason', why);
   END IF;
-  u := coalesce(usage, response -> 'usage', '{}');
-  IF jsonb_typeof(u) IS DISTINCT FROM 'object' THEN
-    RAISE EXCEPTION 'llm_shared_put: usage must be a JSON object'
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object, e.g. {"prompt_tokens": 12, "completion_tokens": 40}.';
-  END IF;
-  BEGIN
-    pt := coalesce((u ->> 'prompt_tokens')::bigint, (u ->> 'input_tokens')::bigint, 0);
-    ct := coalesce((u ->> 'completion_tokens')::bigint, (u ->> 'output_tokens')::bigint, 0);
-    cost := (u ->> 'cost_micros')::bigint;
-  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-    RAISE EXCEPTION 'llm_shared_put: usage token counts must be integers'
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the provider''s usage object unchanged.';
-  END;
-  IF pt < 0 OR ct < 0 OR cost < 0 THEN
-    RAISE EXCEPTION 'llm_shared_put: usage must not be negative'
-      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'Pass the token counts the provider reported.';
-  END IF;
-  IF cost IS NULL AND provider IS NOT NULL THEN
-    SELECT @extschema@._llm_cost(pt, 0, 0, ct, 0, p.input_micros_per_mtok, p.cached_input_micros_per_mtok,
-                                 p.cache_write_micros_per_mtok, p.output_micros_per_mtok, true)
-    INTO cost
-    FROM @extschema@.llm_prices p
-    WHERE p.provider = llm_shared_put.provider AND p.model = req_model AND p.effective_from <= now_ts
-    ORDER BY p.effective_from DESC LIMIT 1;
-  END IF;
+  SELECT x.pt, x.ct, x.cost INTO pt, ct, cost
+  FROM @extschema@._llm_put_usage('llm_shared_put', usage, response, provider, req_model, now_ts) x;
   INSERT INTO @extschema@.llm_cache_shared AS c (cache_key, provider, model, request, response, prompt_tokens,
                                                  completion_tokens, cost_micros, written_by, created_at, expires_at)
   VALUES (k, provider, req_model, request, response, pt, ct, cost, who, now_ts, now_ts + ttl)
