@@ -1953,6 +1953,11 @@ CREATE FUNCTION @extschema@._memory_similarity("distance_kind" TEXT, "distance" 
   IMMUTABLE STRICT PARALLEL SAFE
   LANGUAGE c
   AS 'MODULE_PATHNAME', '_memory_similarity_wrapper';
+CREATE FUNCTION @extschema@._memory_top_push("top" double precision[], "score" double precision, "k" INT)
+  RETURNS double precision[]
+  IMMUTABLE STRICT PARALLEL SAFE
+  LANGUAGE c
+  AS 'MODULE_PATHNAME', '_memory_top_push_wrapper';
 
 -- Memory: memories with embeddings per model (pgvector), searched exactly by
 -- a decayed, importance- and entity-boosted score with an explanation per
@@ -1975,8 +1980,8 @@ CREATE TABLE @extschema@.memory_models (
   distance    text        NOT NULL DEFAULT 'cosine',
   index_name  text,
   created_at  timestamptz NOT NULL DEFAULT now(),
-  hnsw_m      int         NOT NULL DEFAULT 16,
-  hnsw_ef_construction int NOT NULL DEFAULT 64,
+  hnsw_m      int         NOT NULL DEFAULT 32,
+  hnsw_ef_construction int NOT NULL DEFAULT 200,
   CONSTRAINT memory_models_pkey PRIMARY KEY (model),
   CONSTRAINT memory_models_dims CHECK (dims BETWEEN 1 AND 2000),
   CONSTRAINT memory_models_distance CHECK (distance IN ('cosine', 'l2', 'ip')),
@@ -2194,8 +2199,8 @@ CREATE FUNCTION @extschema@.memory_index_model(
   model text,
   dims int,
   distance text DEFAULT 'cosine',
-  m int DEFAULT 16,
-  ef_construction int DEFAULT 64)
+  m int DEFAULT 32,
+  ef_construction int DEFAULT 200)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -2225,7 +2230,7 @@ BEGIN
   END IF;
   IF m < 2 OR m > 100 OR ef_construction < 4 OR ef_construction > 1000 THEN
     RAISE EXCEPTION 'HNSW parameters m % / ef_construction % are out of range', m, ef_construction
-      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'pgvector takes m 2..100 and ef_construction 4..1000 (defaults 16 and 64).';
+      USING ERRCODE = 'numeric_value_out_of_range', HINT = 'pgvector takes m 2..100 and ef_construction 4..1000 (pgvector defaults to 16 and 64; memory search to 32 and 200).';
   END IF;
   SELECT * INTO old FROM @extschema@.memory_models r WHERE r.model = memory_index_model.model;
   IF FOUND AND (old.dims <> dims OR old.distance <> distance) THEN
@@ -2286,6 +2291,153 @@ $$;
 CREATE TRIGGER memory_models_index AFTER INSERT ON @extschema@.memory_models
   FOR EACH ROW EXECUTE FUNCTION @extschema@._memory_models_index();
 ALTER TABLE @extschema@.memory_models ENABLE ALWAYS TRIGGER memory_models_index;
+
+-- ---------------------------------------------------------------------------
+-- Tenant indexes: a large tenant's own HNSW index of a model, partial on the
+-- model and the tenant. On the shared index a tenant holding a tenth of the
+-- rows reads about ten index tuples for each of its own (and what other
+-- tenants store near its query changes that); on its own index it reads only
+-- its own. The predicate names md5(tenant_id), not the tenant: index
+-- definitions are readable by every role (pg_indexes). Global, like
+-- memory_models (a Citus reference table), for the owner. pg_dump leaves out
+-- indexes on an extension's tables: a restored row builds its index again.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.memory_tenant_indexes (
+  model       text        NOT NULL,
+  tenant_id   uuid        NOT NULL,
+  index_name  text        NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT memory_tenant_indexes_pkey PRIMARY KEY (model, tenant_id),
+  CONSTRAINT memory_tenant_indexes_name_key UNIQUE (index_name)
+);
+COMMENT ON TABLE @extschema@.memory_tenant_indexes IS
+  'Tenants with an HNSW index of their own per model (saas.memory_index_tenant, or run_maintenance above saas.memory_tenant_index_rows).';
+ALTER TABLE @extschema@.memory_tenant_indexes ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.memory_tenant_indexes', '');
+
+-- The name of a tenant's index of a model: no tenant id in it.
+CREATE FUNCTION @extschema@._memory_tenant_index_name(p_model text, p_tenant uuid)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN 'memory_hnsw_t_' || pg_catalog.left(pg_catalog.md5(p_model || '/' || p_tenant::text), 16);
+
+-- Builds a registered tenant index unless it exists (the model's distance
+-- and HNSW parameters); returns its name.
+CREATE FUNCTION @extschema@._memory_build_tenant_index(p_model text, p_tenant uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  vs text := @extschema@._memory_vector_schema();
+  r @extschema@.memory_models%ROWTYPE;
+  idx text := @extschema@._memory_tenant_index_name(p_model, p_tenant);
+BEGIN
+  SELECT * INTO STRICT r FROM @extschema@.memory_models mm WHERE mm.model = p_model;
+  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(idx)) IS NULL THEN
+    EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L AND pg_catalog.md5(tenant_id::text) = %L',
+                   idx, vs, r.dims, vs,
+                   CASE r.distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' ELSE 'vector_ip_ops' END,
+                   r.hnsw_m, r.hnsw_ef_construction, r.model, pg_catalog.md5(p_tenant::text));
+  END IF;
+  RETURN idx;
+END
+$$;
+
+CREATE FUNCTION @extschema@._memory_tenant_indexes_changed()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    PERFORM @extschema@._memory_build_tenant_index(NEW.model, NEW.tenant_id);
+  ELSE
+    EXECUTE format('DROP INDEX IF EXISTS @extschema@.%I', OLD.index_name);
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER memory_tenant_indexes_changed AFTER INSERT OR DELETE ON @extschema@.memory_tenant_indexes
+  FOR EACH ROW EXECUTE FUNCTION @extschema@._memory_tenant_indexes_changed();
+ALTER TABLE @extschema@.memory_tenant_indexes ENABLE ALWAYS TRIGGER memory_tenant_indexes_changed;
+
+CREATE FUNCTION @extschema@.memory_index_tenant(model text, tenant uuid)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r @extschema@.memory_models%ROWTYPE := @extschema@._memory_model(model, false);
+BEGIN
+  IF tenant IS NULL THEN
+    RAISE EXCEPTION 'memory_index_tenant: the tenant may not be NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'e.g. saas.memory_index_tenant(''minilm-l6'', ''<tenant uuid>'').';
+  END IF;
+  IF NOT EXISTS (SELECT FROM @extschema@.tenants tt WHERE tt.id = tenant) THEN
+    RAISE EXCEPTION 'unknown tenant %', tenant
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Name a tenant of saas.tenants.';
+  END IF;
+  INSERT INTO @extschema@.memory_tenant_indexes (model, tenant_id, index_name)
+  VALUES (r.model, tenant, @extschema@._memory_tenant_index_name(r.model, tenant))
+  ON CONFLICT ON CONSTRAINT memory_tenant_indexes_pkey DO NOTHING;
+  RETURN jsonb_build_object('model', r.model, 'tenant_id', tenant,
+                            'index', @extschema@._memory_build_tenant_index(r.model, tenant));
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_index_tenant(text, uuid) IS
+  'Builds a tenant''s own HNSW index of a model (partial on the model and md5 of the tenant), which memory_search then streams. Idempotent. For the owner; run_maintenance builds them above saas.memory_tenant_index_rows.';
+
+CREATE FUNCTION @extschema@.memory_drop_tenant_index(model text, tenant uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM @extschema@.memory_tenant_indexes ti WHERE ti.model = memory_drop_tenant_index.model AND ti.tenant_id = tenant;
+  RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.memory_drop_tenant_index(text, uuid) IS
+  'Drops a tenant''s own index of a model (its searches read the shared index again). For the owner.';
+
+-- run_maintenance: a tenant index for every tenant that reached
+-- saas.memory_tenant_index_rows embeddings of a model (0: none). Counting
+-- needs every tenant's rows: run it as the owner (pg_cron).
+CREATE FUNCTION @extschema@._memory_maintenance(p_now timestamptz)
+RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  threshold bigint := current_setting('saas.memory_tenant_index_rows')::bigint;
+  due jsonb;
+  g record;
+BEGIN
+  IF threshold <= 0 THEN
+    RETURN;
+  END IF;
+  -- Listed first: CREATE INDEX refuses a table an open cursor still reads.
+  SELECT coalesce(jsonb_agg(jsonb_build_object('model', z.model, 'tenant_id', z.tenant_id, 'n', z.n) ORDER BY z.model, z.tenant_id), '[]')
+  INTO due
+  FROM (SELECT e.model, e.tenant_id, count(*) AS n
+        FROM @extschema@.memory_embeddings e
+        WHERE EXISTS (SELECT FROM @extschema@.memory_models mm WHERE mm.model = e.model)
+          AND EXISTS (SELECT FROM @extschema@.tenants tt WHERE tt.id = e.tenant_id)
+          AND NOT EXISTS (SELECT FROM @extschema@.memory_tenant_indexes ti WHERE ti.model = e.model AND ti.tenant_id = e.tenant_id)
+        GROUP BY e.model, e.tenant_id
+        HAVING count(*) >= threshold) z;
+  FOR g IN SELECT * FROM jsonb_to_recordset(due) AS x(model text, tenant_id uuid, n bigint) LOOP
+    parent_table := '@extschema@.memory_embeddings'::regclass;
+    action := 'memory_tenant_index';
+    partition_name := (@extschema@.memory_index_tenant(g.model, g.tenant_id)) ->> 'index';
+    detail := format('model %s: a tenant with %s embeddings', g.model, g.n);
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
+INSERT INTO @extschema@.maintenance_tasks (task, module, function_name, run_order, reports_as)
+VALUES ('memory_tenant_indexes', 'memory', '_memory_maintenance', 60, 'memory_embeddings');
 
 CREATE FUNCTION @extschema@._memory_ensure_log()
 RETURNS void
@@ -2534,13 +2686,15 @@ DECLARE
   src text;
   terms text;
   eligible bigint;
+  eligible_known boolean := true;
+  own_index boolean := false;
   stage text;
   is_exact boolean;
   examined int := 0;
   streamed bigint := 0;
   stopped boolean := false;
   top float8[] := '{}';
-  kth float8;
+  sc float8;
   c_ids bigint[] := '{}';
   c_scores float8[] := '{}';
   c_stage text[] := '{}';
@@ -2638,15 +2792,29 @@ BEGIN
     FROM unnest(subjects || entities) x WHERE x IS NOT NULL AND x <> '';
   END IF;
 
-  SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
+  -- A tenant with an index of its own (memory_index_tenant) streams only
+  -- its own tuples. Others are counted up to the brute-force limit only
+  -- (counting a large tenant would cost more than its search).
+  own_index := pg_catalog.to_regclass('@extschema@.' || @extschema@._memory_tenant_index_name(r.model, t)) IS NOT NULL;
+  IF NOT own_index THEN
+    SELECT count(*) INTO eligible
+    FROM (SELECT FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model
+          LIMIT current_setting('saas.memory_exact_below')::bigint + 1) z;
+  END IF;
 
-  IF eligible <= current_setting('saas.memory_exact_below')::bigint THEN
+  IF NOT own_index AND eligible <= current_setting('saas.memory_exact_below')::bigint THEN
     -- Brute force: the statement at the end scores every memory (sel_ids NULL).
     stage := 'brute_force';
     is_exact := true;
     examined := eligible;
   ELSE
     stage := 'index';
+    -- On the shared index, the count bounds the stream.
+    IF own_index THEN
+      eligible_known := false;
+    ELSE
+      SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
+    END IF;
     -- The index stage names the model's index expression, whose dimension
     -- and operator are the model's: this statement is built per model.
     vs := @extschema@._memory_vector_schema();
@@ -2669,6 +2837,11 @@ BEGIN
     $t$, r.distance);
     src := format('SELECT e.memory_id, %s AS dist FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %L',
                   dist_expr, r.model);
+    IF own_index THEN
+      -- The tenant index's predicate, so that the planner may use it (a
+      -- custom plan folds md5($2) to the constant the predicate holds).
+      src := src || ' AND pg_catalog.md5(e.tenant_id::text) = pg_catalog.md5($2::text)';
+    END IF;
     -- Entity stage: every memory matching a query entity, whatever its distance.
     -- Cursors of EXECUTE get custom plans (with the query vector and the
     -- tenant known): the HNSW index serves an ORDER BY of a known vector.
@@ -2681,26 +2854,35 @@ BEGIN
         c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'entity'::text;
         examined := examined + 1;
       END LOOP;
-      SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(c_scores) s ORDER BY s DESC LIMIT k) z;
+      FOREACH sc IN ARRAY c_scores LOOP
+        top := @extschema@._memory_top_push(top, sc, k);
+      END LOOP;
     END IF;
     -- Index stage: the tenant's memories in distance order (HNSW iterative
-    -- scan, strict order), until no unseen memory can beat the k-th score.
+    -- scan), until no unseen memory can beat the k-th score. Relaxed order:
+    -- strict order drops every tuple the graph finds after a farther one
+    -- (pgvector's hnswgettuple), and those are the ones that lose recall.
     e_ids := c_ids; e_scores := c_scores; e_stage := c_stage; e_top := top; e_examined := examined;
     FOR pass IN 1..2 LOOP
       IF pass = 1 THEN
         old_iter := current_setting('hnsw.iterative_scan', true);
-        PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+        PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        -- The planner would sort the tenant's rows (the btree narrows them)
+        -- rather than read the HNSW index, which is the full scan's work.
+        old_sort := current_setting('enable_sort');
+        PERFORM set_config('enable_sort', 'off', true);
         -- Other tenants' rows near the query are index tuples the stream
         -- reads and skips: at most twice the tenant's own rows of them (then
         -- the stream ends), so the work is bounded by the tenant's own size,
         -- whatever others store near its query.
         old_max_scan := current_setting('hnsw.max_scan_tuples', true);
-        IF old_max_scan IS NOT NULL THEN
+        IF old_max_scan IS NOT NULL AND NOT own_index THEN
           PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
         END IF;
         OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2')
           USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
         PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+        PERFORM set_config('enable_sort', old_sort, true);
       ELSE
         -- The index stream ended before the tenant's rows were all seen and
         -- before the bound stopped it (hnsw.max_scan_tuples: other tenants'
@@ -2726,24 +2908,25 @@ BEGIN
         FETCH cur INTO row;
         EXIT WHEN NOT FOUND;
         streamed := streamed + 1;
-        kth := CASE WHEN cardinality(top) >= k THEN top[k] END;
-        IF kth IS NOT NULL AND kth >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
+        IF cardinality(top) >= k AND top[k] >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
           stopped := true;
           EXIT;
         END IF;
         CONTINUE WHEN row.id = ANY (ent_ids);
         examined := examined + 1;
         c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'index'::text;
-        IF kth IS NULL OR row.score > kth THEN
-          SELECT coalesce(array_agg(s ORDER BY s DESC), '{}') INTO top FROM (SELECT s FROM unnest(top || row.score) s ORDER BY s DESC LIMIT k) z;
-        END IF;
+        top := @extschema@._memory_top_push(top, row.score, k);
       END LOOP;
       CLOSE cur;
       IF pass = 1 THEN
         PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
-        IF old_max_scan IS NOT NULL THEN
+        IF old_max_scan IS NOT NULL AND NOT own_index THEN
           PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
         END IF;
+      END IF;
+      IF NOT stopped AND NOT eligible_known THEN
+        SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
+        eligible_known := true;
       END IF;
       EXIT WHEN stopped OR streamed >= eligible;
     END LOOP;
@@ -2902,6 +3085,8 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_best_unseen(text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_top_push(double precision[], double precision, integer)', 'EXECUTE'),
+  ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_factor(double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_elasticsearch(double precision, double precision)', 'EXECUTE'),
@@ -2977,7 +3162,6 @@ COMMENT ON FUNCTION saas_api.memory_forget(text) IS
 INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
   ('memory', 'function', 'saas_api.memory_pending(text, integer)', 'EXECUTE'),
   ('memory', 'function', 'saas_api.memory_forget(text)', 'EXECUTE');
-
 -- memory: roles that grant_api served before (they can run current_tenant())
 -- get the module's API rows, as grant_api now gives them.
 DO $carry_memory$

@@ -126,6 +126,11 @@ pub(crate) static MEMORY_LOG_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::n
 /// there; bench/memory measures the crossing).
 pub(crate) static MEMORY_EXACT_BELOW: GucSetting<i32> = GucSetting::<i32>::new(3_000);
 
+/// `saas.memory_tenant_index_rows`: run_maintenance gives a tenant with at
+/// least this many embeddings of a model an HNSW index of its own (0: never).
+/// Its stream then reads no other tenant's tuples.
+pub(crate) static MEMORY_TENANT_INDEX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+
 /// Registers every `saas.*` setting, then reserves the prefix. Runs first
 /// in `_PG_init`: the shared-memory request reads the slot counts.
 pub(crate) fn init() {
@@ -230,6 +235,16 @@ that is not one of these; X-Real-IP only without X-Forwarded-For. Empty trusts n
         0,
         100_000_000,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"saas.memory_tenant_index_rows",
+        c"Tenants with at least this many embeddings of a model get an HNSW index of their own (0: never).",
+        c"run_maintenance builds them (saas.memory_index_tenant by hand); memory_search's stream then reads only the tenant's own tuples.",
+        &MEMORY_TENANT_INDEX_ROWS,
+        0,
+        1_000_000_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -362,6 +362,15 @@ async fn behaviour(client: &Client) -> Vec<String> {
         )
         .await,
     );
+    out.extend(
+        lines(
+            client,
+            "SELECT format('memory tenant index %s %s %s', model, tenant_id,
+                           pg_get_indexdef(to_regclass('saas.' || index_name)))
+             FROM saas.memory_tenant_indexes ORDER BY 1",
+        )
+        .await,
+    );
     client
         .batch_execute("BEGIN; SET LOCAL saas.memory_log_sample_rate = 0; SELECT saas.set_tenant('00000001-0000-4000-8000-0000000000aa');")
         .await

@@ -214,6 +214,7 @@ async fn memory_state(client: &Client, what: &str) -> Vec<String> {
     for sql in [
         "SELECT format('model %s %s %s %s %s %s', model, dims, distance, index_name, hnsw_m, hnsw_ef_construction) FROM saas.memory_models ORDER BY 1",
         "SELECT 'index ' || pg_get_indexdef(to_regclass('saas.' || index_name)) FROM saas.memory_models ORDER BY 1",
+        "SELECT format('tenant index %s %s %s', model, tenant_id, pg_get_indexdef(to_regclass('saas.' || index_name))) FROM saas.memory_tenant_indexes ORDER BY 1",
         "SELECT format('memory %s %s %s %s %s %s %s %s %s %s %s %s', tenant_id, id, subject, kind, content, metadata, importance, evergreen, event_at, last_accessed_at, access_count, entities) FROM saas.memories ORDER BY 1",
         "SELECT format('embedding %s %s %s %s %s', tenant_id, memory_id, model, embedding, embedded_at) FROM saas.memory_embeddings ORDER BY 1",
         "SELECT format('entity %s %s %s', tenant_id, entity, memory_id) FROM saas.memory_entities ORDER BY 1",

@@ -16,6 +16,12 @@
 # that decay must flip the top result. k = 10, default weights, half-life
 # 30 days, the fixed now.
 #
+# Indexes: the model's HNSW index with memory_index_model's defaults (m 32,
+# ef_construction 200), which every side reads; run_maintenance then gives
+# each large tenant an index of its own (saas.memory_tenant_index_rows),
+# which only ours reads: the peers' statements name no tenant (RLS does),
+# so the planner cannot prove a tenant index's predicate for them.
+#
 # Ground truth: the exact decayed top-10 of every query by brute force (the
 # score written out in SQL, every memory of the tenant scored, no index).
 # Sides, each query run as its tenant (role authenticated, tenant claim in
@@ -163,6 +169,10 @@ INSERT INTO saas.memory_embeddings (tenant_id, memory_id, model, embedding, embe
 SELECT s.tenant_id, d.id, '$MODEL', s.v, s.event_at FROM b_mem.src s JOIN b_mem.ids d USING (i);
 SET maintenance_work_mem = '1GB';
 SELECT saas.memory_index_model('$MODEL', $DIMS);
+-- Tenants with saas.memory_tenant_index_rows (10,000) embeddings or more,
+-- here the three large ones, get an index of their own, as run_maintenance
+-- gives them in production.
+SELECT count(*) FROM saas.run_maintenance();
 ANALYZE saas.memories; ANALYZE saas.memory_embeddings; ANALYZE saas.memory_entities;
 SQL
 echo "  data loaded in $(( $(date +%s) - t0 )) s"

@@ -126,6 +126,45 @@ FROM by_index i
 JOIN (SELECT memory_id, score, explanation - 'stage' - 'exact' - 'result' AS e
       FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}',
                               p_now => '2026-03-01')) b USING (memory_id);
+-- A tenant's own index (memory_index_tenant; run_maintenance builds them
+-- from saas.memory_tenant_index_rows embeddings): partial on the model and
+-- md5 of the tenant, never the tenant id (index definitions are readable by
+-- every role). The index stage reads it and returns what brute force does.
+SELECT saas.memory_index_tenant('tiny', :ta) ->> 'index' = saas._memory_tenant_index_name('tiny', :ta) AS built;
+SELECT regexp_replace(indexdef, 'memory_hnsw_t_[0-9a-f]+', 'memory_hnsw_t_X') AS indexdef,
+       strpos(indexdef, :ta) = 0 AS no_tenant_id
+FROM pg_indexes WHERE indexname = saas._memory_tenant_index_name('tiny', :ta);
+SELECT pg_stat_get_xact_numscans(to_regclass('saas.' || saas._memory_tenant_index_name('tiny', :ta))) AS scans_before \gset
+SET saas.memory_exact_below = 0;
+CREATE TEMP TABLE by_own_index AS
+SELECT memory_id, score, explanation ->> 'stage' AS stage, explanation - 'stage' - 'exact' - 'result' AS e
+FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}', p_now => '2026-03-01');
+RESET saas.memory_exact_below;
+SELECT pg_stat_get_xact_numscans(to_regclass('saas.' || saas._memory_tenant_index_name('tiny', :ta))) > :scans_before AS own_index_read;
+SELECT count(*) AS rows, string_agg(DISTINCT i.stage, ',') AS index_stages, bool_and(b.score = i.score AND b.e = i.e) AS same
+FROM by_own_index i
+JOIN (SELECT memory_id, score, explanation - 'stage' - 'exact' - 'result' AS e
+      FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}',
+                              p_now => '2026-03-01')) b USING (memory_id);
+-- A restored row builds its index again; dropping the row drops the index.
+SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny' \gexec
+CREATE TEMP TABLE dumped_tenant_index AS SELECT * FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny';
+DELETE FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny';
+INSERT INTO saas.memory_tenant_indexes SELECT * FROM dumped_tenant_index;
+SELECT to_regclass('saas.' || saas._memory_tenant_index_name('tiny', :ta)) IS NOT NULL AS rebuilt;
+SELECT saas.memory_drop_tenant_index('tiny', :ta) AS dropped, saas.memory_drop_tenant_index('tiny', :ta) AS again,
+       to_regclass('saas.' || saas._memory_tenant_index_name('tiny', :ta)) IS NULL AS index_gone;
+-- run_maintenance builds them for tenants at saas.memory_tenant_index_rows
+-- embeddings of a model or more (0: never).
+SET saas.memory_tenant_index_rows = 0;
+SELECT count(*) AS built_when_off FROM saas._memory_maintenance('2026-03-01');
+SET saas.memory_tenant_index_rows = 3;
+SELECT action, regexp_replace(partition_name, '[0-9a-f]{16}$', 'X') AS index, detail FROM saas._memory_maintenance('2026-03-01') ORDER BY detail;
+SELECT count(*) AS built_again FROM saas._memory_maintenance('2026-03-01');
+SELECT model, tenant_id = :ta AS tenant_a FROM saas.memory_tenant_indexes ORDER BY model;
+SELECT saas.memory_drop_tenant_index(model, tenant_id) FROM saas.memory_tenant_indexes ORDER BY model;
+RESET saas.memory_tenant_index_rows;
+
 -- pgvector's three distances, as the scoring statement computes them.
 SELECT d, saas._memory_distance('[1,0,0]', '[0.6,0.8,0]', d) AS distance FROM unnest('{cosine,l2,ip}'::text[]) d;
 -- k larger than the tenant: min(k, eligible) rows.
@@ -248,6 +287,12 @@ SELECT saas._memory_recency(1, 0, false, 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT saas.set_tenant(NULL);
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.memory_index_tenant('tiny', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.memory_index_tenant('tiny', '00000000-0000-4000-8000-00000000dead');
+\echo :LAST_ERROR_SQLSTATE
+SELECT saas.memory_index_tenant('no-such-model', :ta);
 \echo :LAST_ERROR_SQLSTATE
 COMMIT;
 

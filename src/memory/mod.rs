@@ -106,6 +106,12 @@ fn _memory_best_unseen(
     score::best_unseen(&w, metric(distance_kind).or_raise(), distance)
 }
 
+/// The candidate stage's running top k after one more score (best first).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _memory_top_push(top: Vec<f64>, score: f64, k: i32) -> Vec<f64> {
+    score::push_top(top, score, usize::try_from(k).unwrap_or(0))
+}
+
 /// Half-life in seconds of LangChain's `decay_rate`.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn _memory_half_life_langchain(decay_rate: f64) -> f64 {
@@ -135,6 +141,7 @@ extension_sql_file!(
         _memory_recency,
         _memory_score,
         _memory_best_unseen,
+        _memory_top_push,
         _memory_half_life_langchain,
         _memory_half_life_factor,
         _memory_half_life_elasticsearch

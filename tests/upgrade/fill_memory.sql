@@ -34,3 +34,6 @@ SELECT saas.set_tenant('00000002-0000-4000-8000-0000000000aa');
 SELECT saas.memory_add('Another tenant''s note', subject => 'patient:1', model => 'fill-3', embedding => '[1,0,0]',
                        event_at => '2026-10-10 00:00+00', p_now => '2026-10-10 00:00+00');
 COMMIT;
+-- A tenant with an HNSW index of its own (pg_dump leaves it out: the
+-- restored memory_tenant_indexes row builds it again).
+SELECT saas.memory_index_tenant('fill-2', '00000001-0000-4000-8000-0000000000aa') ->> 'model';
