@@ -1953,11 +1953,12 @@ CREATE FUNCTION @extschema@._memory_similarity("distance_kind" TEXT, "distance" 
   IMMUTABLE STRICT PARALLEL SAFE
   LANGUAGE c
   AS 'MODULE_PATHNAME', '_memory_similarity_wrapper';
-CREATE FUNCTION @extschema@._memory_top_push("top" double precision[], "score" double precision, "k" INT)
-  RETURNS double precision[]
-  IMMUTABLE STRICT PARALLEL SAFE
+
+CREATE FUNCTION @extschema@._memory_stream("stream_sql" TEXT, "k" INT, "seed_top" double precision[], "skip" bigint[], "distance_kind" TEXT, "w_similarity" double precision, "w_recency" double precision, "w_importance" double precision, "w_entity" double precision)
+  RETURNS TABLE ("stopped" bool, "streamed" bigint, "ids" bigint[], "scores" double precision[])
+  STRICT VOLATILE PARALLEL UNSAFE
   LANGUAGE c
-  AS 'MODULE_PATHNAME', '_memory_top_push_wrapper';
+  AS 'MODULE_PATHNAME', '_memory_stream_wrapper';
 
 -- Memory: memories with embeddings per model (pgvector), searched exactly by
 -- a decayed, importance- and entity-boosted score with an explanation per
@@ -2294,13 +2295,13 @@ ALTER TABLE @extschema@.memory_models ENABLE ALWAYS TRIGGER memory_models_index;
 
 -- ---------------------------------------------------------------------------
 -- Tenant indexes: a large tenant's own HNSW index of a model, partial on the
--- model and the tenant. On the shared index a tenant holding a tenth of the
--- rows reads about ten index tuples for each of its own (and what other
--- tenants store near its query changes that); on its own index it reads only
--- its own. The predicate names md5(tenant_id), not the tenant: index
--- definitions are readable by every role (pg_indexes). Global, like
--- memory_models (a Citus reference table), for the owner. pg_dump leaves out
--- indexes on an extension's tables: a restored row builds its index again.
+-- model and the tenant; memory_search streams only these (a stream on the
+-- shared index would read every other tenant's tuples near the query, at a
+-- cost that depends on them). The predicate names md5(tenant_id), not the
+-- tenant: index definitions are readable by every role (pg_indexes). Global,
+-- like memory_models (a Citus reference table), for the owner. pg_dump leaves
+-- out indexes on an extension's tables: a restored row builds its index
+-- again.
 -- ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.memory_tenant_indexes (
   model       text        NOT NULL,
@@ -2682,36 +2683,31 @@ DECLARE
   hl_map jsonb := '{}';
   qents text[] := '{}';
   op text;
-  dist_expr text;
   src text;
   terms text;
   eligible bigint;
-  eligible_known boolean := true;
   own_index boolean := false;
   stage text;
   is_exact boolean;
   examined int := 0;
   streamed bigint := 0;
   stopped boolean := false;
-  top float8[] := '{}';
-  sc float8;
   c_ids bigint[] := '{}';
   c_scores float8[] := '{}';
-  c_stage text[] := '{}';
   e_ids bigint[];
   e_scores float8[];
-  e_stage text[];
-  e_top float8[];
   e_examined int;
   ent_ids bigint[] := '{}';
   row record;
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
-  old_max_scan text;
   old_index_scan text;
   old_sort text;
-  cur refcursor;
+  stream_sql text;
+  old_digits text;
+  b_ids bigint[];
+  b_scores float8[];
   o_ids bigint[];
   o_subjects text[];
   o_kinds text[];
@@ -2730,6 +2726,10 @@ BEGIN
   -- is left to check; the text check runs only to report what is wrong.
   IF query IS NULL OR cardinality(query::float4[]) IS DISTINCT FROM r.dims THEN
     PERFORM @extschema@._memory_check_vector(query::text, r.model, r.dims, 'the query vector');
+  END IF;
+  IF NOT isfinite(p_now) THEN
+    RAISE EXCEPTION 'p_now % is not a finite time', p_now
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave p_now out for now(), or pin a finite timestamp.';
   END IF;
   IF k < 1 OR k > 1000 THEN
     RAISE EXCEPTION 'k % is out of range', k
@@ -2809,126 +2809,90 @@ BEGIN
     examined := eligible;
   ELSE
     stage := 'index';
-    -- On the shared index, the count bounds the stream.
-    IF own_index THEN
-      eligible_known := false;
-    ELSE
-      SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
-    END IF;
-    -- The index stage names the model's index expression, whose dimension
-    -- and operator are the model's: this statement is built per model.
+    -- The statements name the model's index expression, whose dimension and
+    -- operator are the model's, so they are built per model, with every
+    -- value inlined: the planner sees the tenant (it can prove a tenant
+    -- index's predicate) and the query vector (the HNSW index serves the
+    -- ORDER BY). Floats are written exactly (extra_float_digits 3), so the
+    -- stream scores as the final statement does.
     vs := @extschema@._memory_vector_schema();
     op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
-    dist_expr := format('(e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) ($1::%1$s.vector(%2$s))', vs, r.dims, op);
+    old_digits := current_setting('extra_float_digits');
+    PERFORM set_config('extra_float_digits', '3', true);
     terms := format($t$
       SELECT m.id, d.dist,
-             @extschema@._memory_score($3[1], $3[2], $3[3], $3[4], x.sim, x.rec, m.importance, x.ent) AS score
+             @extschema@._memory_score(%3$s::float8, %4$s::float8, %5$s::float8, %6$s::float8,
+               @extschema@._memory_similarity(%1$L, d.dist),
+               @extschema@._memory_recency(
+                 (%12$s - extract(epoch FROM CASE WHEN %11$L = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                                  ELSE m.event_at END))::float8,
+                 coalesce((%7$L::jsonb ->> m.kind)::float8, %8$s::float8), m.evergreen OR m.kind = ANY (%9$L::text[]),
+                 %10$s::float8),
+               m.importance,
+               CASE WHEN %13$s = 0 THEN 0::float8
+                    ELSE (SELECT count(*) FROM unnest(%14$L::text[]) q WHERE q = m.subject OR q = ANY (m.entities))::float8 / %13$s END) AS score
       FROM (%%s) d
-      CROSS JOIN LATERAL (SELECT * FROM @extschema@.memories mm WHERE mm.tenant_id = $2 AND mm.id = d.memory_id OFFSET 0) m
-      CROSS JOIN LATERAL (
-        SELECT @extschema@._memory_similarity(%1$L, d.dist) AS sim,
-               @extschema@._memory_recency(a.age, a.hl, a.evergreen, $7) AS rec,
-               CASE WHEN cardinality($9) = 0 THEN 0::float8
-                    ELSE (SELECT count(*) FROM unnest($9) q WHERE q = m.subject OR q = ANY (m.entities))::float8 / cardinality($9) END AS ent
-        FROM (SELECT m.evergreen OR m.kind = ANY ($6) AS evergreen,
-                     coalesce(($4 ->> m.kind)::float8, $5) AS hl,
-                     extract(epoch FROM $10 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
-                                                   ELSE m.event_at END)::float8 AS age) a) x
-    $t$, r.distance);
-    src := format('SELECT e.memory_id, %s AS dist FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %L',
-                  dist_expr, r.model);
-    IF own_index THEN
-      -- The tenant index's predicate, so that the planner may use it (a
-      -- custom plan folds md5($2) to the constant the predicate holds).
-      src := src || ' AND pg_catalog.md5(e.tenant_id::text) = pg_catalog.md5($2::text)';
-    END IF;
+      CROSS JOIN LATERAL (SELECT mm.id, mm.importance, mm.evergreen, mm.kind, mm.event_at, mm.last_accessed_at, mm.created_at,
+                                 mm.subject, mm.entities
+                          FROM @extschema@.memories mm WHERE mm.tenant_id = %2$L::uuid AND mm.id = d.memory_id OFFSET 0) m
+    $t$, r.distance, t, w[1], w[2], w[3], w[4], hl_map, hl_default, evergreen_kinds, recency_floor, age_from,
+         extract(epoch FROM p_now), cardinality(qents), qents);
+    src := format('SELECT e.memory_id, (e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) (%4$L::%1$s.vector(%2$s)) AS dist '
+                  'FROM @extschema@.memory_embeddings e WHERE e.tenant_id = %5$L::uuid AND e.model = %6$L',
+                  vs, r.dims, op, query::text, t, r.model);
+    PERFORM set_config('extra_float_digits', old_digits, true);
     -- Entity stage: every memory matching a query entity, whatever its distance.
-    -- Cursors of EXECUTE get custom plans (with the query vector and the
-    -- tenant known): the HNSW index serves an ORDER BY of a known vector.
-    PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
     IF cardinality(qents) > 0 THEN
-      FOR row IN EXECUTE format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l WHERE l.tenant_id = $2 AND l.entity = ANY ($9))')
-        USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now
+      FOR row IN EXECUTE format(terms, src || format(' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
+                                                       'WHERE l.tenant_id = %L::uuid AND l.entity = ANY (%L::text[]))', t, qents))
       LOOP
         ent_ids := ent_ids || row.id;
-        c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'entity'::text;
+        c_ids := c_ids || row.id; c_scores := c_scores || row.score;
         examined := examined + 1;
       END LOOP;
-      FOREACH sc IN ARRAY c_scores LOOP
-        top := @extschema@._memory_top_push(top, sc, k);
-      END LOOP;
     END IF;
-    -- Index stage: the tenant's memories in distance order (HNSW iterative
-    -- scan), until no unseen memory can beat the k-th score. Relaxed order:
-    -- strict order drops every tuple the graph finds after a farther one
-    -- (pgvector's hnswgettuple), and those are the ones that lose recall.
-    e_ids := c_ids; e_scores := c_scores; e_stage := c_stage; e_top := top; e_examined := examined;
-    FOR pass IN 1..2 LOOP
+    -- Index stage: the tenant's memories in distance order, until no unseen
+    -- memory can beat the k-th score (_memory_stream reads the stream
+    -- through a cursor). From the tenant's own HNSW index when it has one
+    -- (pass 1), else from its rows sorted by exact distance (pass 2). Never
+    -- from the model's shared index: a stream there reads every other
+    -- tenant's tuples near the query and skips them, so its cost, and the
+    -- latency a tenant sees, would depend on other tenants' data.
+    e_ids := c_ids; e_scores := c_scores; e_examined := examined;
+    FOR pass IN CASE WHEN own_index THEN 1 ELSE 2 END .. 2 LOOP
       IF pass = 1 THEN
+        -- Relaxed order: strict order drops every tuple the graph search
+        -- finds after a farther one (pgvector's hnswgettuple), and those
+        -- are what lose recall. The sort disabled: the planner would sort
+        -- the tenant's rows (the btree narrows them), the full scan's work.
         old_iter := current_setting('hnsw.iterative_scan', true);
         PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
-        -- The planner would sort the tenant's rows (the btree narrows them)
-        -- rather than read the HNSW index, which is the full scan's work.
         old_sort := current_setting('enable_sort');
         PERFORM set_config('enable_sort', 'off', true);
-        -- Other tenants' rows near the query are index tuples the stream
-        -- reads and skips: at most twice the tenant's own rows of them (then
-        -- the stream ends), so the work is bounded by the tenant's own size,
-        -- whatever others store near its query.
-        old_max_scan := current_setting('hnsw.max_scan_tuples', true);
-        IF old_max_scan IS NOT NULL AND NOT own_index THEN
-          PERFORM set_config('hnsw.max_scan_tuples', greatest(1000, 2 * eligible)::text, true);
-        END IF;
-        OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2')
-          USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
-        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
-        PERFORM set_config('enable_sort', old_sort, true);
+        stream_sql := format(terms, src || format(' AND pg_catalog.md5(e.tenant_id::text) = %L ORDER BY 2', pg_catalog.md5(t::text)));
       ELSE
-        -- The index stream ended before the tenant's rows were all seen and
-        -- before the bound stopped it (hnsw.max_scan_tuples: other tenants'
-        -- rows crowd the query). The same stream again, from the tenant's
-        -- rows sorted by exact distance (no index), with the same stopping
-        -- rule: the caller sees what a complete index stream gives (stage
-        -- 'index', exact unless the bound stopped it, the same in the query
-        -- log), so nothing it reads depends on other tenants' data.
+        -- The tenant's rows sorted by exact distance (no index), with the
+        -- same stopping rule; also what finishes a tenant-index stream that
+        -- ended (hnsw.max_scan_tuples) before the bound or the last row.
         old_index_scan := current_setting('enable_indexscan');
         old_sort := current_setting('enable_sort');
         PERFORM set_config('enable_indexscan', 'off', true);
         PERFORM set_config('enable_sort', 'on', true);
-        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
-        OPEN cur FOR EXECUTE format(terms, src || ' ORDER BY 2, 1')
-          USING query, t, w, hl_map, hl_default, evergreen_kinds, recency_floor, age_from, qents, p_now;
-        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
-        PERFORM set_config('enable_indexscan', old_index_scan, true);
-        PERFORM set_config('enable_sort', old_sort, true);
-        c_ids := e_ids; c_scores := e_scores; c_stage := e_stage; top := e_top; examined := e_examined;
-        streamed := 0;
+        stream_sql := format(terms, src || ' ORDER BY 2, 1');
       END IF;
-      LOOP
-        FETCH cur INTO row;
-        EXIT WHEN NOT FOUND;
-        streamed := streamed + 1;
-        IF cardinality(top) >= k AND top[k] >= @extschema@._memory_best_unseen(r.distance, row.dist, w[1], w[2], w[3], w[4]) THEN
-          stopped := true;
-          EXIT;
-        END IF;
-        CONTINUE WHEN row.id = ANY (ent_ids);
-        examined := examined + 1;
-        c_ids := c_ids || row.id; c_scores := c_scores || row.score; c_stage := c_stage || 'index'::text;
-        top := @extschema@._memory_top_push(top, row.score, k);
-      END LOOP;
-      CLOSE cur;
+      SELECT s.stopped, s.streamed, s.ids, s.scores INTO stopped, streamed, b_ids, b_scores
+      FROM @extschema@._memory_stream(stream_sql, k, e_scores, ent_ids, r.distance, w[1], w[2], w[3], w[4]) s;
+      c_ids := e_ids || b_ids; c_scores := e_scores || b_scores; examined := e_examined + cardinality(b_ids);
       IF pass = 1 THEN
         PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
-        IF old_max_scan IS NOT NULL AND NOT own_index THEN
-          PERFORM set_config('hnsw.max_scan_tuples', old_max_scan, true);
-        END IF;
-      END IF;
-      IF NOT stopped AND NOT eligible_known THEN
+        PERFORM set_config('enable_sort', old_sort, true);
+        EXIT WHEN stopped;
         SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
-        eligible_known := true;
+        EXIT WHEN streamed >= eligible;
+      ELSE
+        PERFORM set_config('enable_indexscan', old_index_scan, true);
+        PERFORM set_config('enable_sort', old_sort, true);
       END IF;
-      EXIT WHEN stopped OR streamed >= eligible;
     END LOOP;
     -- Every memory seen means exact; a stop at the bound is certified
     -- relative to the index stream.
@@ -2951,7 +2915,7 @@ BEGIN
          array_agg(z.metadata ORDER BY z.sc DESC, z.id), array_agg(z.sc ORDER BY z.sc DESC, z.id),
          array_agg(jsonb_build_object(
            'score', z.sc,
-           'stage', coalesce(c_stage[array_position(c_ids, z.id)], 'brute_force'),
+           'stage', CASE WHEN sel_ids IS NULL THEN 'brute_force' WHEN z.id = ANY (ent_ids) THEN 'entity' ELSE 'index' END,
            'exact', is_exact,
            'result', CASE WHEN is_exact THEN 'exact' ELSE 'certified relative to the index stream' END,
            'distance', z.dist,
@@ -3085,7 +3049,7 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_best_unseen(text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
-  ('memory', 'function', '_memory_top_push(double precision[], double precision, integer)', 'EXECUTE'),
+  ('memory', 'function', '_memory_stream(text, integer, double precision[], bigint[], text, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_factor(double precision, double precision)', 'EXECUTE'),

@@ -251,6 +251,8 @@ SELECT * FROM saas.memory_search('[1,0,0]', 'nope');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', k => 0);
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', p_now => 'infinity');
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', k => 1001);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', half_life => '0 days');

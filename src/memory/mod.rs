@@ -106,10 +106,69 @@ fn _memory_best_unseen(
     score::best_unseen(&w, metric(distance_kind).or_raise(), distance)
 }
 
-/// The candidate stage's running top k after one more score (best first).
-#[pg_extern(immutable, strict, parallel_safe)]
-fn _memory_top_push(top: Vec<f64>, score: f64, k: i32) -> Vec<f64> {
-    score::push_top(top, score, usize::try_from(k).unwrap_or(0))
+/// The index stage's stream: `stream_sql` (memory id, distance, score, in
+/// distance order, every value inlined) read through an SPI cursor until no
+/// unseen memory can beat the k-th score (`score::Stream`), ten rows at a
+/// time (the index reads little past the stop). Returns whether
+/// the bound stopped it, the rows read, and the rows taken (those in `skip`,
+/// which the entity stage scored, are not taken again).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn _memory_stream(
+    stream_sql: &str,
+    k: i32,
+    seed_top: Vec<f64>,
+    skip: Vec<i64>,
+    distance_kind: &str,
+    w_similarity: f64,
+    w_recency: f64,
+    w_importance: f64,
+    w_entity: f64,
+) -> TableIterator<
+    'static,
+    (
+        name!(stopped, bool),
+        name!(streamed, i64),
+        name!(ids, Vec<i64>),
+        name!(scores, Vec<f64>),
+    ),
+> {
+    let w = weights(w_similarity, w_recency, w_importance, w_entity).or_raise();
+    let mut stream = score::Stream::new(
+        seed_top,
+        usize::try_from(k).unwrap_or(0),
+        w,
+        metric(distance_kind).or_raise(),
+    );
+    let read = Spi::connect(|client| -> SaasResult<(bool, i64)> {
+        let failed = |e: pgrx::spi::SpiError| {
+            SaasError::new(
+                ErrorKind::ObjectNotInPrerequisiteState,
+                "memory_search could not read its candidate stream",
+                "Check that pgvector and the model's index are installed.",
+            )
+            .with_detail(e.to_string())
+        };
+        let mut cursor = client.try_open_cursor(stream_sql, &[]).map_err(failed)?;
+        let mut streamed = 0i64;
+        loop {
+            let rows = cursor.fetch(10).map_err(failed)?;
+            if rows.is_empty() {
+                return Ok((false, streamed));
+            }
+            for row in rows {
+                let id: i64 = row.get(1).map_err(failed)?.unwrap_or_default();
+                let distance: f64 = row.get(2).map_err(failed)?.unwrap_or(f64::INFINITY);
+                let score: f64 = row.get(3).map_err(failed)?.unwrap_or_default();
+                streamed += 1;
+                if stream.offer(id, distance, score, skip.contains(&id)) {
+                    return Ok((true, streamed));
+                }
+            }
+        }
+    })
+    .or_raise();
+    TableIterator::once((read.0, read.1, stream.ids, stream.scores))
 }
 
 /// Half-life in seconds of LangChain's `decay_rate`.
@@ -141,7 +200,7 @@ extension_sql_file!(
         _memory_recency,
         _memory_score,
         _memory_best_unseen,
-        _memory_top_push,
+        _memory_stream,
         _memory_half_life_langchain,
         _memory_half_life_factor,
         _memory_half_life_elasticsearch

@@ -156,6 +156,95 @@ pub fn push_top(mut top: Vec<f64>, score: f64, k: usize) -> Vec<f64> {
     top
 }
 
+/// The distance from which no unseen memory can beat `kth_score`: the least
+/// `d` with `best_unseen(d) <= kth_score`, so that the stream compares each
+/// row's distance with one number instead of computing the bound per row
+/// (it confirms with [`can_stop`], which rounding may differ from);
+/// negative infinity when every distance qualifies, infinity when none does.
+pub fn stop_distance(kth_score: f64, w: &Weights, metric: Metric) -> f64 {
+    let rest = (w.recency + w.importance) / w.total();
+    if w.similarity <= 0.0 {
+        return if kth_score >= rest {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    // best_unseen(d) <= kth  <=>  similarity(d) <= s
+    let s = (kth_score - rest) * w.total() / w.similarity;
+    if s >= 1.0 {
+        return f64::NEG_INFINITY;
+    }
+    match metric {
+        Metric::Cosine if s >= 0.0 => 2.0 * (1.0 - s),
+        Metric::L2 if s > 0.0 => 1.0 / s - 1.0,
+        Metric::InnerProduct if s > 0.0 => (1.0 / s - 1.0).ln(),
+        _ => f64::INFINITY,
+    }
+}
+
+/// The index stage reading its stream: rows come in distance order and
+/// [`Stream::offer`] says when no unseen memory can beat the k-th score
+/// (the row offered then is not taken). The rows taken are the candidates.
+pub struct Stream {
+    k: usize,
+    w: Weights,
+    metric: Metric,
+    top: Vec<f64>,
+    stop_at: f64,
+    pub ids: Vec<i64>,
+    pub scores: Vec<f64>,
+}
+
+impl Stream {
+    /// A stream whose top k starts with `seed_top` (the entity stage's scores).
+    pub fn new(seed_top: Vec<f64>, k: usize, w: Weights, metric: Metric) -> Stream {
+        let mut top = Vec::with_capacity(k + 1);
+        for s in seed_top {
+            top = push_top(top, s, k);
+        }
+        let mut stream = Stream {
+            k,
+            w,
+            metric,
+            top,
+            stop_at: f64::INFINITY,
+            ids: Vec::new(),
+            scores: Vec::new(),
+        };
+        stream.update_stop();
+        stream
+    }
+
+    fn kth(&self) -> Option<f64> {
+        (self.k > 0 && self.top.len() >= self.k).then(|| self.top[self.k - 1])
+    }
+
+    fn update_stop(&mut self) {
+        if let Some(kth) = self.kth() {
+            self.stop_at = stop_distance(kth, &self.w, self.metric);
+        }
+    }
+
+    /// Offers the next row; true when the stream stops before it.
+    /// `already_scored`: the entity stage scored it (it is not taken twice).
+    pub fn offer(&mut self, id: i64, distance: f64, score: f64, already_scored: bool) -> bool {
+        // stop_at spares the bound per row; can_stop decides (rounding).
+        if distance >= self.stop_at && can_stop(self.kth(), &self.w, self.metric, distance) {
+            return true;
+        }
+        if !already_scored {
+            self.ids.push(id);
+            self.scores.push(score);
+            if self.kth().is_none_or(|kth| score > kth) {
+                self.top = push_top(std::mem::take(&mut self.top), score, self.k);
+                self.update_stop();
+            }
+        }
+        false
+    }
+}
+
 /// Whether the distance-ordered stream may stop: the k-th best score so far
 /// (`None` while fewer than k are scored) is at least what any unseen memory
 /// could score, the stream being at `distance`.
@@ -220,6 +309,51 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn stream_keeps_the_exact_top_k(
+            w in weights(),
+            k in 1usize..6,
+            seed in proptest::collection::vec(0.0..1.0f64, 0..4),
+            mut items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64), 0..60),
+        ) {
+            // Rows in distance order, each with its own recency and
+            // importance; stopping where the stream says keeps the top k of
+            // the seed and every row.
+            items.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp)| {
+                (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: 0.0 }))
+            }).collect();
+            let mut stream = Stream::new(seed.clone(), k, w, Metric::Cosine);
+            for (i, &(d, s)) in rows.iter().enumerate() {
+                if stream.offer(i as i64, d, s, false) {
+                    break;
+                }
+            }
+            let mut kept: Vec<f64> = seed.iter().copied().chain(stream.scores.iter().copied()).collect();
+            let mut all: Vec<f64> = seed.iter().copied().chain(rows.iter().map(|r| r.1)).collect();
+            kept.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            all.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            kept.truncate(k);
+            all.truncate(k);
+            prop_assert_eq!(kept, all);
+        }
+
+        #[test]
+        fn stop_distance_is_where_the_bound_allows_stopping(
+            w in weights(), m in 0usize..3, kth in 0.0..1.0f64, d in -5.0..5.0f64,
+        ) {
+            let metric = [Metric::Cosine, Metric::L2, Metric::InnerProduct][m];
+            let at = stop_distance(kth, &w, metric);
+            // Past it (beyond rounding) the bound allows stopping; well
+            // before it, it does not.
+            if d > at + 1e-9 * (1.0 + at.abs()) {
+                prop_assert!(can_stop(Some(kth), &w, metric, d));
+            }
+            if d < at - 1e-9 * (1.0 + at.abs()) {
+                prop_assert!(!can_stop(Some(kth), &w, metric, d));
+            }
+        }
+
         #[test]
         fn push_top_keeps_the_k_best(scores in proptest::collection::vec(0.0..1.0f64, 0..80), k in 0usize..15) {
             let mut top = Vec::new();
