@@ -112,6 +112,11 @@ fn _memory_best_unseen(
 /// time (the index reads little past the stop). Returns whether
 /// the bound stopped it, the rows read, and the rows taken (those in `skip`,
 /// which the entity stage scored, are not taken again).
+///
+/// API roles may execute it because `memory_search` runs as its caller; it
+/// runs the text with the caller's own rights, as PL/pgSQL's EXECUTE would,
+/// so it gives no one more than they have (and schema `saas` is not one
+/// PostgREST serves).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn _memory_stream(
@@ -134,6 +139,9 @@ fn _memory_stream(
     ),
 > {
     let w = weights(w_similarity, w_recency, w_importance, w_entity).or_raise();
+    // Sorted for binary search: a subject can have thousands of entity rows.
+    let mut skip = skip;
+    skip.sort_unstable();
     let mut stream = score::Stream::new(
         seed_top,
         usize::try_from(k).unwrap_or(0),
@@ -161,7 +169,7 @@ fn _memory_stream(
                 let distance: f64 = row.get(2).map_err(failed)?.unwrap_or(f64::INFINITY);
                 let score: f64 = row.get(3).map_err(failed)?.unwrap_or_default();
                 streamed += 1;
-                if stream.offer(id, distance, score, skip.contains(&id)) {
+                if stream.offer(id, distance, score, skip.binary_search(&id).is_ok()) {
                     return Ok((true, streamed));
                 }
             }
