@@ -442,7 +442,8 @@ COMMENT ON FUNCTION @extschema@.memory_drop_tenant_index(text, uuid) IS
 
 -- run_maintenance: a tenant index for every tenant that reached
 -- saas.memory_tenant_index_rows embeddings of a model (0: none). Counting
--- needs every tenant's rows: run it as the owner (pg_cron).
+-- needs every tenant's rows: run it as the superuser that owns the
+-- extension (pg_cron does); under forced RLS another role counts none.
 CREATE FUNCTION @extschema@._memory_maintenance(p_now timestamptz)
 RETURNS TABLE (parent_table regclass, action text, partition_name text, detail text)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
