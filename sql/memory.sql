@@ -737,7 +737,6 @@ DECLARE
   e_scores float8[];
   e_examined int;
   ent_ids bigint[] := '{}';
-  row record;
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
@@ -880,15 +879,17 @@ BEGIN
                   'FROM @extschema@.memory_embeddings e WHERE e.tenant_id = %5$L::uuid AND e.model = %6$L',
                   vs, r.dims, op, query::text, t, r.model);
     PERFORM set_config('extra_float_digits', old_digits, true);
-    -- Entity stage: every memory matching a query entity, whatever its distance.
+    -- Entity stage: the memories matching a query entity, whatever their
+    -- distance, in distance order until not even a full entity match can
+    -- beat the k-th score (those left cannot beat the final k-th either).
     IF cardinality(qents) > 0 THEN
-      FOR row IN EXECUTE format(terms, src || format(' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
-                                                       'WHERE l.tenant_id = %L::uuid AND l.entity = ANY (%L::text[]))', t, qents))
-      LOOP
-        ent_ids := ent_ids || row.id;
-        c_ids := c_ids || row.id; c_scores := c_scores || row.score;
-        examined := examined + 1;
-      END LOOP;
+      SELECT s.ids, s.scores INTO ent_ids, c_scores
+      FROM @extschema@._memory_stream(
+             format(terms, src || format(' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
+                                         'WHERE l.tenant_id = %L::uuid AND l.entity = ANY (%L::text[])) ORDER BY 2, 1', t, qents)),
+             k, '{}', '{}', r.distance, w[1], w[2], w[3], w[4], 1) s;
+      c_ids := ent_ids;
+      examined := cardinality(ent_ids);
     END IF;
     -- Index stage: the tenant's memories in distance order, until no unseen
     -- memory can beat the k-th score (_memory_stream reads the stream
@@ -920,7 +921,7 @@ BEGIN
         stream_sql := format(terms, src || ' ORDER BY 2, 1');
       END IF;
       SELECT s.stopped, s.streamed, s.ids, s.scores INTO stopped, streamed, b_ids, b_scores
-      FROM @extschema@._memory_stream(stream_sql, k, e_scores, ent_ids, r.distance, w[1], w[2], w[3], w[4]) s;
+      FROM @extschema@._memory_stream(stream_sql, k, e_scores, ent_ids, r.distance, w[1], w[2], w[3], w[4], 0) s;
       c_ids := e_ids || b_ids; c_scores := e_scores || b_scores; examined := e_examined + cardinality(b_ids);
       IF pass = 1 THEN
         PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
@@ -1092,7 +1093,7 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_best_unseen(text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
-  ('memory', 'function', '_memory_stream(text, integer, double precision[], bigint[], text, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_stream(text, integer, double precision[], bigint[], text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_factor(double precision, double precision)', 'EXECUTE'),

@@ -111,7 +111,10 @@ fn _memory_best_unseen(
 /// unseen memory can beat the k-th score (`score::Stream`), ten rows at a
 /// time (the index reads little past the stop). Returns whether
 /// the bound stopped it, the rows read, and the rows taken (those in `skip`,
-/// which the entity stage scored, are not taken again).
+/// which the entity stage scored, are not taken again). `entity_bound`: the
+/// highest entity term an unseen row of this stream can have (0 for the
+/// index stage, whose entity matches are already scored; 1 for the entity
+/// stage's own stream).
 ///
 /// API roles may execute it because `memory_search` runs as its caller; it
 /// runs the text with the caller's own rights, as PL/pgSQL's EXECUTE would,
@@ -129,6 +132,7 @@ fn _memory_stream(
     w_recency: f64,
     w_importance: f64,
     w_entity: f64,
+    entity_bound: f64,
 ) -> TableIterator<
     'static,
     (
@@ -147,6 +151,7 @@ fn _memory_stream(
         usize::try_from(k).unwrap_or(0),
         w,
         metric(distance_kind).or_raise(),
+        entity_bound,
     );
     let read = Spi::connect(|client| -> SaasResult<(bool, i64)> {
         let failed = |e: pgrx::spi::SpiError| {

@@ -130,13 +130,20 @@ pub fn score(w: &Weights, t: &Terms) -> f64 {
 /// The best score any memory at `distance` or farther can reach when it
 /// matches none of the query's entities (those are scored separately).
 pub fn best_unseen(w: &Weights, metric: Metric, distance: f64) -> f64 {
+    best_unseen_matching(w, metric, distance, 0.0)
+}
+
+/// The best score a memory at `distance` or farther can reach when its
+/// entity term is at most `entity` (1 for the entity stage's own stream,
+/// whose memories all match).
+pub fn best_unseen_matching(w: &Weights, metric: Metric, distance: f64, entity: f64) -> f64 {
     score(
         w,
         &Terms {
             similarity: similarity(metric, distance),
             recency: 1.0,
             importance: 1.0,
-            entity: 0.0,
+            entity,
         },
     )
 }
@@ -156,13 +163,13 @@ pub fn push_top(mut top: Vec<f64>, score: f64, k: usize) -> Vec<f64> {
     top
 }
 
-/// The distance from which no unseen memory can beat `kth_score`: the least
-/// `d` with `best_unseen(d) <= kth_score`, so that the stream compares each
+/// The distance from which no unseen memory (entity term at most `entity`)
+/// can beat `kth_score`: the least `d` with `best_unseen_matching(d) <= kth_score`, so that the stream compares each
 /// row's distance with one number instead of computing the bound per row
 /// (it confirms with [`can_stop`], which rounding may differ from);
 /// negative infinity when every distance qualifies, infinity when none does.
-pub fn stop_distance(kth_score: f64, w: &Weights, metric: Metric) -> f64 {
-    let rest = (w.recency + w.importance) / w.total();
+pub fn stop_distance(kth_score: f64, w: &Weights, metric: Metric, entity: f64) -> f64 {
+    let rest = (w.recency + w.importance + w.entity * entity.clamp(0.0, 1.0)) / w.total();
     if w.similarity <= 0.0 {
         return if kth_score >= rest {
             f64::NEG_INFINITY
@@ -190,6 +197,7 @@ pub struct Stream {
     k: usize,
     w: Weights,
     metric: Metric,
+    entity: f64,
     top: Vec<f64>,
     stop_at: f64,
     pub ids: Vec<i64>,
@@ -197,8 +205,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// A stream whose top k starts with `seed_top` (the entity stage's scores).
-    pub fn new(seed_top: Vec<f64>, k: usize, w: Weights, metric: Metric) -> Stream {
+    /// A stream whose top k starts with `seed_top` (the entity stage's
+    /// scores) and whose unseen rows have an entity term of at most `entity`.
+    pub fn new(seed_top: Vec<f64>, k: usize, w: Weights, metric: Metric, entity: f64) -> Stream {
         let mut top = Vec::with_capacity(k + 1);
         for s in seed_top {
             top = push_top(top, s, k);
@@ -207,6 +216,7 @@ impl Stream {
             k,
             w,
             metric,
+            entity,
             top,
             stop_at: f64::INFINITY,
             ids: Vec::new(),
@@ -222,7 +232,7 @@ impl Stream {
 
     fn update_stop(&mut self) {
         if let Some(kth) = self.kth() {
-            self.stop_at = stop_distance(kth, &self.w, self.metric);
+            self.stop_at = stop_distance(kth, &self.w, self.metric, self.entity);
         }
     }
 
@@ -230,7 +240,11 @@ impl Stream {
     /// `already_scored`: the entity stage scored it (it is not taken twice).
     pub fn offer(&mut self, id: i64, distance: f64, score: f64, already_scored: bool) -> bool {
         // stop_at spares the bound per row; can_stop decides (rounding).
-        if distance >= self.stop_at && can_stop(self.kth(), &self.w, self.metric, distance) {
+        if distance >= self.stop_at
+            && self.kth().is_some_and(|kth| {
+                kth >= best_unseen_matching(&self.w, self.metric, distance, self.entity)
+            })
+        {
             return true;
         }
         if !already_scored {
@@ -310,6 +324,33 @@ mod tests {
 
     proptest! {
         #[test]
+        fn entity_stream_keeps_the_exact_top_k(
+            w in weights(),
+            k in 1usize..6,
+            mut items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64), 0..60),
+        ) {
+            // The entity stage's stream: every row may have any entity term
+            // up to 1, and the bound allows for it.
+            items.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp, ent)| {
+                (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: ent }))
+            }).collect();
+            let mut stream = Stream::new(Vec::new(), k, w, Metric::Cosine, 1.0);
+            for (i, &(d, s)) in rows.iter().enumerate() {
+                if stream.offer(i as i64, d, s, false) {
+                    break;
+                }
+            }
+            let mut kept = stream.scores.clone();
+            let mut all: Vec<f64> = rows.iter().map(|r| r.1).collect();
+            kept.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            all.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            kept.truncate(k);
+            all.truncate(k);
+            prop_assert_eq!(kept, all);
+        }
+
+        #[test]
         fn stream_keeps_the_exact_top_k(
             w in weights(),
             k in 1usize..6,
@@ -323,7 +364,7 @@ mod tests {
             let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp)| {
                 (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: 0.0 }))
             }).collect();
-            let mut stream = Stream::new(seed.clone(), k, w, Metric::Cosine);
+            let mut stream = Stream::new(seed.clone(), k, w, Metric::Cosine, 0.0);
             for (i, &(d, s)) in rows.iter().enumerate() {
                 if stream.offer(i as i64, d, s, false) {
                     break;
@@ -340,17 +381,18 @@ mod tests {
 
         #[test]
         fn stop_distance_is_where_the_bound_allows_stopping(
-            w in weights(), m in 0usize..3, kth in 0.0..1.0f64, d in -5.0..5.0f64,
+            w in weights(), m in 0usize..3, kth in 0.0..1.0f64, d in -5.0..5.0f64, entity in 0.0..1.0f64,
         ) {
             let metric = [Metric::Cosine, Metric::L2, Metric::InnerProduct][m];
-            let at = stop_distance(kth, &w, metric);
+            let at = stop_distance(kth, &w, metric, entity);
             // Past it (beyond rounding) the bound allows stopping; well
             // before it, it does not.
+            let bound = best_unseen_matching(&w, metric, d, entity);
             if d > at + 1e-9 * (1.0 + at.abs()) {
-                prop_assert!(can_stop(Some(kth), &w, metric, d));
+                prop_assert!(kth >= bound - 1e-12);
             }
             if d < at - 1e-9 * (1.0 + at.abs()) {
-                prop_assert!(!can_stop(Some(kth), &w, metric, d));
+                prop_assert!(kth < bound + 1e-12);
             }
         }
 
