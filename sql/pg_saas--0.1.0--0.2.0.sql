@@ -1918,11 +1918,6 @@ CREATE TRIGGER plans_changed
 ALTER TABLE @extschema@.plans ENABLE ALWAYS TRIGGER plans_changed;
 
 -- memory (issue 19): the Rust functions of src/memory, then sql/memory.sql.
-CREATE FUNCTION @extschema@._memory_best_unseen("distance_kind" TEXT, "distance" double precision, "w_similarity" double precision, "w_recency" double precision, "w_importance" double precision, "w_entity" double precision)
-  RETURNS double precision
-  IMMUTABLE STRICT PARALLEL SAFE
-  LANGUAGE c
-  AS 'MODULE_PATHNAME', '_memory_best_unseen_wrapper';
 CREATE FUNCTION @extschema@._memory_half_life_elasticsearch("scale_seconds" double precision, "decay" double precision)
   RETURNS double precision
   IMMUTABLE STRICT PARALLEL SAFE
@@ -2254,11 +2249,12 @@ COMMENT ON FUNCTION @extschema@.memory_index_model(text, int, text, int, int) IS
   'Registers an embedding model and builds its HNSW expression index (embedding::vector(dims), partial on the model). Idempotent. For the owner.';
 
 -- Builds a registered model's HNSW expression index unless it exists, with
--- the parameters stored in its row; returns the index name. pg_dump does not
+-- the parameters stored in its row, or with p_tenant that tenant's own
+-- index (partial on md5 of the tenant too, below); returns the index name. pg_dump does not
 -- dump indexes on an extension's tables, so the restore of a memory_models
 -- row builds it again (trigger memory_models_index, enabled ALWAYS so that a
 -- data-only restore in replica mode builds it too).
-CREATE FUNCTION @extschema@._memory_build_index(p_model text)
+CREATE FUNCTION @extschema@._memory_build_index(p_model text, p_tenant uuid DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -2266,16 +2262,20 @@ AS $$
 DECLARE
   vs text := @extschema@._memory_vector_schema();
   r @extschema@.memory_models%ROWTYPE;
+  idx text;
 BEGIN
   SELECT * INTO STRICT r FROM @extschema@.memory_models mm WHERE mm.model = p_model;
-  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(r.index_name)) IS NOT NULL THEN
-    RETURN r.index_name;
+  idx := CASE WHEN p_tenant IS NULL THEN r.index_name ELSE @extschema@._memory_tenant_index_name(p_model, p_tenant) END;
+  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(idx)) IS NOT NULL THEN
+    RETURN idx;
   END IF;
-  EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L',
-                 r.index_name, vs, r.dims, vs,
+  EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L%s',
+                 idx, vs, r.dims, vs,
                  CASE r.distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' ELSE 'vector_ip_ops' END,
-                 r.hnsw_m, r.hnsw_ef_construction, r.model);
-  RETURN r.index_name;
+                 r.hnsw_m, r.hnsw_ef_construction, r.model,
+                 CASE WHEN p_tenant IS NULL THEN ''
+                      ELSE format(' AND pg_catalog.md5(tenant_id::text) = %L', pg_catalog.md5(p_tenant::text)) END);
+  RETURN idx;
 END
 $$;
 
@@ -2322,29 +2322,6 @@ RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN 'memory_hnsw_t_' || pg_catalog.left(pg_catalog.md5(p_model || '/' || p_tenant::text), 16);
 
--- Builds a registered tenant index unless it exists (the model's distance
--- and HNSW parameters); returns its name.
-CREATE FUNCTION @extschema@._memory_build_tenant_index(p_model text, p_tenant uuid)
-RETURNS text
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  vs text := @extschema@._memory_vector_schema();
-  r @extschema@.memory_models%ROWTYPE;
-  idx text := @extschema@._memory_tenant_index_name(p_model, p_tenant);
-BEGIN
-  SELECT * INTO STRICT r FROM @extschema@.memory_models mm WHERE mm.model = p_model;
-  IF pg_catalog.to_regclass('@extschema@.' || pg_catalog.quote_ident(idx)) IS NULL THEN
-    EXECUTE format('CREATE INDEX %I ON @extschema@.memory_embeddings USING hnsw ((embedding::%s.vector(%s)) %s.%I) WITH (m = %s, ef_construction = %s) WHERE model = %L AND pg_catalog.md5(tenant_id::text) = %L',
-                   idx, vs, r.dims, vs,
-                   CASE r.distance WHEN 'cosine' THEN 'vector_cosine_ops' WHEN 'l2' THEN 'vector_l2_ops' ELSE 'vector_ip_ops' END,
-                   r.hnsw_m, r.hnsw_ef_construction, r.model, pg_catalog.md5(p_tenant::text));
-  END IF;
-  RETURN idx;
-END
-$$;
-
 CREATE FUNCTION @extschema@._memory_tenant_indexes_changed()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -2352,7 +2329,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    PERFORM @extschema@._memory_build_tenant_index(NEW.model, NEW.tenant_id);
+    PERFORM @extschema@._memory_build_index(NEW.model, NEW.tenant_id);
   ELSE
     EXECUTE format('DROP INDEX IF EXISTS @extschema@.%I', OLD.index_name);
   END IF;
@@ -2383,7 +2360,7 @@ BEGIN
   VALUES (r.model, tenant, @extschema@._memory_tenant_index_name(r.model, tenant))
   ON CONFLICT ON CONSTRAINT memory_tenant_indexes_pkey DO NOTHING;
   RETURN jsonb_build_object('model', r.model, 'tenant_id', tenant,
-                            'index', @extschema@._memory_build_tenant_index(r.model, tenant));
+                            'index', @extschema@._memory_build_index(r.model, tenant));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.memory_index_tenant(text, uuid) IS
@@ -3054,7 +3031,6 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_similarity(text, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
-  ('memory', 'function', '_memory_best_unseen(text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_stream(text, integer, double precision[], bigint[], text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),

@@ -90,22 +90,6 @@ fn _memory_score(
     )
 }
 
-/// The best score a memory not matching the query's entities can reach at
-/// `distance` or farther: the candidate stage stops once its k-th score
-/// reaches it.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn _memory_best_unseen(
-    distance_kind: &str,
-    distance: f64,
-    w_similarity: f64,
-    w_recency: f64,
-    w_importance: f64,
-    w_entity: f64,
-) -> f64 {
-    let w = weights(w_similarity, w_recency, w_importance, w_entity).or_raise();
-    score::best_unseen(&w, metric(distance_kind).or_raise(), distance)
-}
-
 /// The index stage's stream: `stream_sql` (memory id, distance, score, in
 /// distance order, every value inlined) read through an SPI cursor until no
 /// unseen memory can beat the k-th score (`score::Stream`), ten rows at a
@@ -212,7 +196,6 @@ extension_sql_file!(
         _memory_similarity,
         _memory_recency,
         _memory_score,
-        _memory_best_unseen,
         _memory_stream,
         _memory_half_life_langchain,
         _memory_half_life_factor,

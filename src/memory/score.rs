@@ -127,16 +127,11 @@ pub fn score(w: &Weights, t: &Terms) -> f64 {
     (sum / w.total()).clamp(0.0, 1.0)
 }
 
-/// The best score any memory at `distance` or farther can reach when it
-/// matches none of the query's entities (those are scored separately).
-pub fn best_unseen(w: &Weights, metric: Metric, distance: f64) -> f64 {
-    best_unseen_matching(w, metric, distance, 0.0)
-}
-
-/// The best score a memory at `distance` or farther can reach when its
-/// entity term is at most `entity` (1 for the entity stage's own stream,
-/// whose memories all match).
-pub fn best_unseen_matching(w: &Weights, metric: Metric, distance: f64, entity: f64) -> f64 {
+/// The best score any memory at `distance` or farther can reach when its
+/// entity term is at most `entity`: 0 for the index stage (the memories
+/// matching the query's entities are scored separately), 1 for the entity
+/// stage's own stream.
+pub fn best_unseen(w: &Weights, metric: Metric, distance: f64, entity: f64) -> f64 {
     score(
         w,
         &Terms {
@@ -164,7 +159,7 @@ pub fn push_top(mut top: Vec<f64>, score: f64, k: usize) -> Vec<f64> {
 }
 
 /// The distance from which no unseen memory (entity term at most `entity`)
-/// can beat `kth_score`: the least `d` with `best_unseen_matching(d) <= kth_score`, so that the stream compares each
+/// can beat `kth_score`: the least `d` with `best_unseen(d) <= kth_score`, so that the stream compares each
 /// row's distance with one number instead of computing the bound per row
 /// (it confirms with [`can_stop`], which rounding may differ from);
 /// negative infinity when every distance qualifies, infinity when none does.
@@ -241,9 +236,7 @@ impl Stream {
     pub fn offer(&mut self, id: i64, distance: f64, score: f64, already_scored: bool) -> bool {
         // stop_at spares the bound per row; can_stop decides (rounding).
         if distance >= self.stop_at
-            && self.kth().is_some_and(|kth| {
-                kth >= best_unseen_matching(&self.w, self.metric, distance, self.entity)
-            })
+            && can_stop(self.kth(), &self.w, self.metric, distance, self.entity)
         {
             return true;
         }
@@ -261,10 +254,16 @@ impl Stream {
 
 /// Whether the distance-ordered stream may stop: the k-th best score so far
 /// (`None` while fewer than k are scored) is at least what any unseen memory
-/// could score, the stream being at `distance`.
-pub fn can_stop(kth_score: Option<f64>, w: &Weights, metric: Metric, distance: f64) -> bool {
+/// (entity term at most `entity`) could score, the stream being at `distance`.
+pub fn can_stop(
+    kth_score: Option<f64>,
+    w: &Weights,
+    metric: Metric,
+    distance: f64,
+    entity: f64,
+) -> bool {
     match kth_score {
-        Some(kth) => kth >= best_unseen(w, metric, distance),
+        Some(kth) => kth >= best_unseen(w, metric, distance, entity),
         None => false,
     }
 }
@@ -324,47 +323,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn entity_stream_keeps_the_exact_top_k(
-            w in weights(),
-            k in 1usize..6,
-            mut items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64), 0..60),
-        ) {
-            // The entity stage's stream: every row may have any entity term
-            // up to 1, and the bound allows for it.
-            items.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-            let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp, ent)| {
-                (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: ent }))
-            }).collect();
-            let mut stream = Stream::new(Vec::new(), k, w, Metric::Cosine, 1.0);
-            for (i, &(d, s)) in rows.iter().enumerate() {
-                if stream.offer(i as i64, d, s, false) {
-                    break;
-                }
-            }
-            let mut kept = stream.scores.clone();
-            let mut all: Vec<f64> = rows.iter().map(|r| r.1).collect();
-            kept.sort_by(|a, b| b.partial_cmp(a).unwrap());
-            all.sort_by(|a, b| b.partial_cmp(a).unwrap());
-            kept.truncate(k);
-            all.truncate(k);
-            prop_assert_eq!(kept, all);
-        }
-
-        #[test]
         fn stream_keeps_the_exact_top_k(
             w in weights(),
             k in 1usize..6,
+            entity in prop::sample::select(vec![0.0, 1.0]),
             seed in proptest::collection::vec(0.0..1.0f64, 0..4),
-            mut items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64), 0..60),
+            mut items in proptest::collection::vec((0.0..2.0f64, 0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64), 0..60),
         ) {
-            // Rows in distance order, each with its own recency and
-            // importance; stopping where the stream says keeps the top k of
-            // the seed and every row.
+            // Rows in distance order, each with its own recency, importance
+            // and entity term (at most `entity`: 0 for the index stage, any
+            // up to 1 for the entity stage's stream); stopping where the
+            // stream says keeps the top k of the seed and every row.
             items.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-            let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp)| {
-                (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: 0.0 }))
+            let rows: Vec<(f64, f64)> = items.iter().map(|&(d, rec, imp, ent)| {
+                (d, score(&w, &Terms { similarity: similarity(Metric::Cosine, d), recency: rec, importance: imp, entity: ent * entity }))
             }).collect();
-            let mut stream = Stream::new(seed.clone(), k, w, Metric::Cosine, 0.0);
+            let mut stream = Stream::new(seed.clone(), k, w, Metric::Cosine, entity);
             for (i, &(d, s)) in rows.iter().enumerate() {
                 if stream.offer(i as i64, d, s, false) {
                     break;
@@ -387,7 +361,7 @@ mod tests {
             let at = stop_distance(kth, &w, metric, entity);
             // Past it (beyond rounding) the bound allows stopping; well
             // before it, it does not.
-            let bound = best_unseen_matching(&w, metric, d, entity);
+            let bound = best_unseen(&w, metric, d, entity);
             if d > at + 1e-9 * (1.0 + at.abs()) {
                 prop_assert!(kth >= bound - 1e-12);
             }
@@ -420,7 +394,7 @@ mod tests {
             prop_assert!(a >= b);
             // The bound covers every memory at that distance without an entity match.
             let no_entity = Terms { entity: 0.0, ..near };
-            prop_assert!(best_unseen(&w, metric, d1) >= score(&w, &no_entity));
+            prop_assert!(best_unseen(&w, metric, d1, 0.0) >= score(&w, &no_entity));
         }
 
         #[test]
@@ -456,7 +430,7 @@ mod tests {
                 let mut top = seen.clone();
                 top.sort_by(|a, b| b.total_cmp(a));
                 let kth = if top.len() >= k { Some(top[k - 1]) } else { None };
-                if can_stop(kth, &w, metric, it.0) {
+                if can_stop(kth, &w, metric, it.0, 0.0) {
                     break;
                 }
                 if !it.3 {
