@@ -1949,7 +1949,7 @@ CREATE FUNCTION @extschema@._memory_similarity("distance_kind" TEXT, "distance" 
   LANGUAGE c
   AS 'MODULE_PATHNAME', '_memory_similarity_wrapper';
 
-CREATE FUNCTION @extschema@._memory_stream("stream_sql" TEXT, "k" INT, "seed_top" double precision[], "skip" bigint[], "distance_kind" TEXT, "w_similarity" double precision, "w_recency" double precision, "w_importance" double precision, "w_entity" double precision, "entity_bound" double precision)
+CREATE FUNCTION @extschema@._memory_stream("stream_sql" TEXT, "query" anyelement, "tenant" uuid, "weights" double precision[], "half_life" double precision, "half_lives" jsonb, "evergreen_kinds" TEXT[], "recency_floor" double precision, "age_from" TEXT, "now" timestamp with time zone, "entities" TEXT[], "k" INT, "seed_top" double precision[], "skip" bigint[], "distance_kind" TEXT, "entity_bound" double precision)
   RETURNS TABLE ("stopped" bool, "streamed" bigint, "ids" bigint[], "scores" double precision[])
   STRICT VOLATILE PARALLEL UNSAFE
   LANGUAGE c
@@ -2679,10 +2679,10 @@ DECLARE
   sel_ids bigint[];
   touch_note text := 'not requested';
   old_iter text;
+  old_ef text;
   old_index_scan text;
   old_sort text;
   stream_sql text;
-  old_digits text;
   b_ids bigint[];
   b_scores float8[];
   o_ids bigint[];
@@ -2786,47 +2786,44 @@ BEGIN
     examined := eligible;
   ELSE
     stage := 'index';
-    -- The statements name the model's index expression, whose dimension and
-    -- operator are the model's, so they are built per model, with every
-    -- value inlined: the planner sees the tenant (it can prove a tenant
-    -- index's predicate) and the query vector (the HNSW index serves the
-    -- ORDER BY). Floats are written exactly (extra_float_digits 3), so the
-    -- stream scores as the final statement does.
+    -- The stream statements name the model's index expression, whose
+    -- dimension and operator are the model's, so their text is per model
+    -- (and per tenant index: the planner proves its predicate from the md5
+    -- written in). Every value of the search is a parameter ($1 to $10,
+    -- see _memory_stream), so the plan is made once per backend and kept.
+    -- The age is computed as the final statement computes it.
     vs := @extschema@._memory_vector_schema();
     op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
-    old_digits := current_setting('extra_float_digits');
-    PERFORM set_config('extra_float_digits', '3', true);
     terms := format($t$
       SELECT m.id, d.dist,
-             @extschema@._memory_score(%3$s::float8, %4$s::float8, %5$s::float8, %6$s::float8,
+             @extschema@._memory_score($3[1], $3[2], $3[3], $3[4],
                @extschema@._memory_similarity(%1$L, d.dist),
                @extschema@._memory_recency(
-                 (%12$s - extract(epoch FROM CASE WHEN %11$L = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
-                                                  ELSE m.event_at END))::float8,
-                 coalesce((%7$L::jsonb ->> m.kind)::float8, %8$s::float8), m.evergreen OR m.kind = ANY (%9$L::text[]),
-                 %10$s::float8),
+                 extract(epoch FROM $9 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                              ELSE m.event_at END)::float8,
+                 coalesce(($5 ->> m.kind)::float8, $4), m.evergreen OR m.kind = ANY ($6), $7),
                m.importance,
-               CASE WHEN %13$s = 0 THEN 0::float8
-                    ELSE (SELECT count(*) FROM unnest(%14$L::text[]) q WHERE q = m.subject OR q = ANY (m.entities))::float8 / %13$s END) AS score
+               CASE WHEN cardinality($10) = 0 THEN 0::float8
+                    ELSE (SELECT count(*) FROM unnest($10) q WHERE q = m.subject OR q = ANY (m.entities))::float8
+                         / cardinality($10) END) AS score
       FROM (%%s) d
       CROSS JOIN LATERAL (SELECT mm.id, mm.importance, mm.evergreen, mm.kind, mm.event_at, mm.last_accessed_at, mm.created_at,
                                  mm.subject, mm.entities
-                          FROM @extschema@.memories mm WHERE mm.tenant_id = %2$L::uuid AND mm.id = d.memory_id OFFSET 0) m
-    $t$, r.distance, t, w[1], w[2], w[3], w[4], hl_map, hl_default, evergreen_kinds, recency_floor, age_from,
-         extract(epoch FROM p_now), cardinality(qents), qents);
-    src := format('SELECT e.memory_id, (e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) (%4$L::%1$s.vector(%2$s)) AS dist '
-                  'FROM @extschema@.memory_embeddings e WHERE e.tenant_id = %5$L::uuid AND e.model = %6$L',
-                  vs, r.dims, op, query::text, t, r.model);
-    PERFORM set_config('extra_float_digits', old_digits, true);
+                          FROM @extschema@.memories mm WHERE mm.tenant_id = $2 AND mm.id = d.memory_id OFFSET 0) m
+    $t$, r.distance);
+    src := format('SELECT e.memory_id, (e.embedding::%1$s.vector(%2$s)) OPERATOR(%1$s.%3$s) $1 AS dist '
+                  'FROM @extschema@.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = %4$L',
+                  vs, r.dims, op, r.model);
     -- Entity stage: the memories matching a query entity, whatever their
     -- distance, in distance order until not even a full entity match can
     -- beat the k-th score (those left cannot beat the final k-th either).
     IF cardinality(qents) > 0 THEN
       SELECT s.ids, s.scores INTO ent_ids, c_scores
       FROM @extschema@._memory_stream(
-             format(terms, src || format(' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
-                                         'WHERE l.tenant_id = %L::uuid AND l.entity = ANY (%L::text[])) ORDER BY 2, 1', t, qents)),
-             k, '{}', '{}', r.distance, w[1], w[2], w[3], w[4], 1) s;
+             format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
+                                  'WHERE l.tenant_id = $2 AND l.entity = ANY ($10)) ORDER BY 2, 1'),
+             query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now, qents,
+             k, '{}', '{}', r.distance, 1) s;
       c_ids := ent_ids;
       examined := cardinality(ent_ids);
     END IF;
@@ -2846,6 +2843,8 @@ BEGIN
         -- the tenant's rows (the btree narrows them), the full scan's work.
         old_iter := current_setting('hnsw.iterative_scan', true);
         PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        old_ef := current_setting('hnsw.ef_search', true);
+        PERFORM set_config('hnsw.ef_search', current_setting('saas.memory_ef_search'), true);
         old_sort := current_setting('enable_sort');
         PERFORM set_config('enable_sort', 'off', true);
         stream_sql := format(terms, src || format(' AND pg_catalog.md5(e.tenant_id::text) = %L ORDER BY 2', pg_catalog.md5(t::text)));
@@ -2860,10 +2859,12 @@ BEGIN
         stream_sql := format(terms, src || ' ORDER BY 2, 1');
       END IF;
       SELECT s.stopped, s.streamed, s.ids, s.scores INTO stopped, streamed, b_ids, b_scores
-      FROM @extschema@._memory_stream(stream_sql, k, e_scores, ent_ids, r.distance, w[1], w[2], w[3], w[4], 0) s;
+      FROM @extschema@._memory_stream(stream_sql, query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now,
+                                      qents, k, e_scores, ent_ids, r.distance, 0) s;
       c_ids := e_ids || b_ids; c_scores := e_scores || b_scores; examined := e_examined + cardinality(b_ids);
       IF pass = 1 THEN
         PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
+        PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
         PERFORM set_config('enable_sort', old_sort, true);
         EXIT WHEN stopped;
         SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
@@ -3031,7 +3032,7 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_similarity(text, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
-  ('memory', 'function', '_memory_stream(text, integer, double precision[], bigint[], text, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_stream(text, anyelement, uuid, double precision[], double precision, jsonb, text[], double precision, text, timestamp with time zone, text[], integer, double precision[], bigint[], text, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_factor(double precision, double precision)', 'EXECUTE'),
@@ -3108,6 +3109,7 @@ COMMENT ON FUNCTION saas_api.memory_forget(text) IS
 INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege) VALUES
   ('memory', 'function', 'saas_api.memory_pending(text, integer)', 'EXECUTE'),
   ('memory', 'function', 'saas_api.memory_forget(text)', 'EXECUTE');
+
 -- memory: roles that grant_api served before (they can run current_tenant())
 -- get the module's API rows, as grant_api now gives them.
 DO $carry_memory$

@@ -131,6 +131,12 @@ pub(crate) static MEMORY_EXACT_BELOW: GucSetting<i32> = GucSetting::<i32>::new(3
 /// Its stream then reads no other tenant's tuples.
 pub(crate) static MEMORY_TENANT_INDEX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 
+/// `saas.memory_ef_search`: pgvector's `hnsw.ef_search` for the stream
+/// `memory_search` reads from a tenant's own index (a session's own
+/// `hnsw.ef_search` is for its own queries). With an iterative scan it is
+/// only the first search's width: the stream goes on until the bound.
+pub(crate) static MEMORY_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+
 /// Registers every `saas.*` setting, then reserves the prefix. Runs first
 /// in `_PG_init`: the shared-memory request reads the slot counts.
 pub(crate) fn init() {
@@ -245,6 +251,16 @@ that is not one of these; X-Real-IP only without X-Forwarded-For. Empty trusts n
         0,
         1_000_000_000,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"saas.memory_ef_search",
+        c"hnsw.ef_search of the stream memory_search reads from a tenant's own HNSW index.",
+        c"The first graph search's width (pgvector's default 40); the iterative scan goes on until the exactness bound stops it, so it trades the first batch's cost against later ones, not recall.",
+        &MEMORY_EF_SEARCH,
+        1,
+        1_000,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -146,6 +146,39 @@ FROM by_own_index i
 JOIN (SELECT memory_id, score, explanation - 'stage' - 'exact' - 'result' AS e
       FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 4, subjects => '{patient:2}', half_lives => '{"chat": "2 days"}',
                               p_now => '2026-03-01')) b USING (memory_id);
+-- The stream statements' plans are kept per backend (_memory_stream) with
+-- every value of a search as a parameter: searches that differ only in
+-- their values still return what brute force returns, each its own top k
+-- (changed, the first variant's top would show). The stream reads the
+-- index with saas.memory_ef_search and leaves the session's own
+-- hnsw.ef_search as it was.
+CREATE TEMP TABLE variants (v int, subjects text[], weights jsonb, half_lives jsonb, evergreen text[], age_from text, p_now timestamptz);
+INSERT INTO variants VALUES
+  (1, '{}', '{}', '{}', '{}', 'event', '2026-03-01'),
+  (2, '{patient:2}', '{"recency": 2}', '{"chat": "1 day"}', '{}', 'event', '2026-03-05'),
+  (3, '{patient:3}', '{"importance": 1, "entity": 2}', '{}', '{chat}', 'access', '2027-01-01'),
+  (4, '{}', '{"similarity": 0.1, "recency": 3}', '{"chat": "90 days"}', '{}', 'event', '2025-12-01');
+SET hnsw.ef_search = 7;
+SET saas.memory_exact_below = 0;
+CREATE TEMP TABLE by_kept AS
+SELECT v.v, array_agg(s.memory_id ORDER BY s.rank) AS ids, array_agg(round(s.score::numeric, 6) ORDER BY s.rank) AS scores,
+       string_agg(DISTINCT s.explanation ->> 'stage', ',') AS stages
+FROM variants v, saas.memory_search('[0.6,0.8,0]', 'tiny', k => 3, subjects => v.subjects, weights => v.weights,
+                                    half_lives => v.half_lives, evergreen_kinds => v.evergreen, age_from => v.age_from, p_now => v.p_now) s
+GROUP BY v.v;
+RESET saas.memory_exact_below;
+SHOW hnsw.ef_search;
+RESET hnsw.ef_search;
+SELECT k.v, k.stages, k.ids = b.ids AND k.scores = b.scores AS same_as_brute_force,
+       k.ids <> (SELECT ids FROM by_kept WHERE v = 1) AS other_top_than_first
+FROM by_kept k
+CROSS JOIN variants v
+CROSS JOIN LATERAL (
+  SELECT array_agg(s.memory_id ORDER BY s.rank) AS ids, array_agg(round(s.score::numeric, 6) ORDER BY s.rank) AS scores
+  FROM saas.memory_search('[0.6,0.8,0]', 'tiny', k => 3, subjects => v.subjects, weights => v.weights,
+                          half_lives => v.half_lives, evergreen_kinds => v.evergreen, age_from => v.age_from, p_now => v.p_now) s) b
+WHERE v.v = k.v ORDER BY k.v;
+SET saas.memory_ef_search = 0;
 -- A restored row builds its index again; dropping the row drops the index.
 SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny' \gexec
 CREATE TEMP TABLE dumped_tenant_index AS SELECT * FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny';

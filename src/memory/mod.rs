@@ -15,8 +15,13 @@ pub mod decay;
 pub mod score;
 
 use crate::error::{ErrorKind, OrRaise, SaasError, SaasResult};
+use pgrx::datum::{AnyElement, DatumWithOid};
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use score::{Metric, Terms, Weights};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 fn metric(name: &str) -> SaasResult<Metric> {
     Metric::parse(name).ok_or_else(|| {
@@ -90,15 +95,33 @@ fn _memory_score(
     )
 }
 
+thread_local! {
+    /// The stream statements' plans, prepared once per backend and kept,
+    /// by statement text. A text names a model and a stage (and, for a
+    /// tenant index, the md5 its predicate holds), never a value of a
+    /// search: those are parameters. The plan cache re-plans a kept plan
+    /// after DDL or a change of role (RLS) by itself.
+    static KEPT_STREAMS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+/// Kept stream plans per backend at most; past it they are all dropped
+/// (a backend serves a few models and its tenants' own indexes).
+const KEPT_STREAMS_MAX: usize = 64;
+
 /// The index stage's stream: `stream_sql` (memory id, distance, score, in
-/// distance order, every value inlined) read through an SPI cursor until no
-/// unseen memory can beat the k-th score (`score::Stream`), ten rows at a
-/// time (the index reads little past the stop). Returns whether
-/// the bound stopped it, the rows read, and the rows taken (those in `skip`,
-/// which the entity stage scored, are not taken again). `entity_bound`: the
-/// highest entity term an unseen row of this stream can have (0 for the
-/// index stage, whose entity matches are already scored; 1 for the entity
-/// stage's own stream).
+/// distance order) read through an SPI cursor until no unseen memory can
+/// beat the k-th score (`score::Stream`), ten rows at a time (the index
+/// reads little past the stop). Returns whether the bound stopped it, the
+/// rows read, and the rows taken (those in `skip`, which the entity stage
+/// scored, are not taken again). `entity_bound`: the highest entity term an
+/// unseen row of this stream can have (0 for the index stage, whose entity
+/// matches are already scored; 1 for the entity stage's own stream).
+///
+/// The statement's plan is kept (`KEPT_STREAMS`); the search's values are
+/// its parameters: $1 the query vector, $2 the tenant, $3 the four weights,
+/// $4 the default half-life in seconds, $5 the half-lives by kind, $6 the
+/// evergreen kinds, $7 the recency floor, $8 `age_from`, $9 the time "now",
+/// $10 the query's entities.
 ///
 /// API roles may execute it because `memory_search` runs as its caller; it
 /// runs the text with the caller's own rights, as PL/pgSQL's EXECUTE would,
@@ -108,14 +131,20 @@ fn _memory_score(
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn _memory_stream(
     stream_sql: &str,
+    query: AnyElement,
+    tenant: pgrx::Uuid,
+    weights: Vec<f64>,
+    half_life: f64,
+    half_lives: pgrx::JsonB,
+    evergreen_kinds: Vec<String>,
+    recency_floor: f64,
+    age_from: &str,
+    now: TimestampWithTimeZone,
+    entities: Vec<String>,
     k: i32,
     seed_top: Vec<f64>,
     skip: Vec<i64>,
     distance_kind: &str,
-    w_similarity: f64,
-    w_recency: f64,
-    w_importance: f64,
-    w_entity: f64,
     entity_bound: f64,
 ) -> TableIterator<
     'static,
@@ -126,7 +155,15 @@ fn _memory_stream(
         name!(scores, Vec<f64>),
     ),
 > {
-    let w = weights(w_similarity, w_recency, w_importance, w_entity).or_raise();
+    let w = match *weights.as_slice() {
+        [s, r, i, e] => self::weights(s, r, i, e).or_raise(),
+        _ => SaasError::new(
+            ErrorKind::InvalidParameter,
+            format!("the stream takes 4 weights, not {}", weights.len()),
+            "Pass similarity, recency, importance and entity, in that order.",
+        )
+        .report(),
+    };
     // Sorted for binary search: a subject can have thousands of entity rows.
     let mut skip = skip;
     skip.sort_unstable();
@@ -137,6 +174,22 @@ fn _memory_stream(
         metric(distance_kind).or_raise(),
         entity_bound,
     );
+    let query_type = query.oid();
+    // SAFETY: the datum is the `query` argument of this call, of type
+    // `query_type`, and outlives the cursor (both end with this call).
+    let query = unsafe { DatumWithOid::new(query, query_type) };
+    let args = [
+        query,
+        tenant.into(),
+        weights.into(),
+        half_life.into(),
+        half_lives.into(),
+        evergreen_kinds.into(),
+        recency_floor.into(),
+        age_from.into(),
+        now.into(),
+        entities.into(),
+    ];
     let read = Spi::connect(|client| -> SaasResult<(bool, i64)> {
         let failed = |e: pgrx::spi::SpiError| {
             SaasError::new(
@@ -146,7 +199,21 @@ fn _memory_stream(
             )
             .with_detail(e.to_string())
         };
-        let mut cursor = client.try_open_cursor(stream_sql, &[]).map_err(failed)?;
+        let plan = match KEPT_STREAMS.with_borrow(|kept| kept.get(stream_sql).cloned()) {
+            Some(plan) => plan,
+            None => {
+                let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+                let plan = Rc::new(client.prepare(stream_sql, &types).map_err(failed)?.keep());
+                KEPT_STREAMS.with_borrow_mut(|kept| {
+                    if kept.len() >= KEPT_STREAMS_MAX {
+                        kept.clear();
+                    }
+                    kept.insert(stream_sql.to_owned(), Rc::clone(&plan));
+                });
+                plan
+            }
+        };
+        let mut cursor = client.try_open_cursor(&*plan, &args).map_err(failed)?;
         let mut streamed = 0i64;
         loop {
             let rows = cursor.fetch(10).map_err(failed)?;
