@@ -839,12 +839,10 @@ BEGIN
     op := CASE r.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
     terms := format($t$
       SELECT m.id, d.dist,
-             @extschema@._memory_score($3[1], $3[2], $3[3], $3[4],
-               @extschema@._memory_similarity(%1$L, d.dist),
-               @extschema@._memory_recency(
-                 extract(epoch FROM $9 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
-                                              ELSE m.event_at END)::float8,
-                 coalesce(($5 ->> m.kind)::float8, $4), m.evergreen OR m.kind = ANY ($6), $7),
+             @extschema@._memory_row_score($3[1], $3[2], $3[3], $3[4], %1$L, d.dist,
+               extract(epoch FROM $9 - CASE WHEN $8 = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
+                                            ELSE m.event_at END)::float8,
+               coalesce(($5 ->> m.kind)::float8, $4), m.evergreen OR m.kind = ANY ($6), $7,
                m.importance,
                CASE WHEN cardinality($10) = 0 THEN 0::float8
                     ELSE (SELECT count(*) FROM unnest($10) q WHERE q = m.subject OR q = ANY (m.entities))::float8
@@ -933,10 +931,11 @@ BEGIN
 
   -- The rows and their explanations, scored in one static statement (its
   -- plan is kept for the session): every memory of the tenant when sel_ids
-  -- is NULL (brute force), else the ones the index stage selected. The
-  -- aggregates take the rows in the order of the sorted subquery z (nothing
-  -- joins after it); an ORDER BY in each of the seven would sort seven
-  -- times (0.12 ms a search).
+  -- is NULL (brute force), else the ones the index stage selected. Every
+  -- row is scored by _memory_row_score; the terms the explanation shows
+  -- are computed for the k rows kept only. The aggregates take the rows in
+  -- the order of the sorted subquery z (nothing joins after it); an ORDER
+  -- BY in each of the seven would sort seven times (0.12 ms a search).
   SELECT coalesce(array_agg(z.id), '{}'), array_agg(z.subject),
          array_agg(z.kind), array_agg(z.content),
          array_agg(z.metadata), array_agg(z.sc),
@@ -957,12 +956,13 @@ BEGIN
            'touch', touch_note))
   INTO o_ids, o_subjects, o_kinds, o_contents, o_metadata, o_scores, o_expl
   FROM (
-    SELECT s.id, s.dist, s.sim, s.rec, s.imp, s.ent, s.hl, s.age, s.evg, s.matched, s.sc,
+    SELECT s.id, s.dist, x.sim, x.rec, s.imp, s.ent, s.hl, s.age, s.evg, x.matched, s.sc,
            s.subject, s.kind, s.content, s.metadata
     FROM (
-      SELECT m.id, m.dist, x.sim, x.rec, m.importance AS imp, x.ent, a.hl, a.age, a.evg, x.matched,
-             @extschema@._memory_score(w[1], w[2], w[3], w[4], x.sim, x.rec, m.importance, x.ent) AS sc,
-             m.subject, m.kind, m.content, m.metadata
+      SELECT m.id, m.dist, m.importance AS imp, en.ent, a.hl, a.age, a.evg, m.subject, m.kind, m.content, m.metadata,
+             m.entities,
+             @extschema@._memory_row_score(w[1], w[2], w[3], w[4], r.distance, m.dist, a.age, a.hl, a.evg, recency_floor,
+                                           m.importance, en.ent) AS sc
       FROM (SELECT mm.id, e.dist, mm.subject, mm.kind, mm.content, mm.metadata, mm.importance, mm.evergreen,
                    mm.event_at, mm.created_at, mm.last_accessed_at, mm.entities
             FROM (SELECT ee.memory_id, @extschema@._memory_distance(ee.embedding, query, r.distance) AS dist
@@ -981,16 +981,18 @@ BEGIN
                extract(epoch FROM p_now - CASE WHEN age_from = 'access' THEN coalesce(m.last_accessed_at, m.created_at)
                                                ELSE m.event_at END)::float8 AS age) a
       CROSS JOIN LATERAL (
-        SELECT @extschema@._memory_similarity(r.distance, m.dist) AS sim,
-               @extschema@._memory_recency(a.age, a.hl, a.evg, recency_floor) AS rec,
-               b.matched,
-               CASE WHEN cardinality(qents) = 0 THEN 0::float8 ELSE cardinality(b.matched)::float8 / cardinality(qents) END AS ent
-        FROM (SELECT CASE WHEN cardinality(qents) = 0 THEN '{}'::text[]
-                          ELSE (SELECT coalesce(array_agg(q ORDER BY q), '{}') FROM unnest(qents) q
-                                WHERE q = m.subject OR q = ANY (m.entities)) END AS matched) b) x
-    ) s
-    ORDER BY s.sc DESC, s.id
-    LIMIT k) z;
+        SELECT CASE WHEN cardinality(qents) = 0 THEN 0::float8
+                    ELSE (SELECT count(*) FROM unnest(qents) q WHERE q = m.subject OR q = ANY (m.entities))::float8
+                         / cardinality(qents) END AS ent) en
+      ORDER BY sc DESC, m.id
+      LIMIT k) s
+    CROSS JOIN LATERAL (
+      SELECT @extschema@._memory_similarity(r.distance, s.dist) AS sim,
+             @extschema@._memory_recency(s.age, s.hl, s.evg, recency_floor) AS rec,
+             CASE WHEN cardinality(qents) = 0 THEN '{}'::text[]
+                  ELSE (SELECT coalesce(array_agg(q ORDER BY q), '{}') FROM unnest(qents) q
+                        WHERE q = s.subject OR q = ANY (s.entities)) END AS matched) x
+    ORDER BY s.sc DESC, s.id) z;
 
   -- Access refresh: only in a read-write transaction.
   IF touch_note = 'refreshed' THEN
@@ -1074,7 +1076,7 @@ INSERT INTO @extschema@.api_grants (module, object_kind, object_name, privilege)
   ('memory', 'function', '_memory_log_write(text, integer, text, boolean, integer, integer, double precision, double precision, text[], text[], bigint[])', 'EXECUTE'),
   ('memory', 'function', '_memory_similarity(text, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_recency(double precision, double precision, boolean, double precision)', 'EXECUTE'),
-  ('memory', 'function', '_memory_score(double precision, double precision, double precision, double precision, double precision, double precision, double precision, double precision)', 'EXECUTE'),
+  ('memory', 'function', '_memory_row_score(double precision, double precision, double precision, double precision, text, double precision, double precision, double precision, boolean, double precision, double precision, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_stream(text, anyelement, uuid, double precision[], double precision, jsonb, text[], double precision, text, timestamp with time zone, text[], integer, double precision[], bigint[], text, double precision)', 'EXECUTE'),
   ('memory', 'function', '_memory_tenant_index_name(text, uuid)', 'EXECUTE'),
   ('memory', 'function', '_memory_half_life_langchain(double precision)', 'EXECUTE'),

@@ -70,29 +70,36 @@ fn _memory_recency(age_seconds: f64, half_life_seconds: f64, evergreen: bool, fl
     score::recency(age_seconds, half_life_seconds, evergreen, floor)
 }
 
-/// The score in [0, 1]: the weighted mean of the four terms.
+/// A memory's score in [0, 1] from its raw facts, in one call per row:
+/// the weighted mean of the terms `_memory_similarity` and
+/// `_memory_recency` compute (the same functions, so the same floats the
+/// explanation shows), importance and the entity term. The stream and
+/// brute force score every row with it; the term functions run only for
+/// the k rows whose explanations show them.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(immutable, strict, parallel_safe)]
-fn _memory_score(
+fn _memory_row_score(
     w_similarity: f64,
     w_recency: f64,
     w_importance: f64,
     w_entity: f64,
-    similarity: f64,
-    recency: f64,
+    distance_kind: &str,
+    distance: f64,
+    age_seconds: f64,
+    half_life_seconds: f64,
+    evergreen: bool,
+    recency_floor: f64,
     importance: f64,
     entity: f64,
 ) -> f64 {
     let w = weights(w_similarity, w_recency, w_importance, w_entity).or_raise();
-    score::score(
-        &w,
-        &Terms {
-            similarity,
-            recency,
-            importance,
-            entity,
-        },
-    )
+    let terms = Terms {
+        similarity: _memory_similarity(distance_kind, distance),
+        recency: _memory_recency(age_seconds, half_life_seconds, evergreen, recency_floor),
+        importance,
+        entity,
+    };
+    score::score(&w, &terms)
 }
 
 thread_local! {
@@ -262,7 +269,7 @@ extension_sql_file!(
         "partitions",
         _memory_similarity,
         _memory_recency,
-        _memory_score,
+        _memory_row_score,
         _memory_stream,
         _memory_half_life_langchain,
         _memory_half_life_factor,
