@@ -2760,6 +2760,10 @@ BEGIN
     RAISE EXCEPTION 'recency_floor % is out of range', recency_floor
       USING ERRCODE = 'numeric_value_out_of_range', HINT = 'The floor is between 0 and 1 (0: none).';
   END IF;
+  IF array_position(evergreen_kinds, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'evergreen_kinds holds a NULL'
+      USING ERRCODE = 'null_value_not_allowed', HINT = 'List the kinds that never decay by name, e.g. ''{allergy,consent}''.';
+  END IF;
   IF age_from NOT IN ('event', 'access') THEN
     RAISE EXCEPTION 'unknown age_from "%"', @extschema@._echo(age_from)
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''event'' (age from event_at) or ''access'' (from the last access, else creation).';

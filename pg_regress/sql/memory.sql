@@ -179,6 +179,15 @@ CROSS JOIN LATERAL (
                           half_lives => v.half_lives, evergreen_kinds => v.evergreen, age_from => v.age_from, p_now => v.p_now) s) b
 WHERE v.v = k.v ORDER BY k.v;
 SET saas.memory_ef_search = 0;
+-- The stream reader called directly: a kept plan runs only with the query
+-- type it was prepared for (another type is prepared anew, and refused by
+-- the parser, not read as a vector), and NULLs in its arrays are refused.
+\set stream_sql 'SELECT e.memory_id, (e.embedding::vector(3)) <=> $1 AS dist, 0.5::float8 FROM saas.memory_embeddings e WHERE e.tenant_id = $2 AND e.model = ''tiny'' ORDER BY 2, 1'
+SELECT stopped, streamed, cardinality(ids) AS taken FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::vector, :ta,
+  '{1,0.3,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 2, '{}', '{}', 'cosine', 0);
+SELECT stopped FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::text, :ta,
+  '{1,0.3,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 2, '{}', '{}', 'cosine', 0);
+\echo :LAST_ERROR_SQLSTATE
 -- A restored row builds its index again; dropping the row drops the index.
 SELECT format('DROP INDEX saas.%I', index_name) FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny' \gexec
 CREATE TEMP TABLE dumped_tenant_index AS SELECT * FROM saas.memory_tenant_indexes WHERE tenant_id = :ta AND model = 'tiny';
@@ -285,6 +294,15 @@ SELECT * FROM saas.memory_search('[1,0,0]', 'nope');
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', k => 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', p_now => 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', evergreen_kinds => '{chat,NULL}');
+\echo :LAST_ERROR_SQLSTATE
+-- The stream reader called directly refuses NULLs in its arrays.
+SELECT stopped FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::vector, :ta,
+  '{1,NULL,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 2, '{}', '{}', 'cosine', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT stopped FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::vector, :ta,
+  '{1,0.3,0.2,0.3}', 2592000, '{}', '{chat,NULL}', 0, 'event', '2026-03-01', '{NULL}', 2, '{0.9,NULL}', '{NULL}', 'cosine', 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', k => 1001);
 \echo :LAST_ERROR_SQLSTATE

@@ -108,7 +108,10 @@ thread_local! {
     /// tenant index, the md5 its predicate holds), never a value of a
     /// search: those are parameters. The plan cache re-plans a kept plan
     /// after DDL or a change of role (RLS) by itself.
-    static KEPT_STREAMS: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// The key holds the query vector's type too: a plan runs only with
+    /// the parameter types it was prepared for (a datum of another type
+    /// would be read as a vector).
+    static KEPT_STREAMS: RefCell<HashMap<(pg_sys::Oid, String), Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 /// Kept stream plans per backend at most; past it they are all dropped
@@ -140,17 +143,17 @@ fn _memory_stream(
     stream_sql: &str,
     query: AnyElement,
     tenant: pgrx::Uuid,
-    weights: Vec<f64>,
+    weights: Vec<Option<f64>>,
     half_life: f64,
     half_lives: pgrx::JsonB,
-    evergreen_kinds: Vec<String>,
+    evergreen_kinds: Vec<Option<String>>,
     recency_floor: f64,
     age_from: &str,
     now: TimestampWithTimeZone,
-    entities: Vec<String>,
+    entities: Vec<Option<String>>,
     k: i32,
-    seed_top: Vec<f64>,
-    skip: Vec<i64>,
+    seed_top: Vec<Option<f64>>,
+    skip: Vec<Option<i64>>,
     distance_kind: &str,
     entity_bound: f64,
 ) -> TableIterator<
@@ -162,17 +165,26 @@ fn _memory_stream(
         name!(scores, Vec<f64>),
     ),
 > {
+    // Arrays may hold NULLs when called directly: refused, not a panic.
     let w = match *weights.as_slice() {
-        [s, r, i, e] => self::weights(s, r, i, e).or_raise(),
+        [Some(s), Some(r), Some(i), Some(e)] => self::weights(s, r, i, e).or_raise(),
         _ => SaasError::new(
             ErrorKind::InvalidParameter,
-            format!("the stream takes 4 weights, not {}", weights.len()),
+            "the stream takes 4 weights, none NULL",
             "Pass similarity, recency, importance and entity, in that order.",
         )
         .report(),
     };
+    let Some(seed_top) = seed_top.into_iter().collect::<Option<Vec<f64>>>() else {
+        SaasError::new(
+            ErrorKind::NullValue,
+            "seed_top holds a NULL score",
+            "Pass the scores the entity stage returned.",
+        )
+        .report()
+    };
     // Sorted for binary search: a subject can have thousands of entity rows.
-    let mut skip = skip;
+    let mut skip: Vec<i64> = skip.into_iter().flatten().collect();
     skip.sort_unstable();
     let mut stream = score::Stream::new(
         seed_top,
@@ -206,7 +218,8 @@ fn _memory_stream(
             )
             .with_detail(e.to_string())
         };
-        let plan = match KEPT_STREAMS.with_borrow(|kept| kept.get(stream_sql).cloned()) {
+        let key = (query_type, stream_sql.to_owned());
+        let plan = match KEPT_STREAMS.with_borrow(|kept| kept.get(&key).cloned()) {
             Some(plan) => plan,
             None => {
                 let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
@@ -215,7 +228,7 @@ fn _memory_stream(
                     if kept.len() >= KEPT_STREAMS_MAX {
                         kept.clear();
                     }
-                    kept.insert(stream_sql.to_owned(), Rc::clone(&plan));
+                    kept.insert(key, Rc::clone(&plan));
                 });
                 plan
             }
