@@ -2682,6 +2682,9 @@ DECLARE
   old_ef text;
   old_index_scan text;
   old_sort text;
+  sorted_gucs text[] := ARRAY['enable_indexscan', 'enable_sort', 'enable_seqscan', 'enable_bitmapscan'];
+  sorted_values text[] := ARRAY['off', 'on', 'on', 'on'];
+  old_sorted text[];
   stream_sql text;
   b_ids bigint[];
   b_scores float8[];
@@ -2819,15 +2822,23 @@ BEGIN
     -- Entity stage: the memories matching a query entity, whatever their
     -- distance, in distance order until not even a full entity match can
     -- beat the k-th score (those left cannot beat the final k-th either).
+    -- A kept plan keeps the planner settings it was made under, so every
+    -- stream pins the ones that decide its shape: here and in pass 2 a
+    -- sort of the tenant's rows by exact distance (sorted_gucs: never an
+    -- HNSW scan, whose order is approximate), in pass 1 the tenant's own
+    -- index.
     IF cardinality(qents) > 0 THEN
-      SELECT s.ids, s.scores INTO ent_ids, c_scores
+      old_sorted := ARRAY(SELECT current_setting(g) FROM unnest(sorted_gucs) g);
+      PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, sorted_values) x(g, v);
+      SELECT s.ids, s.scores, s.streamed INTO ent_ids, c_scores, streamed
       FROM @extschema@._memory_stream(
              format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
                                   'WHERE l.tenant_id = $2 AND l.entity = ANY ($10)) ORDER BY 2, 1'),
              query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now, qents,
              k, '{}', '{}', r.distance, 1) s;
+      PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, old_sorted) x(g, v);
       c_ids := ent_ids;
-      examined := cardinality(ent_ids);
+      examined := streamed;
     END IF;
     -- Index stage: the tenant's memories in distance order, until no unseen
     -- memory can beat the k-th score (_memory_stream reads the stream
@@ -2848,32 +2859,32 @@ BEGIN
         old_ef := current_setting('hnsw.ef_search', true);
         PERFORM set_config('hnsw.ef_search', current_setting('saas.memory_ef_search'), true);
         old_sort := current_setting('enable_sort');
+        old_index_scan := current_setting('enable_indexscan');
         PERFORM set_config('enable_sort', 'off', true);
+        PERFORM set_config('enable_indexscan', 'on', true);
         stream_sql := format(terms, src || format(' AND pg_catalog.md5(e.tenant_id::text) = %L ORDER BY 2', pg_catalog.md5(t::text)));
       ELSE
         -- The tenant's rows sorted by exact distance (no index), with the
         -- same stopping rule; also what finishes a tenant-index stream that
         -- ended (hnsw.max_scan_tuples) before the bound or the last row.
-        old_index_scan := current_setting('enable_indexscan');
-        old_sort := current_setting('enable_sort');
-        PERFORM set_config('enable_indexscan', 'off', true);
-        PERFORM set_config('enable_sort', 'on', true);
+        old_sorted := ARRAY(SELECT current_setting(g) FROM unnest(sorted_gucs) g);
+        PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, sorted_values) x(g, v);
         stream_sql := format(terms, src || ' ORDER BY 2, 1');
       END IF;
       SELECT s.stopped, s.streamed, s.ids, s.scores INTO stopped, streamed, b_ids, b_scores
       FROM @extschema@._memory_stream(stream_sql, query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now,
                                       qents, k, e_scores, ent_ids, r.distance, 0) s;
-      c_ids := e_ids || b_ids; c_scores := e_scores || b_scores; examined := e_examined + cardinality(b_ids);
+      c_ids := e_ids || b_ids; c_scores := e_scores || b_scores; examined := e_examined + streamed;
       IF pass = 1 THEN
         PERFORM set_config('hnsw.iterative_scan', coalesce(old_iter, 'off'), true);
         PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
         PERFORM set_config('enable_sort', old_sort, true);
+        PERFORM set_config('enable_indexscan', old_index_scan, true);
         EXIT WHEN stopped;
         SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
         EXIT WHEN streamed >= eligible;
       ELSE
-        PERFORM set_config('enable_indexscan', old_index_scan, true);
-        PERFORM set_config('enable_sort', old_sort, true);
+        PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, old_sorted) x(g, v);
       END IF;
     END LOOP;
     -- Every memory seen means exact; a stop at the bound is certified

@@ -108,10 +108,21 @@ SELECT rank, content FROM saas.memory_search('[1,0,0]', 'tiny', k => 1, subjects
 
 -- The index stage (forced with saas.memory_exact_below = 0) returns what
 -- brute force returns, with entity matches found whatever their distance.
+-- Its streams' plans are kept, so they pin the planner settings that shape
+-- them: with the session's sorts and scans but index scans off (the first
+-- plan of the entity stage is made here), it still sorts the tenant's rows
+-- by exact distance and never reads the model's shared HNSW index, whose
+-- order is approximate.
+SELECT pg_stat_get_xact_numscans(to_regclass('saas.' || index_name)) AS shared_scans_before
+FROM saas.memory_models WHERE model = 'tiny' \gset
+SET enable_sort = off; SET enable_seqscan = off; SET enable_bitmapscan = off;
 SET saas.memory_exact_below = 0;
 SELECT rank, content, round(score::numeric, 4) AS score, exact, explanation ->> 'stage' AS stage
 FROM saas.memory_search('[1,0,0]', 'tiny', k => 3, entities => '{parking}', p_now => '2026-03-01') ORDER BY rank;
 RESET saas.memory_exact_below;
+RESET enable_sort; RESET enable_seqscan; RESET enable_bitmapscan;
+SELECT pg_stat_get_xact_numscans(to_regclass('saas.' || index_name)) = :shared_scans_before AS shared_index_unread
+FROM saas.memory_models WHERE model = 'tiny';
 SELECT rank, content, round(score::numeric, 4) AS score, exact, explanation ->> 'stage' AS stage
 FROM saas.memory_search('[1,0,0]', 'tiny', k => 3, entities => '{parking}', p_now => '2026-03-01') ORDER BY rank;
 -- Both stages score their rows and build the explanations in the same

@@ -114,6 +114,12 @@ thread_local! {
     static KEPT_STREAMS: RefCell<HashMap<(pg_sys::Oid, String), Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
+/// The largest k `memory_search` accepts (its documented maximum).
+const MAX_K: i32 = 1000;
+
+/// The longest stream statement `_memory_stream` takes.
+const MAX_STREAM_SQL: usize = 64 * 1024;
+
 /// Kept stream plans per backend at most; past it they are all dropped
 /// (a backend serves a few models and its tenants' own indexes).
 const KEPT_STREAMS_MAX: usize = 64;
@@ -122,8 +128,8 @@ const KEPT_STREAMS_MAX: usize = 64;
 /// distance order) read through an SPI cursor until no unseen memory can
 /// beat the k-th score (`score::Stream`), ten rows at a time (the index
 /// reads little past the stop). Returns whether the bound stopped it, the
-/// rows read, and the rows taken (those in `skip`, which the entity stage
-/// scored, are not taken again). `entity_bound`: the highest entity term an
+/// rows read, and the best k rows taken, best first (those in `skip`,
+/// which the entity stage scored, are not taken again). `entity_bound`: the highest entity term an
 /// unseen row of this stream can have (0 for the index stage, whose entity
 /// matches are already scored; 1 for the entity stage's own stream).
 ///
@@ -165,7 +171,25 @@ fn _memory_stream(
         name!(scores, Vec<f64>),
     ),
 > {
-    // Arrays may hold NULLs when called directly: refused, not a panic.
+    // Called directly, anything may come: k as memory_search allows it (the
+    // candidates are kept in O(k)), a statement of sane length, and arrays
+    // with NULLs are refused, not a panic.
+    if !(1..=MAX_K).contains(&k) {
+        SaasError::new(
+            ErrorKind::OutOfRange,
+            format!("k {k} is out of range"),
+            "Ask for 1 to 1000 memories (k).",
+        )
+        .report();
+    }
+    if stream_sql.len() > MAX_STREAM_SQL {
+        SaasError::new(
+            ErrorKind::StringTooLong,
+            format!("the stream statement has {} bytes", stream_sql.len()),
+            "memory_search builds statements of a few kilobytes; pass one under 64 kB.",
+        )
+        .report();
+    }
     let w = match *weights.as_slice() {
         [Some(s), Some(r), Some(i), Some(e)] => self::weights(s, r, i, e).or_raise(),
         _ => SaasError::new(
@@ -252,7 +276,8 @@ fn _memory_stream(
         }
     })
     .or_raise();
-    TableIterator::once((read.0, read.1, stream.ids, stream.scores))
+    let (ids, scores) = stream.into_candidates();
+    TableIterator::once((read.0, read.1, ids, scores))
 }
 
 /// Half-life in seconds of LangChain's `decay_rate`.

@@ -187,7 +187,10 @@ pub fn stop_distance(kth_score: f64, w: &Weights, metric: Metric, entity: f64) -
 
 /// The index stage reading its stream: rows come in distance order and
 /// [`Stream::offer`] says when no unseen memory can beat the k-th score
-/// (the row offered then is not taken). The rows taken are the candidates.
+/// (the row offered then is not taken). The candidates are the best k rows
+/// taken (score descending, then id), so memory stays O(k) however long
+/// the stream: a row outside them is beaten by k rows and cannot be in the
+/// final top k either.
 pub struct Stream {
     k: usize,
     w: Weights,
@@ -195,8 +198,7 @@ pub struct Stream {
     entity: f64,
     top: Vec<f64>,
     stop_at: f64,
-    pub ids: Vec<i64>,
-    pub scores: Vec<f64>,
+    best: Vec<(f64, i64)>,
 }
 
 impl Stream {
@@ -214,8 +216,7 @@ impl Stream {
             entity,
             top,
             stop_at: f64::INFINITY,
-            ids: Vec::new(),
-            scores: Vec::new(),
+            best: Vec::new(),
         };
         stream.update_stop();
         stream
@@ -240,15 +241,33 @@ impl Stream {
         {
             return true;
         }
-        if !already_scored {
-            self.ids.push(id);
-            self.scores.push(score);
+        if !already_scored && !score.is_nan() {
+            self.keep(id, score);
             if self.kth().is_none_or(|kth| score > kth) {
                 self.top = push_top(std::mem::take(&mut self.top), score, self.k);
                 self.update_stop();
             }
         }
         false
+    }
+}
+
+impl Stream {
+    /// Keeps (score, id) if it is among the best k taken so far.
+    fn keep(&mut self, id: i64, score: f64) {
+        let better = |a: &(f64, i64), b: &(f64, i64)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+        let row = (score, id);
+        if self.best.len() == self.k && self.best.last().is_none_or(|last| !better(&row, last)) {
+            return;
+        }
+        let at = self.best.partition_point(|r| better(r, &row));
+        self.best.insert(at, row);
+        self.best.truncate(self.k);
+    }
+
+    /// The candidates, best first: their ids and scores.
+    pub fn into_candidates(self) -> (Vec<i64>, Vec<f64>) {
+        self.best.into_iter().map(|(s, id)| (id, s)).unzip()
     }
 }
 
@@ -344,7 +363,12 @@ mod tests {
                     break;
                 }
             }
-            let mut kept: Vec<f64> = seed.iter().copied().chain(stream.scores.iter().copied()).collect();
+            let (ids, scores) = stream.into_candidates();
+            // At most k candidates, best first, each the score of its row.
+            prop_assert!(ids.len() <= k);
+            prop_assert!(scores.windows(2).all(|p| p[0] >= p[1]));
+            prop_assert!(ids.iter().zip(&scores).all(|(&i, &s)| rows[i as usize].1 == s));
+            let mut kept: Vec<f64> = seed.iter().copied().chain(scores.iter().copied()).collect();
             let mut all: Vec<f64> = seed.iter().copied().chain(rows.iter().map(|r| r.1)).collect();
             kept.sort_by(|a, b| b.partial_cmp(a).unwrap());
             all.sort_by(|a, b| b.partial_cmp(a).unwrap());
