@@ -725,9 +725,6 @@ DECLARE
   old_ef text;
   old_index_scan text;
   old_sort text;
-  sorted_gucs text[] := ARRAY['enable_indexscan', 'enable_sort', 'enable_seqscan', 'enable_bitmapscan'];
-  sorted_values text[] := ARRAY['off', 'on', 'on', 'on'];
-  old_sorted text[];
   stream_sql text;
   b_ids bigint[];
   b_scores float8[];
@@ -806,7 +803,7 @@ BEGIN
     RAISE EXCEPTION 'recency_floor % is out of range', recency_floor
       USING ERRCODE = 'numeric_value_out_of_range', HINT = 'The floor is between 0 and 1 (0: none).';
   END IF;
-  IF array_position(evergreen_kinds, NULL) IS NOT NULL THEN
+  IF EXISTS (SELECT FROM unnest(evergreen_kinds) x WHERE x IS NULL) THEN
     RAISE EXCEPTION 'evergreen_kinds holds a NULL'
       USING ERRCODE = 'null_value_not_allowed', HINT = 'List the kinds that never decay by name, e.g. ''{allergy,consent}''.';
   END IF;
@@ -865,21 +862,18 @@ BEGIN
     -- Entity stage: the memories matching a query entity, whatever their
     -- distance, in distance order until not even a full entity match can
     -- beat the k-th score (those left cannot beat the final k-th either).
-    -- A kept plan keeps the planner settings it was made under, so every
-    -- stream pins the ones that decide its shape: here and in pass 2 a
-    -- sort of the tenant's rows by exact distance (sorted_gucs: never an
-    -- HNSW scan, whose order is approximate), in pass 1 the tenant's own
-    -- index.
+    -- A kept plan keeps the planner settings it was made under, whatever
+    -- a later session sets. So the sorted streams (here and pass 2) read
+    -- their rows through a fence (OFFSET 0) that no index order can cross:
+    -- they are sorted by exact distance under any settings, never read in
+    -- an HNSW index's approximate order. Pass 1 pins what it needs.
     IF cardinality(qents) > 0 THEN
-      old_sorted := ARRAY(SELECT current_setting(g) FROM unnest(sorted_gucs) g);
-      PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, sorted_values) x(g, v);
       SELECT s.ids, s.scores, s.streamed INTO ent_ids, c_scores, streamed
       FROM @extschema@._memory_stream(
-             format(terms, src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
-                                  'WHERE l.tenant_id = $2 AND l.entity = ANY ($10)) ORDER BY 2, 1'),
+             format(terms, 'SELECT * FROM (' || src || ' AND e.memory_id IN (SELECT l.memory_id FROM @extschema@.memory_entities l '
+                                  'WHERE l.tenant_id = $2 AND l.entity = ANY ($10)) OFFSET 0) f ORDER BY 2, 1'),
              query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now, qents,
              k, '{}', '{}', r.distance, 1) s;
-      PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, old_sorted) x(g, v);
       c_ids := ent_ids;
       examined := streamed;
     END IF;
@@ -907,12 +901,10 @@ BEGIN
         PERFORM set_config('enable_indexscan', 'on', true);
         stream_sql := format(terms, src || format(' AND pg_catalog.md5(e.tenant_id::text) = %L ORDER BY 2', pg_catalog.md5(t::text)));
       ELSE
-        -- The tenant's rows sorted by exact distance (no index), with the
-        -- same stopping rule; also what finishes a tenant-index stream that
+        -- The tenant's rows sorted by exact distance (through the fence
+        -- above: no index order), with the same stopping rule; also what finishes a tenant-index stream that
         -- ended (hnsw.max_scan_tuples) before the bound or the last row.
-        old_sorted := ARRAY(SELECT current_setting(g) FROM unnest(sorted_gucs) g);
-        PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, sorted_values) x(g, v);
-        stream_sql := format(terms, src || ' ORDER BY 2, 1');
+        stream_sql := format(terms, 'SELECT * FROM (' || src || ' OFFSET 0) f ORDER BY 2, 1');
       END IF;
       SELECT s.stopped, s.streamed, s.ids, s.scores INTO stopped, streamed, b_ids, b_scores
       FROM @extschema@._memory_stream(stream_sql, query, t, w, hl_default, hl_map, evergreen_kinds, recency_floor, age_from, p_now,
@@ -926,8 +918,6 @@ BEGIN
         EXIT WHEN stopped;
         SELECT count(*) INTO eligible FROM @extschema@.memory_embeddings e WHERE e.tenant_id = t AND e.model = r.model;
         EXIT WHEN streamed >= eligible;
-      ELSE
-        PERFORM set_config(x.g, x.v, true) FROM unnest(sorted_gucs, old_sorted) x(g, v);
       END IF;
     END LOOP;
     -- Every memory seen means exact; a stop at the bound is certified

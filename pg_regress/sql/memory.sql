@@ -108,11 +108,11 @@ SELECT rank, content FROM saas.memory_search('[1,0,0]', 'tiny', k => 1, subjects
 
 -- The index stage (forced with saas.memory_exact_below = 0) returns what
 -- brute force returns, with entity matches found whatever their distance.
--- Its streams' plans are kept, so they pin the planner settings that shape
--- them: with the session's sorts and scans but index scans off (the first
--- plan of the entity stage is made here), it still sorts the tenant's rows
--- by exact distance and never reads the model's shared HNSW index, whose
--- order is approximate.
+-- Its streams' plans are kept with the settings they were made under: with
+-- the session's sorts and scans but index scans off (the first plan of the
+-- entity stage is made here), the entity stage still sorts the tenant's
+-- rows by exact distance (a fence no index order crosses) and never reads
+-- the model's shared HNSW index, whose order is approximate.
 SELECT pg_stat_get_xact_numscans(to_regclass('saas.' || index_name)) AS shared_scans_before
 FROM saas.memory_models WHERE model = 'tiny' \gset
 SET enable_sort = off; SET enable_seqscan = off; SET enable_bitmapscan = off;
@@ -190,6 +190,8 @@ CROSS JOIN LATERAL (
                           half_lives => v.half_lives, evergreen_kinds => v.evergreen, age_from => v.age_from, p_now => v.p_now) s) b
 WHERE v.v = k.v ORDER BY k.v;
 SET saas.memory_ef_search = 0;
+-- evergreen_kinds may be any array of kind names, a 2-D one too.
+SELECT count(*) AS rows FROM saas.memory_search('[1,0,0]', 'tiny', k => 3, evergreen_kinds => '{{chat,note}}', p_now => '2026-03-01');
 -- The stream reader called directly: a kept plan runs only with the query
 -- type it was prepared for (another type is prepared anew, and refused by
 -- the parser, not read as a vector), and NULLs in its arrays are refused.
