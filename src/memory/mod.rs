@@ -129,9 +129,10 @@ const KEPT_STREAMS_MAX: usize = 64;
 /// beat the k-th score (`score::Stream`), ten rows at a time (the index
 /// reads little past the stop). Returns whether the bound stopped it, the
 /// rows read, and the best k rows taken, best first (those in `skip`,
-/// which the entity stage scored, are not taken again). `entity_bound`: the highest entity term an
-/// unseen row of this stream can have (0 for the index stage, whose entity
-/// matches are already scored; 1 for the entity stage's own stream).
+/// which the entity stage scored, are not taken again). `entity_bound`:
+/// the highest entity term an unseen row of this stream can have (0 for
+/// the index stage, whose entity matches are already scored; 1 for the
+/// entity stage's own stream).
 ///
 /// The statement's plan is kept (`KEPT_STREAMS`); the search's values are
 /// its parameters: $1 the query vector, $2 the tenant, $3 the four weights,

@@ -250,9 +250,7 @@ impl Stream {
         }
         false
     }
-}
 
-impl Stream {
     /// Keeps (score, id) if it is among the best k taken so far.
     fn keep(&mut self, id: i64, score: f64) {
         let better = |a: &(f64, i64), b: &(f64, i64)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
