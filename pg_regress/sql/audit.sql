@@ -60,10 +60,15 @@ SELECT count(*) AS audited_tables FROM saas.audit_tables;
 -- ---------------------------------------------------------------------------
 -- Row mode: what a change records
 -- ---------------------------------------------------------------------------
+-- The log's partitions pinned to the suite's month: on first use they are
+-- made from now(), and the suite's rows are dated November 2026 (run in
+-- December, they landed in the default partition and were rescued).
+SELECT count(*) > 0 AS log_partitions_made
+FROM saas.create_monthly_partitions('saas.audit_log', 'logged_at', p_now => '2026-11-01 00:00+00');
 SELECT saas.audit_enable('audit_test.notes', '{updated_at}');
 SELECT relid, mode, changed_only, ignored_columns, key_columns, tenant_column FROM saas.audit_tables ORDER BY relid::text;
 SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'audit_test.notes'::regclass AND NOT tgisinternal ORDER BY tgname;
--- The log got its partitions on first use, with the log's protection.
+-- The log's partitions have the log's protection.
 SELECT count(*) > 1 AS log_partitions,
        bool_and(c.relrowsecurity AND c.relforcerowsecurity) AS all_forced_rls
 FROM pg_partition_tree('saas.audit_log') t JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf;
