@@ -310,6 +310,14 @@ SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', p_now => 'infinity');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM saas.memory_search('[1,0,0]', 'tiny', evergreen_kinds => '{chat,NULL}');
 \echo :LAST_ERROR_SQLSTATE
+-- The stream reader called directly refuses a k memory_search would refuse
+-- (its candidates are kept in O(k)) and a statement over 64 kB.
+SELECT stopped FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::vector, :ta,
+  '{1,0.3,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 0, '{}', '{}', 'cosine', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT stopped FROM saas._memory_stream(:'stream_sql' || repeat(' ', 65536), '[1,0,0]'::vector, :ta,
+  '{1,0.3,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 2, '{}', '{}', 'cosine', 0);
+\echo :LAST_ERROR_SQLSTATE
 -- The stream reader called directly refuses NULLs in its arrays.
 SELECT stopped FROM saas._memory_stream(:'stream_sql', '[1,0,0]'::vector, :ta,
   '{1,NULL,0.2,0.3}', 2592000, '{}', '{}', 0, 'event', '2026-03-01', '{}', 2, '{}', '{}', 'cosine', 0);
