@@ -148,14 +148,23 @@ pub fn best_unseen(w: &Weights, metric: Metric, distance: f64, entity: f64) -> f
 /// test compares with [`best_unseen`]; keeping it here saves the stream a
 /// sort per improving candidate.
 pub fn push_top(mut top: Vec<f64>, score: f64, k: usize) -> Vec<f64> {
-    top.truncate(k);
-    if k == 0 || score.is_nan() || (top.len() == k && score <= top[k - 1]) {
-        return top;
+    if !score.is_nan() {
+        insert_best(&mut top, score, k, |a, b| a > b);
     }
-    let at = top.partition_point(|&s| s >= score);
-    top.insert(at, score);
     top.truncate(k);
     top
+}
+
+/// Inserts `x` into `best` (best first by `better`, at most `k` long) when
+/// it is better than the k-th; after the equals already there otherwise.
+fn insert_best<T>(best: &mut Vec<T>, x: T, k: usize, better: impl Fn(&T, &T) -> bool) {
+    best.truncate(k);
+    if best.len() == k && best.last().is_none_or(|last| !better(&x, last)) {
+        return;
+    }
+    let at = best.partition_point(|r| !better(&x, r));
+    best.insert(at, x);
+    best.truncate(k);
 }
 
 /// The distance from which no unseen memory (entity term at most `entity`)
@@ -251,16 +260,12 @@ impl Stream {
         false
     }
 
-    /// Keeps (score, id) if it is among the best k taken so far.
+    /// Keeps (score, id) if it is among the best k taken so far (score
+    /// descending, then id, as the final statement orders them).
     fn keep(&mut self, id: i64, score: f64) {
-        let better = |a: &(f64, i64), b: &(f64, i64)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
-        let row = (score, id);
-        if self.best.len() == self.k && self.best.last().is_none_or(|last| !better(&row, last)) {
-            return;
-        }
-        let at = self.best.partition_point(|r| better(r, &row));
-        self.best.insert(at, row);
-        self.best.truncate(self.k);
+        insert_best(&mut self.best, (score, id), self.k, |a, b| {
+            a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+        });
     }
 
     /// The candidates, best first: their ids and scores.
